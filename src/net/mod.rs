@@ -1,0 +1,1 @@
+//! Container network identity: veth set-up from annotations, snapshot and move between namespaces.

@@ -1,0 +1,1 @@
+//! Remote and local volumes attached once on the host, shared and counted, bind-mounted into rootfs.
