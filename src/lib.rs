@@ -2,5 +2,13 @@
 //! The library holds everything; `src/main.rs` only hands the command line to `cli`.
 
 pub mod cgroups;
+pub mod cli;
+pub mod container;
+pub mod hooks;
+pub mod init;
+pub mod logging;
 pub mod net;
+pub mod nsutil;
+pub mod spec;
+pub mod upgrade;
 pub mod volume;

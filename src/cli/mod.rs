@@ -1,0 +1,190 @@
+//! The command line: runc's commands, flags and output formats (engines call molt exactly as they
+//! call runc), plus molt's own `upgrade` and `volume`. One file per command; each stays thin and
+//! hands the work to the library.
+
+mod create;
+mod delete;
+mod exec;
+mod features;
+mod kill;
+mod list;
+mod pause;
+mod ps;
+mod run;
+mod spec;
+mod start;
+mod state;
+mod upgrade;
+mod volume;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "molt", about = "A Linux OCI container runtime that upgrades running containers in place", disable_version_flag = true)]
+pub struct Cli {
+    /// Directory for container state (default /run/molt, or $XDG_RUNTIME_DIR/molt when not root)
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// Append the runtime's log records to this file
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Format of the --log records: text or json
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: String,
+    /// Log debug records too
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Accepted for runc compatibility: cgroups paths in "slice:prefix:name" form
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc compatibility and ignored
+    #[arg(long, global = true, hide = true)]
+    criu: Option<String>,
+    /// Accepted for runc compatibility and ignored
+    #[arg(long, global = true, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    rootless: Option<String>,
+    /// Print the version
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a container: set everything up and hold the process until `start`
+    Create(create::Args),
+    /// Start the process of a created container
+    Start(start::Args),
+    /// Create, start and wait for a container
+    Run(run::Args),
+    /// Print a container's state as runtime-spec JSON
+    State(state::Args),
+    /// Send a signal to a container's init (or every process with --all)
+    Kill(kill::Args),
+    /// Delete a container and everything it holds
+    Delete(delete::Args),
+    /// List containers
+    List(list::Args),
+    /// Write a default config.json
+    Spec(spec::Args),
+    /// Print what this runtime supports, as runtime-spec features JSON
+    Features,
+    /// Run a new process in a running container
+    Exec(exec::Args),
+    /// List the processes of a container
+    Ps(ps::Args),
+    /// Freeze every process of a container
+    Pause(pause::Args),
+    /// Thaw a paused container
+    Resume(pause::Args),
+    /// Replace a running container by one from a new bundle, keeping its volumes and identity
+    Upgrade(upgrade::Args),
+    /// Volumes attached on this host
+    #[command(subcommand)]
+    Volume(volume::Cmd),
+}
+
+/// What every command gets: the resolved root and global flags.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+pub type CmdResult = Result<i32, Box<dyn std::error::Error>>;
+
+pub fn default_root() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if euid != 0 => PathBuf::from(dir).join("molt"),
+        _ => PathBuf::from("/run/molt"),
+    }
+}
+
+/// runc accepts Go-style single-dash long flags (`-no-subreaper`); clap does not.
+fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    let long = [
+        "-no-subreaper", "-no-pivot", "-no-new-keyring", "-detach", "-bundle", "-pid-file",
+        "-console-socket", "-preserve-fds", "-force", "-all", "-root", "-log", "-log-format", "-debug",
+        "-process", "-tty", "-format", "-systemd-cgroup", "-image-path", "-work-path",
+    ];
+    let mut out = vec![];
+    let mut past_dashdash = false;
+    for a in args {
+        if a == "--" {
+            past_dashdash = true;
+        }
+        let name = a.split('=').next().unwrap_or("");
+        if !past_dashdash && long.contains(&name) {
+            out.push(format!("-{a}"));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+pub fn main() -> i32 {
+    // SAFETY: reset to default so a closed stdout ends us quietly rather than panicking in print!.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let args = normalize_args(std::env::args());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let format = if cli.log_format == "json" { crate::logging::Format::Json } else { crate::logging::Format::Text };
+    crate::logging::init(cli.log.clone(), format, cli.debug);
+    if cli.version {
+        println!("molt version {}\ncommit: {}\nspec: 1.2.0", env!("CARGO_PKG_VERSION"), option_env!("MOLT_COMMIT").unwrap_or("unknown"));
+        return 0;
+    }
+    let Some(command) = cli.command else {
+        crate::logging::error("no command given; see molt --help");
+        return 1;
+    };
+    let ctx = Ctx { root: cli.root.clone().unwrap_or_else(default_root), systemd_cgroup: cli.systemd_cgroup };
+    let res = match command {
+        Command::Create(a) => create::run(&ctx, a),
+        Command::Start(a) => start::run(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
+        Command::State(a) => state::run(&ctx, a),
+        Command::Kill(a) => kill::run(&ctx, a),
+        Command::Delete(a) => delete::run(&ctx, a),
+        Command::List(a) => list::run(&ctx, a),
+        Command::Spec(a) => spec::run(a),
+        Command::Features => features::run(),
+        Command::Exec(a) => exec::run(&ctx, a),
+        Command::Ps(a) => ps::run(&ctx, a),
+        Command::Pause(a) => pause::run(&ctx, a, true),
+        Command::Resume(a) => pause::run(&ctx, a, false),
+        Command::Upgrade(a) => upgrade::run(&ctx, a),
+        Command::Volume(c) => volume::run(&ctx, c),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            crate::logging::error(&e.to_string());
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_style_flags_become_long_flags() {
+        let v = normalize_args(["molt", "restore", "-no-subreaper", "-d", "--bundle", "b", "x"].into_iter().map(String::from));
+        assert_eq!(v, ["molt", "restore", "--no-subreaper", "-d", "--bundle", "b", "x"]);
+    }
+}

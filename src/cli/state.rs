@@ -1,0 +1,19 @@
+//! `molt state ID`: the runtime-spec state document on stdout.
+
+use std::io::Write;
+
+use super::{CmdResult, Ctx};
+use crate::container::Container;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub id: String,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
+    let c = Container::load(&ctx.root, &a.id)?;
+    let doc = c.oci_state(c.status());
+    let text = serde_json::to_string_pretty(&doc)?;
+    std::io::stdout().write_all(format!("{text}\n").as_bytes())?;
+    Ok(0)
+}

@@ -1,0 +1,368 @@
+//! `create`: everything up to the point where the user's process is set up and blocked on the exec
+//! fifo. The runtime process clones the init, gives it its uid maps, cgroup, network and volumes,
+//! runs the createRuntime hooks, and returns once the init reports ready. On any failure nothing
+//! is left behind: the same teardown as `delete` undoes what was done.
+
+use std::fs;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::{io_err, Container, Error, Result, State, Status};
+use crate::init::channel::{Channel, Msg};
+use crate::init::{self, InitPlan};
+
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    pub systemd_cgroup: bool,
+    pub upgrade: Option<UpgradePrep>,
+}
+
+/// How a container created as an upgrade's replacement differs from a plain one.
+#[derive(Debug, Default, Clone)]
+pub struct UpgradePrep {
+    /// Volume mounts are left out; the upgrade hands them over after the old container stops.
+    pub defer_volumes: bool,
+    /// Join this (pinned) network namespace instead of creating one (`--network keep`).
+    pub join_netns: Option<PathBuf>,
+    /// Do not set up a veth from annotations: the old container's is moved in.
+    pub skip_net_setup: bool,
+}
+
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    if !bundle.is_dir() {
+        return Err(Error::Bundle { bundle: bundle.into(), reason: "not a directory".into() });
+    }
+    let data = fs::read(&path).map_err(|e| Error::Bundle {
+        bundle: bundle.into(),
+        reason: format!("config.json: {e}"),
+    })?;
+    serde_json::from_slice(&data).map_err(|e| Error::Bundle {
+        bundle: bundle.into(),
+        reason: format!("config.json is not a valid OCI runtime config: {e}"),
+    })
+}
+
+fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
+    let root = spec.root().as_ref().ok_or_else(|| Error::Config {
+        field: "root".into(),
+        reason: "missing".into(),
+    })?;
+    let p = bundle.join(root.path());
+    let p = p.canonicalize().map_err(|e| Error::Config {
+        field: "root.path".into(),
+        reason: format!("{}: {e}", p.display()),
+    })?;
+    if !p.is_dir() {
+        return Err(Error::Config { field: "root.path".into(), reason: format!("{} is not a directory", p.display()) });
+    }
+    Ok(p)
+}
+
+/// Namespaces from the config, split into what clone creates, what unshare creates and what is joined.
+struct NsPlan {
+    clone: CloneFlags,
+    unshare: CloneFlags,
+    join: Vec<(CloneFlags, PathBuf)>,
+    join_pid: Option<PathBuf>,
+    new_user: bool,
+    new_net: bool,
+}
+
+fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
+    let list = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let mut plan = NsPlan {
+        clone: CloneFlags::empty(),
+        unshare: CloneFlags::empty(),
+        join: vec![],
+        join_pid: None,
+        new_user: false,
+        new_net: false,
+    };
+    let mut seen = vec![];
+    for ns in &list {
+        let typ = ns.typ();
+        if seen.contains(&typ) {
+            return Err(Error::Config { field: "linux.namespaces".into(), reason: format!("{typ} listed twice") });
+        }
+        seen.push(typ);
+        let flag = CloneFlags::from_bits_retain(typ as i32);
+        let path = match (typ, join_netns) {
+            (LinuxNamespaceType::Network, Some(p)) => Some(p.to_path_buf()),
+            _ => ns.path().clone(),
+        };
+        match (typ, path) {
+            (LinuxNamespaceType::Pid, Some(p)) => plan.join_pid = Some(p),
+            (LinuxNamespaceType::User, Some(p)) => plan.join.insert(0, (flag, p)),
+            (_, Some(p)) => {
+                if !p.exists() {
+                    return Err(Error::Config {
+                        field: "linux.namespaces".into(),
+                        reason: format!("{typ} namespace path {}: does not exist", p.display()),
+                    });
+                }
+                plan.join.push((flag, p))
+            }
+            (LinuxNamespaceType::Pid, None) => plan.clone |= flag,
+            (LinuxNamespaceType::User, None) => {
+                plan.clone |= flag;
+                plan.new_user = true;
+            }
+            (t, None) => {
+                plan.unshare |= flag;
+                if t == LinuxNamespaceType::Network {
+                    plan.new_net = true;
+                }
+            }
+        }
+    }
+    if !seen.contains(&LinuxNamespaceType::Mount) {
+        return Err(Error::Config {
+            field: "linux.namespaces".into(),
+            reason: "a mount namespace is required to set up the rootfs".into(),
+        });
+    }
+    if plan.new_user {
+        let l = spec.linux().clone().unwrap_or_default();
+        if l.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) || l.gid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
+            return Err(Error::Config {
+                field: "linux.uidMappings".into(),
+                reason: "a new user namespace needs uidMappings and gidMappings".into(),
+            });
+        }
+    }
+    Ok(plan)
+}
+
+pub fn validate_process(spec: &Spec) -> Result<()> {
+    let p = spec.process().as_ref().ok_or_else(|| Error::Config { field: "process".into(), reason: "missing".into() })?;
+    if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error::Config { field: "process.args".into(), reason: "must not be empty".into() });
+    }
+    if !p.cwd().is_absolute() {
+        return Err(Error::Config { field: "process.cwd".into(), reason: format!("{:?} is not an absolute path", p.cwd()) });
+    }
+    Ok(())
+}
+
+pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
+    super::validate_id(&o.id)?;
+    let bundle = o.bundle.canonicalize().map_err(|e| Error::Bundle { bundle: o.bundle.clone(), reason: e.to_string() })?;
+    let spec = load_spec(&bundle)?;
+    validate_process(&spec)?;
+    let rootfs = rootfs_of(&bundle, &spec)?;
+    let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
+    fs::DirBuilder::new().recursive(true).mode(0o711).create(root).map_err(io_err(root))?;
+    let dir = super::state_dir(root, &o.id);
+    match fs::DirBuilder::new().mode(0o711).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::Exists(o.id.clone())),
+        Err(e) => return Err(Error::Io { path: dir, source: e }),
+    }
+    let mut c = Container {
+        root: root.to_path_buf(),
+        state: State {
+            id: o.id.clone(),
+            status: Status::Creating,
+            pid: 0,
+            pid_start_time: 0,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            created: crate::logging::now_rfc3339(),
+            owner: String::new(),
+            config: spec,
+            cgroup: None,
+            net: None,
+            volumes: vec![],
+            netns_pin: None,
+            use_systemd_cgroup: o.systemd_cgroup,
+        },
+    };
+    match build(&mut c, o, ns) {
+        Ok(()) => Ok(c),
+        Err(e) => {
+            super::delete::teardown(&mut c, false);
+            Err(e)
+        }
+    }
+}
+
+fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
+    let spec = c.state.config.clone();
+    let id = c.state.id.clone();
+    let linux = spec.linux().clone().unwrap_or_default();
+    c.save()?;
+
+    let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().to_string());
+    let cg = crate::cgroups::Cgroup::resolve(cgroups_path.as_deref(), &id, o.systemd_cgroup)?;
+    c.state.cgroup = Some(cg.clone());
+    c.save()?;
+    cg.create()?;
+    if let Some(r) = linux.resources() {
+        cg.apply(r)?;
+    }
+
+    let registry = crate::volume::Registry::new(&c.root);
+    let mut volume_binds = vec![];
+    let mut deferred = vec![];
+    let defer = o.upgrade.as_ref().is_some_and(|u| u.defer_volumes);
+    for (i, m) in spec.mounts().clone().unwrap_or_default().iter().enumerate() {
+        let Some(v) = crate::volume::from_mount(m)? else { continue };
+        if defer {
+            deferred.push(i);
+            continue;
+        }
+        let staging = registry.acquire(&v, &id)?;
+        c.state.volumes.push(v.key.clone());
+        c.save()?;
+        volume_binds.push((i, staging, v.bind_options.clone()));
+    }
+
+    let fifo_path = c.fifo_path();
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
+        .map_err(|e| Error::Sys { id: id.clone(), step: format!("mkfifo {}", fifo_path.display()), errno: e })?;
+    // O_RDWR: opening never blocks, and the init's read blocks until `start` writes.
+    let fifo = nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| Error::Sys { id: id.clone(), step: format!("open {}", fifo_path.display()), errno: e })?;
+    // SAFETY: `open` returned a fresh fd that nothing else owns.
+    let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
+
+    let process = spec.process().clone().unwrap_or_default();
+    let plan = InitPlan {
+        spec: spec.clone(),
+        process,
+        rootfs: c.state.rootfs.clone(),
+        join: ns.join.clone(),
+        unshare: ns.unshare,
+        new_user_ns: ns.new_user,
+        console_socket: o.console_socket.clone(),
+        no_pivot: o.no_pivot,
+        preserve_fds: o.preserve_fds,
+        volume_binds,
+        deferred_mounts: deferred,
+        fifo: Some(fifo),
+        is_exec: false,
+    };
+    let (parent_end, child_end) = Channel::pair().map_err(io_err("socketpair"))?;
+    let pid = spawn_init(&plan, &child_end, ns.clone_flags(), ns.join_pid.as_deref(), &id)?;
+    drop(child_end);
+    drop(plan);
+    c.state.pid = pid.as_raw();
+    c.state.pid_start_time = super::start_time(pid.as_raw()).unwrap_or(0);
+    c.save()?;
+
+    if ns.new_user {
+        write_id_maps(pid, &spec).map_err(|reason| Error::Step { id: id.clone(), step: "write uid/gid maps", reason })?;
+    }
+    cg.add_process(pid.as_raw())?;
+    let fail = |e: std::io::Error| Error::Step { id: id.clone(), step: "talk to the container's init", reason: e.to_string() };
+    parent_end.send(&Msg::Go).map_err(fail)?;
+    expect(&parent_end, &id, Msg::NamespacesReady)?;
+
+    let netns = init::ns_path(pid.as_raw(), "net");
+    let skip_net = o.upgrade.as_ref().is_some_and(|u| u.skip_net_setup || u.join_netns.is_some());
+    if let Some(net) = crate::net::spec_from_annotations(&c.state.annotations())? {
+        if !skip_net {
+            if !ns.new_net {
+                return Err(Error::Config {
+                    field: "annotations io.molt.net.bridge".into(),
+                    reason: "needs a new network namespace in linux.namespaces".into(),
+                });
+            }
+            let att = crate::net::attach(&net, &id, &netns)?;
+            c.state.net = Some(att);
+            c.save()?;
+        }
+    }
+    for (host_name, dev) in linux.net_devices().clone().unwrap_or_default() {
+        crate::net::move_host_device(&host_name, dev.name().as_deref(), &netns)?;
+    }
+
+    let state_json = c.oci_state(Status::Creating).to_string();
+    crate::hooks::run_all("prestart", &init::hooks_of(&spec, |h| h.prestart().clone()), &state_json)?;
+    crate::hooks::run_all("createRuntime", &init::hooks_of(&spec, |h| h.create_runtime().clone()), &state_json)?;
+    parent_end.send(&Msg::Continue { state_json }).map_err(fail)?;
+    expect(&parent_end, &id, Msg::Ready)?;
+
+    c.state.status = Status::Created;
+    c.save()?;
+    if let Some(pf) = &o.pid_file {
+        write_pid_file(pf, pid.as_raw())?;
+    }
+    Ok(())
+}
+
+impl NsPlan {
+    fn clone_flags(&self) -> CloneFlags {
+        self.clone
+    }
+}
+
+fn expect(chan: &Channel, id: &str, want: Msg) -> Result<()> {
+    match chan.recv() {
+        Ok(Some(m)) if m == want => Ok(()),
+        Ok(Some(Msg::Error(e))) => Err(Error::Step { id: id.into(), step: "set up the container", reason: e }),
+        Ok(Some(m)) => Err(Error::Step { id: id.into(), step: "set up the container", reason: format!("unexpected message {m:?}") }),
+        Ok(None) => Err(Error::Step { id: id.into(), step: "set up the container", reason: "the container's init exited".into() }),
+        Err(e) => Err(Error::Step { id: id.into(), step: "set up the container", reason: e.to_string() }),
+    }
+}
+
+/// Clone the init. A pid namespace given by path is entered by this process for the clone only.
+pub fn spawn_init(plan: &InitPlan, chan: &Channel, flags: CloneFlags, join_pid: Option<&Path>, id: &str) -> Result<Pid> {
+    let sys = |step: &str, errno| Error::Sys { id: id.into(), step: step.into(), errno };
+    let own_pid_ns = match join_pid {
+        Some(p) => {
+            let own = fs::File::open("/proc/self/ns/pid").map_err(io_err("/proc/self/ns/pid"))?;
+            let target = fs::File::open(p).map_err(io_err(p))?;
+            nix::sched::setns(&target, CloneFlags::CLONE_NEWPID).map_err(|e| sys(&format!("setns pid {}", p.display()), e))?;
+            Some(own)
+        }
+        None => None,
+    };
+    let mut stack = vec![0u8; 1 << 20];
+    // SAFETY: the child runs `child_main` on its own copy of this address space (no CLONE_VM) and
+    // leaves through exec or exit; it never returns into the parent's frames.
+    let res = unsafe {
+        nix::sched::clone(Box::new(|| init::child_main(plan, chan)), &mut stack, flags, Some(libc::SIGCHLD))
+    };
+    if let Some(own) = own_pid_ns {
+        let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
+    }
+    res.map_err(|e| sys("clone the container's init", e))
+}
+
+fn write_id_maps(pid: Pid, spec: &Spec) -> std::result::Result<(), String> {
+    let l = spec.linux().clone().unwrap_or_default();
+    let fmt = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    for (file, text) in [("uid_map", fmt(l.uid_mappings())), ("gid_map", fmt(l.gid_mappings()))] {
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, &text).map_err(|e| format!("{path} <- {text:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Digits only, no newline, replaced atomically: go-runc Atoi()s the whole file.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.molt-tmp", path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()));
+    super::write_atomic(&tmp, path, pid.to_string().as_bytes())
+}

@@ -1,0 +1,99 @@
+//! `exec`: a new process in a running container. It joins every namespace of the container's init
+//! (the mount namespace last: the others are opened through the host's /proc) and its cgroup, then
+//! goes through the same process set-up as the init.
+
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::Process;
+
+use super::{Container, Error, Result, Status};
+use crate::init::channel::{Channel, Msg};
+use crate::init::{self, InitPlan};
+
+pub struct ExecOptions {
+    pub process: Process,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: i32,
+}
+
+/// Namespace kinds in join order; pid is entered by the parent (it applies to children only).
+const JOIN_ORDER: &[(&str, i32)] = &[
+    ("user", libc::CLONE_NEWUSER),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("net", libc::CLONE_NEWNET),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("time", libc::CLONE_NEWTIME),
+    ("mnt", libc::CLONE_NEWNS),
+];
+
+fn same_ns(pid: i32, kind: &str) -> bool {
+    let a = std::fs::metadata(format!("/proc/self/ns/{kind}"));
+    let b = std::fs::metadata(init::ns_path(pid, kind));
+    use std::os::unix::fs::MetadataExt;
+    matches!((a, b), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev())
+}
+
+impl Container {
+    /// Start the process; returns its host pid once it has exec'd (or the set-up error).
+    pub fn exec(&self, o: ExecOptions) -> Result<i32> {
+        let status = self.status();
+        if status != Status::Running && status != Status::Created {
+            return Err(Error::WrongStatus { id: self.state.id.clone(), status, action: "exec", wanted: "running" });
+        }
+        let pid = self.state.pid;
+        let join: Vec<(CloneFlags, PathBuf)> = JOIN_ORDER
+            .iter()
+            .filter(|(kind, _)| !same_ns(pid, kind))
+            .map(|(kind, flag)| (CloneFlags::from_bits_retain(*flag), init::ns_path(pid, kind)))
+            .collect();
+        let join_pid = (!same_ns(pid, "pid")).then(|| init::ns_path(pid, "pid"));
+        let plan = InitPlan {
+            spec: self.state.config.clone(),
+            process: o.process,
+            rootfs: PathBuf::from("/"),
+            join,
+            unshare: CloneFlags::empty(),
+            new_user_ns: false,
+            console_socket: o.console_socket,
+            no_pivot: false,
+            preserve_fds: o.preserve_fds,
+            volume_binds: vec![],
+            deferred_mounts: vec![],
+            fifo: None,
+            is_exec: true,
+        };
+        let id = &self.state.id;
+        let (parent_end, child_end) = Channel::pair().map_err(super::io_err("socketpair"))?;
+        let child = super::create::spawn_init(&plan, &child_end, CloneFlags::empty(), join_pid.as_deref(), id)?;
+        drop(child_end);
+        let fail = |reason: String| Error::Step { id: id.clone(), step: "exec", reason };
+        if let Some(cg) = &self.state.cgroup {
+            if let Err(e) = cg.add_process(child.as_raw()) {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(e.into());
+            }
+        }
+        parent_end.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
+        // The channel is close-on-exec: EOF means the process exec'd, a message means it failed.
+        match parent_end.recv() {
+            Ok(None) => {}
+            Ok(Some(Msg::Error(e))) => {
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(fail(e));
+            }
+            other => {
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(fail(format!("unexpected answer from the new process: {other:?}")));
+            }
+        }
+        if let Some(pf) = &o.pid_file {
+            super::create::write_pid_file(pf, child.as_raw())?;
+        }
+        Ok(child.as_raw())
+    }
+}
+

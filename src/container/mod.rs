@@ -1,0 +1,293 @@
+//! A container as the runtime process sees it: its id, its state directory under the molt root, its
+//! recorded state, and the truth about its status read from the kernel. One file per lifecycle
+//! operation next to this one.
+
+pub mod create;
+pub mod delete;
+pub mod exec;
+pub mod kill;
+pub mod start;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::Cgroup;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid container id {0:?}: use 1-1024 characters from [A-Za-z0-9_+.-], not starting with '.'")]
+    InvalidId(String),
+    #[error("container {0} already exists")]
+    Exists(String),
+    #[error("container {0} does not exist")]
+    NotFound(String),
+    #[error("container {id} is {status}, {action} needs it {wanted}")]
+    WrongStatus { id: String, status: Status, action: &'static str, wanted: &'static str },
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("state of container {id} in {path} is unreadable: {reason}")]
+    BadState { id: String, path: PathBuf, reason: String },
+    #[error("bundle {bundle}: {reason}")]
+    Bundle { bundle: PathBuf, reason: String },
+    #[error("config.json {field}: {reason}")]
+    Config { field: String, reason: String },
+    #[error("container {id}: {step}: {reason}")]
+    Step { id: String, step: &'static str, reason: String },
+    #[error("container {id}: {step}: {errno}")]
+    Sys { id: String, step: String, errno: nix::errno::Errno },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// What molt keeps about a container between commands: `<root>/<id>/state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub id: String,
+    /// The status last written by molt; `Container::status` corrects it from the kernel.
+    pub status: Status,
+    pub pid: i32,
+    /// Field 22 of /proc/PID/stat: tells our init from a later process that reused its pid.
+    pub pid_start_time: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    pub config: oci_spec::runtime::Spec,
+    pub cgroup: Option<Cgroup>,
+    #[serde(default)]
+    pub net: Option<crate::net::Attachment>,
+    /// Volume keys this container holds in the volume registry.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Network namespace kept alive by a bind mount (upgrade hand-over, or `keep` mode).
+    #[serde(default)]
+    pub netns_pin: Option<PathBuf>,
+    #[serde(default)]
+    pub use_systemd_cgroup: bool,
+}
+
+impl State {
+    pub fn annotations(&self) -> HashMap<String, String> {
+        self.config.annotations().clone().unwrap_or_default()
+    }
+}
+
+pub struct Container {
+    pub root: PathBuf,
+    pub state: State,
+}
+
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_+.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.to_string()))
+    }
+}
+
+pub fn state_dir(root: &Path, id: &str) -> PathBuf {
+    root.join(id)
+}
+
+impl Container {
+    pub fn load(root: &Path, id: &str) -> Result<Container> {
+        validate_id(id)?;
+        let path = state_dir(root, id).join("state.json");
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(id.into())),
+            Err(e) => return Err(Error::Io { path, source: e }),
+        };
+        let state: State = serde_json::from_slice(&data).map_err(|e| Error::BadState {
+            id: id.into(),
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Container { root: root.to_path_buf(), state })
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        state_dir(&self.root, &self.state.id)
+    }
+
+    pub fn fifo_path(&self) -> PathBuf {
+        self.dir().join("exec.fifo")
+    }
+
+    /// Written with fsync and rename so a crash leaves the old or the new state, never half of one.
+    pub fn save(&self) -> Result<()> {
+        let dir = self.dir();
+        let tmp = dir.join(".state.json.tmp");
+        let data = serde_json::to_vec(&self.state).map_err(|e| Error::BadState {
+            id: self.state.id.clone(),
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&tmp, &dir.join("state.json"), &data)
+    }
+
+    /// The status as the kernel sees it now, not as it was last written.
+    pub fn status(&self) -> Status {
+        let s = &self.state;
+        if s.pid <= 0 || !process_is(s.pid, s.pid_start_time) {
+            return Status::Stopped;
+        }
+        if s.status == Status::Creating {
+            return Status::Creating;
+        }
+        if let Some(cg) = &s.cgroup {
+            if cg.is_frozen().unwrap_or(false) {
+                return Status::Paused;
+            }
+        }
+        if self.fifo_path().exists() {
+            Status::Created
+        } else {
+            Status::Running
+        }
+    }
+
+    /// The runtime-spec state document (`molt state`, and hooks' stdin).
+    pub fn oci_state(&self, status: Status) -> serde_json::Value {
+        let s = &self.state;
+        let mut v = serde_json::json!({
+            "ociVersion": "1.2.0",
+            "id": s.id,
+            "pid": if status == Status::Stopped { 0 } else { s.pid },
+            "status": status,
+            "bundle": s.bundle,
+            "rootfs": s.rootfs,
+            "created": s.created,
+            "owner": s.owner,
+        });
+        let ann = s.annotations();
+        if !ann.is_empty() {
+            v["annotations"] = serde_json::json!(ann);
+        }
+        v
+    }
+}
+
+pub fn write_atomic(tmp: &Path, dest: &Path, data: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(io_err(tmp))?;
+    f.write_all(data).map_err(io_err(tmp))?;
+    f.sync_all().map_err(io_err(tmp))?;
+    fs::rename(tmp, dest).map_err(io_err(dest))?;
+    Ok(())
+}
+
+/// Field 22 (starttime) of /proc/PID/stat, None once the process is gone.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); starttime is field 22.
+    fields.get(19)?.parse().ok()
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Our process still exists and is not a zombie waiting for its reaper.
+pub fn process_is(pid: i32, start: u64) -> bool {
+    start_time(pid) == Some(start) && !matches!(proc_state(pid), Some('Z') | Some('X') | None)
+}
+
+/// All containers under a root, sorted by id; unreadable entries are skipped.
+pub fn list(root: &Path) -> Result<Vec<Container>> {
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::Io { path: root.into(), source: e }),
+    };
+    let mut out = vec![];
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if validate_id(&name).is_err() || !entry.path().join("state.json").exists() {
+            continue;
+        }
+        if let Ok(c) = Container::load(root, &name) {
+            out.push(c);
+        }
+    }
+    out.sort_by(|a, b| a.state.id.cmp(&b.state.id));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for good in ["a", "abc-1.2_3+x", "A0"] {
+            assert!(validate_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "../x", "a/b", ".hidden", "a b", "x\n"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn own_start_time_is_read() {
+        let me = std::process::id() as i32;
+        let st = start_time(me).expect("own stat");
+        assert!(process_is(me, st));
+        assert!(!process_is(me, st + 1));
+    }
+}

@@ -1,0 +1,31 @@
+//! `start`: release the init blocked on the exec fifo, then run the poststart hooks.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use super::{Container, Error, Result, Status};
+
+impl Container {
+    pub fn start(&mut self) -> Result<()> {
+        let status = self.status();
+        if status != Status::Created {
+            return Err(Error::WrongStatus { id: self.state.id.clone(), status, action: "start", wanted: "created" });
+        }
+        let fifo = self.fifo_path();
+        // Non-blocking: if the init died, there is no reader and open fails with ENXIO instead of hanging.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .map_err(|e| Error::Step { id: self.state.id.clone(), step: "start", reason: format!("open {}: {e} (the container's init is gone)", fifo.display()) })?;
+        f.write_all(&[0]).map_err(super::io_err(&fifo))?;
+        drop(f);
+        std::fs::remove_file(&fifo).map_err(super::io_err(&fifo))?;
+        self.state.status = Status::Running;
+        self.save()?;
+        let hooks = crate::init::hooks_of(&self.state.config, |h| h.poststart().clone());
+        // The spec: a failing poststart hook is logged and the lifecycle continues.
+        crate::hooks::run_all_logged("poststart", &hooks, &self.oci_state(Status::Running).to_string());
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! OCI hooks: each runs with the container's state JSON on stdin, with its own args, env and timeout.
+//! Who runs which kind, in which namespace and when, is decided by the lifecycle code; this module
+//! only knows how to run one list of hooks and report the first failure.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Hook;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{kind} hook {path}: cannot start: {source}")]
+    Spawn { kind: &'static str, path: String, source: std::io::Error },
+    #[error("{kind} hook {path}: {status}{output}")]
+    Failed { kind: &'static str, path: String, status: String, output: String },
+    #[error("{kind} hook {path}: timed out after {secs}s and was killed")]
+    Timeout { kind: &'static str, path: String, secs: i64 },
+    #[error("{kind} hook {path}: invalid timeout {secs}: must be greater than zero")]
+    BadTimeout { kind: &'static str, path: String, secs: i64 },
+}
+
+/// Run the hooks in order; the first that fails stops the list.
+pub fn run_all(kind: &'static str, hooks: &[Hook], state_json: &str) -> Result<(), HookError> {
+    for hook in hooks {
+        run_one(kind, hook, state_json)?;
+    }
+    Ok(())
+}
+
+/// Run the list but only report failures (poststop: the spec says failures are logged, not fatal).
+pub fn run_all_logged(kind: &'static str, hooks: &[Hook], state_json: &str) {
+    for hook in hooks {
+        if let Err(e) = run_one(kind, hook, state_json) {
+            crate::logging::warn(&e.to_string());
+        }
+    }
+}
+
+fn run_one(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), HookError> {
+    let path = hook.path().display().to_string();
+    let timeout = match hook.timeout() {
+        Some(s) if s <= 0 => return Err(HookError::BadTimeout { kind, path, secs: s }),
+        Some(s) => Some(s),
+        None => None,
+    };
+    let args = hook.args().clone().unwrap_or_default();
+    let mut cmd = Command::new(hook.path());
+    if let Some(argv0) = args.first() {
+        cmd.arg0(argv0);
+    }
+    cmd.args(args.iter().skip(1))
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for kv in hook.env().clone().unwrap_or_default() {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let mut child = cmd.spawn().map_err(|source| HookError::Spawn { kind, path: path.clone(), source })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its stdin is allowed: ignore EPIPE.
+        let _ = stdin.write_all(state_json.as_bytes());
+    }
+    // Drain output on threads so a chatty hook cannot block on a full pipe while we wait.
+    let readers: Vec<_> = [child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
+        child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>)]
+    .into_iter()
+    .flatten()
+    .map(|mut r| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    })
+    .collect();
+    let deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s as u64));
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(source) => return Err(HookError::Spawn { kind, path, source }),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HookError::Timeout { kind, path, secs: timeout.unwrap_or_default() });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let output: Vec<u8> = readers.into_iter().flat_map(|r| r.join().unwrap_or_default()).collect();
+    if status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&output).trim().to_string();
+    Err(HookError::Failed {
+        kind,
+        path,
+        status: status.to_string(),
+        output: if text.is_empty() { String::new() } else { format!(": {text}") },
+    })
+}

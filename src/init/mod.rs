@@ -1,0 +1,243 @@
+//! What runs inside the new container: the cloned child of the runtime process joins or creates its
+//! namespaces, builds the rootfs, prepares the process, reports ready, waits on the exec fifo for
+//! `start`, and execs the user's program. `exec` uses the same path with joined namespaces only.
+
+pub mod cgroupfs;
+pub mod channel;
+pub mod console;
+pub mod process;
+pub mod rootfs;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, unshare, CloneFlags};
+use oci_spec::runtime::{Hook, Process, Spec};
+
+use channel::{Channel, Msg};
+
+/// An error inside the container's init: its text goes back to the runtime process as it is.
+#[derive(Debug)]
+pub struct InitError(pub String);
+
+impl InitError {
+    pub fn new(msg: impl Into<String>) -> InitError {
+        InitError(msg.into())
+    }
+}
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything the child needs; it is a copy of the parent's memory, so no serialisation.
+pub struct InitPlan {
+    pub spec: Spec,
+    pub process: Process,
+    pub rootfs: PathBuf,
+    /// Namespaces to join, user first: (kind, path).
+    pub join: Vec<(CloneFlags, PathBuf)>,
+    /// Namespaces to create with unshare (pid and user come from clone itself).
+    pub unshare: CloneFlags,
+    pub new_user_ns: bool,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    pub volume_binds: Vec<(usize, PathBuf, Vec<String>)>,
+    pub deferred_mounts: Vec<usize>,
+    /// None for `exec`: the process starts as soon as it is ready.
+    pub fifo: Option<OwnedFd>,
+    /// `exec` joins a running container: no rootfs work, no hooks.
+    pub is_exec: bool,
+}
+
+/// The child's entry point after clone. Never returns to the caller's code path.
+pub fn child_main(plan: &InitPlan, chan: &Channel) -> isize {
+    let err = match run(plan, chan) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = chan.send(&Msg::Error(err.0));
+    1
+}
+
+fn expect(chan: &Channel, step: &str) -> Result<Msg, InitError> {
+    match chan.recv() {
+        Ok(Some(Msg::Error(e))) => Err(InitError::new(e)),
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(InitError::new(format!("runtime went away during {step}"))),
+        Err(e) => Err(InitError::new(format!("{step}: reading the setup channel: {e}"))),
+    }
+}
+
+fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, InitError> {
+    // The parent has written our uid/gid maps and put us in the cgroup.
+    expect(chan, "waiting for the runtime")?;
+    // The socket path is the caller's: connect before any namespace changes what it resolves to.
+    let console_stream = if plan.process.terminal().unwrap_or(false) {
+        let sock = plan.console_socket.as_ref().ok_or_else(|| {
+            InitError::new("process.terminal is true but no --console-socket was given")
+        })?;
+        Some(console::connect(sock)?)
+    } else {
+        None
+    };
+    if plan.new_user_ns {
+        become_root()?;
+    }
+    for (kind, path) in &plan.join {
+        let f = std::fs::File::open(path).map_err(|e| InitError::new(format!("open namespace {}: {e}", path.display())))?;
+        setns(&f, *kind).map_err(|e| InitError::new(format!("setns {}: {}", path.display(), e.desc())))?;
+        if *kind == CloneFlags::CLONE_NEWUSER {
+            become_root()?;
+        }
+    }
+    if !plan.unshare.is_empty() {
+        unshare(plan.unshare).map_err(|e| InitError::new(format!("unshare namespaces {:?}: {}", plan.unshare, e.desc())))?;
+    }
+    if plan.unshare.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
+        set_time_offsets(&plan.spec)?;
+    }
+    if plan.is_exec {
+        let console = match console_stream {
+            Some(stream) => Some(console::open_and_send(stream, Path::new("/"), plan.process.console_size().as_ref(), false)?),
+            None => None,
+        };
+        return prepare_and_exec(plan, console, None);
+    }
+    chan.send(&Msg::NamespacesReady).map_err(|e| InitError::new(format!("report namespaces ready: {e}")))?;
+    let state_json = match expect(chan, "network and createRuntime hooks")? {
+        Msg::Continue { state_json } => state_json,
+        other => return Err(InitError::new(format!("unexpected message {other:?}"))),
+    };
+    let rplan = rootfs::RootfsPlan {
+        spec: &plan.spec,
+        rootfs: &plan.rootfs,
+        volume_binds: &plan.volume_binds,
+        deferred: &plan.deferred_mounts,
+        in_user_ns: plan.new_user_ns,
+    };
+    rootfs::prepare(&rplan)?;
+    let console = match console_stream {
+        Some(stream) => Some(console::open_and_send(stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?),
+        None => None,
+    };
+    crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &state_json)
+        .map_err(|e| InitError::new(e.to_string()))?;
+    rootfs::switch_root(&plan.rootfs, plan.no_pivot)?;
+    rootfs::finish(&plan.spec)?;
+    set_names(&plan.spec)?;
+    rootfs::set_sysctls(&plan.spec)?;
+    prepare_and_exec(plan, console, Some((chan, state_json)))
+}
+
+/// The part shared with `exec`: session and terminal, process attributes, ready, wait, exec.
+fn prepare_and_exec(
+    plan: &InitPlan,
+    console: Option<OwnedFd>,
+    init: Option<(&Channel, String)>,
+) -> Result<std::convert::Infallible, InitError> {
+    let p = &plan.process;
+    let _ = nix::unistd::setsid();
+    if let Some(slave) = &console {
+        console::make_controlling(slave)?;
+    }
+    process::set_oom_score_adj(p)?;
+    process::set_rlimits(p)?;
+    let env = p.env().clone().unwrap_or_default();
+    let args = p.args().clone().unwrap_or_default();
+    let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
+    process::set_user_and_caps(p)?;
+    let cwd = p.cwd();
+    nix::unistd::chdir(cwd).map_err(|e| InitError::new(format!("process.cwd {}: {}", cwd.display(), e.desc())))?;
+    let exe = process::find_executable(arg0, &process::env_path(&env), cwd)?;
+    process::close_fds_on_exec(3 + plan.preserve_fds);
+    // PR_SET_DUMPABLE 0: until execve replaces this image, /proc/PID/exe (the molt binary) is
+    // closed to the container's processes (CVE-2019-5736). execve makes the new image dumpable.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    if let Some((chan, state_json)) = init {
+        chan.send(&Msg::Ready).map_err(|e| InitError::new(format!("report ready: {e}")))?;
+        if let Some(fifo) = &plan.fifo {
+            wait_for_start(fifo)?;
+        }
+        let hooks = hooks_of(&plan.spec, |h| h.start_container().clone());
+        if let Err(e) = crate::hooks::run_all("startContainer", &hooks, &state_json) {
+            // Nobody is listening on the channel any more: the error goes to the container's stderr.
+            eprintln!("molt: {e}");
+            std::process::exit(1);
+        }
+    }
+    Err(process::exec(&exe, &args, &env))
+}
+
+fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(fifo.as_raw_fd(), &mut b) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(InitError::new("exec fifo closed before start")),
+            Err(e) => return Err(InitError::new(format!("read exec fifo: {}", e.desc()))),
+        }
+    }
+}
+
+pub fn hooks_of(spec: &Spec, pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<Hook>>) -> Vec<Hook> {
+    spec.hooks().as_ref().and_then(pick).unwrap_or_default()
+}
+
+fn become_root() -> Result<(), InitError> {
+    let root_u = nix::unistd::Uid::from_raw(0);
+    let root_g = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root_g, root_g, root_g).map_err(|e| InitError::new(format!("setresgid 0 in the user namespace: {}", e.desc())))?;
+    nix::unistd::setresuid(root_u, root_u, root_u).map_err(|e| InitError::new(format!("setresuid 0 in the user namespace: {}", e.desc())))?;
+    Ok(())
+}
+
+fn set_names(spec: &Spec) -> Result<(), InitError> {
+    let has_uts = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Uts);
+    if let Some(h) = spec.hostname() {
+        if !has_uts {
+            return Err(InitError::new("hostname is set but linux.namespaces has no uts namespace"));
+        }
+        nix::unistd::sethostname(h).map_err(|e| InitError::new(format!("hostname {h:?}: {}", e.desc())))?;
+    }
+    if let Some(d) = spec.domainname() {
+        if !has_uts {
+            return Err(InitError::new("domainname is set but linux.namespaces has no uts namespace"));
+        }
+        // SAFETY: the pointer and length describe a live byte slice.
+        if unsafe { libc::setdomainname(d.as_ptr() as *const libc::c_char, d.len()) } != 0 {
+            return Err(InitError::new(format!("domainname {d:?}: {}", std::io::Error::last_os_error())));
+        }
+    }
+    Ok(())
+}
+
+fn set_time_offsets(spec: &Spec) -> Result<(), InitError> {
+    let offsets = spec.linux().as_ref().and_then(|l| l.time_offsets().clone()).unwrap_or_default();
+    let mut text = String::new();
+    for (clock, off) in &offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(InitError::new(format!("linux.timeOffsets {clock:?}: only monotonic and boottime exist")));
+        }
+        text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+    }
+    if !text.is_empty() {
+        std::fs::write("/proc/self/timens_offsets", &text)
+            .map_err(|e| InitError::new(format!("linux.timeOffsets: write /proc/self/timens_offsets: {e}")))?;
+    }
+    Ok(())
+}
+
+pub fn ns_path(pid: i32, name: &str) -> PathBuf {
+    Path::new("/proc").join(pid.to_string()).join("ns").join(name)
+}

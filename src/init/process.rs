@@ -1,0 +1,241 @@
+//! The container process as the config describes it: executable lookup, rlimits, oom_score_adj,
+//! user and groups, the five capability sets, no_new_privs, umask, cwd, environment, and the final
+//! execve. Shared by the container's init and by `exec`.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, Capability as Cap, CapsHashSet};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use oci_spec::runtime::{LinuxCapabilities, PosixRlimitType, Process};
+
+use super::InitError;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub fn env_path(env: &[String]) -> String {
+    env.iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string()
+}
+
+/// Find args[0] the way execvp would, but now, so `create` fails rather than `start`.
+/// Messages follow runc's, which podman and docker map to exit codes 126 and 127.
+pub fn find_executable(arg0: &str, path_env: &str, cwd: &Path) -> Result<PathBuf, InitError> {
+    let check = |p: &Path| -> Result<PathBuf, String> {
+        let m = std::fs::metadata(p).map_err(|e| format!("stat {}: {}", p.display(), io_desc(&e)))?;
+        if m.is_dir() || m.permissions().mode() & 0o111 == 0 {
+            return Err(format!("{}: permission denied", p.display()));
+        }
+        Ok(p.to_path_buf())
+    };
+    if arg0.contains('/') {
+        let p = if Path::new(arg0).is_absolute() { PathBuf::from(arg0) } else { cwd.join(arg0) };
+        return check(&p).map_err(|e| InitError::new(format!("exec: {arg0:?}: {e}")));
+    }
+    for dir in path_env.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let p = Path::new(dir).join(arg0);
+        if let Ok(found) = check(&p) {
+            return Ok(found);
+        }
+    }
+    Err(InitError::new(format!("exec: {arg0:?}: executable file not found in $PATH")))
+}
+
+fn io_desc(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+pub fn set_oom_score_adj(p: &Process) -> Result<(), InitError> {
+    if let Some(adj) = p.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| InitError::new(format!("process.oomScoreAdj {adj}: {e}")))?;
+    }
+    Ok(())
+}
+
+pub fn set_rlimits(p: &Process) -> Result<(), InitError> {
+    for r in p.rlimits().clone().unwrap_or_default() {
+        let resource = rlimit_resource(r.typ());
+        let lim = libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() };
+        // SAFETY: setrlimit reads a plain struct we own.
+        if unsafe { libc::setrlimit(resource as _, &lim) } != 0 {
+            return Err(InitError::new(format!(
+                "process.rlimits {:?} soft={} hard={}: {} (a limit cannot exceed the hard limit molt runs under)",
+                r.typ(),
+                r.soft(),
+                r.hard(),
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
+    (match t {
+        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+    }) as libc::c_int
+}
+
+fn to_caps(set: &Option<oci_spec::runtime::Capabilities>, field: &str) -> Result<CapsHashSet, InitError> {
+    let mut out = CapsHashSet::new();
+    for c in set.clone().unwrap_or_default() {
+        let name = format!("CAP_{}", c.to_string().trim_start_matches("CAP_"));
+        let cap: Cap = name
+            .parse()
+            .map_err(|_| InitError::new(format!("process.capabilities.{field}: unknown capability {name}")))?;
+        out.insert(cap);
+    }
+    Ok(out)
+}
+
+/// Drop to the configured user keeping the capabilities the config grants.
+pub fn set_user_and_caps(p: &Process) -> Result<(), InitError> {
+    let caps_cfg: LinuxCapabilities = p.capabilities().clone().unwrap_or_default();
+    let bounding = to_caps(caps_cfg.bounding(), "bounding")?;
+    let effective = to_caps(caps_cfg.effective(), "effective")?;
+    let permitted = to_caps(caps_cfg.permitted(), "permitted")?;
+    let inheritable = to_caps(caps_cfg.inheritable(), "inheritable")?;
+    let ambient = to_caps(caps_cfg.ambient(), "ambient")?;
+    let all = caps::all();
+    // The bounding set can only be lowered while we still hold CAP_SETPCAP.
+    for cap in all.iter() {
+        if !bounding.contains(cap) && caps::has_cap(None, CapSet::Bounding, *cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, *cap)
+                .map_err(|e| InitError::new(format!("drop {cap} from the bounding set: {e}")))?;
+        }
+    }
+    let user = p.user();
+    // Keep permitted caps across the uid change; the configured sets are applied right after.
+    nix::sys::prctl::set_keepcaps(true).map_err(|e| InitError::new(format!("prctl(PR_SET_KEEPCAPS): {e}")))?;
+    let groups: Vec<nix::unistd::Gid> = user
+        .additional_gids()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(nix::unistd::Gid::from_raw)
+        .collect();
+    // setgroups is refused in a user namespace whose setgroups file says deny; only try when asked.
+    if !groups.is_empty() || !in_user_ns_with_setgroups_denied() {
+        nix::unistd::setgroups(&groups)
+            .map_err(|e| InitError::new(format!("process.user.additionalGids {groups:?}: setgroups: {e}")))?;
+    }
+    let gid = nix::unistd::Gid::from_raw(user.gid());
+    let uid = nix::unistd::Uid::from_raw(user.uid());
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| InitError::new(format!("process.user.gid {}: setresgid: {e}", user.gid())))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| InitError::new(format!("process.user.uid {}: setresuid: {e}", user.uid())))?;
+    capset(&effective, &permitted, &inheritable)?;
+    caps::clear(None, CapSet::Ambient).ok();
+    for cap in &ambient {
+        // Ambient caps must be permitted and inheritable; runc skips those that are not.
+        if permitted.contains(cap) && inheritable.contains(cap) {
+            caps::raise(None, CapSet::Ambient, *cap)
+                .map_err(|e| InitError::new(format!("process.capabilities.ambient {cap}: {e}")))?;
+        }
+    }
+    if let Some(mask) = user.umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as libc::mode_t));
+    }
+    if p.no_new_privileges().unwrap_or(false) {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| InitError::new(format!("prctl(PR_SET_NO_NEW_PRIVS): {e}")))?;
+    }
+    Ok(())
+}
+
+/// All three sets in one capset(2): set one at a time and the kernel refuses the intermediate
+/// states (effective must stay within permitted).
+fn capset(effective: &CapsHashSet, permitted: &CapsHashSet, inheritable: &CapsHashSet) -> Result<(), InitError> {
+    let mask = |set: &CapsHashSet| -> u64 { set.iter().fold(0u64, |m, c| m | c.bitmask()) };
+    let (e, p, i) = (mask(effective), mask(permitted), mask(inheritable));
+    let mut header = libc_cap_header { version: 0x2008_0522, pid: 0 };
+    let data = [
+        libc_cap_data { effective: e as u32, permitted: p as u32, inheritable: i as u32 },
+        libc_cap_data { effective: (e >> 32) as u32, permitted: (p >> 32) as u32, inheritable: (i >> 32) as u32 },
+    ];
+    // SAFETY: capset with a v3 header and two data words, both owned by this frame.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut _, data.as_ptr()) };
+    if r != 0 {
+        return Err(InitError::new(format!(
+            "process.capabilities: capset(effective={e:#x}, permitted={p:#x}, inheritable={i:#x}): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct libc_cap_header {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+struct libc_cap_data {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn in_user_ns_with_setgroups_denied() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
+}
+
+/// Mark every fd from `first` up close-on-exec so nothing of the runtime leaks into the container.
+pub fn close_fds_on_exec(first: i32) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        // Kernels before 5.11: walk /proc/self/fd.
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+            for fd in fds.into_iter().filter(|fd| *fd >= first) {
+                // SAFETY: setting FD_CLOEXEC on an fd number; harmless if it is already closed.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+}
+
+/// execve the process; returns only on failure.
+pub fn exec(path: &Path, args: &[String], env: &[String]) -> InitError {
+    let c = |s: &[u8]| CString::new(s).unwrap_or_default();
+    let cpath = c(path.as_os_str().as_bytes());
+    let cargs: Vec<CString> = args.iter().map(|a| c(a.as_bytes())).collect();
+    let cenv: Vec<CString> = env.iter().map(|a| c(a.as_bytes())).collect();
+    // Rust ignores SIGPIPE, and an ignored signal stays ignored across execve.
+    // SAFETY: resetting a disposition to default is async-signal-safe and has no Rust-side state.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    match nix::unistd::execve(&cpath, &cargs, &cenv) {
+        Err(e) => InitError::new(format!("exec {}: {}", path.display(), e.desc())),
+        Ok(never) => match never {},
+    }
+}

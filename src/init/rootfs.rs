@@ -1,0 +1,515 @@
+//! The container's root filesystem, built inside its new mount namespace: config mounts in order,
+//! devices, pivot_root, masked and read-only paths. Every destination is resolved inside the rootfs
+//! so that a symlink in the image cannot send a mount to the host.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{mknod, Mode, SFlag};
+use nix::unistd::{chdir, fchdir, pivot_root};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+
+use super::InitError;
+
+/// Flags and data from a mount's option list, split the way mount(2) wants them.
+#[derive(Debug, PartialEq)]
+pub struct MountOptions {
+    pub flags: MsFlags,
+    pub propagation: Vec<MsFlags>,
+    pub data: Vec<String>,
+    pub bind: bool,
+    pub recursive: bool,
+}
+
+pub fn parse_options(options: &[String]) -> MountOptions {
+    let mut o = MountOptions { flags: MsFlags::empty(), propagation: vec![], data: vec![], bind: false, recursive: false };
+    for opt in options {
+        let (set, clear) = match opt.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
+            "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
+            "bind" => {
+                o.bind = true;
+                continue;
+            }
+            "rbind" => {
+                o.bind = true;
+                o.recursive = true;
+                continue;
+            }
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                o.propagation.push(propagation_flag(opt).unwrap_or(MsFlags::MS_PRIVATE));
+                continue;
+            }
+            // Options handled elsewhere (volumes, idmapped mounts we do not do) never reach mount(2).
+            s if s.starts_with("x-") => continue,
+            "loop" => continue,
+            _ => {
+                o.data.push(opt.clone());
+                continue;
+            }
+        };
+        o.flags.insert(set);
+        o.flags.remove(clear);
+    }
+    o
+}
+
+pub fn propagation_flag(name: &str) -> Option<MsFlags> {
+    Some(match name {
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// Resolve `unsafe_path` as if `root` were `/`: `..` and symlinks (absolute or relative) never leave
+/// `root`. Components that do not exist yet are appended as they are.
+pub fn resolve_in_root(root: &Path, unsafe_path: &Path) -> Result<PathBuf, InitError> {
+    let mut resolved = PathBuf::new(); // relative to root
+    let mut pending: Vec<std::ffi::OsString> = components(unsafe_path);
+    pending.reverse();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let full = root.join(&candidate);
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 255 {
+                    return Err(InitError::new(format!(
+                        "resolving {} in {}: too many levels of symbolic links",
+                        unsafe_path.display(),
+                        root.display()
+                    )));
+                }
+                let target = fs::read_link(&full)
+                    .map_err(|e| InitError::new(format!("readlink {}: {e}", full.display())))?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                let mut more = components(&target);
+                more.reverse();
+                pending.extend(more);
+            }
+            _ => resolved = candidate,
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+fn components(p: &Path) -> Vec<std::ffi::OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sys(step: impl FnOnce() -> String) -> impl FnOnce(nix::errno::Errno) -> InitError {
+    move |e| InitError::new(format!("{}: {}", step(), e.desc()))
+}
+
+fn do_mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), InitError> {
+    mount(source, target, fstype, flags, data).map_err(sys(|| {
+        format!(
+            "mount {} on {} (type {}, options {:?})",
+            source.map(|s| s.display().to_string()).unwrap_or_else(|| "none".into()),
+            target.display(),
+            fstype.unwrap_or("none"),
+            data.unwrap_or("")
+        )
+    }))
+}
+
+/// Everything that happens before pivot_root, in the container's new mount namespace.
+pub struct RootfsPlan<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    /// Mount index -> host staging directory to bind instead of the mount's own source (volumes).
+    pub volume_binds: &'a [(usize, PathBuf, Vec<String>)],
+    /// Volume mounts skipped now and handed over later (upgrade).
+    pub deferred: &'a [usize],
+    pub in_user_ns: bool,
+}
+
+pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
+    let linux = plan.spec.linux().clone().unwrap_or_default();
+    // Nothing done here may propagate back to the host's mounts.
+    do_mount(None, Path::new("/"), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    // pivot_root needs the new root to be a mount point.
+    do_mount(Some(plan.rootfs), plan.rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    if let Some(p) = linux.rootfs_propagation() {
+        let flag = propagation_flag(p).ok_or_else(|| {
+            InitError::new(format!("linux.rootfsPropagation {p:?}: not a propagation mode"))
+        })?;
+        do_mount(None, plan.rootfs, None, flag, None)?;
+    }
+    let mounts = plan.spec.mounts().clone().unwrap_or_default();
+    let mut dev_mounted = false;
+    for (i, m) in mounts.iter().enumerate() {
+        if plan.deferred.contains(&i) {
+            // The target must exist for the hand-over's move_mount.
+            let target = resolve_in_root(plan.rootfs, m.destination())?;
+            fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
+            continue;
+        }
+        if m.destination() == Path::new("/dev") {
+            dev_mounted = true;
+        }
+        match plan.volume_binds.iter().find(|(idx, _, _)| *idx == i) {
+            Some((_, staging, bind_opts)) => mount_bind(plan.rootfs, m.destination(), staging, bind_opts, true)?,
+            None => mount_one(plan, m)?,
+        }
+    }
+    let _ = dev_mounted;
+    create_devices(plan.rootfs, &linux.devices().clone().unwrap_or_default(), plan.in_user_ns)?;
+    Ok(())
+}
+
+fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<(), InitError> {
+    let options = m.options().clone().unwrap_or_default();
+    let opts = parse_options(&options);
+    let typ = m.typ().clone().unwrap_or_default();
+    let dest = m.destination();
+    if !dest.is_absolute() {
+        return Err(InitError::new(format!(
+            "mount destination {}: must be an absolute path",
+            dest.display()
+        )));
+    }
+    if opts.bind || typ == "bind" {
+        let source = m.source().clone().ok_or_else(|| {
+            InitError::new(format!("bind mount on {}: no source", dest.display()))
+        })?;
+        return mount_bind(plan.rootfs, dest, &source, &options, false);
+    }
+    let target = resolve_in_root(plan.rootfs, dest)?;
+    fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
+    if typ == "cgroup" {
+        return super::cgroupfs::mount_cgroups(&target, opts.flags);
+    }
+    let data = opts.data.join(",");
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+    // mqueue and sysfs refuse some flags in user namespaces; runc retries sysfs as a bind.
+    let flags = opts.flags & !MsFlags::MS_REMOUNT;
+    let res = do_mount(Some(&source), &target, Some(&typ), flags, (!data.is_empty()).then_some(data.as_str()));
+    match res {
+        Err(_) if typ == "sysfs" && plan.in_user_ns => {
+            do_mount(Some(Path::new("/sys")), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        }
+        r => r?,
+    }
+    for p in &opts.propagation {
+        do_mount(None, &target, None, *p, None)?;
+    }
+    Ok(())
+}
+
+/// A bind mount of a host path (or a volume's staging directory) at `dest` inside the rootfs,
+/// then a remount for the flags a bind ignores on its first call (ro, nosuid, nodev, noexec).
+pub fn mount_bind(
+    rootfs: &Path,
+    dest: &Path,
+    source: &Path,
+    options: &[String],
+    force_recursive: bool,
+) -> Result<(), InitError> {
+    let opts = parse_options(options);
+    let meta = fs::metadata(source)
+        .map_err(|e| InitError::new(format!("bind source {}: {e}", source.display())))?;
+    let target = resolve_in_root(rootfs, dest)?;
+    if meta.is_dir() {
+        fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
+    } else {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| InitError::new(format!("mkdir {}: {e}", parent.display())))?;
+        }
+        if !target.exists() {
+            fs::File::create(&target)
+                .map_err(|e| InitError::new(format!("create {}: {e}", target.display())))?;
+        }
+    }
+    let mut flags = MsFlags::MS_BIND;
+    if opts.recursive || force_recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    do_mount(Some(source), &target, None, flags, None)?;
+    let extra = opts.flags & !(MsFlags::MS_REMOUNT);
+    if !extra.is_empty() {
+        let locked = locked_flags(&target);
+        do_mount(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked, None)?;
+    }
+    for p in &opts.propagation {
+        do_mount(None, &target, None, *p, None)?;
+    }
+    Ok(())
+}
+
+/// Flags a remount must repeat or the kernel refuses it (they are locked in user namespaces).
+fn locked_flags(path: &Path) -> MsFlags {
+    let Ok(st) = nix::sys::statvfs::statvfs(path) else { return MsFlags::empty() };
+    use nix::sys::statvfs::FsFlags;
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs_flag, ms_flag) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs_flag) {
+            out |= ms_flag;
+        }
+    }
+    out
+}
+
+pub fn remount_readonly(path: &Path) -> Result<(), InitError> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(path);
+    do_mount(None, path, None, flags, None)
+}
+
+const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+fn create_devices(rootfs: &Path, configured: &[LinuxDevice], in_user_ns: bool) -> Result<(), InitError> {
+    let dev = resolve_in_root(rootfs, Path::new("/dev"))?;
+    fs::create_dir_all(&dev).map_err(|e| InitError::new(format!("mkdir {}: {e}", dev.display())))?;
+    let mut all: Vec<(PathBuf, SFlag, u64, u64, u32, u32, u32)> = DEFAULT_DEVICES
+        .iter()
+        .map(|(p, ma, mi)| (PathBuf::from(p), SFlag::S_IFCHR, *ma, *mi, 0o666, 0, 0))
+        .collect();
+    for d in configured {
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            LinuxDeviceType::P => SFlag::S_IFIFO,
+            LinuxDeviceType::A => {
+                return Err(InitError::new(format!(
+                    "linux.devices {}: type \"a\" is only valid in cgroup rules",
+                    d.path().display()
+                )))
+            }
+        };
+        all.retain(|e| e.0 != *d.path());
+        all.push((
+            d.path().clone(),
+            kind,
+            d.major() as u64,
+            d.minor() as u64,
+            d.file_mode().unwrap_or(0o666),
+            d.uid().unwrap_or(0),
+            d.gid().unwrap_or(0),
+        ));
+    }
+    for (path, kind, major, minor, mode, uid, gid) in all {
+        let target = resolve_in_root(rootfs, &path)?;
+        if !target.starts_with(&dev) && !path.starts_with("/dev") {
+            return Err(InitError::new(format!("linux.devices {}: must be under /dev", path.display())));
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| InitError::new(format!("mkdir {}: {e}", parent.display())))?;
+        }
+        let _ = fs::remove_file(&target);
+        if in_user_ns {
+            // mknod is refused in a user namespace: bind the host's node instead, as runc does.
+            fs::File::create(&target).map_err(|e| InitError::new(format!("create {}: {e}", target.display())))?;
+            do_mount(Some(&path), &target, None, MsFlags::MS_BIND, None)?;
+            continue;
+        }
+        let dev_t = nix::sys::stat::makedev(major, minor);
+        mknod(&target, kind, Mode::from_bits_truncate(mode & 0o7777), dev_t)
+            .map_err(sys(|| format!("mknod {}", target.display())))?;
+        // mknod is filtered by the umask; the config's mode is what the container must see.
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| InitError::new(format!("chmod {}: {e}", target.display())))?;
+        nix::unistd::chown(&target, Some(uid.into()), Some(gid.into()))
+            .map_err(sys(|| format!("chown {}", target.display())))?;
+    }
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let p = dev.join(link);
+        if fs::symlink_metadata(&p).is_err() {
+            symlink(to, &p).map_err(|e| InitError::new(format!("symlink {}: {e}", p.display())))?;
+        }
+    }
+    if Path::new("/proc/kcore").exists() {
+        let p = dev.join("core");
+        if fs::symlink_metadata(&p).is_err() {
+            let _ = symlink("/proc/kcore", &p);
+        }
+    }
+    Ok(())
+}
+
+/// Make the rootfs `/`: pivot_root, or MS_MOVE + chroot with --no-pivot (rootfs on a ramfs).
+pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
+    if no_pivot {
+        chdir(rootfs).map_err(sys(|| format!("chdir {}", rootfs.display())))?;
+        do_mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
+        nix::unistd::chroot(".").map_err(sys(|| "chroot .".to_string()))?;
+        chdir("/").map_err(sys(|| "chdir /".to_string()))?;
+        return Ok(());
+    }
+    let old = nix::fcntl::open("/", nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY, Mode::empty())
+        .map_err(sys(|| "open /".to_string()))?;
+    let new = nix::fcntl::open(rootfs, nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY, Mode::empty())
+        .map_err(sys(|| format!("open {}", rootfs.display())))?;
+    fchdir(new).map_err(sys(|| format!("chdir {}", rootfs.display())))?;
+    // pivot_root(".", ".") stacks the old root under the new one; it is then unmounted lazily.
+    pivot_root(".", ".").map_err(sys(|| format!("pivot_root {}", rootfs.display())))?;
+    fchdir(old).map_err(sys(|| "chdir to old root".to_string()))?;
+    do_mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys(|| "unmount old root".to_string()))?;
+    chdir("/").map_err(sys(|| "chdir /".to_string()))?;
+    let _ = nix::unistd::close(old);
+    let _ = nix::unistd::close(new);
+    Ok(())
+}
+
+/// After the switch: masked paths, read-only paths, read-only root.
+pub fn finish(spec: &Spec) -> Result<(), InitError> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    for p in linux.masked_paths().clone().unwrap_or_default() {
+        mask(Path::new(&p))?;
+    }
+    for p in linux.readonly_paths().clone().unwrap_or_default() {
+        let path = Path::new(&p);
+        match fs::symlink_metadata(path) {
+            Err(_) => continue,
+            Ok(_) => {
+                do_mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+                remount_readonly(path)?;
+            }
+        }
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        remount_readonly(Path::new("/"))?;
+    }
+    Ok(())
+}
+
+fn mask(path: &Path) -> Result<(), InitError> {
+    match fs::metadata(path) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => do_mount(
+            Some(Path::new("tmpfs")),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None,
+        ),
+        Ok(_) => do_mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None),
+    }
+}
+
+pub fn set_sysctls(spec: &Spec) -> Result<(), InitError> {
+    let sysctls = spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default();
+    let mut keys: Vec<_> = sysctls.keys().collect();
+    keys.sort();
+    for key in keys {
+        if key.contains("..") || key.contains('/') && key.contains('.') && key.starts_with('/') {
+            return Err(InitError::new(format!("linux.sysctl {key:?}: not a sysctl name")));
+        }
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        fs::write(&path, sysctls[key].as_bytes()).map_err(|e| {
+            InitError::new(format!("linux.sysctl {key}={}: write {}: {e}", sysctls[key], path.display()))
+        })?;
+    }
+    Ok(())
+}
+
+pub fn is_dir_hint(p: &OsStr) -> bool {
+    p.to_string_lossy().ends_with('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let o = parse_options(&["nosuid".into(), "ro".into(), "mode=755".into(), "rbind".into(), "rslave".into()]);
+        assert!(o.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_RDONLY));
+        assert!(o.bind && o.recursive);
+        assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
+        assert_eq!(o.data, vec!["mode=755".to_string()]);
+        let o = parse_options(&["ro".into(), "rw".into()]);
+        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn symlinks_cannot_escape_the_root() {
+        let base = std::env::temp_dir().join(format!("molt-rootfs-test-{}", std::process::id()));
+        let root = base.join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        symlink("/etc", root.join("abs")).unwrap();
+        symlink("../../../../..", root.join("up")).unwrap();
+        symlink("etc", root.join("rel")).unwrap();
+        assert_eq!(resolve_in_root(&root, Path::new("/abs/passwd")).unwrap(), root.join("etc/passwd"));
+        assert_eq!(resolve_in_root(&root, Path::new("/up/etc")).unwrap(), root.join("etc"));
+        assert_eq!(resolve_in_root(&root, Path::new("/../../x")).unwrap(), root.join("x"));
+        assert_eq!(resolve_in_root(&root, Path::new("/rel/new/dir")).unwrap(), root.join("etc/new/dir"));
+        symlink("loop", root.join("loop")).unwrap();
+        assert!(resolve_in_root(&root, Path::new("/loop")).is_err());
+        fs::remove_dir_all(&base).unwrap();
+    }
+}
