@@ -39,11 +39,15 @@ impl IpCidr {
     pub fn contains(&self, ip: &IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(*ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(*ip) & mask
             }
             _ => false,
@@ -114,16 +118,21 @@ pub fn spec_from_annotations(a: &HashMap<String, String>) -> Result<Option<NetSp
         reason,
     })?;
 
-    let raw_address = a.get(ANNOTATION_ADDRESS).ok_or_else(|| NetError::Annotation {
-        annotation: ANNOTATION_ADDRESS,
-        value: String::new(),
-        reason: format!("required when {ANNOTATION_BRIDGE} is set"),
-    })?;
-    let address: IpCidr = raw_address.trim().parse().map_err(|reason| NetError::Annotation {
-        annotation: ANNOTATION_ADDRESS,
-        value: raw_address.clone(),
-        reason,
-    })?;
+    let raw_address = a
+        .get(ANNOTATION_ADDRESS)
+        .ok_or_else(|| NetError::Annotation {
+            annotation: ANNOTATION_ADDRESS,
+            value: String::new(),
+            reason: format!("required when {ANNOTATION_BRIDGE} is set"),
+        })?;
+    let address: IpCidr = raw_address
+        .trim()
+        .parse()
+        .map_err(|reason| NetError::Annotation {
+            annotation: ANNOTATION_ADDRESS,
+            value: raw_address.clone(),
+            reason,
+        })?;
     // A /32 (or /128) would leave the container with no on-link subnet, so the bridge could never
     // reach it without extra routes we do not set up.
     if address.prefix == max_prefix(&address.addr) {
@@ -154,10 +163,14 @@ pub fn spec_from_annotations(a: &HashMap<String, String>) -> Result<Option<NetSp
                 .parse()
                 .map_err(|_| bad("not an IPv4 or IPv6 address".into()))?;
             if gw.is_ipv4() != address.addr.is_ipv4() {
-                return Err(bad(format!("address family differs from {ANNOTATION_ADDRESS} {address}")));
+                return Err(bad(format!(
+                    "address family differs from {ANNOTATION_ADDRESS} {address}"
+                )));
             }
             if !address.contains(&gw) {
-                return Err(bad(format!("not inside the subnet of {ANNOTATION_ADDRESS} {address}")));
+                return Err(bad(format!(
+                    "not inside the subnet of {ANNOTATION_ADDRESS} {address}"
+                )));
             }
             if gw == address.addr {
                 return Err(bad(format!("same as {ANNOTATION_ADDRESS}")));
@@ -188,8 +201,13 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err("interface name cannot be . or ..".into());
     }
-    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
-        return Err("interface name cannot contain '/', ':', whitespace or control characters".into());
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(
+            "interface name cannot contain '/', ':', whitespace or control characters".into(),
+        );
     }
     Ok(())
 }
@@ -211,7 +229,10 @@ mod tests {
     use super::*;
 
     fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn err_text(pairs: &[(&str, &str)]) -> String {
@@ -254,15 +275,36 @@ mod tests {
     #[test]
     fn bad_values_name_the_annotation_and_value() {
         let e = err_text(&[(ANNOTATION_BRIDGE, "br0")]);
-        assert!(e.contains(ANNOTATION_ADDRESS) && e.contains("required"), "{e}");
+        assert!(
+            e.contains(ANNOTATION_ADDRESS) && e.contains("required"),
+            "{e}"
+        );
 
-        let e = err_text(&[(ANNOTATION_BRIDGE, "a-very-long-bridge-name"), (ANNOTATION_ADDRESS, "10.0.0.2/24")]);
-        assert!(e.contains(ANNOTATION_BRIDGE) && e.contains("a-very-long-bridge-name") && e.contains("15"), "{e}");
+        let e = err_text(&[
+            (ANNOTATION_BRIDGE, "a-very-long-bridge-name"),
+            (ANNOTATION_ADDRESS, "10.0.0.2/24"),
+        ]);
+        assert!(
+            e.contains(ANNOTATION_BRIDGE)
+                && e.contains("a-very-long-bridge-name")
+                && e.contains("15"),
+            "{e}"
+        );
 
-        let e = err_text(&[(ANNOTATION_BRIDGE, "br/0"), (ANNOTATION_ADDRESS, "10.0.0.2/24")]);
+        let e = err_text(&[
+            (ANNOTATION_BRIDGE, "br/0"),
+            (ANNOTATION_ADDRESS, "10.0.0.2/24"),
+        ]);
         assert!(e.contains(ANNOTATION_BRIDGE), "{e}");
 
-        for bad in ["10.0.0.2", "10.0.0.300/24", "10.0.0.2/33", "10.0.0.2/x", "10.0.0.2/32", "0.0.0.0/8"] {
+        for bad in [
+            "10.0.0.2",
+            "10.0.0.300/24",
+            "10.0.0.2/33",
+            "10.0.0.2/x",
+            "10.0.0.2/32",
+            "0.0.0.0/8",
+        ] {
             let e = err_text(&[(ANNOTATION_BRIDGE, "br0"), (ANNOTATION_ADDRESS, bad)]);
             assert!(e.contains(ANNOTATION_ADDRESS) && e.contains(bad), "{e}");
         }
