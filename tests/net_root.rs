@@ -485,3 +485,47 @@ fn set_lo_up_in_a_fresh_namespace() {
     assert!(is_up(&ns, "lo"));
     net::set_lo_up(&ns.path()).expect("lo up again");
 }
+
+#[test]
+fn ipv6_attach_and_move() {
+    if !root() {
+        return;
+    }
+    let host = TestNs::new("h7");
+    let old = TestNs::new("a7");
+    let new = TestNs::new("b7");
+    let mut a = HashMap::new();
+    a.insert(net::ANNOTATION_BRIDGE.to_string(), "moltbr6".to_string());
+    a.insert(
+        net::ANNOTATION_ADDRESS.to_string(),
+        "fd00:88::5/64".to_string(),
+    );
+    a.insert(
+        net::ANNOTATION_GATEWAY.to_string(),
+        "fd00:88::1".to_string(),
+    );
+    let s = net::spec_from_annotations(&a)
+        .expect("valid")
+        .expect("some");
+    let att = host
+        .run(|| net::attach(&s, "ctr-v6", &old.path()))
+        .expect("attach v6");
+    assert!(old
+        .ip_ok(&["-6", "-o", "addr", "show", "dev", "eth0"])
+        .contains("inet6 fd00:88::5/64"));
+    assert!(old
+        .ip_ok(&["-6", "route", "show", "default"])
+        .contains("via fd00:88::1 dev eth0"));
+
+    let snap = net::snapshot(&old.path()).expect("snapshot");
+    net::move_links(&old.path(), &new.path(), &snap).expect("move v6");
+    assert!(new
+        .ip_ok(&["-6", "-o", "addr", "show", "dev", "eth0"])
+        .contains("inet6 fd00:88::5/64"));
+    let routes = new.ip_ok(&["-6", "route", "show"]);
+    assert!(
+        routes.contains("default via fd00:88::1 dev eth0"),
+        "{routes}"
+    );
+    host.run(|| net::detach(&att)).expect("detach");
+}
