@@ -7,6 +7,8 @@ mod error;
 mod fsio;
 mod mountinfo;
 mod path;
+#[allow(dead_code)] // driven by Cgroup::apply, which follows
+mod plan;
 
 pub use error::CgroupError;
 pub use mountinfo::{parse_mountinfo, parse_proc_cgroup, read_mounts, Layout, Membership, Mount, Version};
