@@ -130,7 +130,7 @@ impl Attach<'_> {
         match &spec.source {
             Source::Nfs { .. } => self.attach_nfs(undo),
             Source::Iscsi { portal, port, iqn, lun } => {
-                self.require_kernel("iscsi", "check the kernel's iSCSI initiator", "iscsi_tcp", "an iSCSI initiator")?;
+                self.require_kernel("iscsi", "check the kernel's iSCSI initiator", "iscsi_tcp", "iSCSI initiator")?;
                 let discover = command::iscsi_discovery(portal, *port);
                 command::run(&discover, self.timeouts.command)
                     .map_err(|e| self.cmd_err("iscsi discovery", &discover, e))?;
