@@ -49,6 +49,7 @@ struct LoopConfig {
 pub struct LoopDevice {
     pub path: PathBuf,
     pub number: u32,
+    image: PathBuf,
     file: File,
 }
 
@@ -97,7 +98,7 @@ pub fn attach(image: &Path, read_only: bool) -> Result<LoopDevice, LoopError> {
         };
         match configure(&dev, &backing, image, read_only) {
             Ok(()) => {
-                return Ok(LoopDevice { path, number, file: dev });
+                return Ok(LoopDevice { path, number, image: image.to_path_buf(), file: dev });
             }
             Err(Errno::EBUSY) => {
                 last = Errno::EBUSY;
@@ -180,8 +181,10 @@ fn configure(dev: &File, backing: &File, image: &Path, read_only: bool) -> Resul
 }
 
 impl LoopDevice {
-    /// Unbinds now (undo of a failed attach). With autoclear set and other openers left, the
-    /// kernel defers the unbind to the last close, which is what we want too.
+    /// Unbinds (undo of a failed attach) and waits until the device is free. While another
+    /// process has it open (udev probing the new device, blkid) the kernel only marks it for
+    /// autoclear and unbinds at that process's close, so returning at once would report
+    /// success with the device still bound.
     pub fn detach(self) -> Result<(), LoopError> {
         // SAFETY: LOOP_CLR_FD takes no argument.
         let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), LOOP_CLR_FD, 0) };
@@ -191,7 +194,9 @@ impl LoopDevice {
                 return Err(err(format!("LOOP_CLR_FD {}", self.path.display()), e));
             }
         }
-        Ok(())
+        let LoopDevice { number, image, file, .. } = self;
+        drop(file);
+        release(number, &image)
     }
 }
 
@@ -204,13 +209,11 @@ pub fn backing_file(number: u32) -> Option<PathBuf> {
 
 /// Unbinds loop device `number` if it is still bound to `image` (the staging mount is gone but
 /// the device lingers: a crash between bind and mount on a kernel without autoclear, or a
-/// device someone else opened). Waits briefly first, since autoclear runs on the last close.
+/// device someone else opened). Waits up to 2 s first, since autoclear runs on the last close,
+/// and afterwards, since a CLR_FD on a device still open elsewhere is deferred the same way.
 pub fn release(number: u32, image: &Path) -> Result<(), LoopError> {
-    for _ in 0..100 {
-        match backing_file(number) {
-            Some(b) if b == image => std::thread::sleep(std::time::Duration::from_millis(20)),
-            _ => return Ok(()),
-        }
+    if wait_unbound(number, image) {
+        return Ok(());
     }
     let path = format!("/dev/loop{number}");
     let f = OpenOptions::new()
@@ -224,7 +227,23 @@ pub fn release(number: u32, image: &Path) -> Result<(), LoopError> {
             return Err(err(format!("LOOP_CLR_FD {path}"), e));
         }
     }
-    Ok(())
+    drop(f);
+    if wait_unbound(number, image) {
+        Ok(())
+    } else {
+        Err(err(format!("{path} stays bound to {} (held open by another process)", image.display()), Errno::EBUSY))
+    }
+}
+
+/// Polls sysfs for up to 2 s until `number` is no longer bound to `image`.
+fn wait_unbound(number: u32, image: &Path) -> bool {
+    for _ in 0..100 {
+        match backing_file(number) {
+            Some(b) if b == image => std::thread::sleep(std::time::Duration::from_millis(20)),
+            _ => return true,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
