@@ -276,7 +276,7 @@ impl Attach<'_> {
                         self.key(),
                         "mkfs",
                         format!(
-                            "{} already holds a {found} filesystem, the mount says {}: molt formats only empty devices",
+                            "{} already holds a filesystem of type {found}, the mount says {}: molt formats only empty devices",
                             device.display(),
                             spec.fstype
                         ),

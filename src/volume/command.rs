@@ -34,12 +34,13 @@ impl fmt::Display for CommandSpec {
     }
 }
 
-/// `mount.nfs SERVER:/EXPORT STAGING [-o OPTS]` (`mount.nfs4` for nfs4). mount.nfs rather than
+/// `mount.nfs SERVER:/EXPORT STAGING -n [-o OPTS]` (`mount.nfs4` for nfs4). mount.nfs rather than
 /// mount(2): the kernel's nfs mount data needs the server's address (`addr=`) resolved and, for
 /// v3, the mountd port negotiated, which is what mount.nfs does.
 pub fn nfs_mount(source: &Source, fstype: &str, staging: &str, data_options: &[String]) -> CommandSpec {
     let program = if fstype == "nfs4" { "mount.nfs4" } else { "mount.nfs" };
-    let mut args = vec![source.to_string(), staging.to_string()];
+    // -n: never write /etc/mtab (read-only in the lab VMs, a symlink to /proc elsewhere).
+    let mut args = vec![source.to_string(), staging.to_string(), "-n".to_string()];
     if !data_options.is_empty() {
         args.push("-o".into());
         args.push(data_options.join(","));
@@ -182,9 +183,9 @@ mod tests {
     fn nfs_commands() {
         let src = Source::Nfs { server: "store".into(), export: "/srv/a".into() };
         let c = nfs_mount(&src, "nfs", "/run/molt/volumes/k/mnt", &["vers=3".into(), "nolock".into()]);
-        assert_eq!(c.to_string(), "mount.nfs store:/srv/a /run/molt/volumes/k/mnt -o vers=3,nolock");
+        assert_eq!(c.to_string(), "mount.nfs store:/srv/a /run/molt/volumes/k/mnt -n -o vers=3,nolock");
         let c = nfs_mount(&src, "nfs4", "/m", &[]);
-        assert_eq!(c.to_string(), "mount.nfs4 store:/srv/a /m");
+        assert_eq!(c.to_string(), "mount.nfs4 store:/srv/a /m -n");
         let v6 = Source::Nfs { server: "fd00::1".into(), export: "/".into() };
         assert_eq!(nfs_mount(&v6, "nfs", "/m", &[]).args[0], "[fd00::1]:/");
     }

@@ -14,7 +14,7 @@ pub enum VolumeError {
     },
 
     /// A system call failed.
-    #[error("volume {key}: {step}: {errno}: {}", .errno.desc())]
+    #[error("volume {key}: {step}: {errno}")]
     Sys {
         key: String,
         step: String,
