@@ -163,6 +163,9 @@ fn shared_attachment_is_counted_and_detached_by_the_last_user() {
     assert!(is_mount_point(&staging));
     fs::write(staging.join("hello"), b"written through staging").expect("write");
     assert_eq!(t.loops().len(), 1);
+    // Autoclear: a killed molt cannot leak the device once the mount is gone.
+    let n = t.loops()[0].0;
+    assert_eq!(fs::read_to_string(format!("/sys/block/loop{n}/loop/autoclear")).expect("sysfs").trim(), "1");
 
     let again = reg.acquire(&spec, "c2").expect("acquire c2");
     assert_eq!(again, staging);
@@ -259,6 +262,7 @@ fn detach_refuses_while_in_use() {
     let reg = t.registry();
     reg.acquire(&spec, "c1").expect("acquire");
     let e = reg.detach(&spec.key).expect_err("in use");
+    eprintln!("detach: {e}");
     assert!(matches!(e, VolumeError::InUse { .. }));
     assert!(e.to_string().contains("c1") && e.to_string().contains(&spec.key), "{e}");
     assert!(is_mount_point(&reg.staging_path(&spec.key)));
@@ -353,6 +357,36 @@ fn repair_finds_a_vanished_mount_and_gone_containers() {
 }
 
 #[test]
+fn an_interrupted_attach_is_undone() {
+    need_root!();
+    let t = TestRoot::new("interrupted");
+    let img = t.image("a.img", 16, true);
+    let spec = image_spec(&img, &[]);
+    let reg = t.registry();
+    // Make the record look like one a killed molt left between mount and its last write.
+    let record = t.path.join("volumes").join(&spec.key).join("record.json");
+    let fake = |reg: &Registry| {
+        reg.acquire(&spec, "c1").expect("acquire");
+        let text = fs::read_to_string(&record).expect("read record");
+        assert!(text.contains("\"attached\""), "{text}");
+        fs::write(&record, text.replace("\"attached\"", "\"attaching\"")).expect("write record");
+        assert_eq!(reg.list().expect("list")[0].state, AttachmentState::Attaching);
+    };
+    fake(&reg);
+    let report = reg.repair().expect("repair");
+    assert!(report.iter().any(|r| r.contains("interrupted")), "{report:?}");
+    t.assert_clean();
+
+    // The next acquire does the same on its own, then attaches afresh.
+    fake(&reg);
+    reg.acquire(&spec, "c2").expect("acquire after an interrupted attach");
+    assert_eq!(reg.list().expect("list")[0].users, vec!["c2"]);
+    assert_eq!(t.loops().len(), 1);
+    reg.release(&spec.key, "c2").expect("release");
+    t.assert_clean();
+}
+
+#[test]
 fn repair_removes_a_mount_without_record() {
     need_root!();
     let t = TestRoot::new("norecord");
@@ -394,7 +428,7 @@ fn mkfs_only_when_asked_and_only_on_an_empty_device() {
     // A filesystem of another type is never formatted over.
     let spec = from_mount(&mount("xfs", &blank, &["loop", "x-molt.mkfs"])).expect("parse").expect("volume");
     let e = reg.acquire(&spec, "c1").expect_err("holds ext4");
-    assert!(e.to_string().contains("already holds a ext4"), "{e}");
+    assert!(e.to_string().contains("already holds a filesystem of type ext4"), "{e}");
     t.assert_clean();
 }
 
@@ -406,6 +440,7 @@ fn wrong_fstype_leaves_no_loop_device() {
     let spec = from_mount(&mount("xfs", &img, &["loop"])).expect("parse").expect("volume");
     let e = t.registry().acquire(&spec, "c1").expect_err("mount as xfs fails");
     let msg = e.to_string();
+    eprintln!("wrong fstype: {msg}");
     assert!(msg.contains(&spec.key) && msg.contains("as xfs") && msg.contains("blkid finds ext4"), "{msg}");
     t.assert_clean();
 
@@ -456,6 +491,7 @@ fn bad_sources_give_clear_errors_and_leave_nothing() {
     let no_nfs = !fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("\tnfs\n");
     if no_nfs {
         let e = reg.acquire(&nfs, "c1").expect_err("no nfs client");
+        eprintln!("nfs: {e}");
         assert!(e.to_string().contains("kernel has no NFS client") && e.to_string().contains(&nfs.key), "{e}");
     }
     let iscsi = from_mount(&mount("ext4", Path::new("iscsi://192.0.2.1/iqn.2024-01.lab:t/1"), &[]))
