@@ -210,9 +210,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     c.state.cgroup = Some(cg.clone());
     c.save()?;
     cg.create()?;
-    if let Some(r) = linux.resources() {
-        cg.apply(r)?;
-    }
+    cg.apply(&with_default_device_rules(&linux))?;
 
     let registry = crate::volume::Registry::new(&c.root);
     let mut volume_binds = vec![];
@@ -302,6 +300,43 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
         write_pid_file(pf, pid.as_raw())?;
     }
     Ok(())
+}
+
+/// The config's device rules, then allow rules for the devices every container gets and the
+/// devices the config creates (runc appends the same), so a deny-all rule cannot break /dev/null.
+fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResources {
+    use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType as T};
+    let mut r = linux.resources().clone().unwrap_or_default();
+    let mut rules = r.devices().clone().unwrap_or_default();
+    let rule = |typ: T, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true);
+        d.set_typ(Some(typ));
+        d.set_major(major);
+        d.set_minor(minor);
+        d.set_access(Some(access.to_string()));
+        d
+    };
+    for (typ, major, minor, access) in [
+        (T::C, None, None, "m"),
+        (T::B, None, None, "m"),
+        (T::C, Some(1), Some(3), "rwm"),
+        (T::C, Some(1), Some(5), "rwm"),
+        (T::C, Some(1), Some(7), "rwm"),
+        (T::C, Some(1), Some(8), "rwm"),
+        (T::C, Some(1), Some(9), "rwm"),
+        (T::C, Some(5), Some(0), "rwm"),
+        (T::C, Some(5), Some(1), "rwm"),
+        (T::C, Some(5), Some(2), "rwm"),
+        (T::C, Some(136), None, "rwm"),
+    ] {
+        rules.push(rule(typ, major, minor, access));
+    }
+    for d in linux.devices().clone().unwrap_or_default() {
+        rules.push(LinuxDeviceCgroup::from(&d));
+    }
+    r.set_devices(Some(rules));
+    r
 }
 
 impl NsPlan {
