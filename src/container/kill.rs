@@ -8,7 +8,8 @@ use super::{Container, Error, Result, Status};
 /// SIGTERM, TERM, term and 15 all name the same signal.
 pub fn parse_signal(s: &str) -> std::result::Result<i32, String> {
     if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
+        // 0 only checks that the process exists, as kill(1) and runc allow.
+        if (0..=64).contains(&n) {
             return Ok(n);
         }
         return Err(format!("invalid signal {s:?}"));
@@ -62,7 +63,8 @@ mod tests {
         assert_eq!(parse_signal("9"), Ok(9));
         assert_eq!(parse_signal("KILL"), Ok(9));
         assert!(parse_signal("SIGNOPE").is_err());
-        assert!(parse_signal("0").is_err());
+        assert_eq!(parse_signal("0"), Ok(0));
+        assert!(parse_signal("-1").is_err());
         assert!(parse_signal("65").is_err());
     }
 }

@@ -175,3 +175,142 @@ pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// runc from Debian, the reference the conformance tests compare molt with.
+pub fn runc_bin() -> Option<PathBuf> {
+    let p = PathBuf::from("/usr/bin/runc");
+    p.exists().then_some(p)
+}
+
+/// A runc state root of its own; Drop force-deletes whatever runc containers are left.
+pub struct RuncRoot {
+    pub path: PathBuf,
+}
+
+impl RuncRoot {
+    pub fn new() -> Option<RuncRoot> {
+        runc_bin()?;
+        Some(RuncRoot { path: PathBuf::from(format!("/run/{}", unique("runc-test"))) })
+    }
+
+    pub fn runc(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(runc_bin().expect("runc"));
+        cmd.arg("--root").arg(&self.path).args(args);
+        run_to_files(&mut cmd)
+    }
+}
+
+impl Drop for RuncRoot {
+    fn drop(&mut self) {
+        if let Ok(entries) = fs::read_dir(&self.path) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().to_string();
+                let _ = self.runc(&["delete", "--force", &id]);
+            }
+        }
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What the same bundle printed under `molt run` and `runc run` (None when runc is missing).
+pub struct Compared {
+    pub molt: Output,
+    pub runc: Option<Output>,
+}
+
+impl Compared {
+    pub fn molt_out(&self) -> String {
+        stdout_of(&self.molt)
+    }
+
+    /// Assert molt succeeded with the same exit code and output as runc (after `norm` on both).
+    pub fn assert_same(&self, norm: impl Fn(&str) -> String) {
+        assert!(
+            self.molt.status.success(),
+            "molt run failed ({}): {}{}",
+            self.molt.status,
+            stdout_of(&self.molt),
+            stderr_of(&self.molt)
+        );
+        let Some(r) = &self.runc else {
+            eprintln!("NOTE: runc missing, molt's output checked alone");
+            return;
+        };
+        assert!(r.status.success(), "runc run failed ({}): {}{}", r.status, stdout_of(r), stderr_of(r));
+        assert_eq!(norm(&stdout_of(&self.molt)), norm(&stdout_of(r)), "molt (left) and runc (right) saw different things");
+    }
+}
+
+/// Run the bundle to completion under molt and under runc, each with its own state root.
+pub fn run_both(b: &Bundle) -> Compared {
+    let bundle = b.write();
+    let root = Root::new();
+    let id = unique("cmp");
+    let molt = root.molt(&["run", "--bundle", &bundle, &id]);
+    let runc = RuncRoot::new().map(|r| r.runc(&["run", "--bundle", &bundle, &id]));
+    Compared { molt, runc }
+}
+
+/// The shared busybox rootfs copied (hard-linked where possible) into a scratch directory a test
+/// may change: symlinks, ownership. Removed on drop.
+pub struct RootfsCopy {
+    pub dir: PathBuf,
+}
+
+impl RootfsCopy {
+    pub fn new() -> RootfsCopy {
+        let dir = std::env::temp_dir().join(unique("molt-rootfs"));
+        let st = Command::new("cp").arg("-a").arg(rootfs()).arg(&dir).status().expect("cp");
+        assert!(st.success(), "copy the rootfs");
+        RootfsCopy { dir }
+    }
+}
+
+impl Drop for RootfsCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Lines of /proc/self/mountinfo (of the test process) that mention `needle`.
+pub fn host_mounts_with(needle: &str) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(String::from)
+        .collect()
+}
+
+/// cgroup directories anywhere under /sys/fs/cgroup whose name contains `needle`.
+pub fn cgroups_named(needle: &str) -> Vec<PathBuf> {
+    let out = Command::new("find").args(["/sys/fs/cgroup", "-name", &format!("*{needle}*")]).output().expect("find");
+    String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect()
+}
+
+impl Bundle {
+    /// Add a mount to the config.
+    pub fn mount(&mut self, m: Value) -> &mut Bundle {
+        self.config["mounts"].as_array_mut().unwrap().push(m);
+        self
+    }
+
+    /// A writable tmpfs at `dest` (the shared rootfs itself is read-only).
+    pub fn tmpfs(&mut self, dest: &str) -> &mut Bundle {
+        self.mount(serde_json::json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}))
+    }
+
+    pub fn namespaces_mut(&mut self) -> &mut Vec<Value> {
+        self.config["linux"]["namespaces"].as_array_mut().unwrap()
+    }
+
+    pub fn add_namespace(&mut self, ns: Value) -> &mut Bundle {
+        self.namespaces_mut().push(ns);
+        self
+    }
+
+    pub fn remove_namespace(&mut self, typ: &str) -> &mut Bundle {
+        self.namespaces_mut().retain(|n| n["type"] != typ);
+        self
+    }
+}

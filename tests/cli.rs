@@ -1,0 +1,359 @@
+//! Lifecycle and command-line conformance: what engines and runc users see from each command,
+//! compared with runc where both can be run side by side.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn state_has_runcs_fields_and_follows_the_lifecycle() {
+    require_root!();
+    let root = Root::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    root.ok(&["create", "--bundle", &bundle, "st"]);
+    let st = root.state("st");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["id"], "st");
+    assert_eq!(st["bundle"], bundle.as_str());
+    assert_eq!(st["rootfs"], rootfs().display().to_string());
+    assert!(st["pid"].as_i64().unwrap() > 0);
+    assert!(st["created"].as_str().unwrap().ends_with('Z'), "RFC 3339 UTC: {}", st["created"]);
+    if let Some(r) = RuncRoot::new() {
+        let out = r.runc(&["create", "--bundle", &bundle, "st"]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let rs: Value = serde_json::from_slice(&r.runc(&["state", "st"]).stdout).unwrap();
+        assert_eq!(keys(&st), keys(&rs), "state fields differ from runc's");
+    }
+    root.ok(&["start", "st"]);
+    assert_eq!(root.state("st")["status"], "running");
+    let out = root.molt(&["start", "st"]);
+    assert!(!out.status.success(), "a second start must fail");
+    assert!(stderr_of(&out).contains("running"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_process_that_exits_by_itself_is_stopped() {
+    require_root!();
+    let root = Root::new();
+    let b = Bundle::new(&["sh", "-c", "exit 3"]);
+    let bundle = b.write();
+    root.ok(&["create", "--bundle", &bundle, "ex"]);
+    root.ok(&["start", "ex"]);
+    assert!(wait_until(5, || root.state("ex")["status"] == "stopped"), "{}", root.state("ex"));
+    assert_eq!(root.state("ex")["pid"], 0);
+    // Stopped containers are deleted without --force; their cgroup goes with them.
+    root.ok(&["delete", "ex"]);
+    assert!(!root.path.join("ex").exists());
+    assert!(cgroups_named(&root.path.file_name().unwrap().to_string_lossy()).is_empty());
+}
+
+#[test]
+fn a_process_killed_from_outside_is_stopped() {
+    require_root!();
+    let root = Root::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    root.ok(&["run", "--detach", "--bundle", &bundle, "out"]);
+    let st = root.state("out");
+    assert_eq!(st["status"], "running");
+    let pid = st["pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) on the pid molt reported for our own container.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(wait_until(5, || root.state("out")["status"] == "stopped"));
+    let out = root.molt(&["kill", "out", "TERM"]);
+    assert!(!out.status.success(), "kill of a stopped container fails");
+    assert!(stderr_of(&out).contains("not running"), "{}", stderr_of(&out));
+    root.ok(&["kill", "--all", "out", "KILL"]);
+}
+
+#[test]
+fn kill_accepts_names_numbers_and_all() {
+    require_root!();
+    let root = Root::new();
+    let mut b = Bundle::new(&["sh", "-c", "trap 'echo usr1 >> /w/log' USR1; trap 'echo hup >> /w/log' HUP; echo ready > /w/log; while :; do sleep 0.1; done"]);
+    b.tmpfs("/w");
+    let bundle = b.write();
+    root.ok(&["run", "-d", "--bundle", &bundle, "k"]);
+    let pid = root.state("k")["pid"].as_i64().unwrap();
+    let log = || {
+        let out = root.molt(&["exec", "k", "cat", "/w/log"]);
+        stdout_of(&out)
+    };
+    assert!(wait_until(5, || log().contains("ready")));
+    root.ok(&["kill", "k", "SIGUSR1"]);
+    assert!(wait_until(5, || log().contains("usr1")), "{}", log());
+    root.ok(&["kill", "k", "1"]);
+    assert!(wait_until(5, || log().contains("hup")), "{}", log());
+    root.ok(&["kill", "k", "0"]);
+    assert!(!root.molt(&["kill", "k", "SIGNOPE"]).status.success());
+    // A second process in the container, then --all takes both down.
+    // A second process in the container: --all reaches it too. The init (pid 1 of its namespace)
+    // ignores TERM because it has no handler for it, as the kernel does for any namespace init.
+    let epid = b.dir.join("e.pid");
+    root.ok(&["exec", "-d", "--pid-file", epid.to_str().unwrap(), "k", "sleep", "1000"]);
+    let epid: i64 = std::fs::read_to_string(&epid).unwrap().parse().unwrap();
+    let ps = || serde_json::from_str::<Vec<i64>>(&root.ok(&["ps", "-f", "json", "k"])).unwrap();
+    assert!(ps().contains(&epid));
+    root.ok(&["kill", "--all", "k", "term"]);
+    assert!(wait_until(5, || !ps().contains(&epid)), "{:?}", ps());
+    assert!(ps().contains(&pid));
+    root.ok(&["kill", "--all", "k", "9"]);
+    assert!(wait_until(5, || root.state("k")["status"] == "stopped"));
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/comm")).exists() || root.state("k")["pid"] == 0);
+    root.ok(&["delete", "k"]);
+}
+
+#[test]
+fn delete_and_delete_force() {
+    require_root!();
+    let root = Root::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    // A created container is killed and removed by a plain delete.
+    root.ok(&["create", "--bundle", &bundle, "c"]);
+    let pid = root.state("c")["pid"].as_i64().unwrap();
+    root.ok(&["delete", "c"]);
+    assert!(wait_until(5, || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")));
+    // A running one needs --force.
+    root.ok(&["run", "-d", "--bundle", &bundle, "r"]);
+    let out = root.molt(&["delete", "r"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("running"), "{}", stderr_of(&out));
+    root.ok(&["delete", "--force", "r"]);
+    assert!(!root.path.join("r").exists());
+    // Missing: an error without --force, success with it (engines delete --force twice).
+    let out = root.molt(&["delete", "r"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("does not exist"), "{}", stderr_of(&out));
+    root.ok(&["delete", "--force", "r"]);
+    root.ok(&["delete", "-f", "never-existed"]);
+}
+
+#[test]
+fn list_formats_match_runc() {
+    require_root!();
+    let root = Root::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    root.ok(&["create", "--bundle", &bundle, "l2"]);
+    root.ok(&["run", "-d", "--bundle", &bundle, "l1"]);
+    assert_eq!(root.ok(&["list", "-q"]), "l1\nl2\n");
+    let table = root.ok(&["list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let cols: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(cols, ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]);
+    assert!(lines[1].starts_with("l1 ") && lines[1].contains(" running ") && lines[1].ends_with("root"), "{table}");
+    assert!(lines[2].starts_with("l2 ") && lines[2].contains(" created "), "{table}");
+    let json: Value = serde_json::from_str(&root.ok(&["list", "--format", "json"])).unwrap();
+    let arr = json.as_array().unwrap();
+    assert_eq!(arr.len(), 2);
+    assert_eq!(arr[0]["status"], "running");
+    assert_eq!(arr[0]["owner"], "root");
+    if let Some(r) = RuncRoot::new() {
+        assert!(r.runc(&["create", "--bundle", &bundle, "l2"]).status.success());
+        let rt = stdout_of(&r.runc(&["list"]));
+        assert_eq!(rt.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), cols);
+        // Same column layout: the header is padded identically when the cells are as wide.
+        assert_eq!(rt.lines().next(), lines[0].into(), "header layout");
+        let rj: Value = serde_json::from_slice(&r.runc(&["list", "-f", "json"]).stdout).unwrap();
+        assert_eq!(keys(&rj[0]), keys(&arr[1]));
+        assert_eq!(rj[0]["owner"], arr[1]["owner"]);
+    }
+    let empty = Root::new();
+    assert_eq!(empty.ok(&["list", "-q"]), "");
+    // runc prints Go's nil slice.
+    assert_eq!(empty.ok(&["list", "-f", "json"]), "null\n");
+}
+
+#[test]
+fn spec_is_runcs_apart_from_the_hostname() {
+    let dir = std::env::temp_dir().join(unique("molt-spec"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = run_to_files(std::process::Command::new(molt_bin()).args(["spec", "--bundle"]).arg(&dir));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let ours = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    // A second spec refuses to overwrite.
+    let again = run_to_files(std::process::Command::new(molt_bin()).args(["spec", "--bundle"]).arg(&dir));
+    assert!(!again.status.success());
+    assert!(stderr_of(&again).contains("exists"), "{}", stderr_of(&again));
+    if runc_bin().is_some() {
+        std::fs::remove_file(dir.join("config.json")).unwrap();
+        let st = std::process::Command::new("runc").arg("spec").current_dir(&dir).status().unwrap();
+        assert!(st.success());
+        let theirs = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        assert_eq!(ours, theirs.replace("\"hostname\": \"runc\"", "\"hostname\": \"molt\""));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn features_lists_what_molt_supports() {
+    let out = run_to_files(std::process::Command::new(molt_bin()).arg("features"));
+    assert!(out.status.success());
+    let f: Value = serde_json::from_slice(&out.stdout).expect("features is JSON");
+    let hooks: Vec<&str> = f["hooks"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert_eq!(hooks, ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]);
+    let ns: Vec<&str> = f["linux"]["namespaces"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    for n in ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"] {
+        assert!(ns.contains(&n), "{n}");
+    }
+    assert!(f["linux"]["capabilities"].as_array().unwrap().iter().any(|c| c == "CAP_SYS_ADMIN"));
+    assert!(f["mountOptions"].as_array().unwrap().iter().any(|c| c == "rbind"));
+    assert_eq!(f["linux"]["seccomp"]["enabled"], false, "molt has no seccomp yet and must not claim it");
+}
+
+#[test]
+fn errors_go_to_the_json_log_and_to_stderr() {
+    require_root!();
+    let root = Root::new();
+    let dir = std::env::temp_dir().join(unique("molt-log"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log.json");
+    let log_s = log.to_str().unwrap();
+    for _ in 0..2 {
+        let out = root.molt(&["--log", log_s, "--log-format", "json", "state", "nosuch"]);
+        assert!(!out.status.success());
+        let err = stderr_of(&out);
+        assert_eq!(err.lines().count(), 1, "one plain line: {err}");
+        assert!(err.contains("container nosuch does not exist") && !err.starts_with('{'), "{err}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 2, "appended, one record a line: {text}");
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).expect("each line is JSON");
+        assert_eq!(keys(&v), ["level", "msg", "time"]);
+        assert_eq!(v["level"], "error");
+        assert!(v["msg"].as_str().unwrap().contains("nosuch"));
+        assert!(v["time"].as_str().unwrap().contains('T'));
+    }
+    // Success writes nothing to stdout for state's neighbours that have nothing to say.
+    let b = Bundle::new(&["true"]);
+    let bundle = b.write();
+    let out = root.molt(&["--log", log_s, "--log-format", "json", "create", "--bundle", &bundle, "quiet"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_detach_and_exit_codes() {
+    require_root!();
+    let root = Root::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    let pidfile = b.dir.join("run.pid");
+    root.ok(&["run", "--detach", "--pid-file", pidfile.to_str().unwrap(), "--bundle", &bundle, "d"]);
+    let st = root.state("d");
+    assert_eq!(st["status"], "running");
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), st["pid"].as_i64().unwrap().to_string());
+    for code in [0, 1, 42, 255] {
+        let b = Bundle::new(&["sh", "-c", &format!("exit {code}")]);
+        let bundle = b.write();
+        let out = root.molt(&["run", "--bundle", &bundle, "e"]);
+        assert_eq!(out.status.code(), Some(code), "{}", stderr_of(&out));
+        if let Some(r) = RuncRoot::new() {
+            assert_eq!(r.runc(&["run", "--bundle", &bundle, "e"]).status.code(), Some(code));
+        }
+    }
+    // Killed by a signal: 128 + N, as runc reports it.
+    let b = Bundle::new(&["sh", "-c", "kill -TERM $$; sleep 1000"]);
+    let bundle = b.write();
+    let mut child = std::process::Command::new(molt_bin())
+        .args(["--root", root.path.to_str().unwrap(), "run", "--bundle", &bundle, "sig"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(5, || root.molt(&["state", "sig"]).status.success()));
+    assert!(wait_until(5, || root.state("sig")["status"] == "running"));
+    root.ok(&["kill", "sig", "KILL"]);
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(137));
+}
+
+#[test]
+fn exec_args_process_json_exit_codes_and_detach() {
+    require_root!();
+    let root = Root::new();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["process"]["env"] = serde_json::json!(["PATH=/bin:/usr/bin", "FROMCONFIG=1"]);
+    let bundle = b.write();
+    root.ok(&["run", "-d", "--bundle", &bundle, "x"]);
+    assert_eq!(root.ok(&["exec", "x", "sh", "-c", "echo $FROMCONFIG"]), "1\n");
+    let out = root.molt(&["exec", "x", "sh", "-c", "exit 9"]);
+    assert_eq!(out.status.code(), Some(9));
+    assert_eq!(root.ok(&["exec", "--env", "A=b", "--cwd", "/etc", "--user", "65534:65534", "x", "sh", "-c", "echo $A $(pwd) $(id -u):$(id -g)"]), "b /etc 65534:65534\n");
+    let pfile = b.dir.join("process.json");
+    std::fs::write(
+        &pfile,
+        serde_json::to_vec(&serde_json::json!({
+            "terminal": false, "user": {"uid": 1, "gid": 1}, "args": ["sh", "-c", "echo $P $(id -u) $(pwd); exit 4"],
+            "env": ["PATH=/bin", "P=proc"], "cwd": "/tmp"
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = root.molt(&["exec", "--process", pfile.to_str().unwrap(), "x"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "proc 1 /tmp\n");
+    let epid = b.dir.join("exec.pid");
+    let out = root.molt(&["exec", "--detach", "--pid-file", epid.to_str().unwrap(), "x", "sleep", "1000"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", stderr_of(&out));
+    let pid = std::fs::read_to_string(&epid).unwrap();
+    assert!(pid.chars().all(|c| c.is_ascii_digit()), "{pid:?}");
+    assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap().trim(), "sleep");
+    let ps: Vec<i64> = serde_json::from_str(&root.ok(&["ps", "--format", "json", "x"])).unwrap();
+    assert!(ps.contains(&pid.parse().unwrap()), "{ps:?}");
+    let out = root.molt(&["exec", "x", "/no/such/binary"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("no such file or directory"), "{}", stderr_of(&out));
+    let out = root.molt(&["exec", "x", "nosuchcmd"]);
+    assert!(stderr_of(&out).contains("executable file not found in $PATH"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn ps_json_is_a_pure_array_of_host_pids() {
+    require_root!();
+    let root = Root::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    root.ok(&["create", "--bundle", &bundle, "p"]);
+    let pid = root.state("p")["pid"].as_i64().unwrap();
+    let out = root.molt(&["ps", "--format", "json", "p"]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", stderr_of(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("pure JSON");
+    assert_eq!(v, serde_json::json!([pid]));
+    let table = root.ok(&["ps", "p"]);
+    assert!(table.starts_with("PID") && table.contains(&pid.to_string()), "{table}");
+}
+
+#[test]
+fn pause_and_resume() {
+    require_root!();
+    let root = Root::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    root.ok(&["run", "-d", "--bundle", &bundle, "pz"]);
+    root.ok(&["pause", "pz"]);
+    assert_eq!(root.state("pz")["status"], "paused");
+    let pid = root.state("pz")["pid"].as_i64().unwrap();
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(st.lines().any(|l| l.starts_with("State:") && (l.contains("D") || l.contains("S"))), "{st}");
+    assert!(!root.molt(&["pause", "pz"]).status.success(), "pausing a paused container fails");
+    root.ok(&["resume", "pz"]);
+    assert_eq!(root.state("pz")["status"], "running");
+    assert!(!root.molt(&["resume", "pz"]).status.success());
+    // A paused container can still be force-deleted.
+    root.ok(&["pause", "pz"]);
+    root.ok(&["delete", "--force", "pz"]);
+    assert!(!root.path.join("pz").exists());
+}
