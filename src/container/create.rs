@@ -237,7 +237,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     // SAFETY: `open` returned a fresh fd that nothing else owns.
     let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
 
-    let process = spec.process().clone().unwrap_or_default();
+    let process = super::usable_process(&id, spec.process().clone().unwrap_or_default());
     let plan = InitPlan {
         spec: spec.clone(),
         process,
@@ -256,6 +256,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     let (parent_end, child_end) = Channel::pair().map_err(io_err("socketpair"))?;
     let pid = spawn_init(&plan, &child_end, ns.clone_flags(), ns.join_pid.as_deref(), &id)?;
     drop(child_end);
+    let plan_process = plan.process.clone();
     drop(plan);
     c.state.pid = pid.as_raw();
     c.state.pid_start_time = super::start_time(pid.as_raw()).unwrap_or(0);
@@ -264,6 +265,8 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     if ns.new_user {
         write_id_maps(pid, &spec).map_err(|reason| Error::Step { id: id.clone(), step: "write uid/gid maps", reason })?;
     }
+    crate::init::process::set_oom_score_adj(pid.as_raw(), &plan_process)
+        .map_err(|reason| Error::Step { id: id.clone(), step: "set up the process", reason })?;
     cg.add_process(pid.as_raw())?;
     let fail = |e: std::io::Error| Error::Step { id: id.clone(), step: "talk to the container's init", reason: e.to_string() };
     parent_end.send(&Msg::Go).map_err(fail)?;

@@ -234,6 +234,16 @@ impl std::fmt::Display for OciState {
     }
 }
 
+/// The process as it can be set up on this host: capabilities the runtime does not hold itself are
+/// left out with a warning, as runc does ("ignoring unknown or unavailable capabilities").
+pub fn usable_process(id: &str, mut p: oci_spec::runtime::Process) -> oci_spec::runtime::Process {
+    let dropped = crate::init::process::drop_unavailable_caps(&mut p);
+    if !dropped.is_empty() {
+        crate::logging::warn(&format!("container {id}: ignoring unknown or unavailable capabilities: {}", dropped.join(", ")));
+    }
+    p
+}
+
 pub fn write_atomic(tmp: &Path, dest: &Path, data: &[u8]) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)

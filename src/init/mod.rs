@@ -94,8 +94,12 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
             become_root()?;
         }
     }
+    let own_cgroups = cgroupfs::own_membership();
     if !plan.unshare.is_empty() {
         unshare(plan.unshare).map_err(|e| InitError::new(format!("unshare namespaces {:?}: {}", plan.unshare, e.desc())))?;
+    }
+    if plan.unshare.contains(CloneFlags::CLONE_NEWNET) {
+        loopback_up()?;
     }
     if plan.unshare.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
         set_time_offsets(&plan.spec)?;
@@ -118,6 +122,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         volume_binds: &plan.volume_binds,
         deferred: &plan.deferred_mounts,
         in_user_ns: plan.new_user_ns,
+        own_cgroups: &own_cgroups,
     };
     rootfs::prepare(&rplan)?;
     let console = match console_stream {
@@ -127,9 +132,12 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &state_json)
         .map_err(|e| InitError::new(e.to_string()))?;
     rootfs::switch_root(&plan.rootfs, plan.no_pivot)?;
-    rootfs::finish(&plan.spec)?;
+    // runc's order: read-only root, names, sysctls (while /proc/sys is still writable), then
+    // the read-only and masked paths.
+    rootfs::readonly_root(&plan.spec)?;
     set_names(&plan.spec)?;
     rootfs::set_sysctls(&plan.spec)?;
+    rootfs::protect_paths(&plan.spec)?;
     prepare_and_exec(plan, console, Some((chan, state_json)))
 }
 
@@ -144,7 +152,6 @@ fn prepare_and_exec(
     if let Some(slave) = &console {
         console::make_controlling(slave)?;
     }
-    process::set_oom_score_adj(p)?;
     process::set_rlimits(p)?;
     let env = p.env().clone().unwrap_or_default();
     let args = p.args().clone().unwrap_or_default();
@@ -220,6 +227,35 @@ fn set_names(spec: &Spec) -> Result<(), InitError> {
         }
     }
     Ok(())
+}
+
+/// A new network namespace has `lo` down; runc brings it up, and programs expect 127.0.0.1.
+fn loopback_up() -> Result<(), InitError> {
+    let err = |what: &str| InitError::new(format!("set lo up in the new network namespace: {what}: {}", std::io::Error::last_os_error()));
+    // SAFETY: a plain socket for the interface ioctls, closed below; ifreq is a C struct we own,
+    // zeroed, with the name copied into its fixed-size array.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(err("socket"));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let res = if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) != 0 {
+            Err(err("SIOCGIFFLAGS"))
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) != 0 {
+                Err(err("SIOCSIFFLAGS"))
+            } else {
+                Ok(())
+            }
+        };
+        libc::close(fd);
+        res
+    }
 }
 
 fn set_time_offsets(spec: &Spec) -> Result<(), InitError> {

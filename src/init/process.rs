@@ -54,10 +54,12 @@ fn io_desc(e: &std::io::Error) -> String {
     }
 }
 
-pub fn set_oom_score_adj(p: &Process) -> Result<(), InitError> {
+/// Written by the runtime process into /proc/PID: from inside a new user namespace the write
+/// would be refused (raising the score needs CAP_SYS_RESOURCE in the initial namespace).
+pub fn set_oom_score_adj(pid: i32, p: &Process) -> Result<(), String> {
     if let Some(adj) = p.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| InitError::new(format!("process.oomScoreAdj {adj}: {e}")))?;
+        let path = format!("/proc/{pid}/oom_score_adj");
+        std::fs::write(&path, adj.to_string()).map_err(|e| format!("process.oomScoreAdj {adj}: write {path}: {e}"))?;
     }
     Ok(())
 }
@@ -69,8 +71,8 @@ pub fn set_rlimits(p: &Process) -> Result<(), InitError> {
         // SAFETY: setrlimit reads a plain struct we own.
         if unsafe { libc::setrlimit(resource as _, &lim) } != 0 {
             return Err(InitError::new(format!(
-                "process.rlimits {:?} soft={} hard={}: {} (a limit cannot exceed the hard limit molt runs under)",
-                r.typ(),
+                "process.rlimits {} soft={} hard={}: {} (a limit cannot exceed the hard limit molt runs under)",
+                serde_json::to_value(r.typ()).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
                 r.soft(),
                 r.hard(),
                 std::io::Error::last_os_error()
@@ -111,6 +113,37 @@ fn to_caps(set: &Option<oci_spec::runtime::Capabilities>, field: &str) -> Result
         out.insert(cap);
     }
     Ok(out)
+}
+
+/// The process's capability sets without those the runtime itself cannot grant (not in its bounding
+/// set, or unknown to this kernel). runc drops them the same way with a warning; returns what was dropped.
+pub fn drop_unavailable_caps(p: &mut Process) -> Vec<String> {
+    let Some(mut c) = p.capabilities().clone() else { return vec![] };
+    let have = caps::read(None, CapSet::Bounding).unwrap_or_default();
+    let mut dropped: Vec<String> = vec![];
+    let keep = |set: &Option<oci_spec::runtime::Capabilities>, dropped: &mut Vec<String>| {
+        set.as_ref().map(|s| {
+            s.iter()
+                .filter(|cap| {
+                    let name = format!("CAP_{}", cap.to_string().trim_start_matches("CAP_"));
+                    let ok = name.parse::<Cap>().is_ok_and(|c| have.contains(&c));
+                    if !ok && !dropped.contains(&name) {
+                        dropped.push(name);
+                    }
+                    ok
+                })
+                .cloned()
+                .collect()
+        })
+    };
+    c.set_bounding(keep(c.bounding(), &mut dropped));
+    c.set_effective(keep(c.effective(), &mut dropped));
+    c.set_permitted(keep(c.permitted(), &mut dropped));
+    c.set_inheritable(keep(c.inheritable(), &mut dropped));
+    c.set_ambient(keep(c.ambient(), &mut dropped));
+    p.set_capabilities(Some(c));
+    dropped.sort();
+    dropped
 }
 
 /// Drop to the configured user keeping the capabilities the config grants.

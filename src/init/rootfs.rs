@@ -174,6 +174,8 @@ pub struct RootfsPlan<'a> {
     /// Volume mounts skipped now and handed over later (upgrade).
     pub deferred: &'a [usize],
     pub in_user_ns: bool,
+    /// The init's cgroups as the host names them, read before the cgroup namespace was entered.
+    pub own_cgroups: &'a super::cgroupfs::Membership,
 }
 
 pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
@@ -189,7 +191,8 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
         do_mount(None, plan.rootfs, None, flag, None)?;
     }
     let mounts = plan.spec.mounts().clone().unwrap_or_default();
-    let mut dev_mounted = false;
+    // tmpfs and /dev are mounted writable and made read-only once everything under them exists.
+    let mut later_readonly = vec![];
     for (i, m) in mounts.iter().enumerate() {
         if plan.deferred.contains(&i) {
             // The target must exist for the hand-over's move_mount.
@@ -197,20 +200,24 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
             fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
             continue;
         }
-        if m.destination() == Path::new("/dev") {
-            dev_mounted = true;
-        }
         match plan.volume_binds.iter().find(|(idx, _, _)| *idx == i) {
             Some((_, staging, bind_opts)) => mount_bind(plan.rootfs, m.destination(), staging, bind_opts, true)?,
-            None => mount_one(plan, m)?,
+            None => {
+                if let Some(target) = mount_one(plan, m)? {
+                    later_readonly.push(target);
+                }
+            }
         }
     }
-    let _ = dev_mounted;
     create_devices(plan.rootfs, &linux.devices().clone().unwrap_or_default(), plan.in_user_ns)?;
+    for target in later_readonly {
+        remount_readonly(&target)?;
+    }
     Ok(())
 }
 
-fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<(), InitError> {
+/// Returns the target when it still has to be made read-only (tmpfs and /dev, as runc delays them).
+fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<Option<PathBuf>, InitError> {
     let options = m.options().clone().unwrap_or_default();
     let opts = parse_options(&options);
     let typ = m.typ().clone().unwrap_or_default();
@@ -225,17 +232,24 @@ fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<(), InitError> {
         let source = m.source().clone().ok_or_else(|| {
             InitError::new(format!("bind mount on {}: no source", dest.display()))
         })?;
-        return mount_bind(plan.rootfs, dest, &source, &options, false);
+        mount_bind(plan.rootfs, dest, &source, &options, false)?;
+        return Ok(None);
     }
     let target = resolve_in_root(plan.rootfs, dest)?;
+    let existing_mode = fs::metadata(&target).ok().map(|m| m.permissions().mode() & 0o7777);
     fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
     if typ == "cgroup" {
-        return super::cgroupfs::mount_cgroups(&target, opts.flags);
+        super::cgroupfs::mount_cgroups(&target, opts.flags, plan.own_cgroups)?;
+        return Ok(None);
     }
     let data = opts.data.join(",");
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+    let mut flags = opts.flags & !MsFlags::MS_REMOUNT;
+    let delay_readonly = (typ == "tmpfs" || dest == Path::new("/dev")) && flags.contains(MsFlags::MS_RDONLY);
+    if delay_readonly {
+        flags.remove(MsFlags::MS_RDONLY);
+    }
     // mqueue and sysfs refuse some flags in user namespaces; runc retries sysfs as a bind.
-    let flags = opts.flags & !MsFlags::MS_REMOUNT;
     let res = do_mount(Some(&source), &target, Some(&typ), flags, (!data.is_empty()).then_some(data.as_str()));
     match res {
         Err(_) if typ == "sysfs" && plan.in_user_ns => {
@@ -243,10 +257,16 @@ fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<(), InitError> {
         }
         r => r?,
     }
+    // A tmpfs over a directory of the image keeps that directory's mode unless mode= says
+    // otherwise (runc does the same, so /tmp stays 1777).
+    if let (true, Some(mode), false) = (typ == "tmpfs", existing_mode, opts.data.iter().any(|d| d.starts_with("mode="))) {
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+            .map_err(|e| InitError::new(format!("chmod {}: {e}", target.display())))?;
+    }
     for p in &opts.propagation {
         do_mount(None, &target, None, *p, None)?;
     }
-    Ok(())
+    Ok(delay_readonly.then_some(target))
 }
 
 /// A bind mount of a host path (or a volume's staging directory) at `dest` inside the rootfs,
@@ -312,7 +332,12 @@ fn locked_flags(path: &Path) -> MsFlags {
 }
 
 pub fn remount_readonly(path: &Path) -> Result<(), InitError> {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(path);
+    remount_bind(path, MsFlags::MS_RDONLY)
+}
+
+/// Add per-mount flags to an existing mount, keeping those the kernel will not let us drop.
+pub fn remount_bind(path: &Path, extra: MsFlags) -> Result<(), InitError> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked_flags(path);
     do_mount(None, path, None, flags, None)
 }
 
@@ -425,24 +450,27 @@ pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
     Ok(())
 }
 
-/// After the switch: masked paths, read-only paths, read-only root.
-pub fn finish(spec: &Spec) -> Result<(), InitError> {
-    let linux = spec.linux().clone().unwrap_or_default();
-    for p in linux.masked_paths().clone().unwrap_or_default() {
-        mask(Path::new(&p))?;
-    }
-    for p in linux.readonly_paths().clone().unwrap_or_default() {
-        let path = Path::new(&p);
-        match fs::symlink_metadata(path) {
-            Err(_) => continue,
-            Ok(_) => {
-                do_mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-                remount_readonly(path)?;
-            }
-        }
-    }
+/// After the switch: the read-only root.
+pub fn readonly_root(spec: &Spec) -> Result<(), InitError> {
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         remount_readonly(Path::new("/"))?;
+    }
+    Ok(())
+}
+
+/// After the sysctls: read-only paths, then masked paths (runc's order, so a masked path under a
+/// read-only one is still masked).
+pub fn protect_paths(spec: &Spec) -> Result<(), InitError> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    for p in linux.readonly_paths().clone().unwrap_or_default() {
+        let path = Path::new(&p);
+        if fs::symlink_metadata(path).is_ok() {
+            do_mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            remount_readonly(path)?;
+        }
+    }
+    for p in linux.masked_paths().clone().unwrap_or_default() {
+        mask(Path::new(&p))?;
     }
     Ok(())
 }

@@ -251,6 +251,20 @@ pub fn run_both(b: &Bundle) -> Compared {
     Compared { molt, runc }
 }
 
+/// As `run_both`, but each runtime gets a fresh copy of the rootfs, for tests where the first run
+/// would leave mount points behind that change what the second sees.
+pub fn run_both_private(b: &mut Bundle) -> Compared {
+    let root = Root::new();
+    let id = unique("cmp");
+    let first = RootfsCopy::new();
+    b.config["root"]["path"] = Value::String(first.dir.display().to_string());
+    let molt = root.molt(&["run", "--bundle", &b.write(), &id]);
+    let second = RootfsCopy::new();
+    b.config["root"]["path"] = Value::String(second.dir.display().to_string());
+    let runc = RuncRoot::new().map(|r| r.runc(&["run", "--bundle", &b.write(), &id]));
+    Compared { molt, runc }
+}
+
 /// The shared busybox rootfs copied (hard-linked where possible) into a scratch directory a test
 /// may change: symlinks, ownership. Removed on drop.
 pub struct RootfsCopy {
@@ -312,5 +326,70 @@ impl Bundle {
     pub fn remove_namespace(&mut self, typ: &str) -> &mut Bundle {
         self.namespaces_mut().retain(|n| n["type"] != typ);
         self
+    }
+}
+
+/// The engine's end of `--console-socket`: accepts one connection, takes the pty master from its
+/// SCM_RIGHTS message, and collects what the container writes until the pty closes.
+pub struct ConsoleReceiver {
+    pub path: PathBuf,
+    handle: Option<std::thread::JoinHandle<ConsoleResult>>,
+}
+
+/// The pty name sent with the fd, and every byte read from the master.
+pub type ConsoleResult = Result<(String, Vec<u8>), String>;
+
+impl ConsoleReceiver {
+    pub fn new() -> ConsoleReceiver {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let path = std::env::temp_dir().join(unique("molt-console")).with_extension("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind console socket");
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            let mut name = [0u8; 4096];
+            let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut iov = [std::io::IoSliceMut::new(&mut name)];
+            let msg = nix::sys::socket::recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg), nix::sys::socket::MsgFlags::empty())
+                .map_err(|e| format!("recvmsg: {e}"))?;
+            let mut fds = vec![];
+            for c in msg.cmsgs().map_err(|e| format!("cmsgs: {e}"))? {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c {
+                    fds.extend(f);
+                }
+            }
+            let n = msg.bytes;
+            let name = String::from_utf8_lossy(&iov_bytes(&name, n)).to_string();
+            if fds.len() != 1 {
+                return Err(format!("expected one fd, got {fds:?}"));
+            }
+            // SAFETY: the fd just arrived by SCM_RIGHTS and belongs to nobody else.
+            let master = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+            let mut out = vec![];
+            let mut f = fs::File::from(master);
+            let mut buf = [0u8; 4096];
+            loop {
+                use std::io::Read;
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break, // EIO once the last slave fd closes
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+            Ok((name, out))
+        });
+        ConsoleReceiver { path, handle: Some(handle) }
+    }
+
+    pub fn finish(mut self) -> ConsoleResult {
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+fn iov_bytes(buf: &[u8], n: usize) -> Vec<u8> {
+    buf[..n].to_vec()
+}
+
+impl Drop for ConsoleReceiver {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
