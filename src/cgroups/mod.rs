@@ -493,8 +493,10 @@ fn mkdir_p(h: &Hierarchy) -> Result<(), CgroupError> {
     'again: loop {
         for dir in &chain {
             match fsio::mkdir(dir) {
-                Ok(created) => {
-                    if created && cpuset_v1 {
+                Ok(_) => {
+                    // Also when another create made the directory: it may not have filled it yet,
+                    // and a child of an empty cpuset inherits nothing (ENOSPC on cgroup.procs).
+                    if cpuset_v1 {
                         inherit_cpuset(dir)?;
                     }
                 }
