@@ -129,7 +129,8 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         Some(stream) => Some(console::open_and_send(stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?),
         None => None,
     };
-    crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &state_json)
+    let create_state = state_seen_inside(&state_json, "creating");
+    crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &create_state)
         .map_err(|e| InitError::new(e.to_string()))?;
     rootfs::switch_root(&plan.rootfs, plan.no_pivot)?;
     // runc's order: read-only root, names, sysctls (while /proc/sys is still writable), then
@@ -170,7 +171,7 @@ fn prepare_and_exec(
             wait_for_start(fifo)?;
         }
         let hooks = hooks_of(&plan.spec, |h| h.start_container().clone());
-        if let Err(e) = crate::hooks::run_all("startContainer", &hooks, &state_json) {
+        if let Err(e) = crate::hooks::run_all("startContainer", &hooks, &state_seen_inside(&state_json, "created")) {
             // Nobody is listening on the channel any more: the error goes to the container's stderr.
             eprintln!("molt: {e}");
             std::process::exit(1);
@@ -189,6 +190,17 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
             Err(e) => return Err(InitError::new(format!("read exec fifo: {}", e.desc()))),
         }
     }
+}
+
+/// The state for the hooks the init runs itself (createContainer, startContainer): they live in the
+/// container's pid namespace, so the pid is the init's own there (1), as runc reports it.
+fn state_seen_inside(state_json: &str, status: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(state_json).unwrap_or_default();
+    if v.is_object() {
+        v["status"] = status.into();
+        v["pid"] = std::process::id().into();
+    }
+    v.to_string()
 }
 
 pub fn hooks_of(spec: &Spec, pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<Hook>>) -> Vec<Hook> {
