@@ -55,6 +55,14 @@ pub struct InitPlan {
 
 /// The child's entry point after clone. Never returns to the caller's code path.
 pub fn child_main(plan: &InitPlan, chan: &Channel) -> isize {
+    // This process is a copy of molt inside the container's pid namespace: an `exec` child (or an
+    // init joining a shared pid namespace) is visible to the container's processes at once, so it
+    // must not be dumpable from the start, or they could open /proc/PID/exe (the molt binary) and
+    // write it once molt has exited (CVE-2019-5736). A fresh init in a new user namespace waits
+    // (nothing can see it yet, and it must still write its own /proc/self files as its own user).
+    if plan.is_exec || !plan.new_user_ns {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     let err = match run(plan, chan) {
         Ok(never) => match never {},
         Err(e) => e,
