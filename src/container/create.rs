@@ -94,8 +94,10 @@ fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
     let mut seen = vec![];
     for ns in &list {
         let typ = ns.typ();
+        // The config's own word for it ("network", not the kernel's "net").
+        let name = serde_json::to_value(typ).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         if seen.contains(&typ) {
-            return Err(Error::Config { field: "linux.namespaces".into(), reason: format!("{typ} listed twice") });
+            return Err(Error::Config { field: "linux.namespaces".into(), reason: format!("{name} listed twice") });
         }
         seen.push(typ);
         let flag = CloneFlags::from_bits_retain(typ as i32);
@@ -107,10 +109,10 @@ fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
             (LinuxNamespaceType::Pid, Some(p)) => plan.join_pid = Some(p),
             (LinuxNamespaceType::User, Some(p)) => plan.join.insert(0, (flag, p)),
             (_, Some(p)) => {
-                if !p.exists() {
+                if let Err(e) = fs::metadata(&p) {
                     return Err(Error::Config {
                         field: "linux.namespaces".into(),
-                        reason: format!("{typ} namespace path {}: does not exist", p.display()),
+                        reason: format!("{name} namespace path {}: {e}", p.display()),
                     });
                 }
                 plan.join.push((flag, p))
@@ -157,11 +159,44 @@ pub fn validate_process(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// Only sysctls that belong to a namespace the container has of its own may be set: anything else
+/// would change the host (runc refuses the same ones).
+pub fn validate_sysctls(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let has = |t: LinuxNamespaceType| linux.namespaces().as_ref().is_some_and(|l| l.iter().any(|n| n.typ() == t));
+    const IPC: &[&str] = &[
+        "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
+        "kernel.shmmni", "kernel.shm_rmid_forced",
+    ];
+    for key in linux.sysctl().clone().unwrap_or_default().keys() {
+        let (ns, name) = if IPC.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+            (LinuxNamespaceType::Ipc, "ipc")
+        } else if key.starts_with("net.") {
+            (LinuxNamespaceType::Network, "network")
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            (LinuxNamespaceType::Uts, "uts")
+        } else {
+            return Err(Error::Config {
+                field: format!("linux.sysctl {key}"),
+                reason: "not in a kernel namespace the container can have; it would change the host".into(),
+            });
+        };
+        if !has(ns) {
+            return Err(Error::Config {
+                field: format!("linux.sysctl {key}"),
+                reason: format!("needs a {name} namespace in linux.namespaces"),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     super::validate_id(&o.id)?;
     let bundle = o.bundle.canonicalize().map_err(|e| Error::Bundle { bundle: o.bundle.clone(), reason: e.to_string() })?;
     let spec = load_spec(&bundle)?;
     validate_process(&spec)?;
+    validate_sysctls(&spec)?;
     let rootfs = rootfs_of(&bundle, &spec)?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
     fs::DirBuilder::new().recursive(true).mode(0o711).create(root).map_err(io_err(root))?;
@@ -403,4 +438,31 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.molt-tmp", path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()));
     super::write_atomic(&tmp, path, pid.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with(namespaces: &[&str], sysctl: &[(&str, &str)]) -> Spec {
+        let v = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {
+                "namespaces": namespaces.iter().map(|n| serde_json::json!({"type": n})).collect::<Vec<_>>(),
+                "sysctl": sysctl.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            }
+        });
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn sysctls_must_belong_to_an_own_namespace() {
+        assert!(validate_sysctls(&spec_with(&["ipc", "network"], &[("kernel.shmmax", "1"), ("net.ipv4.ip_forward", "1"), ("fs.mqueue.msg_max", "5")])).is_ok());
+        let e = validate_sysctls(&spec_with(&["ipc", "network"], &[("vm.swappiness", "1")])).unwrap_err().to_string();
+        assert!(e.contains("vm.swappiness") && e.contains("change the host"), "{e}");
+        let e = validate_sysctls(&spec_with(&["ipc"], &[("net.ipv4.ip_forward", "1")])).unwrap_err().to_string();
+        assert!(e.contains("needs a network namespace"), "{e}");
+        assert!(validate_sysctls(&spec_with(&["network"], &[("kernel.msgmax", "1")])).is_err());
+        assert!(validate_sysctls(&spec_with(&["uts"], &[("kernel.domainname", "x")])).is_ok());
+    }
 }

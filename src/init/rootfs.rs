@@ -210,6 +210,13 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
         }
     }
     create_devices(plan.rootfs, &linux.devices().clone().unwrap_or_default(), plan.in_user_ns)?;
+    // A missing working directory is created, as runc creates it (before the root turns read-only).
+    if let Some(p) = plan.spec.process() {
+        let cwd = resolve_in_root(plan.rootfs, p.cwd())?;
+        if fs::symlink_metadata(&cwd).is_err() {
+            fs::create_dir_all(&cwd).map_err(|e| InitError::new(format!("process.cwd {}: mkdir {}: {e}", p.cwd().display(), cwd.display())))?;
+        }
+    }
     for target in later_readonly {
         remount_readonly(&target)?;
     }
