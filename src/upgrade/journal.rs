@@ -135,6 +135,46 @@ pub fn remove(root: &Path, id: &str) {
     }
 }
 
+/// Held by the process running (or resuming) an upgrade, so that no other molt settles a
+/// journal that is still being written. The file names its owner by pid and start time: not an
+/// flock, because the new container's init is forked from the owner and would inherit the lock.
+pub struct Lock {
+    path: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Ok(None): another live process holds it.
+pub fn try_lock(root: &Path, id: &str) -> Result<Option<Lock>, UpgradeError> {
+    let p = root.join(format!(".upgrade-{id}.lock"));
+    let me = std::process::id() as i32;
+    let stamp = format!("{me} {}", crate::container::start_time(me).unwrap_or(0));
+    for _ in 0..2 {
+        match fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(mut f) => {
+                f.write_all(stamp.as_bytes()).map_err(|e| UpgradeError::Journal { path: p.clone(), reason: e.to_string() })?;
+                return Ok(Some(Lock { path: p }));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = fs::read_to_string(&p).unwrap_or_default();
+                let mut it = text.split_whitespace().map(|w| w.parse::<u64>().unwrap_or(0));
+                let (pid, start) = (it.next().unwrap_or(0) as i32, it.next().unwrap_or(0));
+                if pid > 0 && crate::container::process_is(pid, start) {
+                    return Ok(None);
+                }
+                // The owner died (crash): the lock is stale.
+                let _ = fs::remove_file(&p);
+            }
+            Err(e) => return Err(UpgradeError::Journal { path: p, reason: e.to_string() }),
+        }
+    }
+    Ok(None)
+}
+
 /// Test-only fault injection: MOLT_TEST_CRASH_AT=<step>:<before|after> makes molt SIGKILL itself
 /// right there, so tests can prove recovery from every step.
 pub fn maybe_crash(step: Step, when: &str) {

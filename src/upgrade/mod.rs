@@ -169,11 +169,15 @@ impl Run<'_> {
 
 pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     let id = &opts.id;
+    crate::container::validate_id(id)?;
+    std::fs::create_dir_all(root).map_err(|e| UpgradeError::Precondition { id: id.clone(), reason: format!("{}: {e}", root.display()) })?;
+    let _lock = journal::try_lock(root, id)?.ok_or_else(|| UpgradeError::Precondition {
+        id: id.clone(),
+        reason: "another molt is upgrading this container right now".into(),
+    })?;
     if journal::load(root, id)?.is_some() {
-        return Err(UpgradeError::Precondition {
-            id: id.clone(),
-            reason: format!("an earlier upgrade did not finish; run `molt upgrade --resume {id}` first"),
-        });
+        let outcome = resume_locked(root, id, opts.systemd_cgroup)?;
+        crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
     }
     let new_bundle = opts.new_bundle.canonicalize().map_err(|e| UpgradeError::Precondition {
         id: id.clone(),
@@ -584,6 +588,15 @@ fn rollback(run: &mut Run) -> Result<(), String> {
 
 /// `molt upgrade --resume ID`: finish a commit that had begun, otherwise roll back.
 pub fn resume(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static str, UpgradeError> {
+    crate::container::validate_id(id)?;
+    let _lock = journal::try_lock(root, id)?.ok_or_else(|| UpgradeError::Precondition {
+        id: id.into(),
+        reason: "another molt is upgrading this container right now".into(),
+    })?;
+    resume_locked(root, id, systemd_cgroup)
+}
+
+fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static str, UpgradeError> {
     let rec = journal::load(root, id)?.ok_or_else(|| UpgradeError::Precondition { id: id.into(), reason: "no upgrade in progress".into() })?;
     if rec.started(Step::Commit) {
         commit(root, &rec).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "commit", reason, rollback: String::new() })?;
@@ -608,8 +621,13 @@ pub fn resume(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static st
 
 /// Called by every command that touches a container: an interrupted upgrade is settled first.
 pub fn settle(root: &Path, id: &str) -> Result<(), UpgradeError> {
-    if journal::path(root, id).exists() {
-        let outcome = resume(root, id, false)?;
+    if crate::container::validate_id(id).is_ok() && journal::path(root, id).exists() {
+        // A live upgrade holds the lock: leave its journal alone.
+        let Some(_lock) = journal::try_lock(root, id)? else { return Ok(()) };
+        if !journal::path(root, id).exists() {
+            return Ok(());
+        }
+        let outcome = resume_locked(root, id, false)?;
         crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
     }
     Ok(())
