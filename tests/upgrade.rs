@@ -6,151 +6,9 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use common::app::*;
 use std::process::Command;
 use std::time::Duration;
-
-/// A network namespace standing for the host molt runs on; deleted on drop.
-struct HostNet {
-    name: String,
-    path: PathBuf,
-    bridge: String,
-}
-
-impl HostNet {
-    fn new() -> HostNet {
-        let name = unique("molt-up");
-        let st = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add");
-        assert!(st.success());
-        let n = name.len();
-        let bridge = format!("mbr{}", &name[n.saturating_sub(8)..].replace('-', ""));
-        HostNet { path: PathBuf::from(format!("/run/netns/{name}")), name, bridge }
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip").arg("-n").arg(&self.name).args(args).output().expect("ip");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    /// molt with its network namespace switched to this one (only the net ns: cgroups stay visible).
-    fn molt(&self, root: &Root, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.path.display())).arg(molt_bin()).arg("--root").arg(&root.path).args(args);
-        run_to_files(&mut cmd)
-    }
-
-    /// Run `f` on a thread inside this namespace (a client on the test host).
-    fn client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path.clone();
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for HostNet {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
-
-const IP: &str = "10.89.0.5";
-const GW: &str = "10.89.0.1";
-
-fn request(line: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&format!("{IP}:8080").parse().unwrap(), Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("{line}\n").as_bytes())?;
-    let mut reply = String::new();
-    BufReader::new(s).read_line(&mut reply)?;
-    Ok(reply.trim().to_string())
-}
-
-fn make_volume(dir: &Path) -> PathBuf {
-    let img = dir.join("vol.img");
-    let f = std::fs::File::create(&img).unwrap();
-    f.set_len(32 << 20).unwrap();
-    let st = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).status().expect("mkfs.ext4 (e2fsprogs)");
-    assert!(st.success());
-    img
-}
-
-fn app_bundle(version: &str, hostname: &str, net: &HostNet, img: &Path, extra_env: &[&str]) -> Bundle {
-    let mut b = Bundle::new(&["/bin/molt-testapp"]);
-    let c = &mut b.config;
-    let mut env = vec!["PATH=/bin".to_string(), format!("APP_VERSION={version}")];
-    env.extend(extra_env.iter().map(|s| s.to_string()));
-    c["process"]["env"] = serde_json::json!(env);
-    c["hostname"] = serde_json::json!(hostname);
-    c["annotations"] = serde_json::json!({
-        "org.opencontainers.image.version": version,
-        "io.molt.net.bridge": net.bridge,
-        "io.molt.net.address": format!("{IP}/24"),
-        "io.molt.net.gateway": GW,
-    });
-    c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
-        "destination": "/data", "type": "ext4", "source": img, "options": ["loop", "rw", "nosuid", "nodev"]
-    }));
-    b
-}
-
-struct Setup {
-    root: Root,
-    net: HostNet,
-    img_dir: PathBuf,
-    img: PathBuf,
-    v1: Bundle,
-}
-
-impl Setup {
-    /// v1 running as `id`, reachable from the test host at IP.
-    fn start(id: &str) -> Setup {
-        let root = Root::new();
-        let net = HostNet::new();
-        let img_dir = std::env::temp_dir().join(unique("molt-vol"));
-        std::fs::create_dir_all(&img_dir).unwrap();
-        let img = make_volume(&img_dir);
-        let v1 = app_bundle("1.0.0", "app-one", &net, &img, &[]);
-        let dir = v1.write();
-        let out = net.molt(&root, &["run", "--detach", "--bundle", &dir, id]);
-        assert!(out.status.success(), "run v1: {}", stderr_of(&out));
-        // The bridge exists now (molt made it); give the test host an address on it.
-        net.ip(&["addr", "add", &format!("{GW}/24"), "dev", &net.bridge]);
-        let ok = net.client(|| wait_until(10, || request("VERSION").is_ok()));
-        assert!(ok, "v1 never answered on {IP}:8080");
-        Setup { root, net, img_dir, img, v1 }
-    }
-
-    fn mac(&self, id: &str) -> String {
-        let pid = self.root.state(id)["pid"].as_i64().unwrap();
-        let out = Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(["ip", "-o", "link", "show", "eth0"]).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.split("link/ether ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_string()
-    }
-
-    fn version(&self) -> String {
-        self.net.client(|| request("VERSION")).unwrap_or_else(|e| format!("error: {e}"))
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.root.ok(&["list", "--quiet"]).lines().map(String::from).collect()
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        for id in self.ids() {
-            let _ = self.net.molt(&self.root, &["delete", "--force", &id]);
-        }
-        let _ = std::fs::remove_dir_all(&self.img_dir);
-    }
-}
 
 #[test]
 fn upgrade_keeps_address_mac_hostname_and_every_acknowledged_record() {
@@ -182,7 +40,7 @@ fn upgrade_keeps_address_mac_hostname_and_every_acknowledged_record() {
     });
     std::thread::sleep(Duration::from_millis(300));
 
-    let v2 = app_bundle("2.0.0", "app-two", &s.net, &s.img, &[]);
+    let v2 = app_bundle("2.0.0", "app-two", &s.net, &s.volume, &[]);
     let mut c2 = v2.config.clone();
     c2["annotations"]["io.molt.upgrade.from"] = serde_json::json!(">=1.0.0, <2.0.0");
     std::fs::write(v2.dir.join("config.json"), serde_json::to_vec(&c2).unwrap()).unwrap();
@@ -227,7 +85,7 @@ fn refusals_name_the_rule_and_change_nothing() {
         ("2.0.0", Some("~>1"), "not a semver requirement"),
     ];
     for (version, constraint, expect) in cases {
-        let b = app_bundle(version, "x", &s.net, &s.img, &[]);
+        let b = app_bundle(version, "x", &s.net, &s.volume, &[]);
         let mut c = b.config.clone();
         if let Some(req) = constraint {
             c["annotations"]["io.molt.upgrade.from"] = serde_json::json!(req);
@@ -238,7 +96,7 @@ fn refusals_name_the_rule_and_change_nothing() {
         assert!(stderr_of(&out).contains(expect), "{version} {constraint:?}: {}", stderr_of(&out));
         assert_eq!(s.root.state("ref")["pid"], pid);
     }
-    let b = app_bundle("1.1.0", "x", &s.net, &s.img, &[]);
+    let b = app_bundle("1.1.0", "x", &s.net, &s.volume, &[]);
     let dir = b.write();
     let out = s.net.molt(&s.root, &["upgrade", "ref", "--bundle", &dir, "--dry-run"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
@@ -254,7 +112,7 @@ fn failed_health_gate_rolls_back_to_the_old_version_with_the_same_identity() {
     let s = Setup::start("rb");
     let mac = s.mac("rb");
     s.net.client(|| request("APPEND before")).unwrap();
-    let b = app_bundle("2.0.0", "app-two", &s.net, &s.img, &["APP_FAIL=1"]);
+    let b = app_bundle("2.0.0", "app-two", &s.net, &s.volume, &["APP_FAIL=1"]);
     let dir = b.write();
     let out = s.net.molt(&s.root, &["upgrade", "rb", "--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s"]);
     assert!(!out.status.success());
@@ -274,7 +132,7 @@ fn a_crash_at_any_step_is_finished_or_rolled_back_by_resume() {
     require_root!();
     let s = Setup::start("cr");
     s.net.client(|| request("APPEND kept")).unwrap();
-    let v2 = app_bundle("2.0.0", "app-two", &s.net, &s.img, &[]);
+    let v2 = app_bundle("2.0.0", "app-two", &s.net, &s.volume, &[]);
     let dir = v2.write();
     let steps = ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"];
     let mut expect_version = "1.0.0";
@@ -313,4 +171,56 @@ fn a_crash_at_any_step_is_finished_or_rolled_back_by_resume() {
             assert!(!s.root.path.join(".upgrade-cr.json").exists());
         }
     }
+}
+
+#[test]
+fn network_keep_joins_the_old_namespace_and_exec_health_gate_passes() {
+    require_root!();
+    let s = Setup::start("keep");
+    s.net.client(|| request("APPEND one")).unwrap();
+    let mac = s.mac("keep");
+    let b = app_bundle("1.2.0", "app-two", &s.net, &s.volume, &[]);
+    let dir = b.write();
+    let out = s.net.molt(&s.root, &["upgrade", "keep", "--bundle", &dir, "--network", "keep", "--health", "exec:test -s /data/records.log"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(text.contains("kept the old network namespace") && text.contains("exited 0"), "{text}");
+    assert!(s.net.client(|| wait_until(10, || request("VERSION").is_ok())));
+    assert_eq!(s.version(), "version=1.2.0 hostname=app-one");
+    assert_eq!(s.mac("keep"), mac);
+    assert_eq!(s.net.client(|| request("COUNT")).unwrap(), "1");
+    assert_eq!(s.ids(), vec!["keep".to_string()]);
+}
+
+#[test]
+fn no_rollback_leaves_the_failure_for_resume_to_undo() {
+    require_root!();
+    let s = Setup::start("nrb");
+    let b = app_bundle("2.0.0", "app-two", &s.net, &s.volume, &["APP_FAIL=1"]);
+    let dir = b.write();
+    let out = s.net.molt(&s.root, &["upgrade", "nrb", "--bundle", &dir, "--health", "running:300ms", "--no-rollback"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("--no-rollback"), "{}", stderr_of(&out));
+    assert!(s.root.path.join(".upgrade-nrb.json").exists(), "the journal is kept");
+    let out = s.net.molt(&s.root, &["upgrade", "--resume", "nrb", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("rolled back"));
+    assert!(s.net.client(|| wait_until(10, || request("VERSION").is_ok())));
+    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+    assert_eq!(s.ids(), vec!["nrb".to_string()]);
+}
+
+#[test]
+fn net_devices_move_a_host_interface_in_with_its_address() {
+    require_root!();
+    let root = Root::new();
+    let net = HostNet::new();
+    net.ip(&["link", "add", "nd0", "type", "veth", "peer", "name", "nd0peer"]);
+    net.ip(&["addr", "add", "10.90.0.2/24", "dev", "nd0"]);
+    let mut b = Bundle::new(&["sh", "-c", "ip -o addr show dev eth1"]);
+    b.config["linux"]["netDevices"] = serde_json::json!({"nd0": {"name": "eth1"}});
+    let dir = b.write();
+    let out = net.molt(&root, &["run", "--bundle", &dir, "nd"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("10.90.0.2/24"), "{}", stdout_of(&out));
 }
