@@ -35,7 +35,7 @@ impl HostNet {
     }
 
     pub fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip").arg("-n").arg(&self.name).args(args).output().expect("ip");
+        let out = Command::new("nsenter").arg(format!("--net={}", self.path.display())).arg("ip").args(args).output().expect("ip");
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
@@ -64,7 +64,7 @@ impl Drop for HostNet {
         if self.owned {
             let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         } else {
-            let _ = Command::new("ip").args(["-n", &self.name, "link", "del", &self.bridge]).status();
+            self.ip(&["link", "del", &self.bridge]);
         }
     }
 }
