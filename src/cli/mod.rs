@@ -87,6 +87,21 @@ enum Command {
     Volume(volume::Cmd),
 }
 
+impl Command {
+    fn container_id(&self) -> Option<&str> {
+        Some(match self {
+            Command::Start(a) => &a.id,
+            Command::State(a) => &a.id,
+            Command::Kill(a) => &a.id,
+            Command::Delete(a) => &a.id,
+            Command::Exec(a) => &a.id,
+            Command::Ps(a) => &a.id,
+            Command::Pause(a) | Command::Resume(a) => &a.id,
+            _ => return None,
+        })
+    }
+}
+
 /// What every command gets: the resolved root and global flags.
 pub struct Ctx {
     pub root: PathBuf,
@@ -152,6 +167,13 @@ pub fn main() -> i32 {
         return 1;
     };
     let ctx = Ctx { root: cli.root.clone().unwrap_or_else(default_root), systemd_cgroup: cli.systemd_cgroup };
+    if let Some(id) = command.container_id() {
+        // An upgrade interrupted by a crash is finished or rolled back before anything else.
+        if let Err(e) = crate::upgrade::settle(&ctx.root, id) {
+            crate::logging::error(&e.to_string());
+            return 1;
+        }
+    }
     let res = match command {
         Command::Create(a) => create::run(&ctx, a),
         Command::Start(a) => start::run(&ctx, a),

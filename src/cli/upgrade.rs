@@ -1,12 +1,107 @@
-//! `molt upgrade ID --bundle NEWDIR` (being written)
+//! `molt upgrade ID --bundle NEWDIR ...` and `molt upgrade --resume ID`.
+
+use std::io::Write;
+use std::path::PathBuf;
 
 use super::{CmdResult, Ctx};
+use crate::upgrade::{self, Health, NetworkMode, Options, Report, UpgradeError, PLAN};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     pub id: String,
+    /// Bundle of the new version
+    #[arg(long, short = 'b', required_unless_present = "resume")]
+    pub bundle: Option<PathBuf>,
+    /// move: the old veth moves into the new container; keep: the new container joins the old namespace
+    #[arg(long, default_value = "move")]
+    pub network: String,
+    #[arg(long = "stop-signal", default_value = "SIGTERM")]
+    pub stop_signal: String,
+    #[arg(long = "stop-timeout", default_value = "10s")]
+    pub stop_timeout: String,
+    /// exec:CMD, tcp:PORT or running:DUR
+    #[arg(long)]
+    pub health: Option<String>,
+    #[arg(long = "health-timeout", default_value = "30s")]
+    pub health_timeout: String,
+    /// On failure leave things as they are (the journal is kept for --resume)
+    #[arg(long = "no-rollback")]
+    pub no_rollback: bool,
+    /// Print the decision and the steps, change nothing
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    #[arg(long, default_value = "text")]
+    pub format: String,
+    /// Finish or roll back an upgrade that was interrupted
+    #[arg(long)]
+    pub resume: bool,
 }
 
-pub fn run(_ctx: &Ctx, _a: Args) -> CmdResult {
-    Err("upgrade: not implemented yet".into())
+fn options(ctx: &Ctx, a: &Args) -> Result<Options, String> {
+    let network = match a.network.as_str() {
+        "move" => NetworkMode::Move,
+        "keep" => NetworkMode::Keep,
+        n => return Err(format!("--network {n:?}: use move or keep")),
+    };
+    Ok(Options {
+        id: a.id.clone(),
+        new_bundle: a.bundle.clone().unwrap_or_default(),
+        network,
+        stop_signal: crate::container::kill::parse_signal(&a.stop_signal).map_err(|e| format!("--stop-signal: {e}"))?,
+        stop_timeout: upgrade::parse_duration(&a.stop_timeout).map_err(|e| format!("--stop-timeout: {e}"))?,
+        health: a.health.as_deref().map(Health::parse).transpose()?.unwrap_or(Health::None),
+        health_timeout: upgrade::parse_duration(&a.health_timeout).map_err(|e| format!("--health-timeout: {e}"))?,
+        rollback: !a.no_rollback,
+        dry_run: a.dry_run,
+        systemd_cgroup: ctx.systemd_cgroup,
+    })
+}
+
+fn print_text(r: &Report) -> String {
+    let mut out = String::new();
+    if let Some(d) = &r.decision {
+        out.push_str(&format!("upgrade {}: {} -> {} ({})\n", r.id, d.running, d.new, d.reason));
+    }
+    if r.outcome == "dry-run" {
+        out.push_str("dry run: these steps would run, each journaled before and after:\n");
+        for (i, (step, what)) in PLAN.iter().enumerate() {
+            out.push_str(&format!("  {}. {:<18} {what}\n", i + 1, step.name()));
+        }
+        return out;
+    }
+    for s in &r.steps {
+        out.push_str(&format!("  {:<18} {:>6} ms  {}\n", s.step, s.millis, s.note));
+    }
+    if let Some(ms) = r.unavailable_ms {
+        out.push_str(&format!("unavailable: {ms} ms (old process stopped -> new process started)\n"));
+    }
+    out.push_str(&format!("{}: {}\n", r.id, r.outcome));
+    out
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
+    if a.format != "text" && a.format != "json" {
+        return Err(format!("--format {:?}: use text or json", a.format).into());
+    }
+    if a.resume {
+        let outcome = upgrade::resume(&ctx.root, &a.id, ctx.systemd_cgroup)?;
+        let text = if a.format == "json" { format!("{}\n", serde_json::json!({"id": a.id, "outcome": outcome})) } else { format!("{}: {outcome}\n", a.id) };
+        std::io::stdout().write_all(text.as_bytes())?;
+        return Ok(0);
+    }
+    let opts = options(ctx, &a)?;
+    let res = upgrade::upgrade(&ctx.root, &opts);
+    let report = match res {
+        Ok(r) => r,
+        Err(UpgradeError::Refused { id, decision }) if a.format == "json" || a.dry_run => {
+            let r = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: Some(decision.reason.clone()) };
+            let text = if a.format == "json" { format!("{}\n", serde_json::to_string_pretty(&r)?) } else { print_text(&r) };
+            std::io::stdout().write_all(text.as_bytes())?;
+            return Err(UpgradeError::Refused { id, decision }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let text = if a.format == "json" { format!("{}\n", serde_json::to_string_pretty(&report)?) } else { print_text(&report) };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(0)
 }

@@ -1,12 +1,54 @@
-//! `molt volume list|detach` (being written)
+//! `molt volume list|detach|repair`: the host's volume attachments under this root.
+
+use std::io::Write;
 
 use super::{CmdResult, Ctx};
+use crate::volume::Registry;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Cmd {
-    List,
+    /// Attachments with their users and state
+    List {
+        #[arg(long, short = 'f', default_value = "table")]
+        format: String,
+    },
+    /// Detach a volume nobody uses (refused while a container uses it)
+    Detach { key: String },
+    /// Find attachments left by a crash and repair or report them
+    Repair,
 }
 
-pub fn run(_ctx: &Ctx, _c: Cmd) -> CmdResult {
-    Err("volume: not implemented yet".into())
+pub fn run(ctx: &Ctx, c: Cmd) -> CmdResult {
+    let reg = Registry::new(&ctx.root);
+    let mut out = std::io::stdout();
+    match c {
+        Cmd::List { format } => {
+            let list = reg.list()?;
+            match format.as_str() {
+                "json" => out.write_all(format!("{}\n", serde_json::to_string_pretty(&list)?).as_bytes())?,
+                "table" => {
+                    let mut text = format!("{:<40} {:<6} {:<12} {:<20} {}\n", "KEY", "KIND", "STATE", "USERS", "SOURCE");
+                    for v in list {
+                        text.push_str(&format!(
+                            "{:<40} {:<6} {:<12} {:<20} {}\n",
+                            v.key,
+                            v.kind,
+                            v.state.to_string(),
+                            if v.users.is_empty() { "-".to_string() } else { v.users.join(",") },
+                            v.source
+                        ));
+                    }
+                    out.write_all(text.as_bytes())?;
+                }
+                f => return Err(format!("invalid --format {f:?}: use table or json").into()),
+            }
+        }
+        Cmd::Detach { key } => reg.detach(&key)?,
+        Cmd::Repair => {
+            for line in reg.repair()? {
+                out.write_all(format!("{line}\n").as_bytes())?;
+            }
+        }
+    }
+    Ok(0)
 }

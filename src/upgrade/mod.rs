@@ -1,1 +1,634 @@
-//! In-place upgrade. (being written)
+//! In-place upgrade of a running container (the mission's claim, steps b-f and the identifier
+//! clause): a new container is prepared beside the old one, the old one stops, its volumes and
+//! network identity move across, the new one takes the id and starts; a health gate decides
+//! between commit and rollback. Every step is journaled so a crash is finished or undone later.
+
+pub mod eligibility;
+pub mod handover;
+pub mod journal;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::container::create::{create, load_spec, CreateOptions, UpgradePrep};
+use crate::container::{Container, Status};
+use eligibility::Decision;
+use journal::{Entry, Record, Step};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("upgrade of {id} refused: {}", decision.reason)]
+    Refused { id: String, decision: Decision },
+    #[error("upgrade of {id}: {source}")]
+    Eligibility { id: String, source: eligibility::EligibilityError },
+    #[error("upgrade of {id}: {reason}")]
+    Precondition { id: String, reason: String },
+    #[error("upgrade journal {path}: {reason}")]
+    Journal { path: PathBuf, reason: String },
+    #[error("upgrade of {id} failed at step {step}: {reason}{rollback}")]
+    StepFailed { id: String, step: &'static str, reason: String, rollback: String },
+    #[error(transparent)]
+    Container(#[from] crate::container::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    Move,
+    Keep,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    None,
+    Exec(Vec<String>),
+    Tcp(u16),
+    Running(Duration),
+}
+
+impl Health {
+    pub fn parse(s: &str) -> Result<Health, String> {
+        let (kind, arg) = s.split_once(':').ok_or_else(|| format!("--health {s:?}: use exec:CMD, tcp:PORT or running:DUR"))?;
+        match kind {
+            "exec" if !arg.trim().is_empty() => Ok(Health::Exec(arg.split_whitespace().map(String::from).collect())),
+            "tcp" => arg.parse().map(Health::Tcp).map_err(|_| format!("--health {s:?}: {arg:?} is not a port")),
+            "running" => parse_duration(arg).map(Health::Running),
+            _ => Err(format!("--health {s:?}: use exec:CMD, tcp:PORT or running:DUR")),
+        }
+    }
+}
+
+/// "500ms", "10s", "2m", or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("duration {s:?}: not a number"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("duration {s:?}: unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub id: String,
+    pub new_bundle: PathBuf,
+    pub network: NetworkMode,
+    pub stop_signal: i32,
+    pub stop_timeout: Duration,
+    pub health: Health,
+    pub health_timeout: Duration,
+    pub rollback: bool,
+    pub dry_run: bool,
+    pub systemd_cgroup: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step: &'static str,
+    pub millis: u128,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub outcome: &'static str,
+    pub decision: Option<Decision>,
+    pub steps: Vec<StepReport>,
+    /// Old process stopped to new process started.
+    pub unavailable_ms: Option<u128>,
+    pub error: Option<String>,
+}
+
+pub const PLAN: &[(Step, &str)] = &[
+    (Step::CreateNew, "create the new container from the new bundle, held before its process starts"),
+    (Step::StopOld, "stop the old container (stop signal, timeout, then SIGKILL)"),
+    (Step::HandOverVolumes, "flush the volumes and mount their host attachments into the new container"),
+    (Step::MoveNetwork, "move the network identity (veth, addresses, routes, MAC) and the hostname"),
+    (Step::TransferId, "give the container id to the new container; keep the old one aside"),
+    (Step::StartNew, "start the new application"),
+    (Step::HealthGate, "run the health gate"),
+    (Step::Commit, "remove the old container (or roll back on any failure)"),
+];
+
+/// Check everything that can be checked without touching the running container.
+pub fn decide(root: &Path, id: &str, new_bundle: &Path) -> Result<(Container, oci_spec::runtime::Spec, Decision), UpgradeError> {
+    let old = Container::load(root, id)?;
+    let new_spec = load_spec(new_bundle)?;
+    crate::container::create::validate_process(&new_spec)?;
+    let ann = old.state.annotations();
+    let new_ann = new_spec.annotations().clone().unwrap_or_default();
+    let decision = eligibility::evaluate(
+        ann.get(eligibility::VERSION_ANNOTATION).map(String::as_str),
+        new_ann.get(eligibility::VERSION_ANNOTATION).map(String::as_str),
+        new_ann.get(eligibility::CONSTRAINT_ANNOTATION).map(String::as_str),
+    )
+    .map_err(|source| UpgradeError::Eligibility { id: id.into(), source })?;
+    Ok((old, new_spec, decision))
+}
+
+fn pins_dir(root: &Path) -> PathBuf {
+    root.join(".pins")
+}
+
+struct Run<'a> {
+    root: &'a Path,
+    opts: &'a Options,
+    rec: Record,
+    steps: Vec<StepReport>,
+    stopped_at: Option<Instant>,
+    started_at: Option<Instant>,
+}
+
+impl Run<'_> {
+    /// Journal the start, run, journal the end: the shape every step has.
+    fn step<T>(&mut self, step: Step, f: impl FnOnce(&mut Self) -> Result<(T, String), String>) -> Result<T, (Step, String)> {
+        self.rec.entries.push(Entry { step, done: false, at: crate::logging::now_rfc3339(), millis: None, note: None });
+        journal::save(self.root, &self.rec).map_err(|e| (step, e.to_string()))?;
+        journal::maybe_crash(step, "before");
+        let t = Instant::now();
+        let (value, note) = f(self).map_err(|e| (step, e))?;
+        journal::maybe_crash(step, "after");
+        let millis = t.elapsed().as_millis();
+        self.rec.entries.push(Entry { step, done: true, at: crate::logging::now_rfc3339(), millis: Some(millis), note: Some(note.clone()) });
+        journal::save(self.root, &self.rec).map_err(|e| (step, e.to_string()))?;
+        self.steps.push(StepReport { step: step.name(), millis, note });
+        Ok(value)
+    }
+
+    fn load(&self, id: &str) -> Result<Container, String> {
+        Container::load(self.root, id).map_err(|e| e.to_string())
+    }
+}
+
+pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
+    let id = &opts.id;
+    crate::container::validate_id(id)?;
+    std::fs::create_dir_all(root).map_err(|e| UpgradeError::Precondition { id: id.clone(), reason: format!("{}: {e}", root.display()) })?;
+    let _lock = journal::try_lock(root, id)?.ok_or_else(|| UpgradeError::Precondition {
+        id: id.clone(),
+        reason: "another molt is upgrading this container right now".into(),
+    })?;
+    if journal::load(root, id)?.is_some() {
+        let outcome = resume_locked(root, id, opts.systemd_cgroup)?;
+        crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
+    }
+    let new_bundle = opts.new_bundle.canonicalize().map_err(|e| UpgradeError::Precondition {
+        id: id.clone(),
+        reason: format!("new bundle {}: {e}", opts.new_bundle.display()),
+    })?;
+    let (old, new_spec, decision) = decide(root, id, &new_bundle)?;
+    let mut report = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: None };
+    if !decision.eligible {
+        return Err(UpgradeError::Refused { id: id.clone(), decision });
+    }
+    let status = old.status();
+    if status != Status::Running {
+        return Err(UpgradeError::Precondition { id: id.clone(), reason: format!("container is {status}; only a running container is upgraded") });
+    }
+    check_new_config(&old, &new_spec, opts)?;
+    if opts.dry_run {
+        report.outcome = "dry-run";
+        return Ok(report);
+    }
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let rec = Record {
+        id: id.clone(),
+        next_id: format!("{id}.next-{stamp}"),
+        prev_id: format!("{id}.prev-{stamp}"),
+        old_bundle: old.state.bundle.clone(),
+        new_bundle: new_bundle.clone(),
+        network: opts.network,
+        old_hostname: None,
+        old_netns_pin: None,
+        new_netns_pin: None,
+        links: vec![],
+        volumes: old.state.volumes.clone(),
+        entries: vec![],
+    };
+    journal::save(root, &rec)?;
+    let mut run = Run { root, opts, rec, steps: vec![], stopped_at: None, started_at: None };
+    match forward(&mut run) {
+        Ok(()) => {
+            report.outcome = "upgraded";
+        }
+        Err((step, reason)) => {
+            let rollback = if opts.rollback {
+                match rollback(&mut run) {
+                    Ok(()) => "; rolled back: the old version runs again under the same id".to_string(),
+                    Err(e) => format!("; ROLLBACK FAILED: {e}; the journal is kept, run `molt upgrade --resume {id}`"),
+                }
+            } else {
+                format!("; --no-rollback: left as it is, the journal is kept; run `molt upgrade --resume {id}` to roll back")
+            };
+            return Err(UpgradeError::StepFailed { id: id.clone(), step: step.name(), reason, rollback });
+        }
+    }
+    report.steps = run.steps;
+    report.unavailable_ms = match (run.stopped_at, run.started_at) {
+        (Some(a), Some(b)) => Some(b.duration_since(a).as_millis()),
+        _ => None,
+    };
+    Ok(report)
+}
+
+fn check_new_config(old: &Container, new_spec: &oci_spec::runtime::Spec, opts: &Options) -> Result<(), UpgradeError> {
+    let err = |reason: String| UpgradeError::Precondition { id: opts.id.clone(), reason };
+    let new_linux = new_spec.linux().clone().unwrap_or_default();
+    let new_net = new_linux.namespaces().clone().unwrap_or_default().into_iter().find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network);
+    match (&new_net, opts.network) {
+        (None, _) => return Err(err("the new bundle has no network namespace; the identity cannot move into it".into())),
+        (Some(n), NetworkMode::Move) if n.path().is_some() => {
+            return Err(err("--network move needs a new network namespace in the new bundle, not a path".into()))
+        }
+        _ => {}
+    }
+    let old_path = old.state.config.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    if old_path.is_some() && old_path == new_linux.cgroups_path().clone() {
+        return Err(err(format!(
+            "the new bundle's linux.cgroupsPath {:?} is the running container's own; give the new container its own cgroup",
+            old_path.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+fn forward(run: &mut Run) -> Result<(), (Step, String)> {
+    let id = run.opts.id.clone();
+    run.step(Step::CreateNew, create_new)?;
+    run.step(Step::StopOld, stop_old)?;
+    run.step(Step::HandOverVolumes, hand_over_volumes)?;
+    run.step(Step::MoveNetwork, move_network)?;
+    run.step(Step::TransferId, |r| transfer_id(r.root, &r.rec, false).map(|_| ((), format!("{} is now the new container", r.rec.id))))?;
+    run.step(Step::StartNew, start_new)?;
+    run.step(Step::HealthGate, health_gate)?;
+    run.step(Step::Commit, |r| commit(r.root, &r.rec).map(|_| ((), "old container removed".to_string())))?;
+    let _ = id;
+    Ok(())
+}
+
+/// Step 1. Also pins the old network namespace and records what must move.
+fn create_new(r: &mut Run) -> Result<((), String), String> {
+    let old = r.load(&r.rec.id)?;
+    std::fs::create_dir_all(pins_dir(r.root)).map_err(|e| format!("mkdir {}: {e}", pins_dir(r.root).display()))?;
+    let old_pin = pins_dir(r.root).join(format!("{}-old-net", r.rec.next_id));
+    r.rec.old_netns_pin = Some(old_pin.clone());
+    journal::save(r.root, &r.rec).map_err(|e| e.to_string())?;
+    crate::nsutil::pin(old.state.pid, "net", &old_pin)?;
+    r.rec.old_hostname = handover::read_hostname(old.state.pid).ok();
+    if r.opts.network == NetworkMode::Move {
+        r.rec.links = crate::net::snapshot(&old_pin).map_err(|e| e.to_string())?;
+    }
+    journal::save(r.root, &r.rec).map_err(|e| e.to_string())?;
+    let co = CreateOptions {
+        id: r.rec.next_id.clone(),
+        bundle: r.rec.new_bundle.clone(),
+        systemd_cgroup: r.opts.systemd_cgroup,
+        upgrade: Some(UpgradePrep {
+            defer_volumes: true,
+            join_netns: (r.opts.network == NetworkMode::Keep).then(|| old_pin.clone()),
+            skip_net_setup: true,
+        }),
+        ..CreateOptions::default()
+    };
+    let new = create(r.root, &co).map_err(|e| e.to_string())?;
+    if r.opts.network == NetworkMode::Move {
+        // A veth dies with the namespace holding it: keep the new one alive whatever its app does.
+        let new_pin = pins_dir(r.root).join(format!("{}-new-net", r.rec.next_id));
+        r.rec.new_netns_pin = Some(new_pin.clone());
+        journal::save(r.root, &r.rec).map_err(|e| e.to_string())?;
+        crate::nsutil::pin(new.state.pid, "net", &new_pin)?;
+    }
+    Ok(((), format!("{} created from {}, held before start", r.rec.next_id, r.rec.new_bundle.display())))
+}
+
+/// Step 2.
+fn stop_old(r: &mut Run) -> Result<((), String), String> {
+    let old = r.load(&r.rec.id)?;
+    let note = stop_container(&old, r.opts.stop_signal, r.opts.stop_timeout)?;
+    r.stopped_at = Some(Instant::now());
+    Ok(((), note))
+}
+
+pub fn stop_container(c: &Container, signal: i32, timeout: Duration) -> Result<String, String> {
+    if c.status() == Status::Stopped {
+        return Ok("already stopped".into());
+    }
+    let _ = c.kill(signal, false);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && c.status() != Status::Stopped {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let graceful = c.status() == Status::Stopped;
+    // Every process of the container must be gone before its volume changes hands.
+    if !crate::container::delete::stop_all(c, Duration::from_secs(10)) {
+        return Err(format!("processes of {} still alive after SIGKILL", c.state.id));
+    }
+    Ok(if graceful { format!("stopped by signal {signal}") } else { format!("killed after {}ms timeout", timeout.as_millis()) })
+}
+
+/// Step 3.
+fn hand_over_volumes(r: &mut Run) -> Result<((), String), String> {
+    let mut old = r.load(&r.rec.id)?;
+    let mut new = r.load(&r.rec.next_id)?;
+    let registry = crate::volume::Registry::new(r.root);
+    let mut keys = vec![];
+    for m in new.state.config.mounts().clone().unwrap_or_default() {
+        let Some(v) = crate::volume::from_mount(&m).map_err(|e| e.to_string())? else { continue };
+        let staging = if old.state.volumes.contains(&v.key) {
+            registry.flush(&v.key).map_err(|e| e.to_string())?;
+            let holders = registry.foreign_holders(&v.key, &[]).map_err(|e| e.to_string())?;
+            if !holders.is_empty() {
+                return Err(format!("volume {} is still held open by pids {holders:?}; it will not change hands", v.key));
+            }
+            registry.staging_path(&v.key)
+        } else {
+            // A volume only the new version declares: attached now, under the same container id.
+            registry.acquire(&v, &r.rec.id).map_err(|e| e.to_string())?
+        };
+        handover::attach_volume(new.state.pid, &staging, m.destination(), &v.bind_options)?;
+        keys.push(v.key.clone());
+    }
+    // Volumes the new version no longer declares stay with the old record until commit.
+    old.state.volumes.retain(|k| !keys.contains(k));
+    new.state.volumes = keys.clone();
+    new.save().map_err(|e| e.to_string())?;
+    old.save().map_err(|e| e.to_string())?;
+    Ok(((), if keys.is_empty() { "no volumes".into() } else { format!("handed over {}", keys.join(", ")) }))
+}
+
+/// Step 4.
+fn move_network(r: &mut Run) -> Result<((), String), String> {
+    let mut old = r.load(&r.rec.id)?;
+    let mut new = r.load(&r.rec.next_id)?;
+    let mut note = String::new();
+    if r.opts.network == NetworkMode::Move {
+        let from = r.rec.old_netns_pin.clone().ok_or("old network namespace was not pinned")?;
+        let to = crate::init::ns_path(new.state.pid, "net");
+        crate::net::move_links(&from, &to, &r.rec.links).map_err(|e| e.to_string())?;
+        let names: Vec<_> = r.rec.links.iter().map(|l| l.name.clone()).collect();
+        note = format!("moved {}", if names.is_empty() { "no interfaces".into() } else { names.join(", ") });
+        new.state.net = old.state.net.take();
+    } else {
+        note.push_str("kept the old network namespace");
+    }
+    if let Some(h) = &r.rec.old_hostname {
+        handover::set_hostname(new.state.pid, h)?;
+        note.push_str(&format!("; hostname {h}"));
+    }
+    new.save().map_err(|e| e.to_string())?;
+    old.save().map_err(|e| e.to_string())?;
+    Ok(((), note))
+}
+
+/// Step 5 (and its undo with `back`): the id names the new container; the old is kept aside.
+fn transfer_id(root: &Path, rec: &Record, back: bool) -> Result<(), String> {
+    let (holder_now, aside, incoming) = if back { (&rec.id, &rec.next_id, &rec.prev_id) } else { (&rec.id, &rec.prev_id, &rec.next_id) };
+    let dir = |id: &str| crate::container::state_dir(root, id);
+    // Idempotent: each rename is skipped if it already happened (resume after a crash).
+    if dir(incoming).exists() {
+        if dir(holder_now).exists() {
+            rename_container(root, holder_now, aside)?;
+        }
+        rename_container(root, incoming, holder_now)?;
+    }
+    Ok(())
+}
+
+fn rename_container(root: &Path, from: &str, to: &str) -> Result<(), String> {
+    let (a, b) = (crate::container::state_dir(root, from), crate::container::state_dir(root, to));
+    std::fs::rename(&a, &b).map_err(|e| format!("rename {} to {}: {e}", a.display(), b.display()))?;
+    let mut c = Container::load(root, to).map_err(|e| e.to_string())?;
+    c.state.id = to.to_string();
+    c.save().map_err(|e| e.to_string())?;
+    std::fs::File::open(root).and_then(|d| d.sync_all()).map_err(|e| e.to_string())
+}
+
+/// Step 6.
+fn start_new(r: &mut Run) -> Result<((), String), String> {
+    let mut new = r.load(&r.rec.id)?;
+    new.start().map_err(|e| e.to_string())?;
+    r.started_at = Some(Instant::now());
+    let down = r.stopped_at.map(|s| s.elapsed().as_millis());
+    Ok(((), match down { Some(ms) => format!("started pid {}; unavailable {ms}ms", new.state.pid), None => format!("started pid {}", new.state.pid) }))
+}
+
+/// Step 6, second half: the new application must prove itself before the old one is removed.
+fn health_gate(r: &mut Run) -> Result<((), String), String> {
+    let new = r.load(&r.rec.id)?;
+    let deadline = Instant::now() + r.opts.health_timeout;
+    let alive = |c: &Container| c.status() == Status::Running;
+    let note = match &r.opts.health {
+        Health::None => {
+            if !alive(&new) {
+                return Err("the new application exited right after start".into());
+            }
+            "no gate; the process is running".to_string()
+        }
+        Health::Running(d) => {
+            std::thread::sleep(*d);
+            if !alive(&new) {
+                return Err(format!("the new application did not stay up for {}ms", d.as_millis()));
+            }
+            format!("still running after {}ms", d.as_millis())
+        }
+        Health::Tcp(port) => loop {
+            match handover::tcp_probe(new.state.pid, *port) {
+                Ok(()) => break format!("port {port} accepts connections"),
+                Err(e) if Instant::now() >= deadline || !alive(&new) => return Err(format!("health gate tcp:{port}: {e}")),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        },
+        Health::Exec(args) => loop {
+            let res = exec_probe(&new, args);
+            match res {
+                Ok(()) => break format!("`{}` exited 0", args.join(" ")),
+                Err(e) if Instant::now() >= deadline || !alive(&new) => return Err(format!("health gate exec: {e}")),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        },
+    };
+    Ok(((), note))
+}
+
+fn exec_probe(c: &Container, args: &[String]) -> Result<(), String> {
+    let mut p = c.state.config.process().clone().unwrap_or_default();
+    p.set_args(Some(args.to_vec()));
+    p.set_terminal(Some(false));
+    let pid = c
+        .exec(crate::container::exec::ExecOptions { process: p, console_socket: None, pid_file: None, preserve_fds: 0 })
+        .map_err(|e| e.to_string())?;
+    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        other => Err(format!("`{}` ended with {other:?}", args.join(" "))),
+    }
+}
+
+/// Step 7: the old record goes, with whatever it still held that the new one does not use.
+fn commit(root: &Path, rec: &Record) -> Result<(), String> {
+    if let Ok(mut old) = Container::load(root, &rec.prev_id) {
+        // Volumes the new version dropped are released under the id they were attached for.
+        let registry = crate::volume::Registry::new(root);
+        for key in std::mem::take(&mut old.state.volumes) {
+            registry.release(&key, &rec.id).map_err(|e| format!("release volume {key}: {e}"))?;
+        }
+        old.state.net = None;
+        crate::container::delete::teardown(&mut old, false);
+    }
+    unpin_all(rec);
+    journal::remove(root, &rec.id);
+    Ok(())
+}
+
+fn unpin_all(rec: &Record) {
+    for p in [&rec.old_netns_pin, &rec.new_netns_pin].into_iter().flatten() {
+        crate::nsutil::unpin(p);
+    }
+}
+
+/// Undo: the old version runs again under the id, with the same volumes and network identity.
+/// Works from any point of the journal (after a failure, or with --resume after a crash).
+fn rollback(run: &mut Run) -> Result<(), String> {
+    let root = run.root;
+    run.rec.entries.push(Entry { step: Step::Rollback, done: false, at: crate::logging::now_rfc3339(), millis: None, note: None });
+    journal::save(root, &run.rec).map_err(|e| e.to_string())?;
+    let rec = run.rec.clone();
+    // 1. The id back to the old record, the failed new container back to its own name.
+    transfer_id(root, &rec, true)?;
+    // 2. The failed new container stops; its netns stays pinned so moved links survive.
+    let failed = Container::load(root, &rec.next_id).ok();
+    if let Some(f) = &failed {
+        let _ = crate::container::delete::stop_all(f, Duration::from_secs(10));
+    }
+    let mut old = Container::load(root, &rec.id).map_err(|e| format!("the old container's record is gone: {e}"))?;
+    if old.status() == Status::Running {
+        // The old container never stopped: its links and volumes never left it.
+        if let Some(mut f) = failed {
+            f.state.volumes.clear();
+            f.state.net = None;
+            crate::container::delete::teardown(&mut f, false);
+        }
+        unpin_all(&rec);
+        journal::remove(root, &rec.id);
+        return Ok(());
+    }
+    // 3. The old container stopped: build it again from its bundle and give everything back.
+    let restore_id = format!("{}.restore", rec.next_id);
+    if let Ok(mut stale) = Container::load(root, &restore_id) {
+        stale.state.volumes.clear();
+        stale.state.net = None;
+        crate::container::delete::teardown(&mut stale, false);
+    }
+    let co = CreateOptions {
+        id: restore_id.clone(),
+        bundle: rec.old_bundle.clone(),
+        systemd_cgroup: run.opts.systemd_cgroup,
+        upgrade: Some(UpgradePrep {
+            defer_volumes: true,
+            join_netns: (rec.network == NetworkMode::Keep).then(|| rec.old_netns_pin.clone()).flatten(),
+            skip_net_setup: true,
+        }),
+        ..CreateOptions::default()
+    };
+    let mut restored = create(root, &co).map_err(|e| format!("re-create the old version: {e}"))?;
+    let registry = crate::volume::Registry::new(root);
+    let mut keys = vec![];
+    for m in restored.state.config.mounts().clone().unwrap_or_default() {
+        let Some(v) = crate::volume::from_mount(&m).map_err(|e| e.to_string())? else { continue };
+        let staging = registry.add_user(&v.key, &rec.id).or_else(|_| registry.acquire(&v, &rec.id)).map_err(|e| e.to_string())?;
+        handover::attach_volume(restored.state.pid, &staging, m.destination(), &v.bind_options)?;
+        keys.push(v.key);
+    }
+    restored.state.volumes = keys;
+    if rec.network == NetworkMode::Move {
+        let to = crate::init::ns_path(restored.state.pid, "net");
+        // The links are in the new namespace if the move happened, else still in the old one.
+        let sources = [&rec.new_netns_pin, &rec.old_netns_pin];
+        let mut moved = Err("no pinned namespace holds the links".to_string());
+        for src in sources.into_iter().flatten() {
+            let here = crate::net::snapshot(src).map(|l| !l.is_empty()).unwrap_or(false);
+            if here {
+                moved = crate::net::move_links(src, &to, &rec.links).map_err(|e| e.to_string());
+                break;
+            }
+        }
+        if rec.links.is_empty() {
+            moved = Ok(());
+        }
+        moved?;
+        restored.state.net = old.state.net.take().or_else(|| failed.as_ref().and_then(|f| f.state.net.clone()));
+    }
+    if let Some(h) = &rec.old_hostname {
+        handover::set_hostname(restored.state.pid, h)?;
+    }
+    restored.save().map_err(|e| e.to_string())?;
+    // The old record and the failed container go; the restored one takes the id and starts.
+    old.state.volumes.clear();
+    old.state.net = None;
+    old.save().map_err(|e| e.to_string())?;
+    crate::container::delete::teardown(&mut old, false);
+    if let Some(mut f) = Container::load(root, &rec.next_id).ok() {
+        f.state.volumes.clear();
+        f.state.net = None;
+        crate::container::delete::teardown(&mut f, false);
+    }
+    rename_container(root, &restore_id, &rec.id)?;
+    let mut back = Container::load(root, &rec.id).map_err(|e| e.to_string())?;
+    back.start().map_err(|e| format!("start the old version again: {e}"))?;
+    unpin_all(&rec);
+    journal::remove(root, &rec.id);
+    Ok(())
+}
+
+/// `molt upgrade --resume ID`: finish a commit that had begun, otherwise roll back.
+pub fn resume(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static str, UpgradeError> {
+    crate::container::validate_id(id)?;
+    let _lock = journal::try_lock(root, id)?.ok_or_else(|| UpgradeError::Precondition {
+        id: id.into(),
+        reason: "another molt is upgrading this container right now".into(),
+    })?;
+    resume_locked(root, id, systemd_cgroup)
+}
+
+fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static str, UpgradeError> {
+    let rec = journal::load(root, id)?.ok_or_else(|| UpgradeError::Precondition { id: id.into(), reason: "no upgrade in progress".into() })?;
+    if rec.started(Step::Commit) {
+        commit(root, &rec).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "commit", reason, rollback: String::new() })?;
+        return Ok("committed");
+    }
+    let opts = Options {
+        id: id.into(),
+        new_bundle: rec.new_bundle.clone(),
+        network: rec.network,
+        stop_signal: libc::SIGTERM,
+        stop_timeout: Duration::from_secs(10),
+        health: Health::None,
+        health_timeout: Duration::from_secs(10),
+        rollback: true,
+        dry_run: false,
+        systemd_cgroup,
+    };
+    let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None };
+    rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new() })?;
+    Ok("rolled back")
+}
+
+/// Called by every command that touches a container: an interrupted upgrade is settled first.
+pub fn settle(root: &Path, id: &str) -> Result<(), UpgradeError> {
+    if crate::container::validate_id(id).is_ok() && journal::path(root, id).exists() {
+        // A live upgrade holds the lock: leave its journal alone.
+        let Some(_lock) = journal::try_lock(root, id)? else { return Ok(()) };
+        if !journal::path(root, id).exists() {
+            return Ok(());
+        }
+        let outcome = resume_locked(root, id, false)?;
+        crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
+    }
+    Ok(())
+}

@@ -2,6 +2,8 @@
 //! and state roots that clean up after themselves even when a test fails.
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -39,17 +41,21 @@ pub fn unique(prefix: &str) -> String {
 pub fn rootfs() -> PathBuf {
     let top = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = top.join("target/fixtures/rootfs");
-    let lock_path = top.join("target/fixtures.lock");
-    fs::create_dir_all(top.join("target")).unwrap();
-    let lock = fs::File::create(&lock_path).unwrap();
+    let app_src = top.join("tests/app/molt-testapp.rs");
+    let stale = || {
+        !dir.join("bin/busybox").exists()
+            || (app_src.exists()
+                && fs::metadata(dir.join("bin/molt-testapp")).and_then(|m| m.modified()).ok()
+                    < fs::metadata(&app_src).and_then(|m| m.modified()).ok())
+    };
+    // A fresh fixture is used as it is: in the VM lab the checkout is read-only.
+    if !stale() {
+        return dir;
+    }
+    let lock = fs::File::create(top.join("target/fixtures.lock")).expect("create target/fixtures.lock");
     // SAFETY: flock on an fd we own; released when `lock` is dropped.
     unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    let app_src = top.join("tests/app/molt-testapp.rs");
-    let stale = !dir.join("bin/busybox").exists()
-        || (app_src.exists()
-            && fs::metadata(dir.join("bin/molt-testapp")).and_then(|m| m.modified()).ok()
-                < fs::metadata(&app_src).and_then(|m| m.modified()).ok());
-    if stale {
+    if stale() {
         let tmp = top.join("target/fixtures/rootfs.new");
         let st = Command::new(top.join("scripts/build-rootfs")).arg(&tmp).status().expect("run scripts/build-rootfs");
         assert!(st.success(), "scripts/build-rootfs failed");
