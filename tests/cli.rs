@@ -360,3 +360,34 @@ fn pause_and_resume() {
     root.ok(&["delete", "--force", "pz"]);
     assert!(!root.path.join("pz").exists());
 }
+
+#[test]
+fn without_a_pid_namespace_kill_all_and_delete_reach_every_process() {
+    require_root!();
+    let root = Root::new();
+    let mut b = Bundle::new(&["sh", "-c", "sleep 1000 & exec sleep 1001"]);
+    b.remove_namespace("pid");
+    let bundle = b.write();
+    root.ok(&["run", "-d", "--bundle", &bundle, "np"]);
+    let pids = || serde_json::from_str::<Vec<i64>>(&root.ok(&["ps", "-f", "json", "np"])).unwrap();
+    assert!(wait_until(5, || pids().len() == 2), "{:?}", pids());
+    // The init dies alone: with no pid namespace its child lives on, as engines expect; they
+    // then send kill --all to a stopped container and delete it.
+    let init = root.state("np")["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on the pid of our own container's init.
+    unsafe { libc::kill(init as i32, libc::SIGKILL) };
+    assert!(wait_until(5, || root.state("np")["status"] == "stopped"));
+    let left = pids();
+    assert_eq!(left.len(), 1, "{left:?}");
+    root.ok(&["kill", "--all", "np", "KILL"]);
+    assert!(wait_until(5, || pids().is_empty()), "{:?}", pids());
+    root.ok(&["delete", "np"]);
+    // And delete --force alone takes a straggler down too.
+    root.ok(&["run", "-d", "--bundle", &bundle, "np2"]);
+    let all: Vec<i64> = serde_json::from_str(&root.ok(&["ps", "-f", "json", "np2"])).unwrap();
+    root.ok(&["delete", "--force", "np2"]);
+    for p in all {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "process {p} survived: {stat}");
+    }
+}

@@ -51,16 +51,17 @@ fn same(s: &str) -> String {
 #[test]
 fn namespaces_pid_uts_ipc_net_cgroup() {
     require_root!();
-    let mut b = Bundle::new(&[
-        "sh",
-        "-c",
-        "echo pid $$; hostname; ip -o link | cut -d' ' -f2,3; cat /proc/self/cgroup; ipcs -m | wc -l",
-    ]);
+    use std::os::unix::fs::MetadataExt;
+    let ipc = std::fs::metadata("/proc/self/ns/ipc").unwrap().ino();
+    let script = format!(
+        "echo pid $$; hostname; ip -o link | cut -d' ' -f2,3; cat /proc/self/cgroup; [ $(stat -L -c %i /proc/self/ns/ipc) != {ipc} ] && echo own-ipc"
+    );
+    let mut b = Bundle::new(&["sh", "-c", &script]);
     b.add_namespace(json!({"type": "cgroup"}));
     let c = run_both(&b);
     c.assert_same(same);
     let out = c.molt_out();
-    assert!(out.starts_with("pid 1\nmolt\nlo: <LOOPBACK,UP,LOWER_UP>\n"), "{out}");
+    assert!(out.starts_with("pid 1\nmolt\nlo: <LOOPBACK,UP,LOWER_UP>\n") && out.ends_with("own-ipc\n"), "{out}");
     for l in out.lines().filter(|l| l.contains(":/")) {
         assert!(l.ends_with(":/"), "cgroup namespace root is /: {l}");
     }
@@ -386,4 +387,40 @@ fn terminal_through_the_console_socket() {
         let runc = console_run(&|a| r.runc(a), &bundle, "tty");
         assert_eq!(molt, runc);
     }
+}
+
+#[test]
+fn exec_with_a_terminal_through_the_console_socket() {
+    require_root!();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &b.write(), "et"]);
+    let rx = ConsoleReceiver::new();
+    let out = root.molt(&["exec", "--tty", "--console-socket", rx.path.to_str().unwrap(), "et", "sh", "-c", "tty; echo $$"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (_, bytes) = rx.finish().unwrap();
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    assert!(text.starts_with("/dev/pts/0\r\n") && !text.contains("\r\n1\r\n"), "{text:?}");
+}
+
+#[test]
+fn joins_another_containers_namespaces_by_path() {
+    require_root!();
+    let root = Root::new();
+    let mut first = Bundle::new(&["sleep", "1000"]);
+    first.config["hostname"] = json!("first");
+    root.ok(&["run", "-d", "--bundle", &first.write(), "first"]);
+    let pid = root.state("first")["pid"].as_i64().unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let ipc = std::fs::metadata(format!("/proc/{pid}/ns/ipc")).unwrap().ino();
+    let script = format!("hostname; ps -o comm | grep -c sleep; [ $(stat -L -c %i /proc/self/ns/ipc) = {ipc} ] && echo same-ipc");
+    let mut b = Bundle::new(&["sh", "-c", &script]);
+    b.config.as_object_mut().unwrap().remove("hostname");
+    for ns in ["pid", "ipc", "uts"] {
+        b.remove_namespace(ns);
+        b.add_namespace(json!({"type": ns, "path": format!("/proc/{pid}/ns/{ns}")}));
+    }
+    let c = run_both(&b);
+    c.assert_same(same);
+    assert_eq!(c.molt_out(), "first\n1\nsame-ipc\n");
 }
