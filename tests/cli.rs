@@ -391,3 +391,40 @@ fn without_a_pid_namespace_kill_all_and_delete_reach_every_process() {
         assert!(stat.is_empty() || stat.contains(") Z "), "process {p} survived: {stat}");
     }
 }
+
+#[test]
+fn run_forwards_signals_and_state_says_creating_during_create() {
+    require_root!();
+    let root = Root::new();
+    let dir = std::env::temp_dir().join(unique("molt-fwd"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seen = dir.join("seen");
+    // A createRuntime hook asks molt itself for the state, as a tool watching the container would.
+    let hook = dir.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\n{} --root {} state fwd > {}\n", molt_bin().display(), root.path.display(), seen.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut b = Bundle::new(&["sh", "-c", "trap 'echo got-term; exit 3' TERM; echo up; while :; do sleep 0.1; done"]);
+    b.config["hooks"] = serde_json::json!({"createRuntime": [{"path": hook}]});
+    let bundle = b.write();
+    let out_path = dir.join("out");
+    let mut child = std::process::Command::new(molt_bin())
+        .args(["--root", root.path.to_str().unwrap(), "run", "--bundle", &bundle, "fwd"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(5, || std::fs::read_to_string(&out_path).unwrap_or_default().contains("up")));
+    let st: Value = serde_json::from_str(&std::fs::read_to_string(&seen).unwrap()).unwrap();
+    assert_eq!(st["status"], "creating");
+    // SAFETY: kill(2) on the molt run we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "the container's trap ran and its status came back");
+    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "up\ngot-term\n");
+    assert!(!root.path.join("fwd").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

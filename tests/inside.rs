@@ -424,3 +424,15 @@ fn joins_another_containers_namespaces_by_path() {
     c.assert_same(same);
     assert_eq!(c.molt_out(), "first\n1\nsame-ipc\n");
 }
+
+#[test]
+fn stdio_belongs_to_the_container_user() {
+    require_root!();
+    // Programs reopen /dev/stdout (nginx, logging libraries); for a non-root user that needs
+    // the pipe or file to be theirs, which runc arranges by chowning fds 0-2.
+    let mut b = Bundle::new(&["sh", "-c", "echo via-dev-stdout > /dev/stdout; echo via-dev-stderr > /dev/stderr"]);
+    b.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    let c = run_both(&b);
+    c.assert_same(same);
+    assert_eq!(c.molt_out(), "via-dev-stdout\n");
+}

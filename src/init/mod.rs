@@ -165,6 +165,7 @@ fn prepare_and_exec(
     let env = p.env().clone().unwrap_or_default();
     let args = p.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
+    process::give_stdio_to_user(p)?;
     process::set_user_and_caps(p)?;
     let cwd = p.cwd();
     nix::unistd::chdir(cwd).map_err(|e| InitError::new(format!("process.cwd {}: {}", cwd.display(), e.desc())))?;

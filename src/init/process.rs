@@ -146,6 +146,35 @@ pub fn drop_unavailable_caps(p: &mut Process) -> Vec<String> {
     dropped
 }
 
+/// Give fds 0-2 to the container's user before dropping to it, as runc does: programs reopen
+/// /dev/stdout, which needs the pipe or file to be theirs. /dev/null is left alone, and so is what
+/// the user namespace cannot own (EINVAL, EPERM) or a read-only file system (EROFS).
+pub fn give_stdio_to_user(p: &Process) -> Result<(), InitError> {
+    use std::os::unix::fs::MetadataExt;
+    let null = std::fs::metadata("/dev/null").map(|m| m.rdev()).ok();
+    let (uid, gid) = (p.user().uid(), p.user().gid());
+    for fd in 0..3 {
+        // SAFETY: a plain C struct, all-zero is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat fills a struct we own; fd may be closed, which it reports.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            continue;
+        }
+        let is_chr = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+        if (is_chr && Some(st.st_rdev) == null) || (st.st_uid == uid && st.st_gid == gid) {
+            continue;
+        }
+        // SAFETY: fchown on one of our standard fds.
+        if unsafe { libc::fchown(fd, uid, gid) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EROFS)) {
+                return Err(InitError::new(format!("chown fd {fd} to {uid}:{gid}: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Drop to the configured user keeping the capabilities the config grants.
 pub fn set_user_and_caps(p: &Process) -> Result<(), InitError> {
     let caps_cfg: LinuxCapabilities = p.capabilities().clone().unwrap_or_default();
