@@ -436,3 +436,20 @@ fn stdio_belongs_to_the_container_user() {
     c.assert_same(same);
     assert_eq!(c.molt_out(), "via-dev-stdout\n");
 }
+
+#[test]
+fn resources_and_the_device_allow_list_as_runc_sets_them() {
+    require_root!();
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes pids/pids.max cpu/cpu.shares cpu/cpu.cfs_quota_us; sort devices/devices.list; head -c1 /dev/zero | wc -c",
+    ]);
+    b.config["linux"]["resources"] = json!({
+        "memory": {"limit": 67108864}, "pids": {"limit": 100}, "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+        "devices": [{"allow": false, "access": "rwm"}]
+    });
+    let c = run_both(&b);
+    c.assert_same(same);
+    assert!(c.molt_out().starts_with("67108864\n100\n512\n50000\n"), "{}", c.molt_out());
+}

@@ -364,9 +364,10 @@ fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runt
         (T::C, Some(1), Some(8), "rwm"),
         (T::C, Some(1), Some(9), "rwm"),
         (T::C, Some(5), Some(0), "rwm"),
-        (T::C, Some(5), Some(1), "rwm"),
         (T::C, Some(5), Some(2), "rwm"),
         (T::C, Some(136), None, "rwm"),
+        // /dev/net/tun: runc's default list has it (/dev/console is the pty, under 136).
+        (T::C, Some(10), Some(200), "rwm"),
     ] {
         rules.push(rule(typ, major, minor, access));
     }
