@@ -129,6 +129,11 @@ fn time_namespace_offsets() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let inside: f64 = stdout_of(&out).split(' ').next().unwrap().parse().unwrap();
     assert!(inside - host >= 864000.0 && inside - host < 864000.0 + 30.0, "host {host}, container {inside}");
+    // exec joins the same clocks.
+    b.config["process"]["args"] = json!(["sleep", "1000"]);
+    root.ok(&["run", "-d", "--bundle", &b.write(), "tn2"]);
+    let inside: f64 = root.ok(&["exec", "tn2", "cat", "/proc/uptime"]).split(' ').next().unwrap().parse().unwrap();
+    assert!(inside - host >= 864000.0 && inside - host < 864000.0 + 30.0, "host {host}, exec {inside}");
 }
 
 /// A named network namespace (`ip netns add`), deleted on drop.
@@ -452,4 +457,88 @@ fn resources_and_the_device_allow_list_as_runc_sets_them() {
     let c = run_both(&b);
     c.assert_same(same);
     assert!(c.molt_out().starts_with("67108864\n100\n512\n50000\n"), "{}", c.molt_out());
+}
+
+/// Run `bin args` on a fresh pty as its controlling terminal (as a user at a shell would), feed
+/// it `input`, and return its exit status and everything it wrote.
+fn on_a_pty(bin: &std::path::Path, args: &[&str], input: &[u8]) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let pty = nix::pty::openpty(Some(&nix::pty::Winsize { ws_row: 30, ws_col: 90, ws_xpixel: 0, ws_ypixel: 0 }), None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args).stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and ioctl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Every copy of the slave must go, or the master never reads EIO.
+    drop(cmd);
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let _ = master.write_all(input);
+    let reader = {
+        let mut m = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut out = vec![];
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = m.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            out
+        })
+    };
+    let status = child.wait().unwrap();
+    let _ = master.as_raw_fd();
+    let out = reader.join().unwrap();
+    (status.code(), String::from_utf8_lossy(&out).to_string())
+}
+
+#[test]
+fn run_with_a_terminal_uses_the_callers_own() {
+    require_root!();
+    // runc spec's default: terminal true, and no console socket.
+    let mut b = Bundle::new(&["sh", "-c", "tty; stty size; read line; echo got $line; exit 5"]);
+    b.config["process"]["terminal"] = json!(true);
+    let bundle = b.write();
+    let root = Root::new();
+    let root_s = root.path.display().to_string();
+    let (code, out) = on_a_pty(&molt_bin(), &["--root", &root_s, "run", "--bundle", &bundle, "own"], b"hello\n");
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("/dev/pts/0\r\n30 90\r\n") && out.contains("got hello\r\n"), "{out:?}");
+    assert!(!root.path.join("own").exists());
+    if let Some(r) = RuncRoot::new() {
+        let rs = r.path.display().to_string();
+        let (rcode, rout) = on_a_pty(&runc_bin().unwrap(), &["--root", &rs, "run", "--bundle", &bundle, "own"], b"hello\n");
+        assert_eq!(rcode, code);
+        let tail = |s: &str| s.lines().filter(|l| !l.starts_with("hello")).map(String::from).collect::<Vec<_>>();
+        assert_eq!(tail(&out), tail(&rout));
+    }
+    // Detached, nobody would hold the terminal.
+    let out = root.molt(&["run", "-d", "--bundle", &bundle, "own2"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("--console-socket"), "{}", stderr_of(&out));
+    assert!(!root.path.join("own2").exists());
+}
+
+#[test]
+fn exec_tty_uses_the_callers_terminal() {
+    require_root!();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &b.write(), "et2"]);
+    let root_s = root.path.display().to_string();
+    let (code, out) = on_a_pty(&molt_bin(), &["--root", &root_s, "exec", "-t", "et2", "sh", "-c", "tty; read x; echo got $x; exit 4"], b"yo\n");
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("/dev/pts/0\r\n") && out.contains("got yo\r\n"), "{out:?}");
 }

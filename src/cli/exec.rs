@@ -8,6 +8,7 @@ use oci_spec::runtime::Process;
 
 use super::{CmdResult, Ctx};
 use crate::container::exec::ExecOptions;
+use crate::container::terminal::{OwnConsole, Proxy};
 use crate::container::Container;
 
 #[derive(clap::Args, Debug)]
@@ -73,16 +74,34 @@ fn process_from(a: &Args, c: &Container) -> Result<Process, Box<dyn std::error::
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     let c = Container::load(&ctx.root, &a.id)?;
     let process = process_from(&a, &c)?;
+    // A terminal and no --console-socket: molt's own stdio becomes the terminal, as with run.
+    let own_console = if process.terminal().unwrap_or(false) && a.console_socket.is_none() {
+        if a.detach {
+            return Err("a terminal for exec --detach needs --console-socket (nobody would hold it)".into());
+        }
+        Some(OwnConsole::new()?)
+    } else {
+        None
+    };
     let pid = c.exec(ExecOptions {
         process,
-        console_socket: a.console_socket.clone(),
+        console_socket: own_console.as_ref().map(|oc| oc.path()).or_else(|| a.console_socket.clone()),
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
     })?;
     if a.detach {
         return Ok(0);
     }
-    match waitpid(Pid::from_raw(pid), None)? {
+    let proxy = match &own_console {
+        Some(oc) => Some(Proxy::start(oc.receive_master()?)),
+        None => None,
+    };
+    drop(own_console);
+    let status = waitpid(Pid::from_raw(pid), None);
+    if let Some(p) = proxy {
+        p.finish();
+    }
+    match status? {
         WaitStatus::Exited(_, code) => Ok(code),
         WaitStatus::Signaled(_, sig, _) => Ok(128 + sig as i32),
         other => Err(format!("exec in {}: unexpected wait status {other:?}", a.id).into()),

@@ -7,6 +7,7 @@ pub mod delete;
 pub mod exec;
 pub mod kill;
 pub mod start;
+pub mod terminal;
 
 use std::collections::HashMap;
 use std::fs;
