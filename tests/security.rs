@@ -95,3 +95,67 @@ fn the_runtime_binary_cannot_be_reached_through_proc() {
     assert_eq!(root.ok(&["exec", "cve", "readlink", "/proc/1/exe"]), "/bin/busybox\n");
     assert!(std::fs::read(molt_bin()).unwrap() == before, "the molt binary changed");
 }
+
+/// A copy of the molt binary for tests that try to overwrite it: if molt failed to protect
+/// itself, the copy is what breaks, not target/debug/molt.
+struct BinaryCopy(std::path::PathBuf);
+
+impl BinaryCopy {
+    fn new() -> BinaryCopy {
+        let p = std::env::temp_dir().join(unique("molt-bin"));
+        std::fs::copy(molt_bin(), &p).unwrap();
+        BinaryCopy(p)
+    }
+}
+
+impl Drop for BinaryCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_ptrace_capable_container_cannot_overwrite_molt() {
+    require_root!();
+    let bin = BinaryCopy::new();
+    let before = std::fs::read(&bin.0).unwrap();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set].as_array_mut().unwrap().push(serde_json::json!("CAP_SYS_PTRACE"));
+    }
+    let bundle = b.write();
+    let root = Root::new();
+    let root_s = root.path.display().to_string();
+    let molt = |args: &[&str]| {
+        let mut cmd = Command::new(&bin.0);
+        cmd.arg("--root").arg(&root_s).args(args);
+        run_to_files(&mut cmd)
+    };
+    assert!(molt(&["create", "--bundle", &bundle, "pt"]).status.success());
+    // The attack of CVE-2019-5736: keep an fd of the init's exe, wait for molt to be gone, write.
+    let out = molt(&["exec", "pt", "readlink", "/proc/1/exe"]);
+    assert_eq!(stdout_of(&out), "/memfd:molt-sealed (deleted)\n", "the init runs from the sealed copy");
+    let out = molt(&["exec", "-d", "pt", "sh", "-c", "exec 3< /proc/1/exe; sleep 1; echo PWNED >> /proc/self/fd/3"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(molt(&["start", "pt"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(std::fs::read(&bin.0).unwrap() == before, "the container overwrote molt's binary");
+    let _ = molt(&["delete", "--force", "pt"]);
+    // An exec asking for CAP_SYS_PTRACE into a created container whose init is molt itself is refused.
+    let plain = Bundle::new(&["sleep", "1000"]);
+    assert!(molt(&["create", "--bundle", &plain.write(), "plain"]).status.success());
+    let pfile = plain.dir.join("p.json");
+    std::fs::write(
+        &pfile,
+        serde_json::to_vec(&serde_json::json!({"cwd": "/", "args": ["true"], "user": {"uid": 0, "gid": 0},
+            "capabilities": {"bounding": ["CAP_SYS_PTRACE"], "effective": ["CAP_SYS_PTRACE"], "permitted": ["CAP_SYS_PTRACE"]}}))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = molt(&["exec", "--process", pfile.to_str().unwrap(), "plain"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("CAP_SYS_PTRACE"), "{}", stderr_of(&out));
+    assert!(molt(&["start", "plain"]).status.success());
+    let out = molt(&["exec", "--process", pfile.to_str().unwrap(), "plain"]);
+    assert!(out.status.success(), "once started it is the user's program: {}", stderr_of(&out));
+}

@@ -163,7 +163,7 @@ pub fn validate_process(spec: &Spec) -> Result<()> {
 /// would change the host (runc refuses the same ones).
 pub fn validate_sysctls(spec: &Spec) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
-    let has = |t: LinuxNamespaceType| linux.namespaces().as_ref().is_some_and(|l| l.iter().any(|n| n.typ() == t));
+    let has = |t: LinuxNamespaceType| crate::spec::has_namespace(spec, t, false);
     const IPC: &[&str] = &[
         "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
         "kernel.shmmni", "kernel.shm_rmid_forced",
@@ -189,6 +189,18 @@ pub fn validate_sysctls(spec: &Spec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Before anything else: re-execute from a sealed copy of molt when the container's process could
+/// reach molt's binary through /proc (see `sealed_exe`). A config that does not load is left for
+/// `create` to report.
+pub fn protect_runtime_binary(bundle: &Path) -> Result<()> {
+    let Ok(spec) = load_spec(bundle) else { return Ok(()) };
+    let new_user_ns = crate::spec::has_namespace(&spec, LinuxNamespaceType::User, true);
+    match spec.process() {
+        Some(p) if super::sealed_exe::exposes_runtime(p, new_user_ns) => super::sealed_exe::reexec_sealed(),
+        _ => Ok(()),
+    }
 }
 
 pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {

@@ -225,13 +225,7 @@ fn become_root() -> Result<(), InitError> {
 }
 
 fn set_names(spec: &Spec) -> Result<(), InitError> {
-    let has_uts = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default()
-        .iter()
-        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Uts);
+    let has_uts = crate::spec::has_namespace(spec, oci_spec::runtime::LinuxNamespaceType::Uts, false);
     if let Some(h) = spec.hostname() {
         if !has_uts {
             return Err(InitError::new("hostname is set but linux.namespaces has no uts namespace"));
