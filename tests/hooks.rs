@@ -252,3 +252,35 @@ fn a_failing_start_container_hook_stops_the_container() {
         assert_eq!(r.runc(&["start", "fs"]).status.code(), molt_code, "start's exit code, molt vs runc");
     }
 }
+
+#[test]
+fn an_init_whose_create_was_killed_goes_away_and_delete_cleans_up() {
+    require_root!();
+    let h = Hooks::new();
+    let pidfile = h.dir.join("hook.pid");
+    let slow = h.script("stall", &format!("#!/bin/sh\necho $$ > {}\nexec sleep 30\n", pidfile.display()));
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["hooks"] = json!({"createRuntime": [{"path": slow}]});
+    let bundle = b.write();
+    let root = Root::new();
+    let mut create = std::process::Command::new(molt_bin())
+        .args(["--root", root.path.to_str().unwrap(), "create", "--bundle", &bundle, "killed"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(5, || h.read("hook.pid").is_some()));
+    let hook_pid: i32 = h.read("hook.pid").unwrap().trim().parse().unwrap();
+    let init = root.state("killed")["pid"].as_i64().unwrap();
+    create.kill().unwrap();
+    create.wait().unwrap();
+    // SAFETY: kill(2) on the hook process this test started through molt.
+    unsafe { libc::kill(hook_pid, libc::SIGKILL) };
+    // The init sees the runtime gone and exits instead of waiting forever.
+    assert!(wait_until(5, || root.state("killed")["status"] == "stopped"), "{}", root.state("killed"));
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "init {init} still there: {stat}");
+    root.ok(&["delete", "killed"]);
+    assert!(!root.path.join("killed").exists());
+    assert!(cgroups_named("killed").is_empty());
+}

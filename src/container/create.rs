@@ -301,7 +301,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
         is_exec: false,
     };
     let (parent_end, child_end) = Channel::pair().map_err(io_err("socketpair"))?;
-    let pid = spawn_init(&plan, &child_end, ns.clone_flags(), ns.join_pid.as_deref(), &id)?;
+    let pid = spawn_init(&plan, &child_end, &parent_end, ns.clone_flags(), ns.join_pid.as_deref(), &id)?;
     drop(child_end);
     let plan_process = plan.process.clone();
     drop(plan);
@@ -407,7 +407,16 @@ fn expect(chan: &Channel, id: &str, want: Msg) -> Result<()> {
 }
 
 /// Clone the init. A pid namespace given by path is entered by this process for the clone only.
-pub fn spawn_init(plan: &InitPlan, chan: &Channel, flags: CloneFlags, join_pid: Option<&Path>, id: &str) -> Result<Pid> {
+/// `parent_end` is closed in the child first thing: holding both ends, it would never see the
+/// runtime go away (a create killed mid-way left its init waiting forever).
+pub fn spawn_init(
+    plan: &InitPlan,
+    chan: &Channel,
+    parent_end: &Channel,
+    flags: CloneFlags,
+    join_pid: Option<&Path>,
+    id: &str,
+) -> Result<Pid> {
     let sys = |step: &str, errno| Error::Sys { id: id.into(), step: step.into(), errno };
     let own_pid_ns = match join_pid {
         Some(p) => {
@@ -422,7 +431,15 @@ pub fn spawn_init(plan: &InitPlan, chan: &Channel, flags: CloneFlags, join_pid: 
     // SAFETY: the child runs `child_main` on its own copy of this address space (no CLONE_VM) and
     // leaves through exec or exit; it never returns into the parent's frames.
     let res = unsafe {
-        nix::sched::clone(Box::new(|| init::child_main(plan, chan)), &mut stack, flags, Some(libc::SIGCHLD))
+        nix::sched::clone(
+            Box::new(|| {
+                parent_end.close_in_child();
+                init::child_main(plan, chan)
+            }),
+            &mut stack,
+            flags,
+            Some(libc::SIGCHLD),
+        )
     };
     if let Some(own) = own_pid_ns {
         let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);

@@ -67,7 +67,7 @@ impl Container {
         };
         let id = &self.state.id;
         let (parent_end, child_end) = Channel::pair().map_err(super::io_err("socketpair"))?;
-        let child = super::create::spawn_init(&plan, &child_end, CloneFlags::empty(), join_pid.as_deref(), id)?;
+        let child = super::create::spawn_init(&plan, &child_end, &parent_end, CloneFlags::empty(), join_pid.as_deref(), id)?;
         drop(child_end);
         let fail = |reason: String| Error::Step { id: id.clone(), step: "exec", reason };
         if let Some(cg) = &self.state.cgroup {
