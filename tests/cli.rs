@@ -335,8 +335,19 @@ fn ps_json_is_a_pure_array_of_host_pids() {
     assert!(out.status.success() && out.stderr.is_empty(), "{}", stderr_of(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("pure JSON");
     assert_eq!(v, serde_json::json!([pid]));
+    // The table is ps -ef's, filtered to the container, as runc prints it.
     let table = root.ok(&["ps", "p"]);
-    assert!(table.starts_with("PID") && table.contains(&pid.to_string()), "{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]);
+    assert_eq!(lines[1].split_whitespace().nth(1), Some(pid.to_string().as_str()), "{table}");
+    if let Some(r) = RuncRoot::new() {
+        assert!(r.runc(&["create", "--bundle", &bundle, "p"]).status.success());
+        let rt = stdout_of(&r.runc(&["ps", "p"]));
+        assert_eq!(rt.lines().next(), Some(lines[0]), "header, molt vs runc");
+    }
+    let custom = root.ok(&["ps", "p", "-o", "pid,comm"]);
+    assert!(custom.trim_start().starts_with("PID") && custom.contains(&format!("{pid} molt")), "{custom}");
 }
 
 #[test]
