@@ -187,3 +187,26 @@ fn iscsi_filesystem_type_mismatch_is_a_clear_error_and_leaves_nothing() {
     let v = serde_json::json!({"destination": "/data", "type": "xfs", "source": lab_var("MOLT_LAB_ISCSI_SOURCE"), "options": ["rw"]});
     refused_volume(&guest_host(), v, &["xfs"]);
 }
+
+#[test]
+fn nfs_unreachable_server_times_out_cleanly() {
+    require_lab!();
+    // Nobody answers at .99 on the lab subnet: the mount must give up after x-molt.timeout.
+    let v = serde_json::json!({"destination": "/data", "type": "nfs", "source": "10.77.0.99:/export", "options": ["vers=3", "nolock", "x-molt.timeout=5s"]});
+    refused_volume(&app1(), v, &["10.77.0.99"]);
+}
+
+#[test]
+fn iscsi_unreachable_portal_times_out_cleanly() {
+    require_lab!();
+    let v = serde_json::json!({"destination": "/data", "type": "ext4", "source": "iscsi://10.77.0.99/iqn.2026-11.lab.molt:vol1/1", "options": ["x-molt.timeout=5s"]});
+    refused_volume(&guest_host(), v, &["10.77.0.99"]);
+}
+
+#[test]
+fn iscsi_absent_lun_is_a_clear_error_and_leaves_nothing() {
+    require_lab!();
+    let source = format!("iscsi://{}/{}/9", lab_var("MOLT_LAB_ISCSI_PORTAL"), lab_var("MOLT_LAB_ISCSI_IQN"));
+    let v = serde_json::json!({"destination": "/data", "type": "ext4", "source": source, "options": ["x-molt.timeout=5s"]});
+    refused_volume(&guest_host(), v, &["lun-9"]);
+}
