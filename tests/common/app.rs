@@ -301,8 +301,10 @@ pub fn scenario_failed_health_rolls_back(s: &Setup) {
     assert!(s.ask("APPEND before").starts_with("OK"));
     let b = s.bundle("2.0.0", "app-two", &["APP_FAIL=1"]);
     let dir = b.write();
-    let out = s.upgrade(&["--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s"]);
+    let out = s.upgrade(&["--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s", "--format", "json"]);
     assert!(!out.status.success());
+    let doc: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("one JSON document on failure too");
+    assert_eq!(doc["outcome"], "rolled-back", "{doc}");
     let err = stderr_of(&out);
     assert!(err.contains("health-gate") || err.contains("start-new"), "{err}");
     assert!(err.contains("rolled back"), "{err}");
