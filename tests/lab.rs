@@ -82,35 +82,131 @@ fn iscsi_volume_written_in_a_container_is_on_the_lun() {
     assert_eq!(stdout_of(&read), "written-over-iscsi\n", "{}", stderr_of(&read));
 }
 
-fn upgrade_keeps_volume(s: &Setup, id: &str) {
-    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
-    for i in 0..5 {
-        assert!(s.net.client(move || request(&format!("APPEND lab-{i}"))).unwrap().starts_with("OK"));
-    }
-    let mac = s.mac(id);
-    let b = app_bundle("2.0.0", "app-two", &s.net, &s.volume, &[]);
+fn nfs_setup(id: &str) -> Setup {
+    Setup::start_with(id, app1(), nfs_volume(), std::env::temp_dir().join(unique("lab")))
+}
+
+fn iscsi_setup(id: &str) -> Setup {
+    Setup::start_with(id, guest_host(), iscsi_volume(), std::env::temp_dir().join(unique("lab")))
+}
+
+#[test]
+fn nfs_upgrade_keeps_identity_and_records() {
+    require_lab!();
+    let s = nfs_setup("nfsup");
+    scenario_upgrade_keeps_identity_and_records(&s);
+    // And the storage host holds them.
+    let file = s.env[0].trim_start_matches("APP_DATA=/data/").to_string();
+    let on_server = std::fs::read_to_string(PathBuf::from(lab_var("MOLT_LAB_NFS_EXPORT_DIR")).join(file)).unwrap();
+    assert!(on_server.lines().count() > 5, "the storage host holds the records");
+}
+
+#[test]
+fn nfs_refusals() {
+    require_lab!();
+    scenario_refusals(&nfs_setup("nfsref"));
+}
+
+#[test]
+fn nfs_failed_health_rolls_back() {
+    require_lab!();
+    scenario_failed_health_rolls_back(&nfs_setup("nfsrb"));
+}
+
+#[test]
+fn nfs_crash_at_every_step() {
+    require_lab!();
+    scenario_crash_at_every_step(&nfs_setup("nfscr"));
+}
+
+#[test]
+fn iscsi_upgrade_keeps_identity_and_records() {
+    require_lab!();
+    scenario_upgrade_keeps_identity_and_records(&iscsi_setup("iscsiup"));
+}
+
+#[test]
+fn iscsi_refusals() {
+    require_lab!();
+    scenario_refusals(&iscsi_setup("iscsiref"));
+}
+
+#[test]
+fn iscsi_failed_health_rolls_back() {
+    require_lab!();
+    scenario_failed_health_rolls_back(&iscsi_setup("iscsirb"));
+}
+
+#[test]
+fn iscsi_crash_at_every_step() {
+    require_lab!();
+    scenario_crash_at_every_step(&iscsi_setup("iscsicr"));
+}
+
+/// A volume that cannot be attached: a clear error naming the volume and the step, and nothing
+/// left behind (no state directory, no mount, no iSCSI session).
+fn refused_volume(net: &HostNet, volume: serde_json::Value, expect: &[&str]) {
+    let root = Root::new();
+    let mut b = Bundle::new(&["true"]);
+    b.config["mounts"].as_array_mut().unwrap().push(volume);
     let dir = b.write();
-    let out = s.net.molt(&s.root, &["upgrade", id, "--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "60s"]);
-    assert!(out.status.success(), "{}\n{}", stderr_of(&out), stdout_of(&out));
-    assert!(s.net.client(|| wait_until(30, || request("VERSION").is_ok())));
-    assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
-    assert_eq!(s.mac(id), mac);
-    assert_eq!(s.net.client(|| request("COUNT")).unwrap(), "5");
+    let out = net.molt(&root, &["run", "--bundle", &dir, "bad"]);
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    for e in expect {
+        assert!(err.contains(e), "error should name {e:?}: {err}");
+    }
+    assert!(!root.path.join("bad").exists(), "no state directory is left");
+    let vols = root.ok(&["volume", "list", "--format", "json"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&vols).unwrap(), serde_json::json!([]), "{vols}");
+    assert!(no_molt_mounts_of("nfs") && no_molt_mounts_of("ext4"));
+    let sessions = std::process::Command::new("iscsiadm").args(["-m", "session"]).output().unwrap();
+    assert!(!stdout_of(&sessions).contains("iqn"), "no iSCSI session is left: {}", stdout_of(&sessions));
 }
 
 #[test]
-fn upgrade_on_nfs_keeps_address_and_records() {
+fn nfs_wrong_export_is_a_clear_error_and_leaves_nothing() {
     require_lab!();
-    let s = Setup::start_with("nfsapp", app1(), nfs_volume(), std::env::temp_dir().join(unique("lab")));
-    // Each lab boot builds a fresh export, so the records file starts empty.
-    upgrade_keeps_volume(&s, "nfsapp");
-    let on_server = std::fs::read_to_string(PathBuf::from(lab_var("MOLT_LAB_NFS_EXPORT_DIR")).join("records.log")).unwrap();
-    assert_eq!(on_server.lines().count(), 5, "the storage host holds every record");
+    let source = format!("{}:/no/such/export", lab_var("MOLT_LAB_STORAGE_IP"));
+    let v = serde_json::json!({"destination": "/data", "type": "nfs", "source": source, "options": ["vers=3", "nolock"]});
+    refused_volume(&app1(), v, &["/no/such/export"]);
 }
 
 #[test]
-fn upgrade_on_iscsi_keeps_address_and_records() {
+fn iscsi_wrong_target_is_a_clear_error_and_leaves_nothing() {
     require_lab!();
-    let s = Setup::start_with("iscsiapp", guest_host(), iscsi_volume(), std::env::temp_dir().join(unique("lab")));
-    upgrade_keeps_volume(&s, "iscsiapp");
+    let source = format!("iscsi://{}/iqn.2026-11.lab.molt:nosuchtarget/1", lab_var("MOLT_LAB_ISCSI_PORTAL"));
+    let v = serde_json::json!({"destination": "/data", "type": "ext4", "source": source, "options": ["rw"]});
+    refused_volume(&guest_host(), v, &["nosuchtarget"]);
+}
+
+#[test]
+fn iscsi_filesystem_type_mismatch_is_a_clear_error_and_leaves_nothing() {
+    require_lab!();
+    // The LUN holds ext4 (an earlier test made it); declaring xfs must fail at the mount step.
+    let v = serde_json::json!({"destination": "/data", "type": "xfs", "source": lab_var("MOLT_LAB_ISCSI_SOURCE"), "options": ["rw"]});
+    refused_volume(&guest_host(), v, &["xfs"]);
+}
+
+#[test]
+fn nfs_unreachable_server_times_out_cleanly() {
+    require_lab!();
+    // Nobody answers at .99 on the lab subnet: the mount must give up after x-molt.timeout.
+    let v = serde_json::json!({"destination": "/data", "type": "nfs", "source": "10.77.0.99:/export", "options": ["vers=3", "nolock", "x-molt.timeout=5s"]});
+    refused_volume(&app1(), v, &["10.77.0.99"]);
+}
+
+#[test]
+fn iscsi_unreachable_portal_times_out_cleanly() {
+    require_lab!();
+    let v = serde_json::json!({"destination": "/data", "type": "ext4", "source": "iscsi://10.77.0.99/iqn.2026-11.lab.molt:vol1/1", "options": ["x-molt.timeout=5s"]});
+    refused_volume(&guest_host(), v, &["10.77.0.99"]);
+}
+
+#[test]
+fn iscsi_absent_lun_is_a_clear_error_and_leaves_nothing() {
+    require_lab!();
+    let source = format!("iscsi://{}/{}/9", lab_var("MOLT_LAB_ISCSI_PORTAL"), lab_var("MOLT_LAB_ISCSI_IQN"));
+    let v = serde_json::json!({"destination": "/data", "type": "ext4", "source": source, "options": ["x-molt.timeout=5s"]});
+    refused_volume(&guest_host(), v, &["lun-9"]);
 }

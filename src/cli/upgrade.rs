@@ -99,7 +99,18 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
             std::io::stdout().write_all(text.as_bytes())?;
             return Err(UpgradeError::Refused { id, decision }.into());
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            if a.format == "json" {
+                // One JSON document whatever happened; the message also goes to stderr.
+                let outcome = match &e {
+                    UpgradeError::StepFailed { rolled_back: true, .. } => "rolled-back",
+                    _ => "failed",
+                };
+                let doc = serde_json::json!({"id": a.id, "outcome": outcome, "error": e.to_string()});
+                std::io::stdout().write_all(format!("{}\n", serde_json::to_string_pretty(&doc)?).as_bytes())?;
+            }
+            return Err(e.into());
+        }
     };
     let text = if a.format == "json" { format!("{}\n", serde_json::to_string_pretty(&report)?) } else { print_text(&report) };
     std::io::stdout().write_all(text.as_bytes())?;

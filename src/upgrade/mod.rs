@@ -28,7 +28,7 @@ pub enum UpgradeError {
     #[error("upgrade journal {path}: {reason}")]
     Journal { path: PathBuf, reason: String },
     #[error("upgrade of {id} failed at step {step}: {reason}{rollback}")]
-    StepFailed { id: String, step: &'static str, reason: String, rollback: String },
+    StepFailed { id: String, step: &'static str, reason: String, rollback: String, rolled_back: bool },
     #[error(transparent)]
     Container(#[from] crate::container::Error),
 }
@@ -219,15 +219,15 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
             report.outcome = "upgraded";
         }
         Err((step, reason)) => {
-            let rollback = if opts.rollback {
+            let (rollback, rolled_back) = if opts.rollback {
                 match rollback(&mut run) {
-                    Ok(()) => "; rolled back: the old version runs again under the same id".to_string(),
-                    Err(e) => format!("; ROLLBACK FAILED: {e}; the journal is kept, run `molt upgrade --resume {id}`"),
+                    Ok(()) => ("; rolled back: the old version runs again under the same id".to_string(), true),
+                    Err(e) => (format!("; ROLLBACK FAILED: {e}; the journal is kept, run `molt upgrade --resume {id}`"), false),
                 }
             } else {
-                format!("; --no-rollback: left as it is, the journal is kept; run `molt upgrade --resume {id}` to roll back")
+                (format!("; --no-rollback: left as it is, the journal is kept; run `molt upgrade --resume {id}` to roll back"), false)
             };
-            return Err(UpgradeError::StepFailed { id: id.clone(), step: step.name(), reason, rollback });
+            return Err(UpgradeError::StepFailed { id: id.clone(), step: step.name(), reason, rollback, rolled_back });
         }
     }
     report.steps = run.steps;
@@ -599,7 +599,7 @@ pub fn resume(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static st
 fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static str, UpgradeError> {
     let rec = journal::load(root, id)?.ok_or_else(|| UpgradeError::Precondition { id: id.into(), reason: "no upgrade in progress".into() })?;
     if rec.started(Step::Commit) {
-        commit(root, &rec).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "commit", reason, rollback: String::new() })?;
+        commit(root, &rec).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "commit", reason, rollback: String::new(), rolled_back: false })?;
         return Ok("committed");
     }
     let opts = Options {
@@ -615,7 +615,7 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
         systemd_cgroup,
     };
     let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None };
-    rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new() })?;
+    rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false })?;
     Ok("rolled back")
 }
 

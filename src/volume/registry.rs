@@ -382,7 +382,11 @@ impl Registry {
             read_only: false,
         };
         let result = self.write_record(&rec).and_then(|()| {
-            let attach = Attach { spec, staging, timeouts: self.timeouts, target_shared };
+            let timeouts = match spec.timeout {
+                Some(d) => Timeouts { command: d, device: d, ..self.timeouts },
+                None => self.timeouts,
+            };
+            let attach = Attach { spec, staging, timeouts, target_shared };
             let mut progress = |a: &Attached| {
                 let mut r = rec.clone();
                 set_attached(&mut r, a);

@@ -10,6 +10,8 @@ use std::path::{Component, Path, PathBuf};
 /// The option that asks molt to format an empty device. Prefixed like mount(8)'s `x-` options
 /// so that other tools reading the same config ignore it.
 pub const MKFS_OPTION: &str = "x-molt.mkfs";
+/// `x-molt.timeout=DUR` (e.g. `5s`, `800ms`): how long attaching may wait for the server.
+pub const TIMEOUT_OPTION: &str = "x-molt.timeout";
 
 /// The default iSCSI port (RFC 7143).
 pub const ISCSI_DEFAULT_PORT: u16 = 3260;
@@ -102,6 +104,9 @@ pub struct VolumeSpec {
     pub bind_options: Vec<String>,
     /// Format the device with `fstype` if, and only if, blkid finds no filesystem on it.
     pub mkfs: bool,
+    /// From `x-molt.timeout=`: overrides the default waits for helper programs and devices.
+    #[serde(default)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl VolumeSpec {
@@ -211,6 +216,7 @@ pub fn parse_mount(
     let mut data_options = Vec::new();
     let mut bind_options = Vec::new();
     let mut mkfs = false;
+    let mut timeout = None;
     for o in options {
         if o.is_empty() || o.contains(',') || o.contains('\0') {
             return Err(invalid(format!("option {o:?} is empty or holds ',' or NUL")));
@@ -219,8 +225,10 @@ pub fn parse_mount(
             bind_options.push(o.clone());
         } else if o == MKFS_OPTION {
             mkfs = true;
+        } else if let Some(v) = o.strip_prefix(TIMEOUT_OPTION).and_then(|r| r.strip_prefix('=')) {
+            timeout = Some(parse_timeout(v).ok_or_else(|| invalid(format!("option {o:?}: use a duration such as 5s or 800ms")))?);
         } else if o.starts_with("x-molt.") {
-            return Err(invalid(format!("unknown molt option {o:?} (known: {MKFS_OPTION})")));
+            return Err(invalid(format!("unknown molt option {o:?} (known: {MKFS_OPTION}, {TIMEOUT_OPTION}=DUR)")));
         } else if o == "loop" || IGNORED_OPTIONS.contains(&o.as_str()) || o.starts_with("x-") {
             // Userspace-only words: mount(8) drops them too.
         } else if o.starts_with("loop=") || o.starts_with("offset=") || o.starts_with("sizelimit=") {
@@ -239,6 +247,7 @@ pub fn parse_mount(
         data_options,
         bind_options,
         mkfs,
+        timeout,
     }))
 }
 
@@ -374,6 +383,15 @@ fn absolute_path(s: &str) -> Result<PathBuf, String> {
 
 /// `<kind>-<readable part of the source>-<hash>`: readable in `molt volume list`, safe as a
 /// directory name, unique through the hash of the whole canonical source.
+fn parse_timeout(v: &str) -> Option<std::time::Duration> {
+    let (num, ms) = match v.strip_suffix("ms") {
+        Some(n) => (n, true),
+        None => (v.strip_suffix('s').unwrap_or(v), false),
+    };
+    let n: u64 = num.parse().ok().filter(|n| *n > 0)?;
+    Some(if ms { std::time::Duration::from_millis(n) } else { std::time::Duration::from_secs(n) })
+}
+
 pub fn derive_key(source: &Source) -> String {
     let canonical = format!("{}:{}", source.kind(), source);
     let mut readable = String::new();
@@ -577,5 +595,17 @@ mod tests {
         let e = from_mount(&mount(Path::new("/dev/null"), &[])).unwrap_err().to_string();
         assert!(e.contains("not a block device"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn timeout_option() {
+        let s = parse("ext4", "iscsi://10.0.0.5/iqn.2003-01.org.example:d/1", &["x-molt.timeout=5s"]).unwrap().unwrap();
+        assert_eq!(s.timeout, Some(std::time::Duration::from_secs(5)));
+        let s = parse("nfs", "h:/e", &["x-molt.timeout=800ms"]).unwrap().unwrap();
+        assert_eq!(s.timeout, Some(std::time::Duration::from_millis(800)));
+        for bad in ["x-molt.timeout=", "x-molt.timeout=0", "x-molt.timeout=soon"] {
+            let e = parse("nfs", "h:/e", &[bad]).unwrap_err().to_string();
+            assert!(e.contains("duration"), "{bad}: {e}");
+        }
     }
 }

@@ -113,10 +113,13 @@ pub fn app_bundle(version: &str, hostname: &str, net: &HostNet, volume: &serde_j
 }
 
 pub struct Setup {
+    pub id: String,
     pub root: Root,
     pub net: HostNet,
     pub img_dir: PathBuf,
     pub volume: serde_json::Value,
+    /// Environment every version of the app gets (its own records file on a shared export).
+    pub env: Vec<String>,
     pub v1: Bundle,
 }
 
@@ -132,7 +135,9 @@ impl Setup {
     /// v1 running as `id` with the given volume mount on the given host.
     pub fn start_with(id: &str, net: HostNet, volume: serde_json::Value, img_dir: PathBuf) -> Setup {
         let root = Root::new();
-        let v1 = app_bundle("1.0.0", "app-one", &net, &volume, &[]);
+        let env = vec![format!("APP_DATA=/data/{}.log", unique(id))];
+        let envs: Vec<&str> = env.iter().map(String::as_str).collect();
+        let v1 = app_bundle("1.0.0", "app-one", &net, &volume, &envs);
         let dir = v1.write();
         let out = net.molt(&root, &["run", "--detach", "--bundle", &dir, id]);
         assert!(out.status.success(), "run v1: {}", stderr_of(&out));
@@ -140,7 +145,29 @@ impl Setup {
         net.ip(&["addr", "add", &format!("{GW}/24"), "dev", &net.bridge]);
         let ok = net.client(|| wait_until(10, || request("VERSION").is_ok()));
         assert!(ok, "v1 never answered on {IP}:8080");
-        Setup { root, net, img_dir, volume, v1 }
+        Setup { id: id.to_string(), root, net, img_dir, volume, env, v1 }
+    }
+
+    /// A bundle of the app at `version` for this set-up (same volume, network annotations, env).
+    pub fn bundle(&self, version: &str, hostname: &str, extra_env: &[&str]) -> Bundle {
+        let mut env: Vec<&str> = self.env.iter().map(String::as_str).collect();
+        env.extend_from_slice(extra_env);
+        app_bundle(version, hostname, &self.net, &self.volume, &env)
+    }
+
+    pub fn upgrade(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["upgrade", self.id.as_str()];
+        all.extend_from_slice(args);
+        self.net.molt(&self.root, &all)
+    }
+
+    pub fn answers(&self) -> bool {
+        self.net.client(|| wait_until(30, || request("VERSION").is_ok()))
+    }
+
+    pub fn ask(&self, line: &str) -> String {
+        let line = line.to_string();
+        self.net.client(move || request(&line)).unwrap_or_else(|e| format!("error: {e}"))
     }
 
     pub fn mac(&self, id: &str) -> String {
@@ -168,3 +195,163 @@ impl Drop for Setup {
     }
 }
 
+
+// ---------------------------------------------------------------- scenarios
+// Each runs on a Setup whose volume is a loop image here, and NFS or iSCSI in the VM lab.
+
+/// The upgrade keeps address, MAC, hostname, routes and id; every acknowledged record survives.
+pub fn scenario_upgrade_keeps_identity_and_records(s: &Setup) {
+    let id = s.id.as_str();
+    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+    let mac_before = s.mac(id);
+    let old_pid = s.root.state(id)["pid"].as_i64().unwrap();
+
+    // A writer keeps appending through the upgrade; it remembers what was acknowledged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let path = s.net.path.clone();
+    let writer = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let mut acked = vec![];
+        let mut i = 0;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            i += 1;
+            if let Ok(r) = request(&format!("APPEND rec-{i}")) {
+                if r.starts_with("OK") {
+                    acked.push(format!("rec-{i}"));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    let v2 = s.bundle("2.0.0", "app-two", &[]);
+    let mut c2 = v2.config.clone();
+    c2["annotations"]["io.molt.upgrade.from"] = serde_json::json!(">=1.0.0, <2.0.0");
+    std::fs::write(v2.dir.join("config.json"), serde_json::to_vec(&c2).unwrap()).unwrap();
+    let out = s.upgrade(&["--bundle", v2.dir.to_str().unwrap(), "--health", "tcp:8080", "--health-timeout", "60s", "--format", "json"]);
+    assert!(out.status.success(), "upgrade: {}\n{}", stderr_of(&out), stdout_of(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("json report");
+    assert_eq!(report["outcome"], "upgraded");
+    let steps: Vec<&str> = report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"]);
+    assert!(report["unavailable_ms"].as_u64().is_some());
+
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = writer.join().unwrap();
+    assert!(acked.len() > 5, "the writer got only {} acknowledgements", acked.len());
+
+    assert_eq!(s.version(), "version=2.0.0 hostname=app-one", "same IP, new version, old hostname");
+    assert_eq!(s.mac(id), mac_before, "the MAC moved with the veth");
+    let st = s.root.state(id);
+    assert_eq!(st["status"], "running");
+    assert_ne!(st["pid"].as_i64().unwrap(), old_pid);
+    assert_eq!(s.ids(), vec![id.to_string()], "no second container is left");
+    let routes = stdout_of(&s.root.molt(&["exec", id, "ip", "route"]));
+    assert!(routes.contains(&format!("default via {GW}")), "routes moved: {routes}");
+
+    let data_file = s.env[0].trim_start_matches("APP_DATA=").to_string();
+    let on_disk = stdout_of(&s.root.molt(&["exec", id, "cat", &data_file]));
+    for rec in &acked {
+        assert!(on_disk.lines().any(|l| l == rec), "acknowledged {rec} is missing from the volume");
+    }
+}
+
+/// Refused versions and constraints name the rule; nothing changes; --dry-run only prints.
+pub fn scenario_refusals(s: &Setup) {
+    let id = s.id.as_str();
+    let pid = s.root.state(id)["pid"].clone();
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("1.0.0", None, "not later"),
+        ("0.9.0", None, "not later"),
+        ("2.0.0", Some(">=1.2.0"), "does not satisfy"),
+        ("two", None, "not a semantic version"),
+        ("2.0.0", Some("~>1"), "not a semver requirement"),
+    ];
+    for (version, constraint, expect) in cases {
+        let b = s.bundle(version, "x", &[]);
+        let mut c = b.config.clone();
+        if let Some(req) = constraint {
+            c["annotations"]["io.molt.upgrade.from"] = serde_json::json!(req);
+        }
+        std::fs::write(b.dir.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+        let out = s.upgrade(&["--bundle", b.dir.to_str().unwrap()]);
+        assert!(!out.status.success(), "{version} {constraint:?} must be refused");
+        assert!(stderr_of(&out).contains(expect), "{version} {constraint:?}: {}", stderr_of(&out));
+        assert_eq!(s.root.state(id)["pid"], pid);
+    }
+    let b = s.bundle("1.1.0", "x", &[]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(text.contains("1.0.0 -> 1.1.0") && text.contains("hand-over-volumes"), "{text}");
+    assert_eq!(s.root.state(id)["pid"], pid);
+    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+}
+
+/// A new version that fails its health gate is rolled back: v1 again, same identity and data.
+pub fn scenario_failed_health_rolls_back(s: &Setup) {
+    let id = s.id.as_str();
+    let mac = s.mac(id);
+    assert!(s.ask("APPEND before").starts_with("OK"));
+    let b = s.bundle("2.0.0", "app-two", &["APP_FAIL=1"]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s", "--format", "json"]);
+    assert!(!out.status.success());
+    let doc: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("one JSON document on failure too");
+    assert_eq!(doc["outcome"], "rolled-back", "{doc}");
+    let err = stderr_of(&out);
+    assert!(err.contains("health-gate") || err.contains("start-new"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(s.answers());
+    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+    assert_eq!(s.mac(id), mac);
+    assert_eq!(s.ask("COUNT"), "1");
+    assert_eq!(s.ids(), vec![id.to_string()]);
+}
+
+/// molt killed at every step, before and after it: `--resume` or the next command settles it.
+pub fn scenario_crash_at_every_step(s: &Setup) {
+    let id = s.id.as_str();
+    assert!(s.ask("APPEND kept").starts_with("OK"));
+    let v2 = s.bundle("2.0.0", "app-two", &[]);
+    let dir = v2.write();
+    let steps = ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"];
+    let mut expect_version = "1.0.0";
+    for step in steps {
+        for when in ["before", "after"] {
+            if expect_version == "2.0.0" {
+                break;
+            }
+            let mut cmd = Command::new("nsenter");
+            cmd.arg(format!("--net={}", s.net.path.display()))
+                .arg(molt_bin())
+                .args(["--root", s.root.path.to_str().unwrap(), "upgrade", id, "--bundle", &dir])
+                .env("MOLT_TEST_CRASH_AT", format!("{step}:{when}"));
+            let out = run_to_files(&mut cmd);
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(out.status.signal(), Some(9), "{step}:{when} did not crash: {}", stderr_of(&out));
+            // Settled by `upgrade --resume`, or by the next command that touches the container.
+            let out = if when == "before" { s.net.molt(&s.root, &["upgrade", "--resume", id]) } else { s.net.molt(&s.root, &["state", id]) };
+            assert!(out.status.success(), "resume after {step}:{when}: {}", stderr_of(&out));
+            let outcome = stdout_of(&out);
+            let want = if step == "commit" { "committed" } else { "rolled back" };
+            if when == "before" {
+                assert!(outcome.contains(want), "{step}:{when}: {outcome}");
+            }
+            if step == "commit" {
+                expect_version = "2.0.0";
+            }
+            assert_eq!(s.ids(), vec![id.to_string()], "after {step}:{when}");
+            assert!(s.answers(), "nothing answers after {step}:{when}");
+            assert_eq!(s.version(), format!("version={expect_version} hostname=app-one"), "after {step}:{when}");
+            assert_eq!(s.ask("COUNT"), "1", "records after {step}:{when}");
+            assert!(!s.root.path.join(format!(".upgrade-{id}.json")).exists());
+        }
+    }
+}
