@@ -439,3 +439,18 @@ fn run_forwards_signals_and_state_says_creating_during_create() {
     assert!(!root.path.join("fwd").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn what_molt_does_not_do_is_said_in_the_log() {
+    require_root!();
+    let root = Root::new();
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"});
+    let bundle = b.write();
+    let log = b.dir.join("log.json");
+    root.ok(&["--log", log.to_str().unwrap(), "--log-format", "json", "create", "--bundle", &bundle, "sc"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let rec: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["level"], "warning");
+    assert!(rec["msg"].as_str().unwrap().contains("linux.seccomp"), "{text}");
+}

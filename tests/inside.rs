@@ -542,3 +542,14 @@ fn exec_tty_uses_the_callers_terminal() {
     assert_eq!(code, Some(4), "{out}");
     assert!(out.contains("/dev/pts/0\r\n") && out.contains("got yo\r\n"), "{out:?}");
 }
+
+#[test]
+fn personality_linux32() {
+    require_root!();
+    // runc 1.1.5 ignores linux.personality (runc 1.2 applies it): molt alone.
+    let mut b = Bundle::new(&["uname", "-m"]);
+    b.config["linux"]["personality"] = json!({"domain": "LINUX32"});
+    let root = Root::new();
+    let out = root.molt(&["run", "--bundle", &b.write(), "p32"]);
+    assert_eq!(stdout_of(&out), "i686\n", "{}", stderr_of(&out));
+}

@@ -203,12 +203,35 @@ pub fn protect_runtime_binary(bundle: &Path) -> Result<()> {
     }
 }
 
+/// What the config asks for that molt does not do yet: said in the log (engines send seccomp
+/// profiles with every container; refusing them would make molt unusable, silence would hide it).
+fn warn_unsupported(id: &str, spec: &Spec) {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let mut missing = vec![];
+    if linux.seccomp().is_some() {
+        missing.push("linux.seccomp (no seccomp filter is installed)");
+    }
+    if spec.process().as_ref().is_some_and(|p| p.apparmor_profile().is_some()) {
+        missing.push("process.apparmorProfile");
+    }
+    if spec.process().as_ref().is_some_and(|p| p.selinux_label().is_some()) || linux.mount_label().is_some() {
+        missing.push("SELinux labels");
+    }
+    if linux.intel_rdt().is_some() {
+        missing.push("linux.intelRdt");
+    }
+    if !missing.is_empty() {
+        crate::logging::warn(&format!("container {id}: not supported by molt, ignored: {}", missing.join(", ")));
+    }
+}
+
 pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     super::validate_id(&o.id)?;
     let bundle = o.bundle.canonicalize().map_err(|e| Error::Bundle { bundle: o.bundle.clone(), reason: e.to_string() })?;
     let spec = load_spec(&bundle)?;
     validate_process(&spec)?;
     validate_sysctls(&spec)?;
+    warn_unsupported(&o.id, &spec);
     let rootfs = rootfs_of(&bundle, &spec)?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
     fs::DirBuilder::new().recursive(true).mode(0o711).create(root).map_err(io_err(root))?;

@@ -165,6 +165,7 @@ fn prepare_and_exec(
     let env = p.env().clone().unwrap_or_default();
     let args = p.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
+    process::set_personality(&plan.spec)?;
     process::give_stdio_to_user(p)?;
     process::set_user_and_caps(p)?;
     let cwd = p.cwd();

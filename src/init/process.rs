@@ -268,6 +268,20 @@ fn in_user_ns_with_setgroups_denied() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
 }
 
+/// linux.personality: the execution domain (LINUX32 makes uname report i686 and the like).
+pub fn set_personality(spec: &oci_spec::runtime::Spec) -> Result<(), InitError> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().clone()) else { return Ok(()) };
+    let persona = match p.domain() {
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000,
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    };
+    // SAFETY: personality(2) takes a plain integer.
+    if unsafe { libc::personality(persona) } < 0 {
+        return Err(InitError::new(format!("linux.personality {:?}: {}", p.domain(), std::io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
 /// Mark every fd from `first` up close-on-exec so nothing of the runtime leaks into the container.
 pub fn close_fds_on_exec(first: i32) {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags.
