@@ -454,3 +454,23 @@ fn what_molt_does_not_do_is_said_in_the_log() {
     assert_eq!(rec["level"], "warning");
     assert!(rec["msg"].as_str().unwrap().contains("linux.seccomp"), "{text}");
 }
+
+#[test]
+fn exec_flags_for_groups_caps_and_no_new_privs_as_runc() {
+    require_root!();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["process"]["noNewPrivileges"] = serde_json::json!(false);
+    let bundle = b.write();
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &bundle, "xf"]);
+    let args = ["exec", "--user", "1000:1000", "-g", "5", "-g", "7", "--cap", "CAP_NET_ADMIN", "--no-new-privs", "xf", "sh", "-c", "id; grep -E '^(CapBnd|CapPrm|NoNewPrivs)' /proc/self/status"];
+    let out = root.ok(&args);
+    assert!(out.starts_with("uid=1000 gid=1000 groups=5(tty),7\n") && out.contains("NoNewPrivs:\t1"), "{out}");
+    if let Some(r) = RuncRoot::new() {
+        assert!(r.runc(&["run", "-d", "--bundle", &bundle, "xf"]).status.success());
+        let rout = r.runc(&args);
+        assert_eq!(stdout_of(&rout), out, "molt vs runc: {}", stderr_of(&rout));
+    }
+    let out = root.molt(&["exec", "--cap", "CAP_NOPE", "xf", "true"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("CAP_NOPE"), "{}", stderr_of(&out));
+}

@@ -38,9 +38,15 @@ pub struct Args {
     pub user: Option<String>,
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: i32,
-    /// Accepted for runc compatibility and ignored
+    /// Set no_new_privs for the process
     #[arg(long = "no-new-privs")]
     pub no_new_privs: bool,
+    /// Additional group ids (repeat or comma-separate)
+    #[arg(long = "additional-gids", short = 'g', value_delimiter = ',')]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability to the bounding, effective and permitted sets (repeat)
+    #[arg(long = "cap", short = 'c')]
+    pub caps: Vec<String>,
     #[arg(trailing_var_arg = true)]
     pub args: Vec<String>,
 }
@@ -68,6 +74,31 @@ fn process_from(a: &Args, c: &Container) -> Result<Process, Box<dyn std::error::
         user.set_uid(uid.parse().map_err(|_| format!("--user {u:?}: not UID[:GID]"))?);
         user.set_gid(gid.parse().map_err(|_| format!("--user {u:?}: not UID[:GID]"))?);
         p.set_user(user);
+    }
+    if !a.additional_gids.is_empty() {
+        let mut user = p.user().clone();
+        user.set_additional_gids(Some(a.additional_gids.clone()));
+        p.set_user(user);
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !a.caps.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in &a.caps {
+            let full = format!("CAP_{}", name.to_ascii_uppercase().trim_start_matches("CAP_"));
+            let cap: oci_spec::runtime::Capability = serde_json::from_value(serde_json::Value::String(full))
+                .map_err(|_| format!("--cap {name:?}: not a capability (CAP_SYS_ADMIN, ...)"))?;
+            let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.insert(cap);
+                Some(set)
+            };
+            caps.set_bounding(add(caps.bounding()));
+            caps.set_effective(add(caps.effective()));
+            caps.set_permitted(add(caps.permitted()));
+        }
+        p.set_capabilities(Some(caps));
     }
     Ok(p)
 }
