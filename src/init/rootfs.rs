@@ -143,6 +143,34 @@ fn components(p: &Path) -> Vec<std::ffi::OsString> {
         .collect()
 }
 
+/// A mount target opened (O_PATH, final symlink not followed) and checked to lie inside the
+/// rootfs. Mounting onto `/proc/self/fd/N` hits exactly that inode, even if a path component is
+/// swapped for a symlink between resolving and mounting (the CVE-2021-30465 race).
+pub struct Pinned {
+    _fd: std::os::fd::OwnedFd,
+    pub path: PathBuf,
+}
+
+pub fn pin_target(rootfs: &Path, target: &Path) -> Result<Pinned, InitError> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use nix::fcntl::OFlag;
+    let raw = nix::fcntl::open(target, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(sys(|| format!("open mount target {}", target.display())))?;
+    // SAFETY: `open` just returned this fd; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let real = fs::read_link(&path).map_err(|e| InitError::new(format!("readlink {}: {e}", path.display())))?;
+    let kind = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(sys(|| format!("stat mount target {}", target.display())))?;
+    if !real.starts_with(rootfs) || kind.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(InitError::new(format!(
+            "mount target {} became {} (outside the rootfs or a symlink) while being set up",
+            target.display(),
+            real.display()
+        )));
+    }
+    Ok(Pinned { _fd: fd, path })
+}
+
 fn sys(step: impl FnOnce() -> String) -> impl FnOnce(nix::errno::Errno) -> InitError {
     move |e| InitError::new(format!("{}: {}", step(), e.desc()))
 }
@@ -256,14 +284,17 @@ fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<Option<PathBuf>, InitError>
     if delay_readonly {
         flags.remove(MsFlags::MS_RDONLY);
     }
+    let pinned = pin_target(plan.rootfs, &target)?;
     // mqueue and sysfs refuse some flags in user namespaces; runc retries sysfs as a bind.
-    let res = do_mount(Some(&source), &target, Some(&typ), flags, (!data.is_empty()).then_some(data.as_str()));
+    let res = do_mount(Some(&source), &pinned.path, Some(&typ), flags, (!data.is_empty()).then_some(data.as_str()))
+        .map_err(|e| InitError::new(e.0.replace(&pinned.path.display().to_string(), &target.display().to_string())));
     match res {
         Err(_) if typ == "sysfs" && plan.in_user_ns => {
-            do_mount(Some(Path::new("/sys")), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            do_mount(Some(Path::new("/sys")), &pinned.path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
         }
         r => r?,
     }
+    drop(pinned);
     // A tmpfs over a directory of the image keeps that directory's mode unless mode= says
     // otherwise (runc does the same, so /tmp stays 1777).
     if let (true, Some(mode), false) = (typ == "tmpfs", existing_mode, opts.data.iter().any(|d| d.starts_with("mode="))) {
@@ -305,7 +336,10 @@ pub fn mount_bind(
     if opts.recursive || force_recursive {
         flags |= MsFlags::MS_REC;
     }
-    do_mount(Some(source), &target, None, flags, None)?;
+    let pinned = pin_target(rootfs, &target)?;
+    do_mount(Some(source), &pinned.path, None, flags, None)
+        .map_err(|e| InitError::new(e.0.replace(&pinned.path.display().to_string(), &target.display().to_string())))?;
+    drop(pinned);
     let extra = opts.flags & !(MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
         let locked = locked_flags(&target);
@@ -529,6 +563,22 @@ mod tests {
         assert_eq!(o.data, vec!["mode=755".to_string()]);
         let o = parse_options(&["ro".into(), "rw".into()]);
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn a_pinned_target_must_still_be_inside_the_root() {
+        let base = std::env::temp_dir().join(format!("molt-pin-test-{}", std::process::id()));
+        let root = base.join("root");
+        fs::create_dir_all(root.join("dir")).unwrap();
+        fs::create_dir_all(base.join("outside/x")).unwrap();
+        assert!(pin_target(&root, &root.join("dir")).is_ok());
+        // As if /a had been swapped for a symlink after resolve_in_root checked the path.
+        symlink(base.join("outside"), root.join("a")).unwrap();
+        let e = pin_target(&root, &root.join("a/x")).err().expect("escape refused").0;
+        assert!(e.contains("outside the rootfs"), "{e}");
+        // A final symlink is not followed, and not mounted on either.
+        assert!(pin_target(&root, &root.join("a")).is_err());
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
