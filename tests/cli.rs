@@ -179,8 +179,7 @@ fn list_formats_match_runc() {
 
 #[test]
 fn spec_is_runcs_apart_from_the_hostname() {
-    let dir = std::env::temp_dir().join(unique("molt-spec"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("molt-spec");
     let out = run_to_files(std::process::Command::new(molt_bin()).args(["spec", "--bundle"]).arg(&dir));
     assert!(out.status.success(), "{}", stderr_of(&out));
     let ours = std::fs::read_to_string(dir.join("config.json")).unwrap();
@@ -195,7 +194,6 @@ fn spec_is_runcs_apart_from_the_hostname() {
         let theirs = std::fs::read_to_string(dir.join("config.json")).unwrap();
         assert_eq!(ours, theirs.replace("\"hostname\": \"runc\"", "\"hostname\": \"molt\""));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -218,8 +216,7 @@ fn features_lists_what_molt_supports() {
 fn errors_go_to_the_json_log_and_to_stderr() {
     require_root!();
     let root = Root::new();
-    let dir = std::env::temp_dir().join(unique("molt-log"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("molt-log");
     let log = dir.join("log.json");
     let log_s = log.to_str().unwrap();
     for _ in 0..2 {
@@ -244,7 +241,6 @@ fn errors_go_to_the_json_log_and_to_stderr() {
     let out = root.molt(&["--log", log_s, "--log-format", "json", "create", "--bundle", &bundle, "quiet"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -407,8 +403,7 @@ fn without_a_pid_namespace_kill_all_and_delete_reach_every_process() {
 fn run_forwards_signals_and_state_says_creating_during_create() {
     require_root!();
     let root = Root::new();
-    let dir = std::env::temp_dir().join(unique("molt-fwd"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("molt-fwd");
     let seen = dir.join("seen");
     // A createRuntime hook asks molt itself for the state, as a tool watching the container would.
     let hook = dir.join("hook.sh");
@@ -437,7 +432,6 @@ fn run_forwards_signals_and_state_says_creating_during_create() {
     assert_eq!(status.code(), Some(3), "the container's trap ran and its status came back");
     assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "up\ngot-term\n");
     assert!(!root.path.join("fwd").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
