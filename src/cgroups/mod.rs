@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 pub use error::CgroupError;
 pub use mountinfo::{
-    parse_mountinfo, parse_proc_cgroup, read_mounts, Layout, Membership, Mount, Version,
+    own_path_in, parse_mountinfo, parse_proc_cgroup, read_mounts, read_own, Layout, Membership, Mount,
+    Version,
 };
 pub use path::DEFAULT_PARENT;
 use plan::Step;

@@ -203,7 +203,7 @@ pub struct RootfsPlan<'a> {
     pub deferred: &'a [usize],
     pub in_user_ns: bool,
     /// The init's cgroups as the host names them, read before the cgroup namespace was entered.
-    pub own_cgroups: &'a super::cgroupfs::Membership,
+    pub own_cgroups: &'a [crate::cgroups::Membership],
 }
 
 pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
