@@ -459,12 +459,12 @@ fn resources_and_the_device_allow_list_as_runc_sets_them() {
     assert!(c.molt_out().starts_with("67108864\n100\n512\n50000\n"), "{}", c.molt_out());
 }
 
-/// Run `bin args` on a fresh pty as its controlling terminal (as a user at a shell would), feed
-/// it `input`, and return its exit status and everything it wrote.
+/// Run `bin args` on a fresh pty as its controlling terminal (as a user at a shell would), type
+/// `input` once the container has printed `ready`, and return its exit status and all it wrote.
 fn on_a_pty(bin: &std::path::Path, args: &[&str], input: &[u8]) -> (Option<i32>, String) {
     use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
     let pty = nix::pty::openpty(Some(&nix::pty::Winsize { ws_row: 30, ws_col: 90, ws_xpixel: 0, ws_ypixel: 0 }), None).unwrap();
     let slave = std::fs::File::from(pty.slave);
     let mut cmd = std::process::Command::new(bin);
@@ -484,32 +484,34 @@ fn on_a_pty(bin: &std::path::Path, args: &[&str], input: &[u8]) -> (Option<i32>,
     drop(cmd);
     drop(slave);
     let mut master = std::fs::File::from(pty.master);
-    let _ = master.write_all(input);
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let reader = {
         let mut m = master.try_clone().unwrap();
+        let seen = seen.clone();
         std::thread::spawn(move || {
-            let mut out = vec![];
             let mut buf = [0u8; 4096];
             while let Ok(n) = m.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
-                out.extend_from_slice(&buf[..n]);
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
             }
-            out
         })
     };
+    // Typed too early, the input could meet a terminal not yet switched to raw mode.
+    wait_until(10, || String::from_utf8_lossy(&seen.lock().unwrap()).contains("ready"));
+    let _ = master.write_all(input);
     let status = child.wait().unwrap();
-    let _ = master.as_raw_fd();
-    let out = reader.join().unwrap();
-    (status.code(), String::from_utf8_lossy(&out).to_string())
+    reader.join().unwrap();
+    let out = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+    (status.code(), out)
 }
 
 #[test]
 fn run_with_a_terminal_uses_the_callers_own() {
     require_root!();
     // runc spec's default: terminal true, and no console socket.
-    let mut b = Bundle::new(&["sh", "-c", "tty; stty size; read line; echo got $line; exit 5"]);
+    let mut b = Bundle::new(&["sh", "-c", "tty; stty size; echo ready; read line; echo got $line; exit 5"]);
     b.config["process"]["terminal"] = json!(true);
     let bundle = b.write();
     let root = Root::new();
@@ -540,7 +542,7 @@ fn exec_tty_uses_the_callers_terminal() {
     let root = Root::new();
     root.ok(&["run", "-d", "--bundle", &b.write(), "et2"]);
     let root_s = root.path.display().to_string();
-    let (code, out) = on_a_pty(&molt_bin(), &["--root", &root_s, "exec", "-t", "et2", "sh", "-c", "tty; read x; echo got $x; exit 4"], b"yo\n");
+    let (code, out) = on_a_pty(&molt_bin(), &["--root", &root_s, "exec", "-t", "et2", "sh", "-c", "tty; echo ready; read x; echo got $x; exit 4"], b"yo\n");
     assert_eq!(code, Some(4), "{out}");
     assert!(out.contains("/dev/pts/0\r\n") && out.contains("got yo\r\n"), "{out:?}");
 }
