@@ -468,3 +468,60 @@ fn exec_flags_for_groups_caps_and_no_new_privs_as_runc() {
     let out = root.molt(&["exec", "--cap", "CAP_NOPE", "xf", "true"]);
     assert!(!out.status.success() && stderr_of(&out).contains("CAP_NOPE"), "{}", stderr_of(&out));
 }
+
+/// Run `bin args` with `input` on stdin; stdout and stderr in files as everywhere else.
+fn with_stdin(bin: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    let f = TempDir::new("molt-stdin");
+    let path = f.join("in");
+    std::fs::write(&path, input).unwrap();
+    let base = f.join("out");
+    let status = std::process::Command::new(bin)
+        .args(args)
+        .stdin(std::fs::File::open(&path).unwrap())
+        .stdout(std::fs::File::create(base.with_extension("o")).unwrap())
+        .stderr(std::fs::File::create(base.with_extension("e")).unwrap())
+        .status()
+        .unwrap();
+    std::process::Output { status, stdout: std::fs::read(base.with_extension("o")).unwrap(), stderr: std::fs::read(base.with_extension("e")).unwrap() }
+}
+
+#[test]
+fn update_changes_limits_from_stdin_file_and_flags() {
+    require_root!();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &bundle, "up"]);
+    let limits = |run: &dyn Fn(&[&str]) -> std::process::Output| {
+        stdout_of(&run(&["exec", "up", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/cpu/cpu.shares"]))
+    };
+    let r = RuncRoot::new();
+    if let Some(r) = &r {
+        assert!(r.runc(&["run", "-d", "--bundle", &bundle, "up"]).status.success());
+    }
+    let json = r#"{"memory": {"limit": 33554432}, "pids": {"limit": 50}}"#;
+    let root_s = root.path.display().to_string();
+    // The forms engines use: --resources - (go-runc >= 1.1 sends --resources=-) and a file.
+    let out = with_stdin(&molt_bin(), &["--root", &root_s, "update", "--resources=-", "up"], json);
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", stderr_of(&out));
+    assert_eq!(limits(&|a| root.molt(a)), "33554432\n50\n1024\n");
+    if let Some(r) = &r {
+        let rs = r.path.display().to_string();
+        assert!(with_stdin(&runc_bin().unwrap(), &["--root", &rs, "update", "--resources", "-", "up"], json).status.success());
+        assert_eq!(limits(&|a| r.runc(a)), limits(&|a| root.molt(a)), "after --resources -, runc vs molt");
+    }
+    let file = b.dir.join("res.json");
+    std::fs::write(&file, r#"{"cpu": {"shares": 300}}"#).unwrap();
+    root.ok(&["update", "-r", file.to_str().unwrap(), "up"]);
+    assert_eq!(limits(&|a| root.molt(a)), "33554432\n50\n300\n");
+    root.ok(&["update", "--memory", "48m", "--pids-limit", "60", "--cpu-share", "700", "up"]);
+    assert_eq!(limits(&|a| root.molt(a)), format!("{}\n60\n700\n", 48 << 20));
+    if let Some(r) = &r {
+        assert!(r.runc(&["update", "--memory", "48m", "--pids-limit", "60", "--cpu-share", "700", "up"]).status.success());
+        assert_eq!(limits(&|a| r.runc(a)), limits(&|a| root.molt(a)), "after flags, runc vs molt");
+    }
+    let out = root.molt(&["update", "-r", "/nonexistent.json", "up"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("/nonexistent.json"));
+    let out = with_stdin(&molt_bin(), &["--root", &root_s, "update", "-r", "-", "up"], "{\"memory\": 5}");
+    assert!(!out.status.success() && stderr_of(&out).contains("linux.resources"), "{}", stderr_of(&out));
+}
