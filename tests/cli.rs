@@ -525,3 +525,44 @@ fn update_changes_limits_from_stdin_file_and_flags() {
     let out = with_stdin(&molt_bin(), &["--root", &root_s, "update", "-r", "-", "up"], "{\"memory\": 5}");
     assert!(!out.status.success() && stderr_of(&out).contains("linux.resources"), "{}", stderr_of(&out));
 }
+
+#[test]
+fn events_stats_in_runcs_shape() {
+    require_root!();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["linux"]["resources"] = serde_json::json!({"memory": {"limit": 67108864}, "pids": {"limit": 77}});
+    let bundle = b.write();
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &bundle, "ev"]);
+    let out = root.ok(&["events", "--stats", "ev"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["type"], "stats");
+    assert_eq!(v["id"], "ev");
+    assert_eq!(v["data"]["pids"]["current"], 1);
+    assert_eq!(v["data"]["pids"]["limit"], 77);
+    assert_eq!(v["data"]["memory"]["usage"]["limit"], 67108864);
+    if let Some(r) = RuncRoot::new() {
+        assert!(r.runc(&["run", "-d", "--bundle", &bundle, "ev"]).status.success());
+        let rv: Value = serde_json::from_slice(&r.runc(&["events", "--stats", "ev"]).stdout).unwrap();
+        assert_eq!(keys(&rv), keys(&v));
+        for part in ["cpu", "pids"] {
+            assert_eq!(keys(&rv["data"][part]), keys(&v["data"][part]), "data.{part}: runc vs molt");
+        }
+        // memory: runc adds v1 kmem fields (kernel, kernelTCP) and leaves a zero cache out; the
+        // common ones must be there and agree on the limit.
+        for k in ["usage", "swap", "raw"] {
+            assert!(v["data"]["memory"].get(k).is_some() && rv["data"]["memory"].get(k).is_some(), "memory.{k}");
+        }
+        assert_eq!(rv["data"]["memory"]["usage"]["limit"], v["data"]["memory"]["usage"]["limit"]);
+    }
+    // The stream form ends when the container does.
+    let mut child = std::process::Command::new(molt_bin())
+        .args(["--root", root.path.to_str().unwrap(), "events", "--interval", "100ms", "ev"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    root.ok(&["kill", "ev", "KILL"]);
+    assert!(wait_until(5, || child.try_wait().unwrap().is_some()), "events did not end with the container");
+}

@@ -4,6 +4,7 @@
 
 mod create;
 mod delete;
+mod events;
 mod exec;
 mod features;
 mod kill;
@@ -79,6 +80,8 @@ enum Command {
     Ps(ps::Args),
     /// Change a container's resource limits (runtime-spec linux.resources)
     Update(update::Args),
+    /// Resource statistics of a container as a stream of JSON events
+    Events(events::Args),
     /// Freeze every process of a container
     Pause(pause::Args),
     /// Thaw a paused container
@@ -101,6 +104,7 @@ impl Command {
             Command::Ps(a) => &a.id,
             Command::Pause(a) | Command::Resume(a) => &a.id,
             Command::Update(a) => &a.id,
+            Command::Events(a) => &a.id,
             _ => return None,
         })
     }
@@ -191,6 +195,7 @@ pub fn main() -> i32 {
         Command::Exec(a) => exec::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
         Command::Update(a) => update::run(&ctx, a),
+        Command::Events(a) => events::run(&ctx, a),
         Command::Pause(a) => pause::run(&ctx, a, true),
         Command::Resume(a) => pause::run(&ctx, a, false),
         Command::Upgrade(a) => upgrade::run(&ctx, a),
