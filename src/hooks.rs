@@ -60,9 +60,13 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), Hook
             cmd.env(k, v);
         }
     }
+    // Its own process group, so a timeout kills whatever the hook started too.
+    cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|source| HookError::Spawn { kind, path: path.clone(), source })?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is allowed: ignore EPIPE.
+        // A hook that does not read its stdin is allowed: EPIPE is ignored, and SIGPIPE (which
+        // molt keeps at its default so a closed stdout ends it quietly) must not kill us here.
+        let _guard = SigpipeIgnored::new();
         let _ = stdin.write_all(state_json.as_bytes());
     }
     // Drain output on threads so a chatty hook cannot block on a full pipe while we wait.
@@ -86,6 +90,8 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), Hook
             Err(source) => return Err(HookError::Spawn { kind, path, source }),
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
+            // SAFETY: kill(2) on the process group the hook leads (set up by process_group(0)).
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.kill();
             let _ = child.wait();
             return Err(HookError::Timeout { kind, path, secs: timeout.unwrap_or_default() });
@@ -103,4 +109,21 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), Hook
         status: status.to_string(),
         output: if text.is_empty() { String::new() } else { format!(": {text}") },
     })
+}
+
+/// SIGPIPE ignored while it lives, the previous disposition restored on drop.
+struct SigpipeIgnored(libc::sighandler_t);
+
+impl SigpipeIgnored {
+    fn new() -> SigpipeIgnored {
+        // SAFETY: signal(2) swaps a disposition; no handler code of ours is involved.
+        SigpipeIgnored(unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) })
+    }
+}
+
+impl Drop for SigpipeIgnored {
+    fn drop(&mut self) {
+        // SAFETY: as above, restoring what `new` saw.
+        unsafe { libc::signal(libc::SIGPIPE, self.0) };
+    }
 }

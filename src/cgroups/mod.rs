@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 pub use error::CgroupError;
 pub use mountinfo::{
-    parse_mountinfo, parse_proc_cgroup, read_mounts, Layout, Membership, Mount, Version,
+    own_path_in, parse_mountinfo, parse_proc_cgroup, read_mounts, read_own, Layout, Membership, Mount,
+    Version,
 };
 pub use path::DEFAULT_PARENT;
 use plan::Step;
@@ -493,8 +494,10 @@ fn mkdir_p(h: &Hierarchy) -> Result<(), CgroupError> {
     'again: loop {
         for dir in &chain {
             match fsio::mkdir(dir) {
-                Ok(created) => {
-                    if created && cpuset_v1 {
+                Ok(_) => {
+                    // Also when another create made the directory: it may not have filled it yet,
+                    // and a child of an empty cpuset inherits nothing (ENOSPC on cgroup.procs).
+                    if cpuset_v1 {
                         inherit_cpuset(dir)?;
                     }
                 }

@@ -8,6 +8,8 @@ use oci_spec::runtime::Process;
 
 use super::{CmdResult, Ctx};
 use crate::container::exec::ExecOptions;
+use crate::container::sealed_exe;
+use crate::container::terminal::{OwnConsole, Proxy};
 use crate::container::Container;
 
 #[derive(clap::Args, Debug)]
@@ -36,9 +38,15 @@ pub struct Args {
     pub user: Option<String>,
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: i32,
-    /// Accepted for runc compatibility and ignored
+    /// Set no_new_privs for the process
     #[arg(long = "no-new-privs")]
     pub no_new_privs: bool,
+    /// Additional group ids (repeat or comma-separate)
+    #[arg(long = "additional-gids", short = 'g', value_delimiter = ',')]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability to the bounding, effective and permitted sets (repeat)
+    #[arg(long = "cap", short = 'c')]
+    pub caps: Vec<String>,
     #[arg(trailing_var_arg = true)]
     pub args: Vec<String>,
 }
@@ -67,22 +75,83 @@ fn process_from(a: &Args, c: &Container) -> Result<Process, Box<dyn std::error::
         user.set_gid(gid.parse().map_err(|_| format!("--user {u:?}: not UID[:GID]"))?);
         p.set_user(user);
     }
+    if !a.additional_gids.is_empty() {
+        let mut user = p.user().clone();
+        user.set_additional_gids(Some(a.additional_gids.clone()));
+        p.set_user(user);
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !a.caps.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in &a.caps {
+            let full = format!("CAP_{}", name.to_ascii_uppercase().trim_start_matches("CAP_"));
+            let cap: oci_spec::runtime::Capability = serde_json::from_value(serde_json::Value::String(full))
+                .map_err(|_| format!("--cap {name:?}: not a capability (CAP_SYS_ADMIN, ...)"))?;
+            let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.insert(cap);
+                Some(set)
+            };
+            caps.set_bounding(add(caps.bounding()));
+            caps.set_effective(add(caps.effective()));
+            caps.set_permitted(add(caps.permitted()));
+        }
+        p.set_capabilities(Some(caps));
+    }
     Ok(p)
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     let c = Container::load(&ctx.root, &a.id)?;
     let process = process_from(&a, &c)?;
+    let new_user_ns = crate::spec::has_namespace(&c.state.config, oci_spec::runtime::LinuxNamespaceType::User, true);
+    let container_exposed = c.state.config.process().as_ref().is_some_and(|p| sealed_exe::exposes_runtime(p, new_user_ns));
+    // The exec child is a copy of molt among the container's processes: sealed when it, or the
+    // processes already there, may hold CAP_SYS_PTRACE.
+    if container_exposed {
+        sealed_exe::reexec_sealed()?;
+    } else if sealed_exe::exposes_runtime(&process, new_user_ns) {
+        // The init of a created container is still molt: a process that can ptrace it could take
+        // molt's binary unless the init itself runs from a sealed copy.
+        if c.status() == crate::container::Status::Created && sealed_exe::init_is_unsealed(c.state.pid) {
+            return Err(format!(
+                "exec into container {}: the process could reach molt's binary through the created init (CAP_SYS_PTRACE without a user namespace); start the container first",
+                a.id
+            )
+            .into());
+        }
+        sealed_exe::reexec_sealed()?;
+    }
+    // A terminal and no --console-socket: molt's own stdio becomes the terminal, as with run.
+    let own_console = if process.terminal().unwrap_or(false) && a.console_socket.is_none() {
+        if a.detach {
+            return Err("a terminal for exec --detach needs --console-socket (nobody would hold it)".into());
+        }
+        Some(OwnConsole::new()?)
+    } else {
+        None
+    };
     let pid = c.exec(ExecOptions {
         process,
-        console_socket: a.console_socket.clone(),
+        console_socket: own_console.as_ref().map(|oc| oc.path()).or_else(|| a.console_socket.clone()),
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
     })?;
     if a.detach {
         return Ok(0);
     }
-    match waitpid(Pid::from_raw(pid), None)? {
+    let proxy = match &own_console {
+        Some(oc) => Some(Proxy::start(oc.receive_master()?)),
+        None => None,
+    };
+    drop(own_console);
+    let status = waitpid(Pid::from_raw(pid), None);
+    if let Some(p) = proxy {
+        p.finish();
+    }
+    match status? {
         WaitStatus::Exited(_, code) => Ok(code),
         WaitStatus::Signaled(_, sig, _) => Ok(128 + sig as i32),
         other => Err(format!("exec in {}: unexpected wait status {other:?}", a.id).into()),

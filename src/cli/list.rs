@@ -24,13 +24,15 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
         let v: Vec<_> = containers
             .iter()
             .map(|c| {
-                let status = c.status();
-                let mut s = c.oci_state(status);
-                s["ociVersion"] = serde_json::json!(c.state.config.version());
+                let mut s = c.oci_state(c.status());
+                s.oci_version = c.state.config.version().clone();
+                // runc's list names the owner of the state directory (its state says "").
+                s.owner = owner_of(&c.dir());
                 s
             })
             .collect();
-        out = serde_json::to_string(&v)? + "\n";
+        // runc prints Go's nil slice: `null` when there is no container.
+        out = if v.is_empty() { "null\n".into() } else { serde_json::to_string(&v)? + "\n" };
     } else if a.format == "table" {
         let mut rows = vec![["ID".to_string(), "PID".into(), "STATUS".into(), "BUNDLE".into(), "CREATED".into(), "OWNER".into()]];
         for c in &containers {

@@ -14,6 +14,7 @@ mod run;
 mod spec;
 mod start;
 mod state;
+mod update;
 mod upgrade;
 mod volume;
 
@@ -76,6 +77,8 @@ enum Command {
     Exec(exec::Args),
     /// List the processes of a container
     Ps(ps::Args),
+    /// Change a container's resource limits (runtime-spec linux.resources)
+    Update(update::Args),
     /// Freeze every process of a container
     Pause(pause::Args),
     /// Thaw a paused container
@@ -97,6 +100,7 @@ impl Command {
             Command::Exec(a) => &a.id,
             Command::Ps(a) => &a.id,
             Command::Pause(a) | Command::Resume(a) => &a.id,
+            Command::Update(a) => &a.id,
             _ => return None,
         })
     }
@@ -124,7 +128,7 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
     let long = [
         "-no-subreaper", "-no-pivot", "-no-new-keyring", "-detach", "-bundle", "-pid-file",
         "-console-socket", "-preserve-fds", "-force", "-all", "-root", "-log", "-log-format", "-debug",
-        "-process", "-tty", "-format", "-systemd-cgroup", "-image-path", "-work-path",
+        "-process", "-tty", "-format", "-systemd-cgroup", "-image-path", "-work-path", "-resources",
     ];
     let mut out = vec![];
     let mut past_dashdash = false;
@@ -194,6 +198,7 @@ pub fn main() -> i32 {
         Command::Features => features::run(),
         Command::Exec(a) => exec::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
+        Command::Update(a) => update::run(&ctx, a),
         Command::Pause(a) => pause::run(&ctx, a, true),
         Command::Resume(a) => pause::run(&ctx, a, false),
         Command::Upgrade(a) => upgrade::run(&ctx, a),

@@ -7,6 +7,7 @@ use nix::unistd::Pid;
 
 use super::{CmdResult, Ctx};
 use crate::container::create::create;
+use crate::container::terminal::{OwnConsole, Proxy};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -25,7 +26,20 @@ const FORWARDED: &[Signal] = &[
 ];
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
-    let mut c = create(&ctx.root, &a.create.options(ctx))?;
+    crate::container::create::protect_runtime_binary(&a.create.bundle)?;
+    let mut options = a.create.options(ctx);
+    // With a terminal and no --console-socket, molt's own stdio becomes the terminal (runc's way).
+    let own_console = if wants_terminal(&options.bundle) && options.console_socket.is_none() {
+        if a.detach {
+            return Err("process.terminal is true: run --detach needs --console-socket (nobody would hold the terminal)".into());
+        }
+        let oc = OwnConsole::new()?;
+        options.console_socket = Some(oc.path());
+        Some(oc)
+    } else {
+        None
+    };
+    let mut c = create(&ctx.root, &options)?;
     // Block before start so no signal meant for the container is lost between start and wait.
     let mut set = SigSet::empty();
     for s in FORWARDED {
@@ -35,6 +49,15 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     if !a.detach {
         set.thread_block()?;
     }
+    let proxy = match own_console.as_ref().map(|oc| oc.receive_master()) {
+        Some(Ok(master)) => Some(Proxy::start(master)),
+        Some(Err(e)) => {
+            let _ = c.delete(true);
+            return Err(e.into());
+        }
+        None => None,
+    };
+    drop(own_console);
     if let Err(e) = c.start() {
         let _ = c.delete(true);
         return Err(e.into());
@@ -52,14 +75,31 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
         }
         match set.wait() {
             Ok(Signal::SIGCHLD) => continue,
+            // Our terminal changed size: the pty follows, and its foreground process hears of it.
+            Ok(Signal::SIGWINCH) if proxy.is_some() => {
+                if let Some(p) = &proxy {
+                    p.resize();
+                }
+            }
             Ok(sig) => {
                 let _ = nix::sys::signal::kill(pid, sig);
             }
             Err(_) => continue,
         }
     };
+    if let Some(p) = proxy {
+        p.finish();
+    }
     if !a.keep {
         c.delete(true)?;
     }
     Ok(code)
+}
+
+/// process.terminal of the bundle's config; a bad config is reported by create itself.
+fn wants_terminal(bundle: &std::path::Path) -> bool {
+    crate::container::create::load_spec(bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
 }

@@ -94,8 +94,10 @@ fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
     let mut seen = vec![];
     for ns in &list {
         let typ = ns.typ();
+        // The config's own word for it ("network", not the kernel's "net").
+        let name = serde_json::to_value(typ).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         if seen.contains(&typ) {
-            return Err(Error::Config { field: "linux.namespaces".into(), reason: format!("{typ} listed twice") });
+            return Err(Error::Config { field: "linux.namespaces".into(), reason: format!("{name} listed twice") });
         }
         seen.push(typ);
         let flag = CloneFlags::from_bits_retain(typ as i32);
@@ -107,10 +109,10 @@ fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
             (LinuxNamespaceType::Pid, Some(p)) => plan.join_pid = Some(p),
             (LinuxNamespaceType::User, Some(p)) => plan.join.insert(0, (flag, p)),
             (_, Some(p)) => {
-                if !p.exists() {
+                if let Err(e) = fs::metadata(&p) {
                     return Err(Error::Config {
                         field: "linux.namespaces".into(),
-                        reason: format!("{typ} namespace path {}: does not exist", p.display()),
+                        reason: format!("{name} namespace path {}: {e}", p.display()),
                     });
                 }
                 plan.join.push((flag, p))
@@ -157,11 +159,79 @@ pub fn validate_process(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// Only sysctls that belong to a namespace the container has of its own may be set: anything else
+/// would change the host (runc refuses the same ones).
+pub fn validate_sysctls(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let has = |t: LinuxNamespaceType| crate::spec::has_namespace(spec, t, false);
+    const IPC: &[&str] = &[
+        "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
+        "kernel.shmmni", "kernel.shm_rmid_forced",
+    ];
+    for key in linux.sysctl().clone().unwrap_or_default().keys() {
+        let (ns, name) = if IPC.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+            (LinuxNamespaceType::Ipc, "ipc")
+        } else if key.starts_with("net.") {
+            (LinuxNamespaceType::Network, "network")
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            (LinuxNamespaceType::Uts, "uts")
+        } else {
+            return Err(Error::Config {
+                field: format!("linux.sysctl {key}"),
+                reason: "not in a kernel namespace the container can have; it would change the host".into(),
+            });
+        };
+        if !has(ns) {
+            return Err(Error::Config {
+                field: format!("linux.sysctl {key}"),
+                reason: format!("needs a {name} namespace in linux.namespaces"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Before anything else: re-execute from a sealed copy of molt when the container's process could
+/// reach molt's binary through /proc (see `sealed_exe`). A config that does not load is left for
+/// `create` to report.
+pub fn protect_runtime_binary(bundle: &Path) -> Result<()> {
+    let Ok(spec) = load_spec(bundle) else { return Ok(()) };
+    let new_user_ns = crate::spec::has_namespace(&spec, LinuxNamespaceType::User, true);
+    match spec.process() {
+        Some(p) if super::sealed_exe::exposes_runtime(p, new_user_ns) => super::sealed_exe::reexec_sealed(),
+        _ => Ok(()),
+    }
+}
+
+/// What the config asks for that molt does not do yet: said in the log (engines send seccomp
+/// profiles with every container; refusing them would make molt unusable, silence would hide it).
+fn warn_unsupported(id: &str, spec: &Spec) {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let mut missing = vec![];
+    if linux.seccomp().is_some() {
+        missing.push("linux.seccomp (no seccomp filter is installed)");
+    }
+    if spec.process().as_ref().is_some_and(|p| p.apparmor_profile().is_some()) {
+        missing.push("process.apparmorProfile");
+    }
+    if spec.process().as_ref().is_some_and(|p| p.selinux_label().is_some()) || linux.mount_label().is_some() {
+        missing.push("SELinux labels");
+    }
+    if linux.intel_rdt().is_some() {
+        missing.push("linux.intelRdt");
+    }
+    if !missing.is_empty() {
+        crate::logging::warn(&format!("container {id}: not supported by molt, ignored: {}", missing.join(", ")));
+    }
+}
+
 pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     super::validate_id(&o.id)?;
     let bundle = o.bundle.canonicalize().map_err(|e| Error::Bundle { bundle: o.bundle.clone(), reason: e.to_string() })?;
     let spec = load_spec(&bundle)?;
     validate_process(&spec)?;
+    validate_sysctls(&spec)?;
+    warn_unsupported(&o.id, &spec);
     let rootfs = rootfs_of(&bundle, &spec)?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
     fs::DirBuilder::new().recursive(true).mode(0o711).create(root).map_err(io_err(root))?;
@@ -237,7 +307,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     // SAFETY: `open` returned a fresh fd that nothing else owns.
     let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
 
-    let process = spec.process().clone().unwrap_or_default();
+    let process = super::usable_process(&id, spec.process().clone().unwrap_or_default());
     let plan = InitPlan {
         spec: spec.clone(),
         process,
@@ -254,8 +324,9 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
         is_exec: false,
     };
     let (parent_end, child_end) = Channel::pair().map_err(io_err("socketpair"))?;
-    let pid = spawn_init(&plan, &child_end, ns.clone_flags(), ns.join_pid.as_deref(), &id)?;
+    let pid = spawn_init(&plan, &child_end, &parent_end, ns.clone_flags(), ns.join_pid.as_deref(), &id)?;
     drop(child_end);
+    let plan_process = plan.process.clone();
     drop(plan);
     c.state.pid = pid.as_raw();
     c.state.pid_start_time = super::start_time(pid.as_raw()).unwrap_or(0);
@@ -264,6 +335,8 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     if ns.new_user {
         write_id_maps(pid, &spec).map_err(|reason| Error::Step { id: id.clone(), step: "write uid/gid maps", reason })?;
     }
+    crate::init::process::set_oom_score_adj(pid.as_raw(), &plan_process)
+        .map_err(|reason| Error::Step { id: id.clone(), step: "set up the process", reason })?;
     cg.add_process(pid.as_raw())?;
     let fail = |e: std::io::Error| Error::Step { id: id.clone(), step: "talk to the container's init", reason: e.to_string() };
     parent_end.send(&Msg::Go).map_err(fail)?;
@@ -326,9 +399,10 @@ fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runt
         (T::C, Some(1), Some(8), "rwm"),
         (T::C, Some(1), Some(9), "rwm"),
         (T::C, Some(5), Some(0), "rwm"),
-        (T::C, Some(5), Some(1), "rwm"),
         (T::C, Some(5), Some(2), "rwm"),
         (T::C, Some(136), None, "rwm"),
+        // /dev/net/tun: runc's default list has it (/dev/console is the pty, under 136).
+        (T::C, Some(10), Some(200), "rwm"),
     ] {
         rules.push(rule(typ, major, minor, access));
     }
@@ -356,7 +430,16 @@ fn expect(chan: &Channel, id: &str, want: Msg) -> Result<()> {
 }
 
 /// Clone the init. A pid namespace given by path is entered by this process for the clone only.
-pub fn spawn_init(plan: &InitPlan, chan: &Channel, flags: CloneFlags, join_pid: Option<&Path>, id: &str) -> Result<Pid> {
+/// `parent_end` is closed in the child first thing: holding both ends, it would never see the
+/// runtime go away (a create killed mid-way left its init waiting forever).
+pub fn spawn_init(
+    plan: &InitPlan,
+    chan: &Channel,
+    parent_end: &Channel,
+    flags: CloneFlags,
+    join_pid: Option<&Path>,
+    id: &str,
+) -> Result<Pid> {
     let sys = |step: &str, errno| Error::Sys { id: id.into(), step: step.into(), errno };
     let own_pid_ns = match join_pid {
         Some(p) => {
@@ -371,7 +454,15 @@ pub fn spawn_init(plan: &InitPlan, chan: &Channel, flags: CloneFlags, join_pid: 
     // SAFETY: the child runs `child_main` on its own copy of this address space (no CLONE_VM) and
     // leaves through exec or exit; it never returns into the parent's frames.
     let res = unsafe {
-        nix::sched::clone(Box::new(|| init::child_main(plan, chan)), &mut stack, flags, Some(libc::SIGCHLD))
+        nix::sched::clone(
+            Box::new(|| {
+                parent_end.close_in_child();
+                init::child_main(plan, chan)
+            }),
+            &mut stack,
+            flags,
+            Some(libc::SIGCHLD),
+        )
     };
     if let Some(own) = own_pid_ns {
         let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
@@ -400,4 +491,31 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.molt-tmp", path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()));
     super::write_atomic(&tmp, path, pid.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with(namespaces: &[&str], sysctl: &[(&str, &str)]) -> Spec {
+        let v = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {
+                "namespaces": namespaces.iter().map(|n| serde_json::json!({"type": n})).collect::<Vec<_>>(),
+                "sysctl": sysctl.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            }
+        });
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn sysctls_must_belong_to_an_own_namespace() {
+        assert!(validate_sysctls(&spec_with(&["ipc", "network"], &[("kernel.shmmax", "1"), ("net.ipv4.ip_forward", "1"), ("fs.mqueue.msg_max", "5")])).is_ok());
+        let e = validate_sysctls(&spec_with(&["ipc", "network"], &[("vm.swappiness", "1")])).unwrap_err().to_string();
+        assert!(e.contains("vm.swappiness") && e.contains("change the host"), "{e}");
+        let e = validate_sysctls(&spec_with(&["ipc"], &[("net.ipv4.ip_forward", "1")])).unwrap_err().to_string();
+        assert!(e.contains("needs a network namespace"), "{e}");
+        assert!(validate_sysctls(&spec_with(&["network"], &[("kernel.msgmax", "1")])).is_err());
+        assert!(validate_sysctls(&spec_with(&["uts"], &[("kernel.domainname", "x")])).is_ok());
+    }
 }

@@ -52,7 +52,7 @@ impl Container {
         let join_pid = (!same_ns(pid, "pid")).then(|| init::ns_path(pid, "pid"));
         let plan = InitPlan {
             spec: self.state.config.clone(),
-            process: o.process,
+            process: super::usable_process(&self.state.id, o.process),
             rootfs: PathBuf::from("/"),
             join,
             unshare: CloneFlags::empty(),
@@ -67,7 +67,7 @@ impl Container {
         };
         let id = &self.state.id;
         let (parent_end, child_end) = Channel::pair().map_err(super::io_err("socketpair"))?;
-        let child = super::create::spawn_init(&plan, &child_end, CloneFlags::empty(), join_pid.as_deref(), id)?;
+        let child = super::create::spawn_init(&plan, &child_end, &parent_end, CloneFlags::empty(), join_pid.as_deref(), id)?;
         drop(child_end);
         let fail = |reason: String| Error::Step { id: id.clone(), step: "exec", reason };
         if let Some(cg) = &self.state.cgroup {
@@ -76,6 +76,11 @@ impl Container {
                 let _ = nix::sys::wait::waitpid(child, None);
                 return Err(e.into());
             }
+        }
+        if let Err(reason) = crate::init::process::set_oom_score_adj(child.as_raw(), &plan.process) {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            return Err(fail(reason));
         }
         parent_end.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
         // The channel is close-on-exec: EOF means the process exec'd, a message means it failed.

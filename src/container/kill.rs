@@ -8,7 +8,8 @@ use super::{Container, Error, Result, Status};
 /// SIGTERM, TERM, term and 15 all name the same signal.
 pub fn parse_signal(s: &str) -> std::result::Result<i32, String> {
     if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
+        // 0 only checks that the process exists, as kill(1) and runc allow.
+        if (0..=64).contains(&n) {
             return Ok(n);
         }
         return Err(format!("invalid signal {s:?}"));
@@ -26,17 +27,15 @@ pub fn parse_signal(s: &str) -> std::result::Result<i32, String> {
 impl Container {
     pub fn kill(&self, sig: i32, all: bool) -> Result<()> {
         let status = self.status();
-        if status == Status::Stopped {
-            // Engines send `kill --all` after the init exited (shared pid namespace): that is success.
-            if all {
-                return Ok(());
-            }
-            return Err(Error::NotRunning(self.state.id.clone()));
-        }
         if all {
+            // Also when stopped: without a pid namespace of its own the init's children outlive it,
+            // and engines send `kill --all ID 9` after the init exited precisely to end them.
             if let Some(cg) = &self.state.cgroup {
                 cg.signal_all(sig)?;
             }
+        }
+        if status == Status::Stopped {
+            return if all { Ok(()) } else { Err(Error::NotRunning(self.state.id.clone())) };
         }
         // SAFETY: kill(2) with a pid we recorded; signal 0..64 checked by the caller's parse.
         let r = unsafe { libc::kill(Pid::from_raw(self.state.pid).as_raw(), sig) };
@@ -62,7 +61,8 @@ mod tests {
         assert_eq!(parse_signal("9"), Ok(9));
         assert_eq!(parse_signal("KILL"), Ok(9));
         assert!(parse_signal("SIGNOPE").is_err());
-        assert!(parse_signal("0").is_err());
+        assert_eq!(parse_signal("0"), Ok(0));
+        assert!(parse_signal("-1").is_err());
         assert!(parse_signal("65").is_err());
     }
 }

@@ -6,7 +6,9 @@ pub mod create;
 pub mod delete;
 pub mod exec;
 pub mod kill;
+pub mod sealed_exe;
 pub mod start;
+pub mod terminal;
 
 use std::collections::HashMap;
 use std::fs;
@@ -194,24 +196,54 @@ impl Container {
     }
 
     /// The runtime-spec state document (`molt state`, and hooks' stdin).
-    pub fn oci_state(&self, status: Status) -> serde_json::Value {
+    pub fn oci_state(&self, status: Status) -> OciState {
         let s = &self.state;
-        let mut v = serde_json::json!({
-            "ociVersion": "1.2.0",
-            "id": s.id,
-            "pid": if status == Status::Stopped { 0 } else { s.pid },
-            "status": status,
-            "bundle": s.bundle,
-            "rootfs": s.rootfs,
-            "created": s.created,
-            "owner": s.owner,
-        });
         let ann = s.annotations();
-        if !ann.is_empty() {
-            v["annotations"] = serde_json::json!(ann);
+        OciState {
+            oci_version: "1.2.0".into(),
+            id: s.id.clone(),
+            pid: if status == Status::Stopped { 0 } else { s.pid },
+            status,
+            bundle: s.bundle.clone(),
+            rootfs: s.rootfs.clone(),
+            created: s.created.clone(),
+            owner: s.owner.clone(),
+            annotations: (!ann.is_empty()).then_some(ann),
         }
-        v
     }
+}
+
+/// The runtime-spec state, its fields in the order runc prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct OciState {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<HashMap<String, String>>,
+}
+
+impl std::fmt::Display for OciState {
+    /// Compact JSON, as hooks get it on stdin.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+/// The process as it can be set up on this host: capabilities the runtime does not hold itself are
+/// left out with a warning, as runc does ("ignoring unknown or unavailable capabilities").
+pub fn usable_process(id: &str, mut p: oci_spec::runtime::Process) -> oci_spec::runtime::Process {
+    let dropped = crate::init::process::drop_unavailable_caps(&mut p);
+    if !dropped.is_empty() {
+        crate::logging::warn(&format!("container {id}: ignoring unknown or unavailable capabilities: {}", dropped.join(", ")));
+    }
+    p
 }
 
 pub fn write_atomic(tmp: &Path, dest: &Path, data: &[u8]) -> Result<()> {

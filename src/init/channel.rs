@@ -36,6 +36,12 @@ impl Channel {
         Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
+    /// In a cloned child: close this (the other side's) copy of the fd. The parent's stays open;
+    /// the value is not dropped here, the child never returns to the code that owns it.
+    pub fn close_in_child(&self) {
+        let _ = nix::unistd::close(self.fd.as_raw_fd());
+    }
+
     pub fn send(&self, msg: &Msg) -> std::io::Result<()> {
         let data = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
         let n = nix::unistd::write(self.fd.as_fd(), &data).map_err(std::io::Error::from)?;

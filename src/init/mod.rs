@@ -55,6 +55,14 @@ pub struct InitPlan {
 
 /// The child's entry point after clone. Never returns to the caller's code path.
 pub fn child_main(plan: &InitPlan, chan: &Channel) -> isize {
+    // This process is a copy of molt inside the container's pid namespace: an `exec` child (or an
+    // init joining a shared pid namespace) is visible to the container's processes at once, so it
+    // must not be dumpable from the start, or they could open /proc/PID/exe (the molt binary) and
+    // write it once molt has exited (CVE-2019-5736). A fresh init in a new user namespace waits
+    // (nothing can see it yet, and it must still write its own /proc/self files as its own user).
+    if plan.is_exec || !plan.new_user_ns {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     let err = match run(plan, chan) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -94,8 +102,12 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
             become_root()?;
         }
     }
+    let own_cgroups = cgroupfs::own_membership();
     if !plan.unshare.is_empty() {
         unshare(plan.unshare).map_err(|e| InitError::new(format!("unshare namespaces {:?}: {}", plan.unshare, e.desc())))?;
+    }
+    if plan.unshare.contains(CloneFlags::CLONE_NEWNET) {
+        loopback_up()?;
     }
     if plan.unshare.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
         set_time_offsets(&plan.spec)?;
@@ -118,18 +130,23 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         volume_binds: &plan.volume_binds,
         deferred: &plan.deferred_mounts,
         in_user_ns: plan.new_user_ns,
+        own_cgroups: &own_cgroups,
     };
     rootfs::prepare(&rplan)?;
     let console = match console_stream {
         Some(stream) => Some(console::open_and_send(stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?),
         None => None,
     };
-    crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &state_json)
+    let create_state = state_seen_inside(&state_json, "creating");
+    crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &create_state)
         .map_err(|e| InitError::new(e.to_string()))?;
     rootfs::switch_root(&plan.rootfs, plan.no_pivot)?;
-    rootfs::finish(&plan.spec)?;
+    // runc's order: read-only root, names, sysctls (while /proc/sys is still writable), then
+    // the read-only and masked paths.
+    rootfs::readonly_root(&plan.spec)?;
     set_names(&plan.spec)?;
     rootfs::set_sysctls(&plan.spec)?;
+    rootfs::protect_paths(&plan.spec)?;
     prepare_and_exec(plan, console, Some((chan, state_json)))
 }
 
@@ -144,11 +161,12 @@ fn prepare_and_exec(
     if let Some(slave) = &console {
         console::make_controlling(slave)?;
     }
-    process::set_oom_score_adj(p)?;
     process::set_rlimits(p)?;
     let env = p.env().clone().unwrap_or_default();
     let args = p.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
+    process::set_personality(&plan.spec)?;
+    process::give_stdio_to_user(p)?;
     process::set_user_and_caps(p)?;
     let cwd = p.cwd();
     nix::unistd::chdir(cwd).map_err(|e| InitError::new(format!("process.cwd {}: {}", cwd.display(), e.desc())))?;
@@ -163,7 +181,7 @@ fn prepare_and_exec(
             wait_for_start(fifo)?;
         }
         let hooks = hooks_of(&plan.spec, |h| h.start_container().clone());
-        if let Err(e) = crate::hooks::run_all("startContainer", &hooks, &state_json) {
+        if let Err(e) = crate::hooks::run_all("startContainer", &hooks, &state_seen_inside(&state_json, "created")) {
             // Nobody is listening on the channel any more: the error goes to the container's stderr.
             eprintln!("molt: {e}");
             std::process::exit(1);
@@ -184,6 +202,17 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
     }
 }
 
+/// The state for the hooks the init runs itself (createContainer, startContainer): they live in the
+/// container's pid namespace, so the pid is the init's own there (1), as runc reports it.
+fn state_seen_inside(state_json: &str, status: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(state_json).unwrap_or_default();
+    if v.is_object() {
+        v["status"] = status.into();
+        v["pid"] = std::process::id().into();
+    }
+    v.to_string()
+}
+
 pub fn hooks_of(spec: &Spec, pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<Hook>>) -> Vec<Hook> {
     spec.hooks().as_ref().and_then(pick).unwrap_or_default()
 }
@@ -197,13 +226,7 @@ fn become_root() -> Result<(), InitError> {
 }
 
 fn set_names(spec: &Spec) -> Result<(), InitError> {
-    let has_uts = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default()
-        .iter()
-        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Uts);
+    let has_uts = crate::spec::has_namespace(spec, oci_spec::runtime::LinuxNamespaceType::Uts, false);
     if let Some(h) = spec.hostname() {
         if !has_uts {
             return Err(InitError::new("hostname is set but linux.namespaces has no uts namespace"));
@@ -220,6 +243,35 @@ fn set_names(spec: &Spec) -> Result<(), InitError> {
         }
     }
     Ok(())
+}
+
+/// A new network namespace has `lo` down; runc brings it up, and programs expect 127.0.0.1.
+fn loopback_up() -> Result<(), InitError> {
+    let err = |what: &str| InitError::new(format!("set lo up in the new network namespace: {what}: {}", std::io::Error::last_os_error()));
+    // SAFETY: a plain socket for the interface ioctls, closed below; ifreq is a C struct we own,
+    // zeroed, with the name copied into its fixed-size array.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(err("socket"));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let res = if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) != 0 {
+            Err(err("SIOCGIFFLAGS"))
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) != 0 {
+                Err(err("SIOCSIFFLAGS"))
+            } else {
+                Ok(())
+            }
+        };
+        libc::close(fd);
+        res
+    }
 }
 
 fn set_time_offsets(spec: &Spec) -> Result<(), InitError> {

@@ -54,10 +54,12 @@ fn io_desc(e: &std::io::Error) -> String {
     }
 }
 
-pub fn set_oom_score_adj(p: &Process) -> Result<(), InitError> {
+/// Written by the runtime process into /proc/PID: from inside a new user namespace the write
+/// would be refused (raising the score needs CAP_SYS_RESOURCE in the initial namespace).
+pub fn set_oom_score_adj(pid: i32, p: &Process) -> Result<(), String> {
     if let Some(adj) = p.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| InitError::new(format!("process.oomScoreAdj {adj}: {e}")))?;
+        let path = format!("/proc/{pid}/oom_score_adj");
+        std::fs::write(&path, adj.to_string()).map_err(|e| format!("process.oomScoreAdj {adj}: write {path}: {e}"))?;
     }
     Ok(())
 }
@@ -69,8 +71,8 @@ pub fn set_rlimits(p: &Process) -> Result<(), InitError> {
         // SAFETY: setrlimit reads a plain struct we own.
         if unsafe { libc::setrlimit(resource as _, &lim) } != 0 {
             return Err(InitError::new(format!(
-                "process.rlimits {:?} soft={} hard={}: {} (a limit cannot exceed the hard limit molt runs under)",
-                r.typ(),
+                "process.rlimits {} soft={} hard={}: {} (a limit cannot exceed the hard limit molt runs under)",
+                serde_json::to_value(r.typ()).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
                 r.soft(),
                 r.hard(),
                 std::io::Error::last_os_error()
@@ -111,6 +113,66 @@ fn to_caps(set: &Option<oci_spec::runtime::Capabilities>, field: &str) -> Result
         out.insert(cap);
     }
     Ok(out)
+}
+
+/// The process's capability sets without those the runtime itself cannot grant (not in its bounding
+/// set, or unknown to this kernel). runc drops them the same way with a warning; returns what was dropped.
+pub fn drop_unavailable_caps(p: &mut Process) -> Vec<String> {
+    let Some(mut c) = p.capabilities().clone() else { return vec![] };
+    let have = caps::read(None, CapSet::Bounding).unwrap_or_default();
+    let mut dropped: Vec<String> = vec![];
+    let keep = |set: &Option<oci_spec::runtime::Capabilities>, dropped: &mut Vec<String>| {
+        set.as_ref().map(|s| {
+            s.iter()
+                .filter(|cap| {
+                    let name = format!("CAP_{}", cap.to_string().trim_start_matches("CAP_"));
+                    let ok = name.parse::<Cap>().is_ok_and(|c| have.contains(&c));
+                    if !ok && !dropped.contains(&name) {
+                        dropped.push(name);
+                    }
+                    ok
+                })
+                .cloned()
+                .collect()
+        })
+    };
+    c.set_bounding(keep(c.bounding(), &mut dropped));
+    c.set_effective(keep(c.effective(), &mut dropped));
+    c.set_permitted(keep(c.permitted(), &mut dropped));
+    c.set_inheritable(keep(c.inheritable(), &mut dropped));
+    c.set_ambient(keep(c.ambient(), &mut dropped));
+    p.set_capabilities(Some(c));
+    dropped.sort();
+    dropped
+}
+
+/// Give fds 0-2 to the container's user before dropping to it, as runc does: programs reopen
+/// /dev/stdout, which needs the pipe or file to be theirs. /dev/null is left alone, and so is what
+/// the user namespace cannot own (EINVAL, EPERM) or a read-only file system (EROFS).
+pub fn give_stdio_to_user(p: &Process) -> Result<(), InitError> {
+    use std::os::unix::fs::MetadataExt;
+    let null = std::fs::metadata("/dev/null").map(|m| m.rdev()).ok();
+    let (uid, gid) = (p.user().uid(), p.user().gid());
+    for fd in 0..3 {
+        // SAFETY: a plain C struct, all-zero is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat fills a struct we own; fd may be closed, which it reports.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            continue;
+        }
+        let is_chr = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+        if (is_chr && Some(st.st_rdev) == null) || (st.st_uid == uid && st.st_gid == gid) {
+            continue;
+        }
+        // SAFETY: fchown on one of our standard fds.
+        if unsafe { libc::fchown(fd, uid, gid) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EROFS)) {
+                return Err(InitError::new(format!("chown fd {fd} to {uid}:{gid}: {e}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Drop to the configured user keeping the capabilities the config grants.
@@ -204,6 +266,20 @@ struct libc_cap_data {
 
 fn in_user_ns_with_setgroups_denied() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
+}
+
+/// linux.personality: the execution domain (LINUX32 makes uname report i686 and the like).
+pub fn set_personality(spec: &oci_spec::runtime::Spec) -> Result<(), InitError> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().clone()) else { return Ok(()) };
+    let persona = match p.domain() {
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000,
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    };
+    // SAFETY: personality(2) takes a plain integer.
+    if unsafe { libc::personality(persona) } < 0 {
+        return Err(InitError::new(format!("linux.personality {:?}: {}", p.domain(), std::io::Error::last_os_error())));
+    }
+    Ok(())
 }
 
 /// Mark every fd from `first` up close-on-exec so nothing of the runtime leaks into the container.

@@ -143,6 +143,34 @@ fn components(p: &Path) -> Vec<std::ffi::OsString> {
         .collect()
 }
 
+/// A mount target opened (O_PATH, final symlink not followed) and checked to lie inside the
+/// rootfs. Mounting onto `/proc/self/fd/N` hits exactly that inode, even if a path component is
+/// swapped for a symlink between resolving and mounting (the CVE-2021-30465 race).
+pub struct Pinned {
+    _fd: std::os::fd::OwnedFd,
+    pub path: PathBuf,
+}
+
+pub fn pin_target(rootfs: &Path, target: &Path) -> Result<Pinned, InitError> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use nix::fcntl::OFlag;
+    let raw = nix::fcntl::open(target, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(sys(|| format!("open mount target {}", target.display())))?;
+    // SAFETY: `open` just returned this fd; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let real = fs::read_link(&path).map_err(|e| InitError::new(format!("readlink {}: {e}", path.display())))?;
+    let kind = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(sys(|| format!("stat mount target {}", target.display())))?;
+    if !real.starts_with(rootfs) || kind.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(InitError::new(format!(
+            "mount target {} became {} (outside the rootfs or a symlink) while being set up",
+            target.display(),
+            real.display()
+        )));
+    }
+    Ok(Pinned { _fd: fd, path })
+}
+
 fn sys(step: impl FnOnce() -> String) -> impl FnOnce(nix::errno::Errno) -> InitError {
     move |e| InitError::new(format!("{}: {}", step(), e.desc()))
 }
@@ -174,6 +202,8 @@ pub struct RootfsPlan<'a> {
     /// Volume mounts skipped now and handed over later (upgrade).
     pub deferred: &'a [usize],
     pub in_user_ns: bool,
+    /// The init's cgroups as the host names them, read before the cgroup namespace was entered.
+    pub own_cgroups: &'a [crate::cgroups::Membership],
 }
 
 pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
@@ -189,7 +219,8 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
         do_mount(None, plan.rootfs, None, flag, None)?;
     }
     let mounts = plan.spec.mounts().clone().unwrap_or_default();
-    let mut dev_mounted = false;
+    // tmpfs and /dev are mounted writable and made read-only once everything under them exists.
+    let mut later_readonly = vec![];
     for (i, m) in mounts.iter().enumerate() {
         if plan.deferred.contains(&i) {
             // The target must exist for the hand-over's move_mount.
@@ -197,20 +228,31 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
             fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
             continue;
         }
-        if m.destination() == Path::new("/dev") {
-            dev_mounted = true;
-        }
         match plan.volume_binds.iter().find(|(idx, _, _)| *idx == i) {
             Some((_, staging, bind_opts)) => mount_bind(plan.rootfs, m.destination(), staging, bind_opts, true)?,
-            None => mount_one(plan, m)?,
+            None => {
+                if let Some(target) = mount_one(plan, m)? {
+                    later_readonly.push(target);
+                }
+            }
         }
     }
-    let _ = dev_mounted;
     create_devices(plan.rootfs, &linux.devices().clone().unwrap_or_default(), plan.in_user_ns)?;
+    // A missing working directory is created, as runc creates it (before the root turns read-only).
+    if let Some(p) = plan.spec.process() {
+        let cwd = resolve_in_root(plan.rootfs, p.cwd())?;
+        if fs::symlink_metadata(&cwd).is_err() {
+            fs::create_dir_all(&cwd).map_err(|e| InitError::new(format!("process.cwd {}: mkdir {}: {e}", p.cwd().display(), cwd.display())))?;
+        }
+    }
+    for target in later_readonly {
+        remount_readonly(&target)?;
+    }
     Ok(())
 }
 
-fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<(), InitError> {
+/// Returns the target when it still has to be made read-only (tmpfs and /dev, as runc delays them).
+fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<Option<PathBuf>, InitError> {
     let options = m.options().clone().unwrap_or_default();
     let opts = parse_options(&options);
     let typ = m.typ().clone().unwrap_or_default();
@@ -225,28 +267,44 @@ fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<(), InitError> {
         let source = m.source().clone().ok_or_else(|| {
             InitError::new(format!("bind mount on {}: no source", dest.display()))
         })?;
-        return mount_bind(plan.rootfs, dest, &source, &options, false);
+        mount_bind(plan.rootfs, dest, &source, &options, false)?;
+        return Ok(None);
     }
     let target = resolve_in_root(plan.rootfs, dest)?;
+    let existing_mode = fs::metadata(&target).ok().map(|m| m.permissions().mode() & 0o7777);
     fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
     if typ == "cgroup" {
-        return super::cgroupfs::mount_cgroups(&target, opts.flags);
+        super::cgroupfs::mount_cgroups(&target, opts.flags, plan.own_cgroups)?;
+        return Ok(None);
     }
     let data = opts.data.join(",");
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+    let mut flags = opts.flags & !MsFlags::MS_REMOUNT;
+    let delay_readonly = (typ == "tmpfs" || dest == Path::new("/dev")) && flags.contains(MsFlags::MS_RDONLY);
+    if delay_readonly {
+        flags.remove(MsFlags::MS_RDONLY);
+    }
+    let pinned = pin_target(plan.rootfs, &target)?;
     // mqueue and sysfs refuse some flags in user namespaces; runc retries sysfs as a bind.
-    let flags = opts.flags & !MsFlags::MS_REMOUNT;
-    let res = do_mount(Some(&source), &target, Some(&typ), flags, (!data.is_empty()).then_some(data.as_str()));
+    let res = do_mount(Some(&source), &pinned.path, Some(&typ), flags, (!data.is_empty()).then_some(data.as_str()))
+        .map_err(|e| InitError::new(e.0.replace(&pinned.path.display().to_string(), &target.display().to_string())));
     match res {
         Err(_) if typ == "sysfs" && plan.in_user_ns => {
-            do_mount(Some(Path::new("/sys")), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            do_mount(Some(Path::new("/sys")), &pinned.path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
         }
         r => r?,
+    }
+    drop(pinned);
+    // A tmpfs over a directory of the image keeps that directory's mode unless mode= says
+    // otherwise (runc does the same, so /tmp stays 1777).
+    if let (true, Some(mode), false) = (typ == "tmpfs", existing_mode, opts.data.iter().any(|d| d.starts_with("mode="))) {
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+            .map_err(|e| InitError::new(format!("chmod {}: {e}", target.display())))?;
     }
     for p in &opts.propagation {
         do_mount(None, &target, None, *p, None)?;
     }
-    Ok(())
+    Ok(delay_readonly.then_some(target))
 }
 
 /// A bind mount of a host path (or a volume's staging directory) at `dest` inside the rootfs,
@@ -278,7 +336,10 @@ pub fn mount_bind(
     if opts.recursive || force_recursive {
         flags |= MsFlags::MS_REC;
     }
-    do_mount(Some(source), &target, None, flags, None)?;
+    let pinned = pin_target(rootfs, &target)?;
+    do_mount(Some(source), &pinned.path, None, flags, None)
+        .map_err(|e| InitError::new(e.0.replace(&pinned.path.display().to_string(), &target.display().to_string())))?;
+    drop(pinned);
     let extra = opts.flags & !(MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
         let locked = locked_flags(&target);
@@ -312,7 +373,12 @@ fn locked_flags(path: &Path) -> MsFlags {
 }
 
 pub fn remount_readonly(path: &Path) -> Result<(), InitError> {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(path);
+    remount_bind(path, MsFlags::MS_RDONLY)
+}
+
+/// Add per-mount flags to an existing mount, keeping those the kernel will not let us drop.
+pub fn remount_bind(path: &Path, extra: MsFlags) -> Result<(), InitError> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked_flags(path);
     do_mount(None, path, None, flags, None)
 }
 
@@ -425,24 +491,27 @@ pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
     Ok(())
 }
 
-/// After the switch: masked paths, read-only paths, read-only root.
-pub fn finish(spec: &Spec) -> Result<(), InitError> {
-    let linux = spec.linux().clone().unwrap_or_default();
-    for p in linux.masked_paths().clone().unwrap_or_default() {
-        mask(Path::new(&p))?;
-    }
-    for p in linux.readonly_paths().clone().unwrap_or_default() {
-        let path = Path::new(&p);
-        match fs::symlink_metadata(path) {
-            Err(_) => continue,
-            Ok(_) => {
-                do_mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-                remount_readonly(path)?;
-            }
-        }
-    }
+/// After the switch: the read-only root.
+pub fn readonly_root(spec: &Spec) -> Result<(), InitError> {
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         remount_readonly(Path::new("/"))?;
+    }
+    Ok(())
+}
+
+/// After the sysctls: read-only paths, then masked paths (runc's order, so a masked path under a
+/// read-only one is still masked).
+pub fn protect_paths(spec: &Spec) -> Result<(), InitError> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    for p in linux.readonly_paths().clone().unwrap_or_default() {
+        let path = Path::new(&p);
+        if fs::symlink_metadata(path).is_ok() {
+            do_mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            remount_readonly(path)?;
+        }
+    }
+    for p in linux.masked_paths().clone().unwrap_or_default() {
+        mask(Path::new(&p))?;
     }
     Ok(())
 }
@@ -494,6 +563,22 @@ mod tests {
         assert_eq!(o.data, vec!["mode=755".to_string()]);
         let o = parse_options(&["ro".into(), "rw".into()]);
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn a_pinned_target_must_still_be_inside_the_root() {
+        let base = std::env::temp_dir().join(format!("molt-pin-test-{}", std::process::id()));
+        let root = base.join("root");
+        fs::create_dir_all(root.join("dir")).unwrap();
+        fs::create_dir_all(base.join("outside/x")).unwrap();
+        assert!(pin_target(&root, &root.join("dir")).is_ok());
+        // As if /a had been swapped for a symlink after resolve_in_root checked the path.
+        symlink(base.join("outside"), root.join("a")).unwrap();
+        let e = pin_target(&root, &root.join("a/x")).err().expect("escape refused").0;
+        assert!(e.contains("outside the rootfs"), "{e}");
+        // A final symlink is not followed, and not mounted on either.
+        assert!(pin_target(&root, &root.join("a")).is_err());
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

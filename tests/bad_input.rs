@@ -1,0 +1,205 @@
+//! Bad input: one clear error line naming what is wrong, a non-zero exit, and nothing left behind
+//! (no state directory, mount, cgroup or process).
+
+mod common;
+use common::*;
+use serde_json::json;
+
+/// Everything a failed create could have left: the state dir, mounts of the rootfs, cgroups named
+/// after the id, processes still carrying this root on their command line (the cloned init).
+fn leftovers(root: &Root, id: &str, rootfs: &str) -> Vec<String> {
+    let mut out = vec![];
+    if root.path.join(id).exists() {
+        out.push(format!("state dir {}", root.path.join(id).display()));
+    }
+    out.extend(host_mounts_with(rootfs));
+    out.extend(cgroups_named(id).into_iter().map(|p| format!("cgroup {}", p.display())));
+    let me = std::process::id().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == me || !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(&root.path.display().to_string()) {
+            out.push(format!("process {name}"));
+        }
+    }
+    out
+}
+
+/// Create `id` from `b`, expect failure with one stderr line containing every `needle`, and
+/// nothing left behind.
+fn refused(b: &Bundle, id: &str, needles: &[&str]) -> String {
+    let root = Root::new();
+    let bundle = b.write();
+    let out = root.molt(&["create", "--bundle", &bundle, id]);
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "create {id} succeeded");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+    let rootfs = b.config["root"]["path"].as_str().unwrap_or_default().to_string();
+    // The failed init is reaped by the time molt exits; give the kernel a moment to drop its mounts.
+    assert!(wait_until(3, || leftovers(&root, id, &rootfs).is_empty()), "left behind: {:?}", leftovers(&root, id, &rootfs));
+    err
+}
+
+#[test]
+fn missing_or_malformed_config() {
+    require_root!();
+    let b = Bundle::new(&["true"]);
+    let root = Root::new();
+    let bundle = b.dir.display().to_string();
+    let out = root.molt(&["create", "--bundle", &bundle, "nocfg"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("config.json: No such file"), "{}", stderr_of(&out));
+    assert!(!root.path.join("nocfg").exists());
+    for (text, needle) in [
+        ("{\"ociVersion\": ", "not a valid OCI runtime config"),
+        ("{\"ociVersion\": \"1.0.2\", \"process\": \"x\"}", "expected struct Process"),
+        ("[]", "process: missing"),
+    ] {
+        std::fs::write(b.dir.join("config.json"), text).unwrap();
+        let out = root.molt(&["create", "--bundle", &bundle, "bad"]);
+        assert!(!out.status.success());
+        let err = stderr_of(&out);
+        assert!(err.contains(needle) && err.contains("config.json") && err.lines().count() == 1, "{err}");
+        assert!(!root.path.join("bad").exists());
+    }
+    let out = root.molt(&["create", "--bundle", "/nonexistent-bundle", "nob"]);
+    assert!(stderr_of(&out).contains("/nonexistent-bundle"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn bundle_without_rootfs() {
+    require_root!();
+    let mut b = Bundle::new(&["true"]);
+    b.config["root"]["path"] = json!("rootfs");
+    refused(&b, "norootfs", &["root.path", "rootfs", "No such file"]);
+}
+
+#[test]
+fn invalid_unknown_and_duplicate_ids() {
+    require_root!();
+    let root = Root::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    for bad in ["../x", "a/b", ".hidden", ""] {
+        let out = root.molt(&["create", "--bundle", &bundle, bad]);
+        assert!(!out.status.success());
+        assert!(stderr_of(&out).contains("invalid container id"), "{bad:?}: {}", stderr_of(&out));
+    }
+    assert!(!root.path.parent().unwrap().join("x").exists());
+    for cmd in [vec!["start", "ghost"], vec!["state", "ghost"], vec!["kill", "ghost"], vec!["delete", "ghost"], vec!["exec", "ghost", "true"], vec!["pause", "ghost"], vec!["ps", "ghost"]] {
+        let out = root.molt(&cmd);
+        assert!(!out.status.success(), "{cmd:?}");
+        assert_eq!(stderr_of(&out), "molt: container ghost does not exist\n", "{cmd:?}");
+    }
+    root.ok(&["create", "--bundle", &bundle, "dup"]);
+    let pid = root.state("dup")["pid"].clone();
+    let out = root.molt(&["create", "--bundle", &bundle, "dup"]);
+    assert!(!out.status.success());
+    assert_eq!(stderr_of(&out), "molt: container dup already exists\n");
+    // The first one is untouched.
+    assert_eq!(root.state("dup")["status"], "created");
+    assert_eq!(root.state("dup")["pid"], pid);
+}
+
+#[test]
+fn namespaces_the_config_or_kernel_refuses() {
+    require_root!();
+    let mut b = Bundle::new(&["true"]);
+    b.add_namespace(json!({"type": "network", "path": "/proc/self/ns/net"}));
+    refused(&b, "dupns", &["linux.namespaces", "listed twice"]);
+
+    let mut b = Bundle::new(&["true"]);
+    b.remove_namespace("network").add_namespace(json!({"type": "network", "path": "/nonexistent/ns"}));
+    refused(&b, "missingns", &["network namespace path /nonexistent/ns", "No such file"]);
+
+    // A namespace file of another kind: the kernel refuses setns.
+    let mut b = Bundle::new(&["true"]);
+    b.remove_namespace("network").add_namespace(json!({"type": "network", "path": "/proc/self/ns/uts"}));
+    refused(&b, "wrongns", &["setns", "Invalid argument"]);
+
+    // Overlapping uid map ranges: the kernel refuses the uid_map write.
+    let mut b = Bundle::new(&["true"]);
+    b.add_namespace(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 10}, {"containerID": 5, "hostID": 200000, "size": 10}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+    refused(&b, "badmap", &["uid_map", "Invalid argument"]);
+
+    let mut b = Bundle::new(&["true"]);
+    b.add_namespace(json!({"type": "user"}));
+    refused(&b, "nomap", &["uidMappings"]);
+
+    let mut b = Bundle::new(&["true"]);
+    b.remove_namespace("uts");
+    refused(&b, "nouts", &["hostname", "no uts namespace"]);
+}
+
+#[test]
+fn mounts_the_kernel_refuses() {
+    require_root!();
+    // Existing directories of the image as targets, so the shared rootfs gains nothing.
+    let mut b = Bundle::new(&["true"]);
+    b.mount(json!({"destination": "/root", "type": "nosuchfs", "source": "none"}));
+    refused(&b, "badfs", &["/root", "nosuchfs", "No such device"]);
+
+    let mut b = Bundle::new(&["true"]);
+    b.mount(json!({"destination": "/root", "type": "tmpfs", "source": "tmpfs", "options": ["size=lots"]}));
+    refused(&b, "badopt", &["/root", "size=lots", "Invalid argument"]);
+
+    let mut b = Bundle::new(&["true"]);
+    b.mount(json!({"destination": "/root", "type": "bind", "source": "/nonexistent-src", "options": ["bind"]}));
+    refused(&b, "badbind", &["/nonexistent-src", "No such file"]);
+
+    let mut b = Bundle::new(&["true"]);
+    b.mount(json!({"destination": "relative", "type": "tmpfs", "source": "tmpfs"}));
+    refused(&b, "relmnt", &["relative", "absolute"]);
+}
+
+#[test]
+fn executables_that_are_not_there() {
+    require_root!();
+    // The texts engines map to 127 and 126.
+    refused(&Bundle::new(&["nosuchcmd"]), "nocmd", &["exec: \"nosuchcmd\": executable file not found in $PATH"]);
+    refused(&Bundle::new(&["/bin/nosuch"]), "noabs", &["/bin/nosuch", "no such file or directory"]);
+    refused(&Bundle::new(&["/etc/passwd"]), "noexec", &["/etc/passwd", "permission denied"]);
+    let mut b = Bundle::new(&[]);
+    b.config["process"]["args"] = json!([]);
+    refused(&b, "noargs", &["process.args", "must not be empty"]);
+    let mut b = Bundle::new(&["true"]);
+    b.config["process"]["cwd"] = json!("relative");
+    refused(&b, "relcwd", &["process.cwd", "absolute"]);
+    // run reports the same, and the engines' exec path too.
+    let root = Root::new();
+    let out = root.molt(&["run", "--bundle", &Bundle::new(&["nosuchcmd"]).write(), "r"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("executable file not found in $PATH"));
+}
+
+#[test]
+fn host_sysctls_are_refused() {
+    require_root!();
+    let before = std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["sysctl"] = json!({"vm.swappiness": "1"});
+    refused(&b, "hostsysctl", &["vm.swappiness", "change the host"]);
+    assert_eq!(std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap(), before);
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    b.remove_namespace("network");
+    refused(&b, "hostnet", &["net.ipv4.ip_forward", "needs a network namespace"]);
+}
+
+#[test]
+fn a_missing_working_directory_is_created_as_runc_does() {
+    require_root!();
+    let copy = RootfsCopy::new();
+    let mut b = Bundle::new(&["pwd"]);
+    b.config["root"]["path"] = json!(copy.dir);
+    b.config["process"]["cwd"] = json!("/work/here");
+    let root = Root::new();
+    let out = root.molt(&["run", "--bundle", &b.write(), "cwd"]);
+    assert_eq!(stdout_of(&out), "/work/here\n", "{}", stderr_of(&out));
+}

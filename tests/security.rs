@@ -1,0 +1,161 @@
+//! What the container must not get from the runtime: its file descriptors, and a way to write the
+//! runtime's binary through /proc (the CVE-2019-5736 class).
+
+mod common;
+use common::*;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Run `runtime args` with fds 3, 4 and 5 open on /dev/null and inheritable, as an engine that
+/// passes sockets does; only those --preserve-fds names may reach the container.
+fn with_extra_fds(bin: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    // SAFETY: only async-signal-safe calls (open, dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for fd in 3..=5 {
+                let f = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                if f < 0 || (f != fd && libc::dup2(f, fd) < 0) {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    run_to_files(&mut cmd)
+}
+
+#[test]
+fn only_stdio_and_preserved_fds_reach_the_container() {
+    require_root!();
+    let b = Bundle::new(&["ls", "/proc/self/fd"]);
+    let bundle = b.write();
+    let root = Root::new();
+    let r = RuncRoot::new();
+    for (preserve, want) in [("0", "0\n1\n2\n3\n"), ("2", "0\n1\n2\n3\n4\n5\n")] {
+        // ls opens the directory itself: one fd past the last preserved one.
+        let id = unique("fds");
+        let root_s = root.path.display().to_string();
+        let out = with_extra_fds(&molt_bin(), &["--root", &root_s, "run", "--preserve-fds", preserve, "--bundle", &bundle, &id]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        assert_eq!(stdout_of(&out), want, "--preserve-fds {preserve}");
+        if let Some(r) = &r {
+            let rs = r.path.display().to_string();
+            let out = with_extra_fds(&runc_bin().unwrap(), &["--root", &rs, "run", "--preserve-fds", preserve, "--bundle", &bundle, &id]);
+            assert_eq!(stdout_of(&out), want, "runc, --preserve-fds {preserve}: {}", stderr_of(&out));
+        }
+    }
+}
+
+#[test]
+fn no_runtime_fd_in_a_running_container_or_exec() {
+    require_root!();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    let root = Root::new();
+    let root_s = root.path.display().to_string();
+    let out = with_extra_fds(&molt_bin(), &["--root", &root_s, "--log", "/dev/null", "create", "--bundle", &bundle, "f"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    root.ok(&["start", "f"]);
+    let pid = root.state("f")["pid"].as_i64().unwrap();
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2"]);
+    let out = with_extra_fds(&molt_bin(), &["--root", &root_s, "exec", "f", "ls", "/proc/self/fd"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "0\n1\n2\n3\n");
+}
+
+#[test]
+fn the_runtime_binary_cannot_be_reached_through_proc() {
+    require_root!();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let bundle = b.write();
+    let root = Root::new();
+    let before = std::fs::read(molt_bin()).unwrap();
+    root.ok(&["create", "--bundle", &bundle, "cve"]);
+    // While created, the container's init is still molt. A process of the container (here one
+    // started by exec, as an attacker's would be) must not open its /proc/1/exe for anything:
+    // the init is not dumpable, and the container has no CAP_SYS_PTRACE to override that.
+    let probe = "cat /proc/1/exe > /dev/null 2>&1 && echo read || echo no-read; \
+                 (echo x >> /proc/1/exe) 2>/dev/null && echo write || echo no-write; \
+                 readlink /proc/1/exe > /dev/null 2>&1 && echo link || echo no-link";
+    let out = root.ok(&["exec", "cve", "sh", "-c", probe]);
+    assert_eq!(out, "no-read\nno-write\nno-link\n");
+    if let Some(r) = RuncRoot::new() {
+        assert!(r.runc(&["create", "--bundle", &bundle, "cve"]).status.success());
+        // runc protects itself differently: its init runs from a sealed memfd copy, which the
+        // container may read but not write. Both refuse the write.
+        let rout = r.runc(&["exec", "cve", "sh", "-c", probe]);
+        assert_eq!(stdout_of(&rout), "read\nno-write\nlink\n", "runc");
+    }
+    // Once started, /proc/1/exe is the user's program, not molt.
+    root.ok(&["start", "cve"]);
+    assert_eq!(root.ok(&["exec", "cve", "readlink", "/proc/1/exe"]), "/bin/busybox\n");
+    assert!(std::fs::read(molt_bin()).unwrap() == before, "the molt binary changed");
+}
+
+/// A copy of the molt binary for tests that try to overwrite it: if molt failed to protect
+/// itself, the copy is what breaks, not target/debug/molt.
+struct BinaryCopy(std::path::PathBuf);
+
+impl BinaryCopy {
+    fn new() -> BinaryCopy {
+        let p = std::env::temp_dir().join(unique("molt-bin"));
+        std::fs::copy(molt_bin(), &p).unwrap();
+        BinaryCopy(p)
+    }
+}
+
+impl Drop for BinaryCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_ptrace_capable_container_cannot_overwrite_molt() {
+    require_root!();
+    let bin = BinaryCopy::new();
+    let before = std::fs::read(&bin.0).unwrap();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set].as_array_mut().unwrap().push(serde_json::json!("CAP_SYS_PTRACE"));
+    }
+    let bundle = b.write();
+    let root = Root::new();
+    let root_s = root.path.display().to_string();
+    let molt = |args: &[&str]| {
+        let mut cmd = Command::new(&bin.0);
+        cmd.arg("--root").arg(&root_s).args(args);
+        run_to_files(&mut cmd)
+    };
+    assert!(molt(&["create", "--bundle", &bundle, "pt"]).status.success());
+    // The attack of CVE-2019-5736: keep an fd of the init's exe, wait for molt to be gone, write.
+    let out = molt(&["exec", "pt", "readlink", "/proc/1/exe"]);
+    assert_eq!(stdout_of(&out), "/memfd:molt-sealed (deleted)\n", "the init runs from the sealed copy");
+    let out = molt(&["exec", "-d", "pt", "sh", "-c", "exec 3< /proc/1/exe; sleep 1; echo PWNED >> /proc/self/fd/3"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(molt(&["start", "pt"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(std::fs::read(&bin.0).unwrap() == before, "the container overwrote molt's binary");
+    let _ = molt(&["delete", "--force", "pt"]);
+    // An exec asking for CAP_SYS_PTRACE into a created container whose init is molt itself is refused.
+    let plain = Bundle::new(&["sleep", "1000"]);
+    assert!(molt(&["create", "--bundle", &plain.write(), "plain"]).status.success());
+    let pfile = plain.dir.join("p.json");
+    std::fs::write(
+        &pfile,
+        serde_json::to_vec(&serde_json::json!({"cwd": "/", "args": ["true"], "user": {"uid": 0, "gid": 0},
+            "capabilities": {"bounding": ["CAP_SYS_PTRACE"], "effective": ["CAP_SYS_PTRACE"], "permitted": ["CAP_SYS_PTRACE"]}}))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = molt(&["exec", "--process", pfile.to_str().unwrap(), "plain"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("CAP_SYS_PTRACE"), "{}", stderr_of(&out));
+    assert!(molt(&["start", "plain"]).status.success());
+    let out = molt(&["exec", "--process", pfile.to_str().unwrap(), "plain"]);
+    assert!(out.status.success(), "once started it is the user's program: {}", stderr_of(&out));
+}
