@@ -183,7 +183,12 @@ fn iscsi_wrong_target_is_a_clear_error_and_leaves_nothing() {
 #[test]
 fn iscsi_filesystem_type_mismatch_is_a_clear_error_and_leaves_nothing() {
     require_lab!();
-    // The LUN holds ext4 (an earlier test made it); declaring xfs must fail at the mount step.
+    // Make sure the LUN holds ext4, then declare it xfs: the mount step must fail.
+    let root = Root::new();
+    let mut b = Bundle::new(&["true"]);
+    b.config["mounts"].as_array_mut().unwrap().push(iscsi_volume());
+    let out = guest_host().molt(&root, &["run", "--bundle", &b.write(), "mkext4"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
     let v = serde_json::json!({"destination": "/data", "type": "xfs", "source": lab_var("MOLT_LAB_ISCSI_SOURCE"), "options": ["rw"]});
     refused_volume(&guest_host(), v, &["xfs"]);
 }

@@ -98,3 +98,60 @@ fn a_stop_signal_the_app_ignores_ends_in_sigkill_after_the_timeout() {
     assert!(s.answers());
     assert_eq!(s.version(), "version=1.0.1 hostname=app-one");
 }
+
+#[test]
+fn a_crash_in_the_middle_of_a_rollback_is_rolled_back_again_by_resume() {
+    require_root!();
+    let s = Setup::start("crb");
+    let mac = s.mac("crb");
+    assert!(s.ask("APPEND kept").starts_with("OK"));
+    let b = s.bundle("2.0.0", "app-two", &["APP_FAIL=1"]);
+    let dir = b.write();
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", s.net.path.display()))
+        .arg(molt_bin())
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "crb", "--bundle", &dir, "--health", "running:200ms"])
+        .env("MOLT_TEST_CRASH_AT", "rollback:moved");
+    let out = run_to_files(&mut cmd);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "did not crash in the rollback: {}", stderr_of(&out));
+    let out = s.net.molt(&s.root, &["upgrade", "--resume", "crb"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(s.answers());
+    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+    assert_eq!(s.mac("crb"), mac, "the links survived the interrupted rollback");
+    assert_eq!(s.ask("COUNT"), "1");
+    assert_eq!(s.ids(), vec!["crb".to_string()]);
+}
+
+#[test]
+fn delete_force_clears_an_upgrade_that_cannot_be_settled() {
+    require_root!();
+    let s = Setup::start("gone");
+    let b = s.bundle("2.0.0", "app-two", &[]);
+    let dir = b.write();
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", s.net.path.display()))
+        .arg(molt_bin())
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "gone", "--bundle", &dir])
+        .env("MOLT_TEST_CRASH_AT", "move-network:after");
+    let out = run_to_files(&mut cmd);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9));
+    // The operator removed the old bundle: a rollback cannot re-create the old version.
+    std::fs::remove_file(s.v1.dir.join("config.json")).unwrap();
+    let out = s.net.molt(&s.root, &["upgrade", "--resume", "gone"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("re-create the old version"), "{}", stderr_of(&out));
+    let out = s.net.molt(&s.root, &["state", "gone"]);
+    assert!(!out.status.success(), "an unsettled upgrade is reported, not hidden");
+    let out = s.net.molt(&s.root, &["delete", "--force", "gone"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(s.ids().is_empty(), "{:?}", s.ids());
+    assert_eq!(s.root.ok(&["volume", "list", "--format", "json"]).trim(), "[]");
+    let pins = std::fs::read_dir(s.root.path.join(".pins")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pins, 0, "no namespace stays pinned");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!info.contains(s.root.path.to_str().unwrap()), "no mount under the root is left");
+    assert!(!s.root.path.join(".upgrade-gone.json").exists());
+}

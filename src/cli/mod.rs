@@ -178,8 +178,16 @@ pub fn main() -> i32 {
     if let Some(id) = command.container_id() {
         // An upgrade interrupted by a crash is finished or rolled back before anything else.
         if let Err(e) = crate::upgrade::settle(&ctx.root, id) {
-            crate::logging::error(&e.to_string());
-            return 1;
+            // delete --force must still be able to clear everything away.
+            let forced = matches!(&command, Command::Delete(a) if a.force);
+            if !forced {
+                crate::logging::error(&e.to_string());
+                return 1;
+            }
+            crate::logging::warn(&format!("{e}; delete --force abandons the upgrade"));
+            if let Err(e) = crate::upgrade::abandon(&ctx.root, id) {
+                crate::logging::warn(&e.to_string());
+            }
         }
     }
     let res = match command {

@@ -83,6 +83,10 @@ pub struct Record {
     pub old_netns_pin: Option<PathBuf>,
     /// The new container's, pinned so a crash of the new app cannot destroy a moved veth.
     pub new_netns_pin: Option<PathBuf>,
+    /// One per rollback attempt: the re-created old container's namespace, pinned as well so a
+    /// crash in the middle of a rollback cannot destroy the links it already received.
+    #[serde(default)]
+    pub restore_netns_pins: Vec<PathBuf>,
     pub links: Vec<crate::net::LinkIdentity>,
     pub volumes: Vec<String>,
     pub entries: Vec<Entry>,

@@ -208,6 +208,7 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         old_hostname: None,
         old_netns_pin: None,
         new_netns_pin: None,
+        restore_netns_pins: vec![],
         links: vec![],
         volumes: old.state.volumes.clone(),
         entries: vec![],
@@ -487,7 +488,7 @@ fn commit(root: &Path, rec: &Record) -> Result<(), String> {
 }
 
 fn unpin_all(rec: &Record) {
-    for p in [&rec.old_netns_pin, &rec.new_netns_pin].into_iter().flatten() {
+    for p in [&rec.old_netns_pin, &rec.new_netns_pin].into_iter().flatten().chain(&rec.restore_netns_pins) {
         crate::nsutil::unpin(p);
     }
 }
@@ -537,6 +538,13 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         ..CreateOptions::default()
     };
     let mut restored = create(root, &co).map_err(|e| format!("re-create the old version: {e}"))?;
+    if rec.network == NetworkMode::Move {
+        let pin = pins_dir(root).join(format!("{}-restore-net-{}", rec.next_id, rec.restore_netns_pins.len()));
+        run.rec.restore_netns_pins.push(pin.clone());
+        journal::save(root, &run.rec).map_err(|e| e.to_string())?;
+        crate::nsutil::pin(restored.state.pid, "net", &pin)?;
+    }
+    let rec = run.rec.clone();
     let registry = crate::volume::Registry::new(root);
     let mut keys = vec![];
     for m in restored.state.config.mounts().clone().unwrap_or_default() {
@@ -546,24 +554,18 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         keys.push(v.key);
     }
     restored.state.volumes = keys;
-    if rec.network == NetworkMode::Move {
+    if rec.network == NetworkMode::Move && !rec.links.is_empty() {
         let to = crate::init::ns_path(restored.state.pid, "net");
-        // The links are in the new namespace if the move happened, else still in the old one.
-        let sources = [&rec.new_netns_pin, &rec.old_netns_pin];
-        let mut moved = Err("no pinned namespace holds the links".to_string());
-        for src in sources.into_iter().flatten() {
-            let here = crate::net::snapshot(src).map(|l| !l.is_empty()).unwrap_or(false);
-            if here {
-                moved = crate::net::move_links(src, &to, &rec.links).map_err(|e| e.to_string());
-                break;
-            }
-        }
-        if rec.links.is_empty() {
-            moved = Ok(());
-        }
-        moved?;
+        // Wherever the links are now: a restore container of an interrupted rollback (newest
+        // first), the failed new container, or still the old namespace.
+        let mut sources: Vec<&PathBuf> = rec.restore_netns_pins.iter().rev().skip(1).collect();
+        sources.extend([&rec.new_netns_pin, &rec.old_netns_pin].into_iter().flatten());
+        let holder = sources.into_iter().find(|src| crate::net::snapshot(src).map(|l| !l.is_empty()).unwrap_or(false));
+        let src = holder.ok_or("no pinned namespace holds the container's interfaces any more")?;
+        crate::net::move_links(src, &to, &rec.links).map_err(|e| e.to_string())?;
         restored.state.net = old.state.net.take().or_else(|| failed.as_ref().and_then(|f| f.state.net.clone()));
     }
+    journal::maybe_crash(Step::Rollback, "moved");
     if let Some(h) = &rec.old_hostname {
         handover::set_hostname(restored.state.pid, h)?;
     }
@@ -617,6 +619,29 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
     let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None };
     rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false })?;
     Ok("rolled back")
+}
+
+/// `delete --force` when the journal cannot be settled: remove every container and pin the
+/// upgrade made, so that deleting ID afterwards leaves nothing behind.
+pub fn abandon(root: &Path, id: &str) -> Result<(), UpgradeError> {
+    let Some(rec) = journal::load(root, id)? else { return Ok(()) };
+    let mut extra = vec![rec.next_id.clone(), rec.prev_id.clone(), format!("{}.restore", rec.next_id)];
+    extra.retain(|x| x != id);
+    for other in extra {
+        if let Ok(mut c) = Container::load(root, &other) {
+            // Volumes are registered under ID whichever container holds them now; the veth dies
+            // with the namespace it is in once that is unpinned.
+            let registry = crate::volume::Registry::new(root);
+            for key in std::mem::take(&mut c.state.volumes) {
+                registry.release(&key, id).map_err(|e| UpgradeError::Precondition { id: id.into(), reason: format!("release volume {key}: {e}") })?;
+            }
+            c.state.net = None;
+            crate::container::delete::teardown(&mut c, false);
+        }
+    }
+    unpin_all(&rec);
+    journal::remove(root, id);
+    Ok(())
 }
 
 /// Called by every command that touches a container: an interrupted upgrade is settled first.
