@@ -209,7 +209,9 @@ fn features_lists_what_molt_supports() {
     }
     assert!(f["linux"]["capabilities"].as_array().unwrap().iter().any(|c| c == "CAP_SYS_ADMIN"));
     assert!(f["mountOptions"].as_array().unwrap().iter().any(|c| c == "rbind"));
-    assert_eq!(f["linux"]["seccomp"]["enabled"], false, "molt has no seccomp yet and must not claim it");
+    assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+    assert_eq!(f["linux"]["seccomp"]["archs"], serde_json::json!(["SCMP_ARCH_X86_64"]));
+    assert_eq!(f["linux"]["apparmor"]["enabled"], false, "molt has no AppArmor and must not claim it");
 }
 
 #[test]
@@ -439,14 +441,14 @@ fn what_molt_does_not_do_is_said_in_the_log() {
     require_root!();
     let root = Root::new();
     let mut b = Bundle::new(&["true"]);
-    b.config["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"});
+    b.config["process"]["apparmorProfile"] = serde_json::json!("molt-test");
     let bundle = b.write();
     let log = b.dir.join("log.json");
     root.ok(&["--log", log.to_str().unwrap(), "--log-format", "json", "create", "--bundle", &bundle, "sc"]);
     let text = std::fs::read_to_string(&log).unwrap();
     let rec: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(rec["level"], "warning");
-    assert!(rec["msg"].as_str().unwrap().contains("linux.seccomp"), "{text}");
+    assert!(rec["msg"].as_str().unwrap().contains("apparmorProfile"), "{text}");
 }
 
 #[test]

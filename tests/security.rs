@@ -159,3 +159,79 @@ fn a_ptrace_capable_container_cannot_overwrite_molt() {
     let out = molt(&["exec", "--process", pfile.to_str().unwrap(), "plain"]);
     assert!(out.status.success(), "once started it is the user's program: {}", stderr_of(&out));
 }
+
+fn seccomp_profile() -> serde_json::Value {
+    serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}]}
+        ]
+    })
+}
+
+#[test]
+fn seccomp_profiles_as_runc_applies_them() {
+    require_root!();
+    let script = "mkdir /w/d 2>&1 | cut -d: -f2-; chmod 700 /w 2>&1 | cut -d: -f2-; \
+                  kill -USR1 $$ 2>&1 | cut -d: -f2-; kill -0 $$ && echo kill-0-allowed; touch /w/f && echo touch-allowed";
+    for nnp in [true, false] {
+        let mut b = Bundle::new(&["sh", "-c", script]);
+        b.tmpfs("/w");
+        b.config["process"]["noNewPrivileges"] = serde_json::json!(nnp);
+        b.config["linux"]["seccomp"] = seccomp_profile();
+        let c = run_both(&b);
+        c.assert_same(|s| s.to_string());
+        assert_eq!(
+            c.molt_out(),
+            " can't create directory '/w/d': Operation not permitted\n /w: Permission denied\n can't kill pid 1: Operation not permitted\nkill-0-allowed\ntouch-allowed\n",
+            "noNewPrivileges {nnp}"
+        );
+    }
+    // exec'd processes get the container's filter too.
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.tmpfs("/w");
+    b.config["linux"]["seccomp"] = seccomp_profile();
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &b.write(), "sc"]);
+    let out = root.molt(&["exec", "sc", "mkdir", "/w/x"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("Operation not permitted"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_seccomp_profile_molt_cannot_apply_is_a_clear_error() {
+    require_root!();
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"});
+    let root = Root::new();
+    let out = root.molt(&["create", "--bundle", &b.write(), "notify"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("SCMP_ACT_NOTIFY"), "{}", stderr_of(&out));
+    assert!(!root.path.join("notify").exists());
+}
+
+#[test]
+fn an_allow_list_profile_with_a_default_errno() {
+    require_root!();
+    let allowed = [
+        "read", "write", "open", "openat", "close", "stat", "fstat", "lstat", "newfstatat", "statx", "poll", "lseek",
+        "mmap", "mprotect", "munmap", "brk", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "ioctl", "pread64",
+        "readv", "writev", "access", "pipe", "pipe2", "dup", "dup2", "dup3", "getpid", "getppid", "getuid", "geteuid",
+        "getgid", "getegid", "fcntl", "getdents64", "getcwd", "chdir", "execve", "exit", "exit_group", "wait4",
+        "kill", "uname", "arch_prctl", "set_tid_address", "set_robust_list", "rseq", "prlimit64", "getrandom",
+        "clone", "clone3", "fork", "vfork", "futex", "sigaltstack", "getpgrp", "setpgid", "getpgid", "madvise", "capget",
+        "capset", "prctl", "setgroups", "setresuid", "setresgid", "setuid", "setgid", "close_range", "fchown", "readlink",
+        "faccessat", "faccessat2", "sched_yield", "nanosleep", "clock_nanosleep", "sysinfo", "gettid", "tgkill", "fstatfs",
+        "statfs", "epoll_pwait", "epoll_ctl", "epoll_create1", "sched_getaffinity", "mincore", "getrlimit", "setrlimit",
+    ];
+    let mut b = Bundle::new(&["sh", "-c", "echo hi; mkdir /w/x 2>&1 | cut -d: -f2-; echo end"]);
+    b.tmpfs("/w");
+    b.config["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "syscalls": [{"names": allowed.to_vec(), "action": "SCMP_ACT_ALLOW"}]
+    });
+    let c = run_both(&b);
+    c.assert_same(|s| s.to_string());
+    assert_eq!(c.molt_out(), "hi\n can't create directory '/w/x': Function not implemented\nend\n");
+}

@@ -208,9 +208,6 @@ pub fn protect_runtime_binary(bundle: &Path) -> Result<()> {
 fn warn_unsupported(id: &str, spec: &Spec) {
     let linux = spec.linux().clone().unwrap_or_default();
     let mut missing = vec![];
-    if linux.seccomp().is_some() {
-        missing.push("linux.seccomp (no seccomp filter is installed)");
-    }
     if spec.process().as_ref().is_some_and(|p| p.apparmor_profile().is_some()) {
         missing.push("process.apparmorProfile");
     }

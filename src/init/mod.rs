@@ -7,6 +7,8 @@ pub mod channel;
 pub mod console;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
+mod syscalls_x86_64;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -166,7 +168,18 @@ fn prepare_and_exec(
     let args = p.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
     process::set_personality(&plan.spec)?;
+    // Compiled now so a bad profile fails create, not start.
+    let filter = match plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Some((s, seccomp::compile(s)?)),
+        None => None,
+    };
+    let nnp = p.no_new_privileges().unwrap_or(false);
     process::give_stdio_to_user(p)?;
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN, so it goes on before the caps are
+    // dropped (as runc does); with it, as late as possible, just before execve.
+    if let (Some((s, prog)), false) = (&filter, nnp) {
+        seccomp::install(s, prog)?;
+    }
     process::set_user_and_caps(p)?;
     let cwd = p.cwd();
     nix::unistd::chdir(cwd).map_err(|e| InitError::new(format!("process.cwd {}: {}", cwd.display(), e.desc())))?;
@@ -187,7 +200,8 @@ fn prepare_and_exec(
             std::process::exit(1);
         }
     }
-    Err(process::exec(&exe, &args, &env))
+    let late = filter.as_ref().filter(|_| nnp).map(|(s, prog)| (*s, prog));
+    Err(process::exec(&exe, &args, &env, late))
 }
 
 fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {

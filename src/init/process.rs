@@ -298,8 +298,14 @@ pub fn close_fds_on_exec(first: i32) {
     }
 }
 
-/// execve the process; returns only on failure.
-pub fn exec(path: &Path, args: &[String], env: &[String]) -> InitError {
+/// execve the process; returns only on failure. A seccomp filter given here goes on last, so
+/// that only execve itself has to be allowed by it.
+pub fn exec(
+    path: &Path,
+    args: &[String],
+    env: &[String],
+    seccomp: Option<(&oci_spec::runtime::LinuxSeccomp, &super::seccomp::Program)>,
+) -> InitError {
     let c = |s: &[u8]| CString::new(s).unwrap_or_default();
     let cpath = c(path.as_os_str().as_bytes());
     let cargs: Vec<CString> = args.iter().map(|a| c(a.as_bytes())).collect();
@@ -310,6 +316,11 @@ pub fn exec(path: &Path, args: &[String], env: &[String]) -> InitError {
         let _ = nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl);
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    if let Some((s, prog)) = seccomp {
+        if let Err(e) = super::seccomp::install(s, prog) {
+            return e;
+        }
+    }
     match nix::unistd::execve(&cpath, &cargs, &cenv) {
         Err(e) => InitError::new(format!("exec {}: {}", path.display(), e.desc())),
         Ok(never) => match never {},
