@@ -80,7 +80,9 @@ fn bundle_with_all_hooks(h: &Hooks) -> Bundle {
     for kind in KINDS {
         let dir = if kind == "startContainer" { "/hooks" } else { host.as_str() };
         // startContainer runs inside the container: its script is the bind-mounted one.
-        let path = h.recorder(kind, dir, "");
+        // poststart notes whether startContainer (run by the init before its exec) had finished.
+        let extra = if kind == "poststart" { format!("if test -f {host}/startContainer.args; then echo after; else echo before; fi > {host}/order") } else { String::new() };
+        let path = h.recorder(kind, dir, &extra);
         let path = if kind == "startContainer" { Path::new("/hooks").join(path.file_name().unwrap()) } else { path };
         hooks[kind] = json!([hook(&path, json!({}))]);
     }
@@ -136,6 +138,7 @@ fn all_six_kinds_get_the_state_in_the_right_namespace() {
     }
     let status: Vec<&str> = states.iter().map(|s| s["status"].as_str().unwrap()).collect();
     assert_eq!(status, ["creating", "creating", "creating", "created", "running", "stopped"]);
+    assert_eq!(h.read("order").as_deref(), Some("after\n"), "poststart ran before startContainer had finished");
     if let Some(r) = RuncRoot::new() {
         let (rstates, _, _) = lifecycle(&h, &b, &|a| r.runc(a));
         let mut rstatus: Vec<&str> = rstates.iter().map(|s| s["status"].as_str().unwrap()).collect();

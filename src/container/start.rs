@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
+use std::os::unix::fs::MetadataExt;
+
 use super::{Container, Error, Result, Status};
 
 impl Container {
@@ -12,6 +14,7 @@ impl Container {
             return Err(Error::WrongStatus { id: self.state.id.clone(), status, action: "start", wanted: "created" });
         }
         let fifo = self.fifo_path();
+        let init_exe = self.init_exe();
         // Non-blocking: if the init died, there is no reader and open fails with ENXIO instead of hanging.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -23,9 +26,28 @@ impl Container {
         std::fs::remove_file(&fifo).map_err(super::io_err(&fifo))?;
         self.state.status = Status::Running;
         self.save()?;
+        // poststart is "after the user-specified process is executed": wait until the init has
+        // run its startContainer hooks and exec'd (or died).
+        self.wait_for_exec(init_exe);
         let hooks = crate::init::hooks_of(&self.state.config, |h| h.poststart().clone());
         // The spec: a failing poststart hook is logged and the lifecycle continues.
         crate::hooks::run_all_logged("poststart", &hooks, &self.oci_state(Status::Running).to_string());
         Ok(())
+    }
+}
+
+impl Container {
+    /// Which binary the init runs now (molt's, or its sealed copy), by device and inode.
+    fn init_exe(&self) -> Option<(u64, u64)> {
+        std::fs::metadata(format!("/proc/{}/exe", self.state.pid)).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    fn wait_for_exec(&self, before: Option<(u64, u64)>) {
+        while before.is_some()
+            && super::process_is(self.state.pid, self.state.pid_start_time)
+            && self.init_exe() == before
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
