@@ -30,8 +30,9 @@ fn create_start_state_kill_delete() {
     assert_eq!(st["pid"].as_i64().unwrap().to_string(), pid);
     root.ok(&["start", "c1"]);
     assert_eq!(root.state("c1")["status"], "running");
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-    assert_eq!(comm.trim(), "sleep");
+    // start returns once the init is released; its execve follows right after (as with runc).
+    let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert!(wait_until(5, || comm().trim() == "sleep"), "the container process is {:?}", comm());
     root.ok(&["kill", "c1", "KILL"]);
     assert!(wait_until(5, || root.state("c1")["status"] == "stopped"));
     assert_eq!(root.state("c1")["pid"], 0);

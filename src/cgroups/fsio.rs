@@ -59,15 +59,17 @@ pub(crate) fn rmdir(path: &Path) -> Result<(), CgroupError> {
     }
 }
 
-/// Exiting tasks keep a cgroup busy for a moment after kill(2) returns, so EBUSY is retried
-/// with a doubling pause (about half a second in all) before it is reported.
+/// Exiting tasks keep a cgroup busy for a moment after kill(2) returns (until their parent has
+/// reaped them), so EBUSY is retried for up to a second in short steps: a doubling pause made
+/// `delete` wait up to twice as long as the cgroup actually stayed busy.
 pub(crate) fn rmdir_retrying(path: &Path) -> Result<(), CgroupError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
     let mut pause = Duration::from_millis(1);
     loop {
         match rmdir(path) {
-            Err(e) if e.errno() == Some(Errno::EBUSY) && pause < Duration::from_millis(512) => {
+            Err(e) if e.errno() == Some(Errno::EBUSY) && std::time::Instant::now() < deadline => {
                 sleep(pause);
-                pause *= 2;
+                pause = (pause * 2).min(Duration::from_millis(4));
             }
             other => return other,
         }
