@@ -11,6 +11,7 @@ use super::{Container, Error, Result, Status};
 use crate::init::channel::{Channel, Msg};
 use crate::init::{self, InitPlan};
 
+#[derive(Default)]
 pub struct ExecOptions {
     pub process: Process,
     pub console_socket: Option<PathBuf>,

@@ -463,7 +463,7 @@ fn exec_probe(c: &Container, args: &[String]) -> Result<(), String> {
     p.set_args(Some(args.to_vec()));
     p.set_terminal(Some(false));
     let pid = c
-        .exec(crate::container::exec::ExecOptions { process: p, console_socket: None, pid_file: None, preserve_fds: 0 })
+        .exec(crate::container::exec::ExecOptions { process: p, ..Default::default() })
         .map_err(|e| e.to_string())?;
     match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
         Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
