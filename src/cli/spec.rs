@@ -16,6 +16,6 @@ pub fn run(a: Args) -> CmdResult {
     if path.exists() {
         return Err(format!("File {} exists. Remove it first", path.display()).into());
     }
-    std::fs::write(&path, crate::spec::DEFAULT_CONFIG).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(&path, crate::spec::default_config()).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(0)
 }

@@ -29,7 +29,23 @@ pub fn mount_cgroups(target: &Path, flags: MsFlags, own: &[Membership]) -> Resul
     let err = |what: &str, e: nix::errno::Errno| InitError::new(format!("mount {what} on {}: {}", target.display(), e.desc()));
     let hier = crate::cgroups::read_mounts().map_err(|e| InitError::new(format!("cgroup mount on {}: {e}", target.display())))?;
     if hier.iter().all(|m| m.version == Version::V2) {
-        return mount(Some("cgroup2"), target, Some("cgroup2"), flags, None::<&str>).map_err(|e| err("cgroup2", e));
+        // Source "cgroup", as runc mounts it (mountinfo shows it).
+        return match mount(Some("cgroup"), target, Some("cgroup2"), flags, None::<&str>) {
+            // A new user namespace without a cgroup namespace of its own may not mount cgroup2:
+            // bind our own cgroup directory instead, as runc does.
+            Err(nix::errno::Errno::EPERM) => {
+                let dir = hier.first().and_then(|m| own_dir(m, own)).ok_or_else(|| {
+                    InitError::new(format!("cgroup mount on {}: our own cgroup2 directory is unknown", target.display()))
+                })?;
+                mount(Some(&dir), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                    .map_err(|e| err(&format!("bind {}", dir.display()), e))?;
+                if flags.contains(MsFlags::MS_RDONLY) {
+                    super::rootfs::remount_readonly(target)?;
+                }
+                Ok(())
+            }
+            r => r.map_err(|e| err("cgroup2", e)),
+        };
     }
     // The tmpfs stays writable, as runc leaves it; the hierarchies in it are read-only as asked.
     mount(Some("tmpfs"), target, Some("tmpfs"), flags & !MsFlags::MS_RDONLY, Some("mode=755"))

@@ -301,6 +301,12 @@ fn set_time_offsets(spec: &Spec) -> Result<(), InitError> {
         std::fs::write("/proc/self/timens_offsets", &text)
             .map_err(|e| InitError::new(format!("linux.timeOffsets: write /proc/self/timens_offsets: {e}")))?;
     }
+    // unshare only prepares the namespace for children; kernels before 6.x do not move the
+    // caller in at execve either. Entering it here works on every kernel with time namespaces.
+    let ns = std::fs::File::open("/proc/self/ns/time_for_children")
+        .map_err(|e| InitError::new(format!("open /proc/self/ns/time_for_children: {e}")))?;
+    setns(&ns, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+        .map_err(|e| InitError::new(format!("enter the new time namespace: {}", e.desc())))?;
     Ok(())
 }
 

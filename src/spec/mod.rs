@@ -11,3 +11,21 @@ pub fn has_namespace(spec: &Spec, typ: LinuxNamespaceType, created_only: bool) -
         .and_then(|l| l.namespaces().as_ref())
         .is_some_and(|list| list.iter().any(|n| n.typ() == typ && (!created_only || n.path().is_none())))
 }
+
+/// What `molt spec` writes: on a pure cgroup v2 host runc adds a cgroup namespace, and so do we.
+pub fn default_config() -> String {
+    let v2 = matches!(crate::cgroups::detect_layout(), Ok(crate::cgroups::Layout::V2));
+    if !v2 {
+        return DEFAULT_CONFIG.to_string();
+    }
+    let mount_ns = "{\n\t\t\t\t\"type\": \"mount\"\n\t\t\t}";
+    DEFAULT_CONFIG.replacen(mount_ns, &format!("{mount_ns},\n\t\t\t{{\n\t\t\t\t\"type\": \"cgroup\"\n\t\t\t}}"), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_mount_namespace_entry_is_where_v2_inserts_the_cgroup_one() {
+        assert!(super::DEFAULT_CONFIG.contains("{\n\t\t\t\t\"type\": \"mount\"\n\t\t\t}"));
+    }
+}
