@@ -272,7 +272,8 @@ fn an_init_whose_create_was_killed_goes_away_and_delete_cleans_up() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_until(5, || h.read("hook.pid").is_some()));
+    // The file exists before the hook's echo fills it: wait for the number itself.
+    assert!(wait_until(10, || h.read("hook.pid").is_some_and(|p| !p.trim().is_empty())));
     let hook_pid: i32 = h.read("hook.pid").unwrap().trim().parse().unwrap();
     let init = root.state("killed")["pid"].as_i64().unwrap();
     create.kill().unwrap();
