@@ -123,6 +123,7 @@ fn a_ptrace_capable_container_cannot_overwrite_molt() {
     for set in ["bounding", "effective", "permitted"] {
         b.config["process"]["capabilities"][set].as_array_mut().unwrap().push(serde_json::json!("CAP_SYS_PTRACE"));
     }
+    b.tmpfs("/w");
     let bundle = b.write();
     let root = Root::new();
     let root_s = root.path.display().to_string();
@@ -135,11 +136,15 @@ fn a_ptrace_capable_container_cannot_overwrite_molt() {
     // The attack of CVE-2019-5736: keep an fd of the init's exe, wait for molt to be gone, write.
     let out = molt(&["exec", "pt", "readlink", "/proc/1/exe"]);
     assert_eq!(stdout_of(&out), "/memfd:molt-sealed (deleted)\n", "the init runs from the sealed copy");
-    let out = molt(&["exec", "-d", "pt", "sh", "-c", "exec 3< /proc/1/exe; sleep 1; echo PWNED >> /proc/self/fd/3"]);
+    let attack = "exec 3< /proc/1/exe; echo held > /w/held; while [ ! -e /w/go ]; do sleep 0.1; done; \
+                  echo PWNED >> /proc/self/fd/3; echo tried > /w/tried";
+    let out = molt(&["exec", "-d", "pt", "sh", "-c", attack]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let exists = |f: &str| molt(&["exec", "pt", "test", "-e", f]).status.success();
+    assert!(wait_until(30, || exists("/w/held")), "the attacker never got hold of /proc/1/exe");
     assert!(molt(&["start", "pt"]).status.success());
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(molt(&["exec", "pt", "touch", "/w/go"]).status.success());
+    assert!(wait_until(30, || exists("/w/tried")), "the attacker never tried to write");
     assert!(std::fs::read(&bin.0).unwrap() == before, "the container overwrote molt's binary");
     let _ = molt(&["delete", "--force", "pt"]);
     // An exec asking for CAP_SYS_PTRACE into a created container whose init is molt itself is refused.

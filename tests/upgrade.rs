@@ -58,7 +58,7 @@ fn no_rollback_leaves_the_failure_for_resume_to_undo() {
     let s = Setup::start("nrb");
     let b = s.bundle("2.0.0", "app-two", &["APP_FAIL=1"]);
     let dir = b.write();
-    let out = s.net.molt(&s.root, &["upgrade", "nrb", "--bundle", &dir, "--health", "running:300ms", "--no-rollback"]);
+    let out = s.net.molt(&s.root, &["upgrade", "nrb", "--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s", "--no-rollback"]);
     assert!(!out.status.success());
     assert!(stderr_of(&out).contains("--no-rollback"), "{}", stderr_of(&out));
     assert!(s.root.path.join(".upgrade-nrb.json").exists(), "the journal is kept");
@@ -110,7 +110,7 @@ fn a_crash_in_the_middle_of_a_rollback_is_rolled_back_again_by_resume() {
     let mut cmd = std::process::Command::new("nsenter");
     cmd.arg(format!("--net={}", s.net.path.display()))
         .arg(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "crb", "--bundle", &dir, "--health", "running:200ms"])
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "crb", "--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s"])
         .env("MOLT_TEST_CRASH_AT", "rollback:moved");
     let out = run_to_files(&mut cmd);
     use std::os::unix::process::ExitStatusExt;
