@@ -143,7 +143,7 @@ impl Setup {
         assert!(out.status.success(), "run v1: {}", stderr_of(&out));
         // The bridge exists now (molt made it); give the test host an address on it.
         net.ip(&["addr", "add", &format!("{GW}/24"), "dev", &net.bridge]);
-        let ok = net.client(|| wait_until(10, || request("VERSION").is_ok()));
+        let ok = net.client(|| wait_until(30, || request("VERSION").is_ok()));
         assert!(ok, "v1 never answered on {IP}:8080");
         Setup { id: id.to_string(), root, net, img_dir, volume, env, v1 }
     }
@@ -207,26 +207,29 @@ pub fn scenario_upgrade_keeps_identity_and_records(s: &Setup) {
     let old_pid = s.root.state(id)["pid"].as_i64().unwrap();
 
     // A writer keeps appending through the upgrade; it remembers what was acknowledged.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let acks = std::sync::Arc::new(AtomicUsize::new(0));
+    let (stop2, acks2) = (stop.clone(), acks.clone());
     let path = s.net.path.clone();
     let writer = std::thread::spawn(move || {
         let ns = std::fs::File::open(&path).unwrap();
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let mut acked = vec![];
         let mut i = 0;
-        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+        while !stop2.load(Ordering::SeqCst) {
             i += 1;
             if let Ok(r) = request(&format!("APPEND rec-{i}")) {
                 if r.starts_with("OK") {
                     acked.push(format!("rec-{i}"));
+                    acks2.store(acked.len(), Ordering::SeqCst);
                 }
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         acked
     });
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_until(60, || acks.load(Ordering::SeqCst) >= 5), "the old version acknowledged no writes");
 
     let v2 = s.bundle("2.0.0", "app-two", &[]);
     let mut c2 = v2.config.clone();
@@ -240,10 +243,11 @@ pub fn scenario_upgrade_keeps_identity_and_records(s: &Setup) {
     assert_eq!(steps, ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"]);
     assert!(report["unavailable_ms"].as_u64().is_some());
 
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The writer goes on through the new version before it stops.
+    let after = acks.load(Ordering::SeqCst);
+    assert!(wait_until(60, || acks.load(Ordering::SeqCst) >= after + 5), "the new version acknowledged no writes");
+    stop.store(true, Ordering::SeqCst);
     let acked = writer.join().unwrap();
-    assert!(acked.len() > 5, "the writer got only {} acknowledgements", acked.len());
 
     assert_eq!(s.version(), "version=2.0.0 hostname=app-one", "same IP, new version, old hostname");
     assert_eq!(s.mac(id), mac_before, "the MAC moved with the veth");
