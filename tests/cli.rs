@@ -490,12 +490,24 @@ fn with_stdin(bin: &std::path::Path, args: &[&str], input: &str) -> std::process
 #[test]
 fn update_changes_limits_from_stdin_file_and_flags() {
     require_root!();
-    let b = Bundle::new(&["sleep", "1000"]);
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    // Pure cgroup v2 (the VM lab): the container's own cgroup is seen through a cgroup namespace,
+    // and cpu shares are written as cpu.weight (1 + (shares - 2) * 9999 / 262142, runc's formula).
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let files: &[&str] = if v2 {
+        b.add_namespace(serde_json::json!({"type": "cgroup"}));
+        &["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/cpu.weight"]
+    } else {
+        &["/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/cpu/cpu.shares"]
+    };
+    let shares = |s: u64| if v2 { if s == 1024 { 100 } else { 1 + (s - 2) * 9999 / 262142 } } else { s };
     let bundle = b.write();
     let root = Root::new();
     root.ok(&["run", "-d", "--bundle", &bundle, "up"]);
     let limits = |run: &dyn Fn(&[&str]) -> std::process::Output| {
-        stdout_of(&run(&["exec", "up", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/cpu/cpu.shares"]))
+        let mut args = vec!["exec", "up", "cat"];
+        args.extend(files);
+        stdout_of(&run(&args))
     };
     let r = RuncRoot::new();
     if let Some(r) = &r {
@@ -506,7 +518,7 @@ fn update_changes_limits_from_stdin_file_and_flags() {
     // The forms engines use: --resources - (go-runc >= 1.1 sends --resources=-) and a file.
     let out = with_stdin(&molt_bin(), &["--root", &root_s, "update", "--resources=-", "up"], json);
     assert!(out.status.success() && out.stdout.is_empty(), "{}", stderr_of(&out));
-    assert_eq!(limits(&|a| root.molt(a)), "33554432\n50\n1024\n");
+    assert_eq!(limits(&|a| root.molt(a)), format!("33554432\n50\n{}\n", shares(1024)));
     if let Some(r) = &r {
         let rs = r.path.display().to_string();
         assert!(with_stdin(&runc_bin().unwrap(), &["--root", &rs, "update", "--resources", "-", "up"], json).status.success());
@@ -515,9 +527,9 @@ fn update_changes_limits_from_stdin_file_and_flags() {
     let file = b.dir.join("res.json");
     std::fs::write(&file, r#"{"cpu": {"shares": 300}}"#).unwrap();
     root.ok(&["update", "-r", file.to_str().unwrap(), "up"]);
-    assert_eq!(limits(&|a| root.molt(a)), "33554432\n50\n300\n");
+    assert_eq!(limits(&|a| root.molt(a)), format!("33554432\n50\n{}\n", shares(300)));
     root.ok(&["update", "--memory", "48m", "--pids-limit", "60", "--cpu-share", "700", "up"]);
-    assert_eq!(limits(&|a| root.molt(a)), format!("{}\n60\n700\n", 48 << 20));
+    assert_eq!(limits(&|a| root.molt(a)), format!("{}\n60\n{}\n", 48 << 20, shares(700)));
     if let Some(r) = &r {
         assert!(r.runc(&["update", "--memory", "48m", "--pids-limit", "60", "--cpu-share", "700", "up"]).status.success());
         assert_eq!(limits(&|a| r.runc(a)), limits(&|a| root.molt(a)), "after flags, runc vs molt");

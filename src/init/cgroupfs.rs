@@ -24,7 +24,8 @@ pub fn own_dir(m: &Mount, own: &[Membership]) -> Option<PathBuf> {
     Some(m.mount_point.join(rel.trim_start_matches('/')))
 }
 
-pub fn mount_cgroups(target: &Path, flags: MsFlags, own: &[Membership]) -> Result<(), InitError> {
+/// `cgroupns`: the config asks for a cgroup namespace (decides what a refused cgroup2 mount binds).
+pub fn mount_cgroups(target: &Path, flags: MsFlags, own: &[Membership], cgroupns: bool) -> Result<(), InitError> {
     let flags = flags & !MsFlags::MS_REMOUNT;
     let err = |what: &str, e: nix::errno::Errno| InitError::new(format!("mount {what} on {}: {}", target.display(), e.desc()));
     let hier = crate::cgroups::read_mounts().map_err(|e| InitError::new(format!("cgroup mount on {}: {e}", target.display())))?;
@@ -32,11 +33,17 @@ pub fn mount_cgroups(target: &Path, flags: MsFlags, own: &[Membership]) -> Resul
         // Source "cgroup", as runc mounts it (mountinfo shows it).
         return match mount(Some("cgroup"), target, Some("cgroup2"), flags, None::<&str>) {
             // A new user namespace without a cgroup namespace of its own may not mount cgroup2:
-            // bind our own cgroup directory instead, as runc does.
-            Err(nix::errno::Errno::EPERM) => {
-                let dir = hier.first().and_then(|m| own_dir(m, own)).ok_or_else(|| {
-                    InitError::new(format!("cgroup mount on {}: our own cgroup2 directory is unknown", target.display()))
-                })?;
+            // bind instead, as runc does: the whole hierarchy, or, when a cgroup namespace was
+            // asked for, our own directory (what that namespace would have shown).
+            Err(nix::errno::Errno::EPERM | nix::errno::Errno::EBUSY) => {
+                let v2 = hier.first().ok_or_else(|| InitError::new(format!("cgroup mount on {}: no cgroup2 hierarchy", target.display())))?;
+                let dir = if cgroupns {
+                    own_dir(v2, own).ok_or_else(|| {
+                        InitError::new(format!("cgroup mount on {}: our own cgroup2 directory is unknown", target.display()))
+                    })?
+                } else {
+                    v2.mount_point.clone()
+                };
                 mount(Some(&dir), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
                     .map_err(|e| err(&format!("bind {}", dir.display()), e))?;
                 if flags.contains(MsFlags::MS_RDONLY) {

@@ -274,7 +274,10 @@ fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<Option<PathBuf>, InitError>
     let existing_mode = fs::metadata(&target).ok().map(|m| m.permissions().mode() & 0o7777);
     fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
     if typ == "cgroup" {
-        super::cgroupfs::mount_cgroups(&target, opts.flags, plan.own_cgroups)?;
+        let cgroupns = plan.spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|ns| {
+            ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup)
+        });
+        super::cgroupfs::mount_cgroups(&target, opts.flags, plan.own_cgroups, cgroupns)?;
         return Ok(None);
     }
     let data = opts.data.join(",");
