@@ -60,10 +60,11 @@ pub(crate) fn rmdir(path: &Path) -> Result<(), CgroupError> {
 }
 
 /// Exiting tasks keep a cgroup busy for a moment after kill(2) returns (until their parent has
-/// reaped them), so EBUSY is retried for up to a second in short steps: a doubling pause made
-/// `delete` wait up to twice as long as the cgroup actually stayed busy.
+/// reaped them), so EBUSY is retried in short steps (a doubling pause made `delete` wait up to
+/// twice as long as the cgroup actually stayed busy), for up to five seconds: a loaded or
+/// emulated machine can take seconds to reap.
 pub(crate) fn rmdir_retrying(path: &Path) -> Result<(), CgroupError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let mut pause = Duration::from_millis(1);
     loop {
         match rmdir(path) {
