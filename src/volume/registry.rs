@@ -589,14 +589,20 @@ impl Registry {
     }
 
     /// A staging mount without a record (a crash between mount and record, or a record deleted
-    /// by hand): unmount it and remove the directory. A loop device under it frees itself
-    /// (autoclear); an iSCSI session cannot be named without the record and is reported.
+    /// by hand): unmount it and remove the directory. A loop device under it is released (its
+    /// autoclear may run after the unmount returns: waited for, then cleared); an iSCSI session
+    /// cannot be named without the record and is reported.
     fn take_down_unrecorded(&self, key: &str) -> Result<Vec<String>, VolumeError> {
         let staging = self.staging_path(key);
         let mut done = Vec::new();
         if let Some(m) = sys::mount_at(&staging).map_err(|e| VolumeError::io(key, "read mountinfo", "/proc/self/mountinfo", e))? {
+            let bound = m.source.strip_prefix("/dev/loop").and_then(|n| n.parse::<u32>().ok()).and_then(|n| Some((n, super::loopdev::backing_file(n)?)));
             sys::unmount(&staging).map_err(|e| VolumeError::sys(key, format!("unmount {}", staging.display()), e))?;
             done.push(format!("{key}: unmounted {} ({} from {}) that had no record", staging.display(), m.fstype, m.source));
+            if let Some((n, image)) = bound {
+                super::loopdev::release(n, &image).map_err(|e| VolumeError::sys(key, format!("loop: {}", e.step), e.errno))?;
+                done.push(format!("{key}: released /dev/loop{n} ({})", image.display()));
+            }
         }
         self.remove_dir(key)?;
         done.push(format!("{key}: removed directory without a record"));
