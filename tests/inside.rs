@@ -568,3 +568,57 @@ fn personality_linux32() {
     let out = root.molt(&["run", "--bundle", &b.write(), "p32"]);
     assert_eq!(stdout_of(&out), "i686\n", "{}", stderr_of(&out));
 }
+
+#[test]
+fn signals_the_caller_ignores_are_default_in_the_container() {
+    require_root!();
+    use std::os::unix::process::CommandExt;
+    // As under nohup or `trap '' TERM`: an ignored disposition survives execve unless reset.
+    fn ignoring(bin: &std::path::Path, args: &[&str]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args);
+        // SAFETY: only signal(2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        run_to_files(&mut cmd)
+    }
+    let b = Bundle::new(&["grep", "SigIgn", "/proc/self/status"]);
+    let bundle = b.write();
+    let root = Root::new();
+    let root_s = root.path.display().to_string();
+    let out = ignoring(&molt_bin(), &["--root", &root_s, "run", "--bundle", &bundle, "sig"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "SigIgn:\t0000000000000000\n");
+    if let (Some(r), Some(bin)) = (RuncRoot::new(), runc_bin()) {
+        let rs = r.path.display().to_string();
+        let out = ignoring(&bin, &["--root", &rs, "run", "--bundle", &bundle, "sig"]);
+        // runc resets SIGHUP and SIGTERM too (it leaves glibc's reserved signal 32 as it found it).
+        let mask = u64::from_str_radix(stdout_of(&out).trim().trim_start_matches("SigIgn:\t"), 16).unwrap_or(u64::MAX);
+        assert_eq!(mask & 0x4001, 0, "runc: {} {}", stdout_of(&out), stderr_of(&out));
+    }
+    // exec too.
+    let b = Bundle::new(&["sleep", "1000"]);
+    root.ok(&["run", "-d", "--bundle", &b.write(), "sig2"]);
+    let out = ignoring(&molt_bin(), &["--root", &root_s, "exec", "sig2", "grep", "SigIgn", "/proc/self/status"]);
+    assert_eq!(stdout_of(&out), "SigIgn:\t0000000000000000\n", "{}", stderr_of(&out));
+}
+
+#[test]
+fn tmpcopyup_starts_a_tmpfs_with_the_directory_it_covers() {
+    require_root!();
+    // podman's --tmpfs and --read-only send tmpcopyup; runc copies the image's directory in.
+    let mut b = Bundle::new(&["sh", "-c", "ls -lnR /etc | cut -c1-10,15-; touch /etc/new && echo writable; grep -c ' /etc tmpfs' /proc/mounts"]);
+    b.config["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/etc", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "tmpcopyup", "size=1m"]
+    }));
+    let c = run_both(&b);
+    c.assert_same(same);
+    let out = c.molt_out();
+    assert!(out.contains("passwd") && out.contains("writable\n1\n"), "{out}");
+    assert!(!rootfs().join("etc/new").exists(), "the image was written");
+}

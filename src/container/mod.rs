@@ -30,7 +30,8 @@ pub enum Error {
     NotFound(String),
     #[error("container {id} is {status}, {action} needs it {wanted}")]
     WrongStatus { id: String, status: Status, action: &'static str, wanted: &'static str },
-    #[error("container {0} is not running")]
+    /// containerd and docker key on the words "container not running" (runc's ErrNotRunning).
+    #[error("cannot signal {0}: container not running")]
     NotRunning(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },

@@ -5,6 +5,7 @@
 pub mod cgroupfs;
 pub mod channel;
 pub mod console;
+mod copyup;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability as Cap, CapsHashSet};
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use oci_spec::runtime::{LinuxCapabilities, PosixRlimitType, Process};
 
 use super::InitError;
@@ -310,10 +310,24 @@ pub fn exec(
     let cpath = c(path.as_os_str().as_bytes());
     let cargs: Vec<CString> = args.iter().map(|a| c(a.as_bytes())).collect();
     let cenv: Vec<CString> = env.iter().map(|a| c(a.as_bytes())).collect();
-    // Rust ignores SIGPIPE, and an ignored signal stays ignored across execve.
-    // SAFETY: resetting a disposition to default is async-signal-safe and has no Rust-side state.
-    unsafe {
-        let _ = nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    // An ignored signal stays ignored across execve: Rust ignores SIGPIPE, and a caller started
+    // under nohup (or `trap '' TERM`) ignores more. The container starts with every disposition
+    // at its default, as under runc.
+    // The raw system call, since glibc's signal() refuses the two real-time signals it reserves.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction with a valid struct of the kernel's layout and size 8 mask;
+            // resetting a disposition to default has no Rust-side state.
+            unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, std::ptr::null_mut::<KernelSigaction>(), 8usize) };
+        }
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     if let Some((s, prog)) = seccomp {

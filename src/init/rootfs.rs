@@ -22,10 +22,12 @@ pub struct MountOptions {
     pub data: Vec<String>,
     pub bind: bool,
     pub recursive: bool,
+    /// tmpfs only: start with a copy of the directory it covers.
+    pub tmpcopyup: bool,
 }
 
 pub fn parse_options(options: &[String]) -> MountOptions {
-    let mut o = MountOptions { flags: MsFlags::empty(), propagation: vec![], data: vec![], bind: false, recursive: false };
+    let mut o = MountOptions { flags: MsFlags::empty(), propagation: vec![], data: vec![], bind: false, recursive: false, tmpcopyup: false };
     for opt in options {
         let (set, clear) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
@@ -64,6 +66,10 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
             | "runbindable" => {
                 o.propagation.push(propagation_flag(opt).unwrap_or(MsFlags::MS_PRIVATE));
+                continue;
+            }
+            "tmpcopyup" => {
+                o.tmpcopyup = true;
                 continue;
             }
             // Options handled elsewhere (volumes, idmapped mounts we do not do) never reach mount(2).
@@ -287,6 +293,7 @@ fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<Option<PathBuf>, InitError>
     if delay_readonly {
         flags.remove(MsFlags::MS_RDONLY);
     }
+    let covered = if typ == "tmpfs" && opts.tmpcopyup { super::copyup::open_covered(&target)? } else { None };
     let pinned = pin_target(plan.rootfs, &target)?;
     // mqueue and sysfs refuse some flags in user namespaces; runc retries sysfs as a bind.
     let res = do_mount(Some(&source), &pinned.path, Some(&typ), flags, (!data.is_empty()).then_some(data.as_str()))
@@ -303,6 +310,9 @@ fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<Option<PathBuf>, InitError>
     if let (true, Some(mode), false) = (typ == "tmpfs", existing_mode, opts.data.iter().any(|d| d.starts_with("mode="))) {
         fs::set_permissions(&target, fs::Permissions::from_mode(mode))
             .map_err(|e| InitError::new(format!("chmod {}: {e}", target.display())))?;
+    }
+    if let Some(dir) = covered {
+        super::copyup::copy_tree(&dir, &target)?;
     }
     for p in &opts.propagation {
         do_mount(None, &target, None, *p, None)?;
