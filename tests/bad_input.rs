@@ -42,7 +42,7 @@ fn refused(b: &Bundle, id: &str, needles: &[&str]) -> String {
     }
     let rootfs = b.config["root"]["path"].as_str().unwrap_or_default().to_string();
     // The failed init is reaped by the time molt exits; give the kernel a moment to drop its mounts.
-    assert!(wait_until(3, || leftovers(&root, id, &rootfs).is_empty()), "left behind: {:?}", leftovers(&root, id, &rootfs));
+    assert!(wait_until(30, || leftovers(&root, id, &rootfs).is_empty()), "left behind: {:?}", leftovers(&root, id, &rootfs));
     err
 }
 

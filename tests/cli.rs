@@ -46,7 +46,7 @@ fn a_process_that_exits_by_itself_is_stopped() {
     let bundle = b.write();
     root.ok(&["create", "--bundle", &bundle, "ex"]);
     root.ok(&["start", "ex"]);
-    assert!(wait_until(5, || root.state("ex")["status"] == "stopped"), "{}", root.state("ex"));
+    assert!(wait_until(30, || root.state("ex")["status"] == "stopped"), "{}", root.state("ex"));
     assert_eq!(root.state("ex")["pid"], 0);
     // Stopped containers are deleted without --force; their cgroup goes with them.
     root.ok(&["delete", "ex"]);
@@ -66,7 +66,7 @@ fn a_process_killed_from_outside_is_stopped() {
     let pid = st["pid"].as_i64().unwrap() as i32;
     // SAFETY: kill(2) on the pid molt reported for our own container.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    assert!(wait_until(5, || root.state("out")["status"] == "stopped"));
+    assert!(wait_until(30, || root.state("out")["status"] == "stopped"));
     let out = root.molt(&["kill", "out", "TERM"]);
     assert!(!out.status.success(), "kill of a stopped container fails");
     // containerd maps exactly these words to "not found" (a stop racing the container's exit).
@@ -87,11 +87,11 @@ fn kill_accepts_names_numbers_and_all() {
         let out = root.molt(&["exec", "k", "cat", "/w/log"]);
         stdout_of(&out)
     };
-    assert!(wait_until(5, || log().contains("ready")));
+    assert!(wait_until(30, || log().contains("ready")));
     root.ok(&["kill", "k", "SIGUSR1"]);
-    assert!(wait_until(5, || log().contains("usr1")), "{}", log());
+    assert!(wait_until(30, || log().contains("usr1")), "{}", log());
     root.ok(&["kill", "k", "1"]);
-    assert!(wait_until(5, || log().contains("hup")), "{}", log());
+    assert!(wait_until(30, || log().contains("hup")), "{}", log());
     root.ok(&["kill", "k", "0"]);
     assert!(!root.molt(&["kill", "k", "SIGNOPE"]).status.success());
     // A second process in the container, then --all takes both down.
@@ -103,10 +103,10 @@ fn kill_accepts_names_numbers_and_all() {
     let ps = || serde_json::from_str::<Vec<i64>>(&root.ok(&["ps", "-f", "json", "k"])).unwrap();
     assert!(ps().contains(&epid));
     root.ok(&["kill", "--all", "k", "term"]);
-    assert!(wait_until(5, || !ps().contains(&epid)), "{:?}", ps());
+    assert!(wait_until(30, || !ps().contains(&epid)), "{:?}", ps());
     assert!(ps().contains(&pid));
     root.ok(&["kill", "--all", "k", "9"]);
-    assert!(wait_until(5, || root.state("k")["status"] == "stopped"));
+    assert!(wait_until(30, || root.state("k")["status"] == "stopped"));
     assert!(!std::path::Path::new(&format!("/proc/{pid}/comm")).exists() || root.state("k")["pid"] == 0);
     root.ok(&["delete", "k"]);
 }
@@ -121,7 +121,7 @@ fn delete_and_delete_force() {
     root.ok(&["create", "--bundle", &bundle, "c"]);
     let pid = root.state("c")["pid"].as_i64().unwrap();
     root.ok(&["delete", "c"]);
-    assert!(wait_until(5, || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    assert!(wait_until(30, || !std::path::Path::new(&format!("/proc/{pid}")).exists()
         || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")));
     // A running one needs --force.
     root.ok(&["run", "-d", "--bundle", &bundle, "r"]);
@@ -275,8 +275,8 @@ fn run_detach_and_exit_codes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_until(5, || root.molt(&["state", "sig"]).status.success()));
-    assert!(wait_until(5, || root.state("sig")["status"] == "running"));
+    assert!(wait_until(30, || root.molt(&["state", "sig"]).status.success()));
+    assert!(wait_until(30, || root.state("sig")["status"] == "running"));
     root.ok(&["kill", "sig", "KILL"]);
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(137));
@@ -380,17 +380,17 @@ fn without_a_pid_namespace_kill_all_and_delete_reach_every_process() {
     let bundle = b.write();
     root.ok(&["run", "-d", "--bundle", &bundle, "np"]);
     let pids = || serde_json::from_str::<Vec<i64>>(&root.ok(&["ps", "-f", "json", "np"])).unwrap();
-    assert!(wait_until(5, || pids().len() == 2), "{:?}", pids());
+    assert!(wait_until(30, || pids().len() == 2), "{:?}", pids());
     // The init dies alone: with no pid namespace its child lives on, as engines expect; they
     // then send kill --all to a stopped container and delete it.
     let init = root.state("np")["pid"].as_i64().unwrap();
     // SAFETY: kill(2) on the pid of our own container's init.
     unsafe { libc::kill(init as i32, libc::SIGKILL) };
-    assert!(wait_until(5, || root.state("np")["status"] == "stopped"));
+    assert!(wait_until(30, || root.state("np")["status"] == "stopped"));
     let left = pids();
     assert_eq!(left.len(), 1, "{left:?}");
     root.ok(&["kill", "--all", "np", "KILL"]);
-    assert!(wait_until(5, || pids().is_empty()), "{:?}", pids());
+    assert!(wait_until(30, || pids().is_empty()), "{:?}", pids());
     root.ok(&["delete", "np"]);
     // And delete --force alone takes a straggler down too.
     root.ok(&["run", "-d", "--bundle", &bundle, "np2"]);
@@ -426,7 +426,7 @@ fn run_forwards_signals_and_state_says_creating_during_create() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_until(5, || std::fs::read_to_string(&out_path).unwrap_or_default().contains("up")));
+    assert!(wait_until(30, || std::fs::read_to_string(&out_path).unwrap_or_default().contains("up")));
     let st: Value = serde_json::from_str(&std::fs::read_to_string(&seen).unwrap()).unwrap();
     assert_eq!(st["status"], "creating");
     // SAFETY: kill(2) on the molt run we spawned.
@@ -579,5 +579,5 @@ fn events_stats_in_runcs_shape() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     root.ok(&["kill", "ev", "KILL"]);
-    assert!(wait_until(5, || child.try_wait().unwrap().is_some()), "events did not end with the container");
+    assert!(wait_until(30, || child.try_wait().unwrap().is_some()), "events did not end with the container");
 }

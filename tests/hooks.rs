@@ -111,9 +111,9 @@ fn lifecycle(h: &Hooks, b: &Bundle, run: &dyn Fn(&[&str]) -> std::process::Outpu
     );
     let _ = ns;
     ok(&["start", "hk"]);
-    assert!(wait_until(5, || h.read("poststart.state").is_some()));
+    assert!(wait_until(30, || h.read("poststart.state").is_some()));
     ok(&["kill", "hk", "KILL"]);
-    assert!(wait_until(5, || serde_json::from_str::<Value>(&stdout_of(&run(&["state", "hk"]))).unwrap()["status"] == "stopped"));
+    assert!(wait_until(30, || serde_json::from_str::<Value>(&stdout_of(&run(&["state", "hk"]))).unwrap()["status"] == "stopped"));
     ok(&["delete", "hk"]);
     let states = KINDS.iter().map(|k| h.state(k)).collect();
     let nss = KINDS.iter().map(|k| h.read(&format!("{k}.ns")).unwrap_or_default()).collect();
@@ -249,7 +249,7 @@ fn a_failing_start_container_hook_stops_the_container() {
     root.ok(&["create", "--bundle", &bundle, "fs"]);
     let out = root.molt(&["start", "fs"]);
     let molt_code = out.status.code();
-    assert!(wait_until(5, || root.state("fs")["status"] == "stopped"), "the user process never runs");
+    assert!(wait_until(30, || root.state("fs")["status"] == "stopped"), "the user process never runs");
     if let Some(r) = RuncRoot::new() {
         assert!(r.runc(&["create", "--bundle", &bundle, "fs"]).status.success());
         assert_eq!(r.runc(&["start", "fs"]).status.code(), molt_code, "start's exit code, molt vs runc");
@@ -273,7 +273,7 @@ fn an_init_whose_create_was_killed_goes_away_and_delete_cleans_up() {
         .spawn()
         .unwrap();
     // The file exists before the hook's echo fills it: wait for the number itself.
-    assert!(wait_until(10, || h.read("hook.pid").is_some_and(|p| !p.trim().is_empty())));
+    assert!(wait_until(30, || h.read("hook.pid").is_some_and(|p| !p.trim().is_empty())));
     let hook_pid: i32 = h.read("hook.pid").unwrap().trim().parse().unwrap();
     let init = root.state("killed")["pid"].as_i64().unwrap();
     create.kill().unwrap();
@@ -281,7 +281,7 @@ fn an_init_whose_create_was_killed_goes_away_and_delete_cleans_up() {
     // SAFETY: kill(2) on the hook process this test started through molt.
     unsafe { libc::kill(hook_pid, libc::SIGKILL) };
     // The init sees the runtime gone and exits instead of waiting forever.
-    assert!(wait_until(5, || root.state("killed")["status"] == "stopped"), "{}", root.state("killed"));
+    assert!(wait_until(30, || root.state("killed")["status"] == "stopped"), "{}", root.state("killed"));
     let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
     assert!(stat.is_empty() || stat.contains(") Z "), "init {init} still there: {stat}");
     root.ok(&["delete", "killed"]);

@@ -510,7 +510,7 @@ fn on_a_pty(bin: &std::path::Path, args: &[&str], input: &[u8]) -> (Option<i32>,
         })
     };
     // Typed too early, the input could meet a terminal not yet switched to raw mode.
-    wait_until(10, || String::from_utf8_lossy(&seen.lock().unwrap()).contains("ready"));
+    wait_until(30, || String::from_utf8_lossy(&seen.lock().unwrap()).contains("ready"));
     let _ = master.write_all(input);
     let status = child.wait().unwrap();
     reader.join().unwrap();

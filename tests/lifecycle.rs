@@ -32,9 +32,9 @@ fn create_start_state_kill_delete() {
     assert_eq!(root.state("c1")["status"], "running");
     // start returns once the init is released; its execve follows right after (as with runc).
     let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    assert!(wait_until(5, || comm().trim() == "sleep"), "the container process is {:?}", comm());
+    assert!(wait_until(30, || comm().trim() == "sleep"), "the container process is {:?}", comm());
     root.ok(&["kill", "c1", "KILL"]);
-    assert!(wait_until(5, || root.state("c1")["status"] == "stopped"));
+    assert!(wait_until(30, || root.state("c1")["status"] == "stopped"));
     assert_eq!(root.state("c1")["pid"], 0);
     root.ok(&["delete", "c1"]);
     let out = root.molt(&["state", "c1"]);

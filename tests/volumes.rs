@@ -32,7 +32,7 @@ fn containers_share_one_attachment_until_the_last_one_goes() {
     root.ok(&["run", "--detach", "--bundle", &a.write(), "va"]);
     root.ok(&["run", "--detach", "--bundle", &b.write(), "vb"]);
     assert_eq!(loop_devices_for(&img), 1, "one loop device for both containers");
-    assert!(wait_until(5, || stdout_of(&root.molt(&["exec", "vb", "cat", "/data/shared"])) == "from-a\n"));
+    assert!(wait_until(30, || stdout_of(&root.molt(&["exec", "vb", "cat", "/data/shared"])) == "from-a\n"));
     // vb mounted it read-only: its writes fail, va's succeed.
     assert!(!root.molt(&["exec", "vb", "sh", "-c", "echo x > /data/from-b"]).status.success());
     assert!(root.molt(&["exec", "va", "sh", "-c", "echo y > /data/from-a2"]).status.success());
