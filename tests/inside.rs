@@ -622,3 +622,29 @@ fn tmpcopyup_starts_a_tmpfs_with_the_directory_it_covers() {
     assert!(out.contains("passwd") && out.contains("writable\n1\n"), "{out}");
     assert!(!rootfs().join("etc/new").exists(), "the image was written");
 }
+
+#[test]
+fn a_user_namespace_binds_sources_its_root_cannot_walk_to() {
+    require_root!();
+    // podman keeps a container's files under 0700 directories of the host's root; the mapped root
+    // of a new user namespace may not walk there, so the sources are opened on the host side.
+    let copy = RootfsCopy::new();
+    let st = std::process::Command::new("chown").args(["-R", "-h", "100000:100000"]).arg(&copy.dir).status().unwrap();
+    assert!(st.success());
+    let secret = TempDir::new("molt-secret");
+    std::fs::create_dir(secret.0.join("inner")).unwrap();
+    std::fs::write(secret.0.join("inner/f"), "hello\n").unwrap();
+    std::fs::write(secret.0.join("hosts"), "127.0.0.1 x\n").unwrap();
+    std::fs::set_permissions(&secret.0, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut b = Bundle::new(&["sh", "-c", "cat /mnt/f /etc/hosts; touch /mnt/x 2>&1 | cut -d: -f3; ls /proc/self/fd | wc -l"]);
+    b.config["root"]["path"] = json!(copy.dir);
+    b.add_namespace(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let mounts = b.config["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/mnt", "type": "bind", "source": secret.0.join("inner"), "options": ["rbind", "ro"]}));
+    mounts.push(json!({"destination": "/etc/hosts", "type": "bind", "source": secret.0.join("hosts"), "options": ["bind"]}));
+    let c = run_both(&b);
+    c.assert_same(same);
+    assert_eq!(c.molt_out(), "hello\n127.0.0.1 x\n Read-only file system\n4\n");
+}

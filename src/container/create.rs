@@ -304,6 +304,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     // SAFETY: `open` returned a fresh fd that nothing else owns.
     let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
 
+    let bind_sources = if ns.new_user { bind_sources(&spec, &volume_binds, &deferred) } else { vec![] };
     let process = super::usable_process(&id, spec.process().clone().unwrap_or_default());
     let plan = InitPlan {
         spec: spec.clone(),
@@ -338,6 +339,10 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     let fail = |e: std::io::Error| Error::Step { id: id.clone(), step: "talk to the container's init", reason: e.to_string() };
     parent_end.send(&Msg::Go).map_err(fail)?;
     expect(&parent_end, &id, Msg::NamespacesReady)?;
+    if !bind_sources.is_empty() {
+        send_bind_sources(&parent_end, pid.as_raw(), &bind_sources)
+            .map_err(|reason| Error::Step { id: id.clone(), step: "open bind mount sources", reason })?;
+    }
 
     let netns = init::ns_path(pid.as_raw(), "net");
     let skip_net = o.upgrade.as_ref().is_some_and(|u| u.skip_net_setup || u.join_netns.is_some());
@@ -515,4 +520,50 @@ mod tests {
         assert!(validate_sysctls(&spec_with(&["network"], &[("kernel.msgmax", "1")])).is_err());
         assert!(validate_sysctls(&spec_with(&["uts"], &[("kernel.domainname", "x")])).is_ok());
     }
+}
+
+/// The absolute source of every bind mount (volumes' staging directories included) the init
+/// will make, by mount index.
+fn bind_sources(spec: &Spec, volume_binds: &[(usize, PathBuf, Vec<String>)], deferred: &[usize]) -> Vec<(usize, PathBuf)> {
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let mut out = vec![];
+    for (i, m) in mounts.iter().enumerate() {
+        if deferred.contains(&i) {
+            continue;
+        }
+        let source = match volume_binds.iter().find(|(idx, _, _)| *idx == i) {
+            Some((_, staging, _)) => Some(staging.clone()),
+            None if crate::init::rootfs::is_bind(m) => m.source().clone(),
+            None => None,
+        };
+        if let Some(s) = source.filter(|s| s.is_absolute()) {
+            out.push((i, s));
+        }
+    }
+    out
+}
+
+/// For an init in a new user namespace, whose root may not be allowed to walk to a bind source
+/// (podman's 0700 container directories): a helper joins the init's mount namespace, opens each
+/// source (O_PATH) with molt's own credentials and sends the fds to the init, which binds from
+/// /proc/self/fd/N, as runc does. A source that cannot be opened is left to the init, which then
+/// names it in its error.
+fn send_bind_sources(chan: &Channel, pid: i32, sources: &[(usize, PathBuf)]) -> std::result::Result<(), String> {
+    let ns = [(nix::sched::CloneFlags::CLONE_NEWNS, init::ns_path(pid, "mnt"))];
+    crate::nsutil::run_in(&ns, || {
+        let mut opened = vec![];
+        for (i, path) in sources {
+            let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC;
+            if let Ok(fd) = nix::fcntl::open(path, flags, Mode::empty()) {
+                // SAFETY: `open` returned a fresh fd that nothing else owns.
+                opened.push((*i, unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        for chunk in opened.chunks(crate::init::channel::MAX_FDS) {
+            let mounts = chunk.iter().map(|(i, _)| *i).collect();
+            let fds: Vec<_> = chunk.iter().map(|(_, fd)| std::os::fd::AsRawFd::as_raw_fd(fd)).collect();
+            chan.send_with_fds(&Msg::BindSources { mounts }, &fds).map_err(|e| format!("send to the init: {e}"))?;
+        }
+        Ok(())
+    })
 }

@@ -12,6 +12,10 @@ pub enum Msg {
     Go,
     /// Child to parent: namespaces exist (network set-up and createRuntime hooks can run).
     NamespacesReady,
+    /// Parent to child, before Continue, with one fd per index (SCM_RIGHTS): the sources of
+    /// these bind mounts (indexes into `mounts`), opened by molt in the child's mount namespace
+    /// with the host's credentials (a new user namespace's root may not walk to them).
+    BindSources { mounts: Vec<usize> },
     /// Parent to child: network and createRuntime hooks are done; here is the state for hooks.
     Continue { state_json: String },
     /// Child to parent: everything is set up; the child now waits on the exec fifo.
@@ -19,6 +23,9 @@ pub enum Msg {
     /// Either side: a step failed; the text names it.
     Error(String),
 }
+
+/// The most file descriptors one message carries.
+pub const MAX_FDS: usize = 64;
 
 pub struct Channel {
     fd: OwnedFd,
@@ -51,18 +58,50 @@ impl Channel {
         Ok(())
     }
 
+    /// A message with file descriptors attached (at most `MAX_FDS`).
+    pub fn send_with_fds(&self, msg: &Msg, fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let data = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+        let iov = [std::io::IoSlice::new(&data)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let n = sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map_err(std::io::Error::from)?;
+        if n != data.len() {
+            return Err(std::io::Error::other("short write on setup channel"));
+        }
+        Ok(())
+    }
+
     /// None when the other side closed the channel (it exited).
     pub fn recv(&self) -> std::io::Result<Option<Msg>> {
+        Ok(self.recv_with_fds()?.map(|(m, _)| m))
+    }
+
+    /// A message and the file descriptors that came with it (close-on-exec).
+    pub fn recv_with_fds(&self) -> std::io::Result<Option<(Msg, Vec<OwnedFd>)>> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::FromRawFd;
         let mut buf = vec![0u8; 1 << 16];
-        let n = loop {
-            match nix::unistd::read(self.fd.as_raw_fd(), &mut buf) {
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
+        let (n, fds) = loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
                 Err(nix::errno::Errno::EINTR) => continue,
-                r => break r.map_err(std::io::Error::from)?,
+                Err(e) => return Err(std::io::Error::from(e)),
+                Ok(m) => {
+                    let mut fds = vec![];
+                    for c in m.cmsgs().map_err(std::io::Error::from)? {
+                        if let ControlMessageOwned::ScmRights(raw) = c {
+                            // SAFETY: the kernel just installed these fds in our table for us.
+                            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                        }
+                    }
+                    break (m.bytes, fds);
+                }
             }
         };
         if n == 0 {
             return Ok(None);
         }
-        serde_json::from_slice(&buf[..n]).map(Some).map_err(std::io::Error::other)
+        serde_json::from_slice(&buf[..n]).map(|m| Some((m, fds))).map_err(std::io::Error::other)
     }
 }

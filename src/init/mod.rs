@@ -123,15 +123,23 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         return prepare_and_exec(plan, console, None);
     }
     chan.send(&Msg::NamespacesReady).map_err(|e| InitError::new(format!("report namespaces ready: {e}")))?;
-    let state_json = match expect(chan, "network and createRuntime hooks")? {
-        Msg::Continue { state_json } => state_json,
-        other => return Err(InitError::new(format!("unexpected message {other:?}"))),
+    let mut bind_fds: Vec<(usize, OwnedFd)> = vec![];
+    let state_json = loop {
+        match chan.recv_with_fds() {
+            Ok(Some((Msg::BindSources { mounts }, fds))) if mounts.len() == fds.len() => bind_fds.extend(mounts.into_iter().zip(fds)),
+            Ok(Some((Msg::Continue { state_json }, _))) => break state_json,
+            Ok(Some((Msg::Error(e), _))) => return Err(InitError::new(e)),
+            Ok(Some((other, _))) => return Err(InitError::new(format!("unexpected message {other:?}"))),
+            Ok(None) => return Err(InitError::new("runtime went away during network and createRuntime hooks".to_string())),
+            Err(e) => return Err(InitError::new(format!("network and createRuntime hooks: reading the setup channel: {e}"))),
+        }
     };
     let rplan = rootfs::RootfsPlan {
         spec: &plan.spec,
         rootfs: &plan.rootfs,
         volume_binds: &plan.volume_binds,
         deferred: &plan.deferred_mounts,
+        bind_fds: &bind_fds,
         in_user_ns: plan.new_user_ns,
         own_cgroups: &own_cgroups,
     };

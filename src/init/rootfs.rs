@@ -207,6 +207,8 @@ pub struct RootfsPlan<'a> {
     pub volume_binds: &'a [(usize, PathBuf, Vec<String>)],
     /// Volume mounts skipped now and handed over later (upgrade).
     pub deferred: &'a [usize],
+    /// Mount index -> its bind source, opened by molt (see Msg::BindSources).
+    pub bind_fds: &'a [(usize, std::os::fd::OwnedFd)],
     pub in_user_ns: bool,
     /// The init's cgroups as the host names them, read before the cgroup namespace was entered.
     pub own_cgroups: &'a [crate::cgroups::Membership],
@@ -234,10 +236,11 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
             fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
             continue;
         }
+        let opened = plan.bind_fds.iter().find(|(idx, _)| *idx == i).map(|(_, fd)| fd);
         match plan.volume_binds.iter().find(|(idx, _, _)| *idx == i) {
-            Some((_, staging, bind_opts)) => mount_bind(plan.rootfs, m.destination(), staging, bind_opts, true)?,
+            Some((_, staging, bind_opts)) => mount_bind(plan.rootfs, m.destination(), &Source::new(staging, opened), bind_opts, true)?,
             None => {
-                if let Some(target) = mount_one(plan, m)? {
+                if let Some(target) = mount_one(plan, m, opened)? {
                     later_readonly.push(target);
                 }
             }
@@ -258,7 +261,27 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
 }
 
 /// Returns the target when it still has to be made read-only (tmpfs and /dev, as runc delays them).
-fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<Option<PathBuf>, InitError> {
+/// Whether the init makes this mount as a bind mount.
+pub fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind") || m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+}
+
+/// A bind source: its path as the config names it (for messages) and the path mount(2) uses,
+/// /proc/self/fd/N when molt opened it for us.
+pub struct Source {
+    pub named: PathBuf,
+    pub path: PathBuf,
+}
+
+impl Source {
+    pub fn new(named: &Path, opened: Option<&std::os::fd::OwnedFd>) -> Source {
+        use std::os::fd::AsRawFd;
+        let path = opened.map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))).unwrap_or_else(|| named.to_path_buf());
+        Source { named: named.to_path_buf(), path }
+    }
+}
+
+fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>) -> Result<Option<PathBuf>, InitError> {
     let options = m.options().clone().unwrap_or_default();
     let opts = parse_options(&options);
     let typ = m.typ().clone().unwrap_or_default();
@@ -273,7 +296,7 @@ fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<Option<PathBuf>, InitError>
         let source = m.source().clone().ok_or_else(|| {
             InitError::new(format!("bind mount on {}: no source", dest.display()))
         })?;
-        mount_bind(plan.rootfs, dest, &source, &options, false)?;
+        mount_bind(plan.rootfs, dest, &Source::new(&source, opened), &options, false)?;
         return Ok(None);
     }
     let target = resolve_in_root(plan.rootfs, dest)?;
@@ -325,13 +348,14 @@ fn mount_one(plan: &RootfsPlan, m: &Mount) -> Result<Option<PathBuf>, InitError>
 pub fn mount_bind(
     rootfs: &Path,
     dest: &Path,
-    source: &Path,
+    src: &Source,
     options: &[String],
     force_recursive: bool,
 ) -> Result<(), InitError> {
     let opts = parse_options(options);
+    let source = src.path.as_path();
     let meta = fs::metadata(source)
-        .map_err(|e| InitError::new(format!("bind source {}: {e}", source.display())))?;
+        .map_err(|e| InitError::new(format!("bind source {}: {e}", src.named.display())))?;
     let target = resolve_in_root(rootfs, dest)?;
     if meta.is_dir() {
         fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
@@ -350,8 +374,10 @@ pub fn mount_bind(
         flags |= MsFlags::MS_REC;
     }
     let pinned = pin_target(rootfs, &target)?;
-    do_mount(Some(source), &pinned.path, None, flags, None)
-        .map_err(|e| InitError::new(e.0.replace(&pinned.path.display().to_string(), &target.display().to_string())))?;
+    do_mount(Some(source), &pinned.path, None, flags, None).map_err(|e| {
+        let msg = e.0.replace(&pinned.path.display().to_string(), &target.display().to_string());
+        InitError::new(msg.replace(&source.display().to_string(), &src.named.display().to_string()))
+    })?;
     drop(pinned);
     let extra = opts.flags & !(MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
