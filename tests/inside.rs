@@ -95,10 +95,7 @@ fn mounts_stay_in_the_container_mount_namespace() {
 #[test]
 fn user_namespace_with_a_shifted_mapping() {
     require_root!();
-    let copy = RootfsCopy::new();
-    let st = std::process::Command::new("chown").args(["-R", "-h", "100000:100000"]).arg(&copy.dir).status().unwrap();
-    assert!(st.success());
-    let mut b = Bundle::new(&[
+    let (_copy, mut b) = in_a_user_namespace(&[
         "sh",
         "-c",
         "id; cat /proc/self/uid_map /proc/self/gid_map; ls -ld / /etc /dev/null | cut -c1-10,15-33; grep Cap /proc/self/status; touch /w/f && ls -ln /w/f | cut -c1-30; { if [ -e /sys/fs/cgroup/cgroup.controllers ]; then ls -ln /sys/fs/cgroup | grep -v ^d; else ls -ln /sys/fs/cgroup; fi; } | cut -c1-30; cat /proc/sys/net/ipv4/ip_forward",
@@ -106,10 +103,6 @@ fn user_namespace_with_a_shifted_mapping() {
     // On pure v2, cgroup2 cannot be mounted in a user namespace without a cgroup namespace: runc
     // and molt bind the host's hierarchy instead, whose subdirectories are the host's (each
     // runtime's own container cgroup among them), so only its files are compared there.
-    b.config["root"]["path"] = json!(copy.dir);
-    b.add_namespace(json!({"type": "user"}));
-    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
     b.config["process"]["oomScoreAdj"] = json!(100);
     b.tmpfs("/w");
@@ -628,23 +621,30 @@ fn a_user_namespace_binds_sources_its_root_cannot_walk_to() {
     require_root!();
     // podman keeps a container's files under 0700 directories of the host's root; the mapped root
     // of a new user namespace may not walk there, so the sources are opened on the host side.
-    let copy = RootfsCopy::new();
-    let st = std::process::Command::new("chown").args(["-R", "-h", "100000:100000"]).arg(&copy.dir).status().unwrap();
-    assert!(st.success());
     let secret = TempDir::new("molt-secret");
     std::fs::create_dir(secret.0.join("inner")).unwrap();
     std::fs::write(secret.0.join("inner/f"), "hello\n").unwrap();
     std::fs::write(secret.0.join("hosts"), "127.0.0.1 x\n").unwrap();
     std::fs::set_permissions(&secret.0, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let mut b = Bundle::new(&["sh", "-c", "cat /mnt/f /etc/hosts; touch /mnt/x 2>&1 | cut -d: -f3; ls /proc/self/fd | wc -l"]);
-    b.config["root"]["path"] = json!(copy.dir);
-    b.add_namespace(json!({"type": "user"}));
-    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let (_copy, mut b) = in_a_user_namespace(&["sh", "-c", "cat /mnt/f /etc/hosts; touch /mnt/x 2>&1 | cut -d: -f3; ls /proc/self/fd | wc -l"]);
     let mounts = b.config["mounts"].as_array_mut().unwrap();
     mounts.push(json!({"destination": "/mnt", "type": "bind", "source": secret.0.join("inner"), "options": ["rbind", "ro"]}));
     mounts.push(json!({"destination": "/etc/hosts", "type": "bind", "source": secret.0.join("hosts"), "options": ["bind"]}));
     let c = run_both(&b);
     c.assert_same(same);
     assert_eq!(c.molt_out(), "hello\n127.0.0.1 x\n Read-only file system\n4\n");
+}
+
+/// A bundle running `args` in a new user namespace mapping 0 to host 100000, on a copy of the
+/// rootfs owned by that user (keep the copy alive while the bundle runs).
+fn in_a_user_namespace(args: &[&str]) -> (RootfsCopy, Bundle) {
+    let copy = RootfsCopy::new();
+    let st = std::process::Command::new("chown").args(["-R", "-h", "100000:100000"]).arg(&copy.dir).status().unwrap();
+    assert!(st.success());
+    let mut b = Bundle::new(args);
+    b.config["root"]["path"] = json!(copy.dir);
+    b.add_namespace(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    (copy, b)
 }
