@@ -648,3 +648,19 @@ fn in_a_user_namespace(args: &[&str]) -> (RootfsCopy, Bundle) {
     b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     (copy, b)
 }
+
+#[test]
+fn recursive_mount_options_as_runc_applies_them() {
+    require_root!();
+    let dir = TempDir::new("molt-rro");
+    std::fs::write(dir.0.join("f"), "x").unwrap();
+    let mut b = Bundle::new(&["sh", "-c", "grep -E ' /(w|x) ' /proc/self/mountinfo | cut -d' ' -f5,6; touch /x/g 2>&1 | cut -d: -f3"]);
+    let mounts = b.config["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/w", "type": "tmpfs", "source": "tmpfs", "options": ["rnosuid", "rnodev", "rnoexec", "rnoatime"]}));
+    mounts.push(json!({"destination": "/x", "type": "bind", "source": dir.0, "options": ["rbind", "rro", "rnosymfollow"]}));
+    let c = run_both(&b);
+    // runc 1.1.5 applies the recursive options to bind mounts only; molt to every mount, as the
+    // runtime spec describes them, so only the bind is compared.
+    c.assert_same(|s| s.lines().filter(|l| !l.starts_with("/w ")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(c.molt_out(), "/w rw,nosuid,nodev,noexec,noatime\n/x ro,relatime,nosymfollow\n Read-only file system\n");
+}

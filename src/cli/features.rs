@@ -14,12 +14,7 @@ pub fn run() -> CmdResult {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": [
-            "async", "atime", "bind", "dev", "diratime", "dirsync", "exec", "lazytime", "mand", "noatime",
-            "nodev", "nodiratime", "noexec", "nolazytime", "nomand", "norelatime", "nostrictatime", "nosuid",
-            "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave", "runbindable",
-            "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"
-        ],
+        "mountOptions": crate::init::rootfs::known_options(),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,

@@ -24,66 +24,175 @@ pub struct MountOptions {
     pub recursive: bool,
     /// tmpfs only: start with a copy of the directory it covers.
     pub tmpcopyup: bool,
+    /// MOUNT_ATTR_* flags the recursive options (rro, rnosuid, ...) set and clear.
+    pub attr_set: u64,
+    pub attr_clr: u64,
+}
+
+/// Options that are mount(2) flags: (name, flags set, flags cleared).
+const FLAG_OPTIONS: &[(&str, MsFlags, MsFlags)] = &[
+    ("ro", MsFlags::MS_RDONLY, MsFlags::empty()),
+    ("rw", MsFlags::empty(), MsFlags::MS_RDONLY),
+    ("nosuid", MsFlags::MS_NOSUID, MsFlags::empty()),
+    ("suid", MsFlags::empty(), MsFlags::MS_NOSUID),
+    ("nodev", MsFlags::MS_NODEV, MsFlags::empty()),
+    ("dev", MsFlags::empty(), MsFlags::MS_NODEV),
+    ("noexec", MsFlags::MS_NOEXEC, MsFlags::empty()),
+    ("exec", MsFlags::empty(), MsFlags::MS_NOEXEC),
+    ("sync", MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+    ("async", MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+    ("dirsync", MsFlags::MS_DIRSYNC, MsFlags::empty()),
+    ("remount", MsFlags::MS_REMOUNT, MsFlags::empty()),
+    ("mand", MsFlags::MS_MANDLOCK, MsFlags::empty()),
+    ("nomand", MsFlags::empty(), MsFlags::MS_MANDLOCK),
+    ("atime", MsFlags::empty(), MsFlags::MS_NOATIME),
+    ("noatime", MsFlags::MS_NOATIME, MsFlags::empty()),
+    ("diratime", MsFlags::empty(), MsFlags::MS_NODIRATIME),
+    ("nodiratime", MsFlags::MS_NODIRATIME, MsFlags::empty()),
+    ("relatime", MsFlags::MS_RELATIME, MsFlags::empty()),
+    ("norelatime", MsFlags::empty(), MsFlags::MS_RELATIME),
+    ("strictatime", MsFlags::MS_STRICTATIME, MsFlags::empty()),
+    ("nostrictatime", MsFlags::empty(), MsFlags::MS_STRICTATIME),
+    ("lazytime", MsFlags::MS_LAZYTIME, MsFlags::empty()),
+    ("nolazytime", MsFlags::empty(), MsFlags::MS_LAZYTIME),
+    ("nosymfollow", MS_NOSYMFOLLOW, MsFlags::empty()),
+    ("symfollow", MsFlags::empty(), MS_NOSYMFOLLOW),
+    ("silent", MsFlags::MS_SILENT, MsFlags::empty()),
+    ("loud", MsFlags::empty(), MsFlags::MS_SILENT),
+    ("iversion", MsFlags::MS_I_VERSION, MsFlags::empty()),
+    ("noiversion", MsFlags::empty(), MsFlags::MS_I_VERSION),
+    ("acl", MsFlags::MS_POSIXACL, MsFlags::empty()),
+    ("noacl", MsFlags::empty(), MsFlags::MS_POSIXACL),
+    ("defaults", MsFlags::empty(), MsFlags::empty()),
+];
+
+/// MS_NOSYMFOLLOW (Linux 5.10), missing from nix's MsFlags.
+const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+const MOUNT_ATTR_RELATIME: u64 = 0x0;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x200000;
+
+/// runc's recursive options, applied with mount_setattr(AT_RECURSIVE) to the mount and every
+/// mount under it: (name, cleared rather than set, MOUNT_ATTR_* flag).
+const RECURSIVE_OPTIONS: &[(&str, bool, u64)] = &[
+    ("rro", false, MOUNT_ATTR_RDONLY),
+    ("rrw", true, MOUNT_ATTR_RDONLY),
+    ("rnosuid", false, MOUNT_ATTR_NOSUID),
+    ("rsuid", true, MOUNT_ATTR_NOSUID),
+    ("rnodev", false, MOUNT_ATTR_NODEV),
+    ("rdev", true, MOUNT_ATTR_NODEV),
+    ("rnoexec", false, MOUNT_ATTR_NOEXEC),
+    ("rexec", true, MOUNT_ATTR_NOEXEC),
+    ("rnodiratime", false, MOUNT_ATTR_NODIRATIME),
+    ("rdiratime", true, MOUNT_ATTR_NODIRATIME),
+    ("rrelatime", false, MOUNT_ATTR_RELATIME),
+    ("rnorelatime", true, MOUNT_ATTR_RELATIME),
+    ("rnoatime", false, MOUNT_ATTR_NOATIME),
+    ("ratime", true, MOUNT_ATTR_NOATIME),
+    ("rstrictatime", false, MOUNT_ATTR_STRICTATIME),
+    ("rnostrictatime", true, MOUNT_ATTR_STRICTATIME),
+    ("rnosymfollow", false, MOUNT_ATTR_NOSYMFOLLOW),
+    ("rsymfollow", true, MOUNT_ATTR_NOSYMFOLLOW),
+];
+
+const PROPAGATION_OPTIONS: &[&str] = &["private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable"];
+
+/// Every option name molt itself understands (what `molt features` reports as mountOptions);
+/// any other goes to the filesystem as mount data.
+pub fn known_options() -> Vec<&'static str> {
+    let mut v: Vec<&str> = FLAG_OPTIONS.iter().map(|(n, _, _)| *n).collect();
+    v.extend(RECURSIVE_OPTIONS.iter().map(|(n, _, _)| *n));
+    v.extend(PROPAGATION_OPTIONS);
+    v.extend(["bind", "rbind", "tmpcopyup"]);
+    v.sort_unstable();
+    v
 }
 
 pub fn parse_options(options: &[String]) -> MountOptions {
-    let mut o = MountOptions { flags: MsFlags::empty(), propagation: vec![], data: vec![], bind: false, recursive: false, tmpcopyup: false };
+    let mut o = MountOptions {
+        flags: MsFlags::empty(),
+        propagation: vec![],
+        data: vec![],
+        bind: false,
+        recursive: false,
+        tmpcopyup: false,
+        attr_set: 0,
+        attr_clr: 0,
+    };
     for opt in options {
-        let (set, clear) = match opt.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
-            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
-            "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
-            "bind" => {
-                o.bind = true;
-                continue;
+        if let Some((_, set, clear)) = FLAG_OPTIONS.iter().find(|(n, _, _)| n == opt) {
+            o.flags.insert(*set);
+            o.flags.remove(*clear);
+            continue;
+        }
+        if let Some((_, clear, flag)) = RECURSIVE_OPTIONS.iter().find(|(n, _, _)| n == opt) {
+            if *clear {
+                o.attr_clr |= flag;
+            } else {
+                o.attr_set |= flag;
+                // An access-time mode is set by also clearing the whole access-time field.
+                if flag & MOUNT_ATTR_ATIME_MASK == *flag {
+                    o.attr_clr |= MOUNT_ATTR_ATIME_MASK;
+                }
             }
+            continue;
+        }
+        match opt.as_str() {
+            "bind" => o.bind = true,
             "rbind" => {
                 o.bind = true;
                 o.recursive = true;
-                continue;
             }
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
-            | "runbindable" => {
-                o.propagation.push(propagation_flag(opt).unwrap_or(MsFlags::MS_PRIVATE));
-                continue;
-            }
-            "tmpcopyup" => {
-                o.tmpcopyup = true;
-                continue;
-            }
+            p if PROPAGATION_OPTIONS.contains(&p) => o.propagation.push(propagation_flag(p).unwrap_or(MsFlags::MS_PRIVATE)),
+            "tmpcopyup" => o.tmpcopyup = true,
             // Options handled elsewhere (volumes, idmapped mounts we do not do) never reach mount(2).
-            s if s.starts_with("x-") => continue,
-            "loop" => continue,
-            _ => {
-                o.data.push(opt.clone());
-                continue;
-            }
-        };
-        o.flags.insert(set);
-        o.flags.remove(clear);
+            s if s.starts_with("x-") => {}
+            "loop" => {}
+            _ => o.data.push(opt.clone()),
+        }
     }
     o
+}
+
+/// Applies the recursive options (rro, rnosuid, ...) to the mount at `target` and every mount
+/// under it, as runc does with mount_setattr(2).
+pub fn apply_recursive(target: &Path, o: &MountOptions) -> Result<(), InitError> {
+    if o.attr_set == 0 && o.attr_clr == 0 {
+        return Ok(());
+    }
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr { attr_set: o.attr_set, attr_clr: o.attr_clr, propagation: 0, userns_fd: 0 };
+    let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| InitError::new(format!("{}: a NUL byte in the path", target.display())))?;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    // SAFETY: mount_setattr with a valid path and a mount_attr of the size given.
+    let r = unsafe {
+        libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, c.as_ptr(), AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+    };
+    if r != 0 {
+        return Err(InitError::new(format!(
+            "mount_setattr {} (recursive options, set {:#x} clear {:#x}): {}",
+            target.display(),
+            o.attr_set,
+            o.attr_clr,
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 pub fn propagation_flag(name: &str) -> Option<MsFlags> {
@@ -340,6 +449,7 @@ fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>
     for p in &opts.propagation {
         do_mount(None, &target, None, *p, None)?;
     }
+    apply_recursive(&target, &opts)?;
     Ok(delay_readonly.then_some(target))
 }
 
@@ -387,7 +497,7 @@ pub fn mount_bind(
     for p in &opts.propagation {
         do_mount(None, &target, None, *p, None)?;
     }
-    Ok(())
+    apply_recursive(&target, &opts)
 }
 
 /// Flags a remount must repeat or the kernel refuses it (they are locked in user namespaces).
