@@ -103,8 +103,8 @@ fn link_at(dir: &OwnedFd, name: &CStr) -> std::io::Result<Vec<u8>> {
 
 /// The names in a directory, but `.` and `..`.
 fn entries(dir: &OwnedFd) -> std::io::Result<Vec<CString>> {
-    let fd = dir.try_clone()?;
-    let mut d = nix::dir::Dir::from_fd(fd_into_raw(fd)).map_err(std::io::Error::from)?;
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(dir.try_clone()?);
+    let mut d = nix::dir::Dir::from_fd(fd).map_err(std::io::Error::from)?;
     let mut names = Vec::new();
     for e in d.iter() {
         let e = e.map_err(std::io::Error::from)?;
@@ -114,8 +114,4 @@ fn entries(dir: &OwnedFd) -> std::io::Result<Vec<CString>> {
         }
     }
     Ok(names)
-}
-
-fn fd_into_raw(fd: OwnedFd) -> i32 {
-    std::os::fd::IntoRawFd::into_raw_fd(fd)
 }

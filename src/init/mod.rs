@@ -75,8 +75,13 @@ pub fn child_main(plan: &InitPlan, chan: &Channel) -> isize {
 }
 
 fn expect(chan: &Channel, step: &str) -> Result<Msg, InitError> {
-    match chan.recv() {
-        Ok(Some(Msg::Error(e))) => Err(InitError::new(e)),
+    expect_with_fds(chan, step).map(|(m, _)| m)
+}
+
+/// The next message from the runtime and the fds sent with it; an Error message is our error.
+fn expect_with_fds(chan: &Channel, step: &str) -> Result<(Msg, Vec<OwnedFd>), InitError> {
+    match chan.recv_with_fds() {
+        Ok(Some((Msg::Error(e), _))) => Err(InitError::new(e)),
         Ok(Some(m)) => Ok(m),
         Ok(None) => Err(InitError::new(format!("runtime went away during {step}"))),
         Err(e) => Err(InitError::new(format!("{step}: reading the setup channel: {e}"))),
@@ -125,13 +130,10 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     chan.send(&Msg::NamespacesReady).map_err(|e| InitError::new(format!("report namespaces ready: {e}")))?;
     let mut bind_fds: Vec<(usize, OwnedFd)> = vec![];
     let state_json = loop {
-        match chan.recv_with_fds() {
-            Ok(Some((Msg::BindSources { mounts }, fds))) if mounts.len() == fds.len() => bind_fds.extend(mounts.into_iter().zip(fds)),
-            Ok(Some((Msg::Continue { state_json }, _))) => break state_json,
-            Ok(Some((Msg::Error(e), _))) => return Err(InitError::new(e)),
-            Ok(Some((other, _))) => return Err(InitError::new(format!("unexpected message {other:?}"))),
-            Ok(None) => return Err(InitError::new("runtime went away during network and createRuntime hooks".to_string())),
-            Err(e) => return Err(InitError::new(format!("network and createRuntime hooks: reading the setup channel: {e}"))),
+        match expect_with_fds(chan, "network and createRuntime hooks")? {
+            (Msg::BindSources { mounts }, fds) if mounts.len() == fds.len() => bind_fds.extend(mounts.into_iter().zip(fds)),
+            (Msg::Continue { state_json }, _) => break state_json,
+            (other, _) => return Err(InitError::new(format!("unexpected message {other:?}"))),
         }
     };
     let rplan = rootfs::RootfsPlan {

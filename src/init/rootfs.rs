@@ -369,7 +369,6 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Returns the target when it still has to be made read-only (tmpfs and /dev, as runc delays them).
 /// Whether the init makes this mount as a bind mount.
 pub fn is_bind(m: &Mount) -> bool {
     m.typ().as_deref() == Some("bind") || m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
@@ -390,6 +389,7 @@ impl Source {
     }
 }
 
+/// Returns the target when it still has to be made read-only (tmpfs and /dev, as runc delays them).
 fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>) -> Result<Option<PathBuf>, InitError> {
     let options = m.options().clone().unwrap_or_default();
     let opts = parse_options(&options);
@@ -401,7 +401,7 @@ fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>
             dest.display()
         )));
     }
-    if opts.bind || typ == "bind" {
+    if is_bind(m) {
         let source = m.source().clone().ok_or_else(|| {
             InitError::new(format!("bind mount on {}: no source", dest.display()))
         })?;
@@ -412,9 +412,7 @@ fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>
     let existing_mode = fs::metadata(&target).ok().map(|m| m.permissions().mode() & 0o7777);
     fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
     if typ == "cgroup" {
-        let cgroupns = plan.spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|ns| {
-            ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup)
-        });
+        let cgroupns = crate::spec::has_namespace(plan.spec, oci_spec::runtime::LinuxNamespaceType::Cgroup, false);
         super::cgroupfs::mount_cgroups(&target, opts.flags, plan.own_cgroups, cgroupns)?;
         return Ok(None);
     }
