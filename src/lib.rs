@@ -6,6 +6,7 @@ pub mod cli;
 pub mod container;
 pub mod hooks;
 pub mod init;
+pub mod listen;
 pub mod logging;
 pub mod net;
 pub mod nsutil;

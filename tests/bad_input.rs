@@ -203,3 +203,18 @@ fn a_missing_working_directory_is_created_as_runc_does() {
     let out = root.molt(&["run", "--bundle", &b.write(), "cwd"]);
     assert_eq!(stdout_of(&out), "/work/here\n", "{}", stderr_of(&out));
 }
+
+#[test]
+fn listening_sockets_that_cannot_be_made_are_refused() {
+    require_root!();
+    let mut b = Bundle::new(&["true"]);
+    b.config["annotations"] = json!({"io.molt.listen": "tcp:8080"});
+    refused(&b, "listenparse", &["io.molt.listen", "tcp:8080", "ADDR:PORT"]);
+    let mut b = Bundle::new(&["true"]);
+    b.config["annotations"] = json!({"io.molt.listen": "tcp:0.0.0.0:8080,tcp:0.0.0.0:8080"});
+    refused(&b, "listentwice", &["io.molt.listen", "listed twice"]);
+    // The kernel refuses the bind: a unix path under a file.
+    let mut b = Bundle::new(&["true"]);
+    b.config["annotations"] = json!({"io.molt.listen": "unix:/bin/busybox/app.sock"});
+    refused(&b, "listenbind", &["listening socket unix:/bin/busybox/app.sock", "bind"]);
+}

@@ -41,3 +41,28 @@ fn create_start_state_kill_delete() {
     assert!(!out.status.success());
     assert!(stderr_of(&out).contains("does not exist"), "{}", stderr_of(&out));
 }
+
+/// `io.molt.listen`: molt opens the sockets in the container's namespaces and passes them by the
+/// socket-activation protocol (fds from 3, LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES).
+#[test]
+fn listening_sockets_are_passed_by_socket_activation() {
+    require_root!();
+    let root = Root::new();
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "echo $LISTEN_FDS $LISTEN_PID $LISTEN_FDNAMES; ls -l /proc/self/fd/3 /proc/self/fd/4 | sed 's/.*-> //'; \
+         ls -l /run/sock/app.sock | cut -c1-10; grep -c ':1F90 00000000:0000 0A' /proc/net/tcp",
+    ]);
+    b.tmpfs("/run");
+    b.config["annotations"] = serde_json::json!({"io.molt.listen": "tcp:0.0.0.0:8080,api=unix:/run/sock/app.sock"});
+    let dir = b.write();
+    let out = root.molt(&["run", "--bundle", &dir, "ls1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "2 1 tcp-8080:api", "{text}");
+    assert!(lines[1].starts_with("socket:[") && lines[2].starts_with("socket:["), "{text}");
+    assert_eq!(lines[3], "srw-rw-rw-", "the unix socket is made inside the container, open to all: {text}");
+    assert_eq!(lines[4], "1", "one socket listens on port 8080 (0x1F90) in the container's namespace: {text}");
+}

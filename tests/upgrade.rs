@@ -7,6 +7,7 @@ mod common;
 use common::*;
 
 use common::app::*;
+use std::io::{BufRead, BufReader};
 
 #[test]
 fn upgrade_keeps_address_mac_hostname_and_every_acknowledged_record() {
@@ -154,4 +155,143 @@ fn delete_force_clears_an_upgrade_that_cannot_be_settled() {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!info.contains(s.root.path.to_str().unwrap()), "no mount under the root is left");
     assert!(!s.root.path.join(".upgrade-gone.json").exists());
+}
+
+#[test]
+fn keep_with_molt_listening_socket_refuses_resets_and_loses_no_request_under_load() {
+    require_root!();
+    let s = Setup::start_listening("zl", "tcp:0.0.0.0:8080");
+    let load = Load::start(&s.net, 2);
+    assert!(load.wait_answers("version=1.0.0", 20), "v1 under load: {:?}", load.tally());
+    let b = s.bundle("2.0.0", "app-two", &[]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--network", "keep", "--health", "tcp:8080", "--health-timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(text.contains("holds tcp:0.0.0.0:8080"), "the socket was handed over: {text}");
+    assert!(text.contains("takes them from the queue"), "the gate saw the new app accept: {text}");
+    assert!(load.wait_answers("version=2.0.0", 20), "v2 under load: {:?}", load.tally());
+    let t = load.stop();
+    assert_eq!((t.refused, t.reset, t.timed_out, t.other.len()), (0, 0, 0, 0), "every request answered: {t:?}");
+    // The new app serves the socket it was given (socket activation), not one of its own.
+    let pid = s.root.state("zl")["pid"].as_i64().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ.contains("LISTEN_FDS=1") && environ.contains("LISTEN_FDNAMES=tcp-8080"), "{environ}");
+    assert!(environ.contains("LISTEN_PID=1\0"), "LISTEN_PID is the pid the app sees: {environ}");
+}
+
+#[test]
+fn a_hung_release_on_a_handed_over_socket_fails_the_gate_and_v1_gets_the_socket_back() {
+    require_root!();
+    let s = Setup::start_listening("hung", "tcp:0.0.0.0:8080");
+    let b = s.bundle("2.0.0", "app-two", &["APP_NO_ACCEPT=1"]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--network", "keep", "--health", "tcp:8080", "--health-timeout", "2s"]);
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("does not accept them") && err.contains("rolled back"), "{err}");
+    assert!(s.answers());
+    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+    assert_eq!(s.ids(), vec!["hung".to_string()]);
+}
+
+/// `out=$(molt upgrade ...)` returns: the new container holds the old one's stdio, not the
+/// command's pipe.
+#[test]
+fn the_new_container_gets_the_old_stdio_and_a_captured_upgrade_returns() {
+    require_root!();
+    let s = Setup::start("io");
+    let old_pid = s.root.state("io")["pid"].as_i64().unwrap();
+    let link = |pid: i64, fd: i32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|p| p.display().to_string()).unwrap_or_default();
+    let old_fds = [link(old_pid, 1), link(old_pid, 2)];
+    assert!(old_fds.iter().all(|l| l.contains("molt-out")), "v1 writes to the files `molt run` was given: {old_fds:?}");
+    let b = s.bundle("2.0.0", "app-two", &[]);
+    let dir = b.write();
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", s.net.path.display()))
+        .arg(molt_bin())
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "io", "--bundle", &dir])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("the captured upgrade never returned").unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("upgraded"), "{}", stdout_of(&out));
+    let new_pid = s.root.state("io")["pid"].as_i64().unwrap();
+    assert_ne!(new_pid, old_pid);
+    assert_eq!([link(new_pid, 1), link(new_pid, 2)], old_fds, "the new app writes where the old one did");
+}
+
+#[test]
+fn commands_wait_for_a_running_upgrade_and_then_see_the_new_container() {
+    require_root!();
+    let s = Setup::start("wt");
+    let old_pid = s.root.state("wt")["pid"].as_i64().unwrap();
+    let b = s.bundle("2.0.0", "app-two", &[]);
+    let dir = b.write();
+    // SIGUSR1 does nothing to the app: the stop step lasts the whole 2 s timeout.
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", s.net.path.display()))
+        .arg(molt_bin())
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "wt", "--bundle", &dir, "--stop-signal", "SIGUSR1", "--stop-timeout", "2s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let lock = s.root.path.join(".upgrade-wt.lock");
+    assert!(wait_until(30, || lock.exists()), "the upgrade never started");
+    let out = std::process::Command::new(molt_bin())
+        .args(["--root", s.root.path.to_str().unwrap(), "state", "wt"])
+        .env("MOLT_UPGRADE_WAIT", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("upgrade") && stderr_of(&out).contains("in progress"), "{}", stderr_of(&out));
+    // Without a limit, state waits for the upgrade and reports the new container.
+    let st = s.root.state("wt");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(st["status"], "running");
+    assert_ne!(st["pid"].as_i64().unwrap(), old_pid, "state saw the container after the upgrade: {st}");
+    assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
+}
+
+#[test]
+fn a_container_an_engine_manages_is_not_upgraded_behind_its_back() {
+    require_root!();
+    let root = Root::new();
+    let mut b = Bundle::new(&["sleep", "300"]);
+    b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "1.0.0"});
+    let dir = b.write();
+    // A stand-in for conmon: a child subreaper named conmon starts the container and stays its parent.
+    let script = "import ctypes, os, subprocess, sys, time\n\
+         libc = ctypes.CDLL(None)\n\
+         libc.prctl(36, 1, 0, 0, 0)\n\
+         libc.prctl(15, b'conmon', 0, 0, 0)\n\
+         subprocess.run([sys.argv[1], '--root', sys.argv[2], 'run', '--detach', '--bundle', sys.argv[3], 'eng'], check=True)\n\
+         print('ready', flush=True)\n\
+         sys.stdin.read()\n\
+         os.waitpid(-1, 0)\n";
+    let mut conmon = std::process::Command::new("python3")
+        .args(["-c", script, molt_bin().to_str().unwrap(), root.path.to_str().unwrap(), &dir])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(conmon.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let mut b2 = Bundle::new(&["sleep", "300"]);
+    b2.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "2.0.0"});
+    let dir2 = b2.write();
+    let out = root.molt(&["upgrade", "eng", "--bundle", &dir2]);
+    let _ = root.molt(&["delete", "--force", "eng"]);
+    drop(conmon.stdin.take());
+    let _ = conmon.wait();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("managed by conmon") && err.contains("through its engine"), "{err}");
 }

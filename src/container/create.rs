@@ -38,6 +38,11 @@ pub struct UpgradePrep {
     pub join_netns: Option<PathBuf>,
     /// Do not set up a veth from annotations: the old container's is moved in.
     pub skip_net_setup: bool,
+    /// Listening sockets handed over (molt's fds), used for the `io.molt.listen` entries with
+    /// the same address instead of new sockets.
+    pub listen_fds: Vec<(crate::listen::Endpoint, std::os::fd::RawFd)>,
+    /// molt's fds to become the new process's 0, 1, 2 instead of molt's own.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
@@ -159,6 +164,16 @@ pub fn validate_process(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// `io.molt.listen` must parse, and owns the socket-activation fds (3 up) alone.
+pub fn validate_listen(spec: &Spec, preserve_fds: i32) -> Result<()> {
+    let field = || format!("annotations {}", crate::listen::ANNOTATION);
+    let eps = crate::listen::from_spec(spec).map_err(|e| Error::Config { field: field(), reason: e.to_string() })?;
+    if !eps.is_empty() && preserve_fds > 0 {
+        return Err(Error::Config { field: field(), reason: "cannot be combined with --preserve-fds: both pass fds from 3 up".into() });
+    }
+    Ok(())
+}
+
 /// Only sysctls that belong to a namespace the container has of its own may be set: anything else
 /// would change the host (runc refuses the same ones).
 pub fn validate_sysctls(spec: &Spec) -> Result<()> {
@@ -230,6 +245,7 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     validate_sysctls(&spec)?;
     warn_unsupported(&o.id, &spec);
     let rootfs = rootfs_of(&bundle, &spec)?;
+    validate_listen(&spec, o.preserve_fds)?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
     fs::DirBuilder::new().recursive(true).mode(0o711).create(root).map_err(io_err(root))?;
     let dir = super::state_dir(root, &o.id);
@@ -306,7 +322,18 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
 
     let bind_sources = if ns.new_user { bind_sources(&spec, &volume_binds, &deferred) } else { vec![] };
     let process = super::usable_process(&id, spec.process().clone().unwrap_or_default());
+    let given = o.upgrade.as_ref().map(|u| u.listen_fds.clone()).unwrap_or_default();
+    let listen = crate::listen::from_spec(&spec)
+        .map_err(|e| Error::Config { field: format!("annotations {}", crate::listen::ANNOTATION), reason: e.to_string() })?
+        .into_iter()
+        .map(|ep| {
+            let fd = given.iter().find(|(g, _)| g.addr == ep.addr).map(|(_, fd)| *fd);
+            (ep, fd)
+        })
+        .collect();
     let plan = InitPlan {
+        listen,
+        stdio: o.upgrade.as_ref().and_then(|u| u.stdio),
         spec: spec.clone(),
         process,
         rootfs: c.state.rootfs.clone(),

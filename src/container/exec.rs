@@ -52,6 +52,8 @@ impl Container {
             .collect();
         let join_pid = (!same_ns(pid, "pid")).then(|| init::ns_path(pid, "pid"));
         let plan = InitPlan {
+            listen: vec![],
+            stdio: None,
             spec: self.state.config.clone(),
             process: super::usable_process(&self.state.id, o.process),
             rootfs: PathBuf::from("/"),

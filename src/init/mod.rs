@@ -54,6 +54,11 @@ pub struct InitPlan {
     pub fifo: Option<OwnedFd>,
     /// `exec` joins a running container: no rootfs work, no hooks.
     pub is_exec: bool,
+    /// The `io.molt.listen` sockets, each with an fd of molt's to use instead of a new socket
+    /// (an upgrade's handover; the clone inherited molt's fd table).
+    pub listen: Vec<(crate::listen::Endpoint, Option<std::os::fd::RawFd>)>,
+    /// fds of molt's to become the process's 0, 1, 2 (an upgrade: the old container's stdio).
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// The child's entry point after clone. Never returns to the caller's code path.
@@ -91,8 +96,11 @@ fn expect_with_fds(chan: &Channel, step: &str) -> Result<(Msg, Vec<OwnedFd>), In
 fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, InitError> {
     // The parent has written our uid/gid maps and put us in the cgroup.
     expect(chan, "waiting for the runtime")?;
+    if let Some(fds) = plan.stdio {
+        take_stdio(fds)?;
+    }
     // The socket path is the caller's: connect before any namespace changes what it resolves to.
-    let console_stream = if plan.process.terminal().unwrap_or(false) {
+    let console_stream = if plan.process.terminal().unwrap_or(false) && plan.stdio.is_none() {
         let sock = plan.console_socket.as_ref().ok_or_else(|| {
             InitError::new("process.terminal is true but no --console-socket was given")
         })?;
@@ -125,7 +133,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
             Some(stream) => Some(console::open_and_send(stream, Path::new("/"), plan.process.console_size().as_ref(), false)?),
             None => None,
         };
-        return prepare_and_exec(plan, console, None);
+        return prepare_and_exec(plan, console, None, vec![]);
     }
     chan.send(&Msg::NamespacesReady).map_err(|e| InitError::new(format!("report namespaces ready: {e}")))?;
     let mut bind_fds: Vec<(usize, OwnedFd)> = vec![];
@@ -154,13 +162,48 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &create_state)
         .map_err(|e| InitError::new(e.to_string()))?;
     rootfs::switch_root(&plan.rootfs, plan.no_pivot)?;
+    // Unix socket paths are the container's: after the switch, before the root turns read-only.
+    let listeners = listen_sockets(plan)?;
     // runc's order: read-only root, names, sysctls (while /proc/sys is still writable), then
     // the read-only and masked paths.
     rootfs::readonly_root(&plan.spec)?;
     set_names(&plan.spec)?;
     rootfs::set_sysctls(&plan.spec)?;
     rootfs::protect_paths(&plan.spec)?;
-    prepare_and_exec(plan, console, Some((chan, state_json)))
+    prepare_and_exec(plan, console, Some((chan, state_json)), listeners)
+}
+
+/// The upgrade's stdio (the old container's 0, 1, 2) replaces what molt was started with.
+fn take_stdio(fds: [std::os::fd::RawFd; 3]) -> Result<(), InitError> {
+    for (target, fd) in fds.into_iter().enumerate() {
+        // SAFETY: dup2 of an fd this process inherited onto 0, 1 or 2.
+        if unsafe { libc::dup2(fd, target as i32) } < 0 {
+            return Err(InitError::new(format!("take the old container's fd {target}: {}", std::io::Error::last_os_error())));
+        }
+    }
+    Ok(())
+}
+
+/// One listening socket per `io.molt.listen` entry: the one handed over, or a new one made here,
+/// in the container's network and mount namespaces.
+fn listen_sockets(plan: &InitPlan) -> Result<Vec<OwnedFd>, InitError> {
+    let mut out = vec![];
+    for (ep, given) in &plan.listen {
+        let fd = match given {
+            Some(raw) => {
+                // SAFETY: a duplicate of an fd this process inherited from molt, owned at once.
+                let d = unsafe { libc::fcntl(*raw, libc::F_DUPFD_CLOEXEC, 3) };
+                if d < 0 {
+                    return Err(InitError::new(format!("listening socket {ep}: dup: {}", std::io::Error::last_os_error())));
+                }
+                // SAFETY: a fresh fd.
+                unsafe { std::os::fd::FromRawFd::from_raw_fd(d) }
+            }
+            None => crate::listen::open(ep).map_err(|e| InitError::new(e.to_string()))?,
+        };
+        out.push(fd);
+    }
+    Ok(out)
 }
 
 /// The part shared with `exec`: session and terminal, process attributes, ready, wait, exec.
@@ -168,14 +211,20 @@ fn prepare_and_exec(
     plan: &InitPlan,
     console: Option<OwnedFd>,
     init: Option<(&Channel, String)>,
+    listeners: Vec<OwnedFd>,
 ) -> Result<std::convert::Infallible, InitError> {
     let p = &plan.process;
     let _ = nix::unistd::setsid();
     if let Some(slave) = &console {
         console::make_controlling(slave)?;
+    } else if plan.stdio.is_some() && p.terminal().unwrap_or(false) {
+        // The old container's terminal, handed over: best effort, it may still be another
+        // session's controlling terminal.
+        // SAFETY: TIOCSCTTY on fd 0 changes only this process's session.
+        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
     }
     process::set_rlimits(p)?;
-    let env = p.env().clone().unwrap_or_default();
+    let mut env = p.env().clone().unwrap_or_default();
     let args = p.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
     process::set_personality(&plan.spec)?;
@@ -199,6 +248,7 @@ fn prepare_and_exec(
     // PR_SET_DUMPABLE 0: until execve replaces this image, /proc/PID/exe (the molt binary) is
     // closed to the container's processes (CVE-2019-5736). execve makes the new image dumpable.
     let _ = nix::sys::prctl::set_dumpable(false);
+    let is_init = init.is_some();
     if let Some((chan, state_json)) = init {
         chan.send(&Msg::Ready).map_err(|e| InitError::new(format!("report ready: {e}")))?;
         if let Some(fifo) = &plan.fifo {
@@ -210,6 +260,16 @@ fn prepare_and_exec(
             eprintln!("molt: {e}");
             std::process::exit(1);
         }
+    }
+    let names: Vec<String> = plan.listen.iter().map(|(ep, _)| ep.name.clone()).collect();
+    if let Err(e) = crate::listen::install(&listeners, &names, &mut env) {
+        let e = InitError::new(format!("pass the listening sockets ({}): {e}", crate::listen::ANNOTATION));
+        if is_init {
+            // After Ready nobody reads the channel: the container's stderr gets it.
+            eprintln!("molt: {}", e.0);
+            std::process::exit(1);
+        }
+        return Err(e);
     }
     let late = filter.as_ref().filter(|_| nnp).map(|(s, prog)| (*s, prog));
     Err(process::exec(&exe, &args, &env, late))

@@ -93,3 +93,67 @@ pub fn tcp_probe(pid: i32, port: u16) -> Result<(), String> {
             .map_err(|e| format!("connect to port {port}: {e}"))
     })
 }
+
+/// What the upgrade process holds for the length of the swap: duplicates of the application's
+/// listening sockets (a socket some process holds keeps queueing connections while no application
+/// runs) and of the old container's stdio (the new one gets it, never the upgrade command's).
+#[derive(Default)]
+pub struct Held {
+    pub listen: Vec<(crate::listen::Endpoint, OwnedFd)>,
+    pub stdio: Option<[OwnedFd; 3]>,
+}
+
+/// Every process of a container, its init first.
+pub fn pids_of(c: &crate::container::Container) -> Vec<i32> {
+    let mut pids = vec![c.state.pid];
+    if let Some(more) = c.state.cgroup.as_ref().and_then(|g| g.pids().ok()) {
+        pids.extend(more.into_iter().filter(|p| *p != c.state.pid));
+    }
+    pids
+}
+
+/// What `create` is given of the held fds: sockets by endpoint, and 0, 1, 2.
+pub type Prep = (Vec<(crate::listen::Endpoint, std::os::fd::RawFd)>, [std::os::fd::RawFd; 3]);
+
+impl Held {
+    /// Take from a running container the listening sockets for `eps` that it holds, and its stdio.
+    pub fn take_from(&mut self, c: &crate::container::Container, eps: &[crate::listen::Endpoint]) {
+        if c.state.pid <= 0 || c.status() == crate::container::Status::Stopped {
+            return;
+        }
+        let want: Vec<_> = eps.iter().filter(|e| !self.listen.iter().any(|(h, _)| h.addr == e.addr)).cloned().collect();
+        for (ep, fd) in want.iter().zip(crate::listen::take(&pids_of(c), &want)) {
+            if let Some(fd) = fd {
+                self.listen.push((ep.clone(), fd));
+            }
+        }
+        if self.stdio.is_none() {
+            let got: Vec<OwnedFd> = (0..3).filter_map(|n| crate::listen::take_fd(c.state.pid, n).or_else(|_| dev_null()).ok()).collect();
+            self.stdio = got.try_into().ok();
+        }
+    }
+
+    /// The fds for `create`: the sockets whose endpoint `keep` accepts, and the stdio (the
+    /// null device when no old stdio could be taken: never the upgrade command's own).
+    pub fn prep(&mut self, keep: impl Fn(&crate::listen::Endpoint) -> bool) -> Result<Prep, String> {
+        if self.stdio.is_none() {
+            let null = || dev_null().map_err(|e| format!("open /dev/null: {e}"));
+            self.stdio = Some([null()?, null()?, null()?]);
+        }
+        let stdio = self.stdio.as_ref().map(|s| [s[0].as_raw_fd(), s[1].as_raw_fd(), s[2].as_raw_fd()]).unwrap_or([0, 1, 2]);
+        let listen = self.listen.iter().filter(|(e, _)| keep(e)).map(|(e, fd)| (e.clone(), fd.as_raw_fd())).collect();
+        Ok((listen, stdio))
+    }
+
+    pub fn describe(&self) -> String {
+        if self.listen.is_empty() {
+            return String::new();
+        }
+        let names: Vec<String> = self.listen.iter().map(|(e, _)| e.to_string()).collect();
+        format!("; holds {}", names.join(", "))
+    }
+}
+
+fn dev_null() -> std::io::Result<OwnedFd> {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map(OwnedFd::from)
+}

@@ -152,9 +152,21 @@ impl Drop for Lock {
     }
 }
 
+pub fn lock_path(root: &Path, id: &str) -> PathBuf {
+    root.join(format!(".upgrade-{id}.lock"))
+}
+
+/// The pid of the live process that holds the lock, if one does.
+pub fn holder(root: &Path, id: &str) -> Option<i32> {
+    let text = fs::read_to_string(lock_path(root, id)).ok()?;
+    let mut it = text.split_whitespace().map(|w| w.parse::<u64>().unwrap_or(0));
+    let (pid, start) = (it.next().unwrap_or(0) as i32, it.next().unwrap_or(0));
+    (pid > 0 && crate::container::process_is(pid, start)).then_some(pid)
+}
+
 /// Ok(None): another live process holds it.
 pub fn try_lock(root: &Path, id: &str) -> Result<Option<Lock>, UpgradeError> {
-    let p = root.join(format!(".upgrade-{id}.lock"));
+    let p = lock_path(root, id);
     let me = std::process::id() as i32;
     let stamp = format!("{me} {}", crate::container::start_time(me).unwrap_or(0));
     for _ in 0..2 {

@@ -144,6 +144,7 @@ struct Run<'a> {
     steps: Vec<StepReport>,
     stopped_at: Option<Instant>,
     started_at: Option<Instant>,
+    held: handover::Held,
 }
 
 impl Run<'_> {
@@ -192,6 +193,16 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     if status != Status::Running {
         return Err(UpgradeError::Precondition { id: id.clone(), reason: format!("container is {status}; only a running container is upgraded") });
     }
+    if let Some((ppid, engine)) = engine_parent(old.state.pid) {
+        return Err(UpgradeError::Precondition {
+            id: id.clone(),
+            reason: format!(
+                "the container is managed by {engine} (pid {ppid}), which waits for its process {} and would take its exit for the \
+                 container's end (and delete it); upgrade it through its engine, or run it with molt directly to upgrade it in place",
+                old.state.pid
+            ),
+        });
+    }
     check_new_config(&old, &new_spec, opts)?;
     if opts.dry_run {
         report.outcome = "dry-run";
@@ -214,7 +225,7 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         entries: vec![],
     };
     journal::save(root, &rec)?;
-    let mut run = Run { root, opts, rec, steps: vec![], stopped_at: None, started_at: None };
+    let mut run = Run { root, opts, rec, steps: vec![], stopped_at: None, started_at: None, held: Default::default() };
     match forward(&mut run) {
         Ok(()) => {
             report.outcome = "upgraded";
@@ -237,6 +248,16 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         _ => None,
     };
     Ok(report)
+}
+
+/// The engine that is the parent of a container's init: podman's conmon or a containerd shim
+/// (docker's too). Both reap the init by the pid they were given.
+fn engine_parent(pid: i32) -> Option<(i32, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The comm field may hold spaces and parentheses: the ppid follows the last ')'.
+    let ppid: i32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok()?.trim().to_string();
+    (comm == "conmon" || comm.starts_with("containerd-shim")).then_some((ppid, comm))
 }
 
 fn check_new_config(old: &Container, new_spec: &oci_spec::runtime::Spec, opts: &Options) -> Result<(), UpgradeError> {
@@ -287,6 +308,11 @@ fn create_new(r: &mut Run) -> Result<((), String), String> {
         r.rec.links = crate::net::snapshot(&old_pin).map_err(|e| e.to_string())?;
     }
     journal::save(r.root, &r.rec).map_err(|e| e.to_string())?;
+    // The listening sockets of both versions and the old stdio, held from now until the end.
+    let new_spec = load_spec(&r.rec.new_bundle).map_err(|e| e.to_string())?;
+    let eps = listen_endpoints(&[&new_spec, &old.state.config])?;
+    r.held.take_from(&old, &eps);
+    let (listen_fds, stdio) = r.held.prep(|e| hands_over(r.opts.network, e))?;
     let co = CreateOptions {
         id: r.rec.next_id.clone(),
         bundle: r.rec.new_bundle.clone(),
@@ -295,6 +321,8 @@ fn create_new(r: &mut Run) -> Result<((), String), String> {
             defer_volumes: true,
             join_netns: (r.opts.network == NetworkMode::Keep).then(|| old_pin.clone()),
             skip_net_setup: true,
+            listen_fds,
+            stdio: Some(stdio),
         }),
         ..CreateOptions::default()
     };
@@ -306,7 +334,26 @@ fn create_new(r: &mut Run) -> Result<((), String), String> {
         journal::save(r.root, &r.rec).map_err(|e| e.to_string())?;
         crate::nsutil::pin(new.state.pid, "net", &new_pin)?;
     }
-    Ok(((), format!("{} created from {}, held before start", r.rec.next_id, r.rec.new_bundle.display())))
+    Ok(((), format!("{} created from {}, held before start{}", r.rec.next_id, r.rec.new_bundle.display(), r.held.describe())))
+}
+
+/// The `io.molt.listen` endpoints of these configs, each once.
+fn listen_endpoints(specs: &[&oci_spec::runtime::Spec]) -> Result<Vec<crate::listen::Endpoint>, String> {
+    let mut out: Vec<crate::listen::Endpoint> = vec![];
+    for spec in specs {
+        for ep in crate::listen::from_spec(spec).map_err(|e| e.to_string())? {
+            if !out.iter().any(|o| o.addr == ep.addr) {
+                out.push(ep);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A TCP socket belongs to its network namespace for good: it is handed over only when the new
+/// container joins the old namespace (`keep`). A unix socket is reached by its path: always.
+fn hands_over(mode: NetworkMode, ep: &crate::listen::Endpoint) -> bool {
+    mode == NetworkMode::Keep || matches!(ep.addr, crate::listen::Addr::Unix(_))
 }
 
 /// Step 2.
@@ -440,8 +487,8 @@ fn health_gate(r: &mut Run) -> Result<((), String), String> {
             format!("still running after {}ms", d.as_millis())
         }
         Health::Tcp(port) => loop {
-            match handover::tcp_probe(new.state.pid, *port) {
-                Ok(()) => break format!("port {port} accepts connections"),
+            match handover::tcp_probe(new.state.pid, *port).and_then(|()| app_accepts(&new, *port, deadline)) {
+                Ok(note) => break note,
                 Err(e) if Instant::now() >= deadline || !alive(&new) => return Err(format!("health gate tcp:{port}: {e}")),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
@@ -456,6 +503,28 @@ fn health_gate(r: &mut Run) -> Result<((), String), String> {
         },
     };
     Ok(((), note))
+}
+
+/// With a socket molt holds, the kernel completes every handshake whether or not the application
+/// runs: the gate also waits for the application to take the connections from the accept queue.
+fn app_accepts(new: &Container, port: u16, deadline: Instant) -> Result<String, String> {
+    let eps: Vec<_> = crate::listen::from_spec(&new.state.config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| matches!(e.addr, crate::listen::Addr::Tcp(a) if a.port() == port))
+        .collect();
+    let taken = crate::listen::take(&handover::pids_of(new), &eps);
+    let Some(fd) = taken.into_iter().flatten().next() else { return Ok(format!("port {port} accepts connections")) };
+    use std::os::fd::AsRawFd;
+    loop {
+        if crate::listen::accept_queue(fd.as_raw_fd()) == Some(0) {
+            return Ok(format!("port {port} accepts connections and the application takes them from the queue"));
+        }
+        if Instant::now() >= deadline || new.status() != Status::Running {
+            return Err(format!("connections to port {port} wait in the handed-over socket's queue; the application does not accept them"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn exec_probe(c: &Container, args: &[String]) -> Result<(), String> {
@@ -502,9 +571,13 @@ fn rollback(run: &mut Run) -> Result<(), String> {
     let rec = run.rec.clone();
     // 1. The id back to the old record, the failed new container back to its own name.
     transfer_id(root, &rec, true)?;
-    // 2. The failed new container stops; its netns stays pinned so moved links survive.
+    // 2. The failed new container stops; its netns stays pinned so moved links survive. What it
+    // holds of the handover (after a crash molt holds nothing) is taken first.
     let failed = Container::load(root, &rec.next_id).ok();
+    let old_spec = load_spec(&rec.old_bundle).ok();
+    let eps = old_spec.as_ref().map(|s| listen_endpoints(&[s])).transpose()?.unwrap_or_default();
     if let Some(f) = &failed {
+        run.held.take_from(f, &eps);
         let _ = crate::container::delete::stop_all(f, Duration::from_secs(10));
     }
     let mut old = Container::load(root, &rec.id).map_err(|e| format!("the old container's record is gone: {e}"))?;
@@ -526,6 +599,7 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         stale.state.net = None;
         crate::container::delete::teardown(&mut stale, false);
     }
+    let (listen_fds, stdio) = run.held.prep(|e| hands_over(rec.network, e))?;
     let co = CreateOptions {
         id: restore_id.clone(),
         bundle: rec.old_bundle.clone(),
@@ -534,6 +608,8 @@ fn rollback(run: &mut Run) -> Result<(), String> {
             defer_volumes: true,
             join_netns: (rec.network == NetworkMode::Keep).then(|| rec.old_netns_pin.clone()).flatten(),
             skip_net_setup: true,
+            listen_fds,
+            stdio: Some(stdio),
         }),
         ..CreateOptions::default()
     };
@@ -616,7 +692,7 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
         dry_run: false,
         systemd_cgroup,
     };
-    let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None };
+    let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None, held: Default::default() };
     rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false })?;
     Ok("rolled back")
 }
@@ -644,16 +720,40 @@ pub fn abandon(root: &Path, id: &str) -> Result<(), UpgradeError> {
     Ok(())
 }
 
-/// Called by every command that touches a container: an interrupted upgrade is settled first.
+/// How long a command waits for a running upgrade of its container (MOLT_UPGRADE_WAIT overrides,
+/// in seconds): longer than a stop timeout and a health gate together take by default.
+fn upgrade_wait() -> Duration {
+    let secs = std::env::var("MOLT_UPGRADE_WAIT").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
+    Duration::from_secs(secs)
+}
+
+/// Called by every command that touches a container. A running upgrade is waited for, so no
+/// command acts on a half-moved container (an engine that saw the old init exit would delete
+/// right then); an upgrade interrupted by a crash is finished or rolled back first.
 pub fn settle(root: &Path, id: &str) -> Result<(), UpgradeError> {
-    if crate::container::validate_id(id).is_ok() && journal::path(root, id).exists() {
-        // A live upgrade holds the lock: leave its journal alone.
-        let Some(_lock) = journal::try_lock(root, id)? else { return Ok(()) };
-        if !journal::path(root, id).exists() {
+    if crate::container::validate_id(id).is_err() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + upgrade_wait();
+    loop {
+        if !journal::path(root, id).exists() && !journal::lock_path(root, id).exists() {
             return Ok(());
         }
-        let outcome = resume_locked(root, id, false)?;
-        crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
+        if let Some(_lock) = journal::try_lock(root, id)? {
+            if !journal::path(root, id).exists() {
+                return Ok(());
+            }
+            let outcome = resume_locked(root, id, false)?;
+            crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let by = journal::holder(root, id).map(|p| format!(" (molt pid {p})")).unwrap_or_default();
+            return Err(UpgradeError::Precondition {
+                id: id.into(),
+                reason: format!("an upgrade{by} is still in progress after {}s; try again when it has finished", upgrade_wait().as_secs()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
 }

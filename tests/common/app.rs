@@ -120,6 +120,8 @@ pub struct Setup {
     pub volume: serde_json::Value,
     /// Environment every version of the app gets (its own records file on a shared export).
     pub env: Vec<String>,
+    /// `io.molt.listen` of every version, if any.
+    pub listen: Option<String>,
     pub v1: Bundle,
 }
 
@@ -134,10 +136,25 @@ impl Setup {
 
     /// v1 running as `id` with the given volume mount on the given host.
     pub fn start_with(id: &str, net: HostNet, volume: serde_json::Value, img_dir: PathBuf) -> Setup {
+        Setup::start_full(id, net, volume, img_dir, None)
+    }
+
+    /// v1 as `start`, every version with molt's listening sockets (`io.molt.listen`).
+    pub fn start_listening(id: &str, listen: &str) -> Setup {
+        let img_dir = std::env::temp_dir().join(unique("molt-vol"));
+        std::fs::create_dir_all(&img_dir).unwrap();
+        let img = make_volume(&img_dir);
+        Setup::start_full(id, HostNet::new(), loop_volume(&img), img_dir, Some(listen.to_string()))
+    }
+
+    fn start_full(id: &str, net: HostNet, volume: serde_json::Value, img_dir: PathBuf, listen: Option<String>) -> Setup {
         let root = Root::new();
         let env = vec![format!("APP_DATA=/data/{}.log", unique(id))];
         let envs: Vec<&str> = env.iter().map(String::as_str).collect();
-        let v1 = app_bundle("1.0.0", "app-one", &net, &volume, &envs);
+        let mut v1 = app_bundle("1.0.0", "app-one", &net, &volume, &envs);
+        if let Some(l) = &listen {
+            v1.config["annotations"]["io.molt.listen"] = serde_json::json!(l);
+        }
         let dir = v1.write();
         let out = net.molt(&root, &["run", "--detach", "--bundle", &dir, id]);
         assert!(out.status.success(), "run v1: {}", stderr_of(&out));
@@ -145,14 +162,18 @@ impl Setup {
         net.ip(&["addr", "add", &format!("{GW}/24"), "dev", &net.bridge]);
         let ok = net.client(|| wait_until(30, || request("VERSION").is_ok()));
         assert!(ok, "v1 never answered on {IP}:8080");
-        Setup { id: id.to_string(), root, net, img_dir, volume, env, v1 }
+        Setup { id: id.to_string(), root, net, img_dir, volume, env, listen, v1 }
     }
 
     /// A bundle of the app at `version` for this set-up (same volume, network annotations, env).
     pub fn bundle(&self, version: &str, hostname: &str, extra_env: &[&str]) -> Bundle {
         let mut env: Vec<&str> = self.env.iter().map(String::as_str).collect();
         env.extend_from_slice(extra_env);
-        app_bundle(version, hostname, &self.net, &self.volume, &env)
+        let mut b = app_bundle(version, hostname, &self.net, &self.volume, &env);
+        if let Some(l) = &self.listen {
+            b.config["annotations"]["io.molt.listen"] = serde_json::json!(l);
+        }
+        b
     }
 
     pub fn upgrade(&self, args: &[&str]) -> std::process::Output {
@@ -183,6 +204,101 @@ impl Setup {
 
     pub fn ids(&self) -> Vec<String> {
         self.root.ok(&["list", "--quiet"]).lines().map(String::from).collect()
+    }
+}
+
+/// What a client saw of one request: the kernel's connect (no short timeout, so a lost SYN
+/// costs TCP's one-second retransmission as it does for curl or a database driver).
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub ok: std::collections::BTreeMap<String, usize>,
+    pub refused: usize,
+    pub reset: usize,
+    pub timed_out: usize,
+    /// Closed without an answer, or any other error.
+    pub other: Vec<String>,
+    /// Requests that took a second or more (a lost SYN costs that).
+    pub slow: usize,
+    pub max_ms: u128,
+}
+
+impl Tally {
+    pub fn failures(&self) -> usize {
+        self.refused + self.reset + self.timed_out + self.other.len()
+    }
+}
+
+/// Clients asking VERSION back to back over new connections from the test host, until stopped.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tally: std::sync::Arc<std::sync::Mutex<Tally>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn one_request() -> Result<String, std::io::Error> {
+    let mut s = TcpStream::connect_timeout(&format!("{IP}:8080").parse().unwrap(), Duration::from_secs(30))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(b"VERSION\n")?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply)?;
+    if reply.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed without an answer"));
+    }
+    Ok(reply.trim().to_string())
+}
+
+impl Load {
+    pub fn start(net: &HostNet, clients: usize) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tally = std::sync::Arc::new(std::sync::Mutex::new(Tally::default()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, tally, path) = (stop.clone(), tally.clone(), net.path.clone());
+                std::thread::spawn(move || {
+                    let ns = std::fs::File::open(&path).unwrap();
+                    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    while !stop.load(Ordering::SeqCst) {
+                        let t = std::time::Instant::now();
+                        let r = one_request();
+                        let ms = t.elapsed().as_millis();
+                        let mut g = tally.lock().unwrap();
+                        g.max_ms = g.max_ms.max(ms);
+                        if ms >= 1000 {
+                            g.slow += 1;
+                        }
+                        match r {
+                            Ok(v) => *g.ok.entry(v.split_whitespace().next().unwrap_or_default().to_string()).or_default() += 1,
+                            Err(e) => match e.kind() {
+                                std::io::ErrorKind::ConnectionRefused => g.refused += 1,
+                                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => g.reset += 1,
+                                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => g.timed_out += 1,
+                                _ => g.other.push(e.to_string()),
+                            },
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, tally, threads }
+    }
+
+    pub fn tally(&self) -> Tally {
+        self.tally.lock().unwrap().clone()
+    }
+
+    /// Wait until `n` answers came from `version` ("version=1.0.0").
+    pub fn wait_answers(&self, version: &str, n: usize) -> bool {
+        wait_until(60, || self.tally().ok.get(version).copied().unwrap_or(0) >= n)
+    }
+
+    pub fn stop(self) -> Tally {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let t = self.tally.lock().unwrap().clone();
+        t
     }
 }
 
