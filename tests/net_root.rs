@@ -19,13 +19,10 @@ use nix::sched::{setns, CloneFlags};
 /// on that.
 static NETNS_LOCK: Mutex<()> = Mutex::new(());
 
+/// Fails (never passes silently) when not run as root.
 fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("skipped: needs root to create network namespaces");
-        false
-    }
+    assert!(nix::unistd::geteuid().is_root(), "needs root to create network namespaces; run as root");
+    true
 }
 
 struct TestNs {

@@ -16,10 +16,7 @@ fn is_root() -> bool {
 
 macro_rules! need_root {
     () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (loop devices and mounts)");
-            return;
-        }
+        assert!(is_root(), "needs root (loop devices and mounts); run as root");
     };
 }
 
