@@ -32,8 +32,14 @@ pub fn debug(msg: &str) {
     }
 }
 
+/// Something asked for that molt does not do. Like runc's logrus: into `--log` when given (under
+/// containerd molt's stderr is the container's own log), else onto stderr, never lost.
 pub fn warn(msg: &str) {
-    write("warning", msg);
+    if SINK.get().is_some_and(|s| s.path.is_some()) {
+        write("warning", msg);
+    } else {
+        let _ = writeln!(std::io::stderr(), "molt: warning: {msg}");
+    }
 }
 
 /// An error ends the command: the log file gets the record and stderr the plain message.

@@ -541,6 +541,111 @@ fn update_changes_limits_from_stdin_file_and_flags() {
     assert!(!out.status.success() && stderr_of(&out).contains("linux.resources"), "{}", stderr_of(&out));
 }
 
+/// The limit files docker's zero values could touch, as the container sees them (hybrid / v1:
+/// the per-controller mounts; pure v2: its own cgroup through a cgroup namespace). The shell loop
+/// prints "file value" and an empty value for a file this kernel lacks, so both runtimes print
+/// the same lines whatever the host.
+fn zero_watch(b: &mut Bundle) -> String {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let files: &[&str] = if v2 {
+        b.add_namespace(serde_json::json!({"type": "cgroup"}));
+        &["memory.max", "memory.swap.max", "memory.low", "cpu.weight", "cpu.max", "pids.max", "io.bfq.weight"]
+    } else {
+        &[
+            "memory/memory.limit_in_bytes",
+            "memory/memory.memsw.limit_in_bytes",
+            "memory/memory.soft_limit_in_bytes",
+            "cpu/cpu.shares",
+            "cpu/cpu.cfs_quota_us",
+            "cpu/cpu.cfs_period_us",
+            "cpu/cpu.rt_period_us",
+            "cpu/cpu.rt_runtime_us",
+            "blkio/blkio.bfq.weight",
+            "pids/pids.max",
+        ]
+    };
+    let list: Vec<String> = files.iter().map(|f| format!("/sys/fs/cgroup/{f}")).collect();
+    format!("for f in {}; do echo \"$f $(cat $f 2>/dev/null)\"; done", list.join(" "))
+}
+
+/// linux.resources with every zero dockerd 20.10 sends (runc reads them as "not set"): molt
+/// runs the container as runc does, and the kernel's defaults are left in every limit file.
+#[test]
+fn dockers_zero_values_run_as_on_runc() {
+    require_root!();
+    let mut b = Bundle::new(&["true"]);
+    let script = zero_watch(&mut b);
+    b.config["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+    let res = &mut b.config["linux"]["resources"];
+    res["memory"] = serde_json::json!({"limit": 0, "reservation": 0, "swap": 0, "kernel": 0, "kernelTCP": 0, "disableOOMKiller": false});
+    res["cpu"] = serde_json::json!({"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0, "realtimePeriod": 0, "cpus": "", "mems": ""});
+    res["pids"] = serde_json::json!({"limit": 0});
+    res["blockIO"] = serde_json::json!({"weight": 0});
+    let cmp = run_both(&b);
+    cmp.assert_same(|s| s.to_string());
+    let out = cmp.molt_out();
+    assert!(out.lines().count() >= 7 && out.contains("pids.max max"), "{out}");
+}
+
+/// `docker update` sends the whole structure: cpu quota and period 0, empty cpusets, blockIO
+/// weight 0, pids 0, plus what was asked. Only the asked value changes, on molt as on runc; the
+/// flag form with zeros changes nothing at all.
+#[test]
+fn update_with_dockers_whole_structure_changes_only_what_was_asked() {
+    require_root!();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let script = zero_watch(&mut b);
+    let res = &mut b.config["linux"]["resources"];
+    res["memory"] = serde_json::json!({"limit": 67108864});
+    res["cpu"] = serde_json::json!({"shares": 512, "quota": 50000, "period": 100000});
+    res["pids"] = serde_json::json!({"limit": 40});
+    let bundle = b.write();
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &bundle, "dz"]);
+    let runc = RuncRoot::new();
+    if let Some(r) = &runc {
+        let out = r.runc(&["run", "-d", "--bundle", &bundle, "dz"]);
+        assert!(out.status.success(), "runc: {}", stderr_of(&out));
+    }
+    let watch = |run: &dyn Fn(&[&str]) -> std::process::Output| stdout_of(&run(&["exec", "dz", "sh", "-c", &script]));
+    let before = watch(&|a| root.molt(a));
+    assert!(before.contains("pids.max 40") && before.contains("64"), "the create limits are in place: {before}");
+    let json = r#"{"cpu": {"cpus": "", "mems": "", "period": 0, "quota": 0}, "memory": {"limit": 100663296},
+        "blockIO": {"weight": 0}, "pids": {"limit": 0}}"#;
+    let root_s = root.path.display().to_string();
+    let out = with_stdin(&molt_bin(), &["--root", &root_s, "update", "--resources", "-", "dz"], json);
+    assert!(out.status.success(), "molt update: {}", stderr_of(&out));
+    let after = watch(&|a| root.molt(a));
+    let (changed, same): (Vec<_>, Vec<_>) = before.lines().zip(after.lines()).partition(|(x, y)| x != y);
+    assert_eq!(changed.len(), 1, "exactly the memory limit changes:\n{before}\n---\n{after}");
+    assert!(changed[0].1.ends_with(" 100663296"), "{changed:?}");
+    assert!(same.len() >= 6, "{after}");
+    if let Some(r) = &runc {
+        let rs = r.path.display().to_string();
+        let out = with_stdin(&runc_bin().unwrap(), &["--root", &rs, "update", "--resources", "-", "dz"], json);
+        assert!(out.status.success(), "runc update: {}", stderr_of(&out));
+        assert_eq!(watch(&|a| r.runc(a)), after, "runc (left) and molt (right) after docker's update");
+    }
+    let flags = ["update", "--cpu-quota", "0", "--cpu-period", "0", "--blkio-weight", "0", "--memory-swap", "0", "dz"];
+    root.ok(&flags);
+    assert_eq!(watch(&|a| root.molt(a)), after, "zero flags changed a limit");
+    if let Some(r) = &runc {
+        assert!(r.runc(&flags).status.success());
+        assert_eq!(watch(&|a| r.runc(a)), after, "runc after zero flags");
+    }
+    // What update leaves alone (as runc does) is said: on stderr without --log, else in the log.
+    let ask = r#"{"memory": {"swappiness": 10}, "hugepageLimits": [{"pageSize": "2MB", "limit": 0}]}"#;
+    let out = with_stdin(&molt_bin(), &["--root", &root_s, "update", "--resources", "-", "dz"], ask);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("warning") && err.contains("memory.swappiness") && err.contains("hugepageLimits"), "{err}");
+    let log = b.dir.join("update-log.json");
+    let out = with_stdin(&molt_bin(), &["--root", &root_s, "--log", log.to_str().unwrap(), "--log-format", "json", "update", "-r", "-", "dz"], ask);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", stderr_of(&out));
+    let rec: Value = serde_json::from_str(std::fs::read_to_string(&log).unwrap().lines().next().unwrap()).unwrap();
+    assert!(rec["level"] == "warning" && rec["msg"].as_str().unwrap().contains("memory.swappiness"), "{rec}");
+}
+
 #[test]
 fn events_stats_in_runcs_shape() {
     require_root!();

@@ -27,7 +27,7 @@ pub use mountinfo::{
     Version,
 };
 pub use path::DEFAULT_PARENT;
-use plan::Step;
+use plan::{Absent, Step};
 
 /// The host's cgroup layout, from /proc/self/mountinfo.
 pub fn detect_layout() -> Result<Layout, CgroupError> {
@@ -204,6 +204,7 @@ impl Cgroup {
                     Step::One(w) => vec![w],
                     Step::EitherOrder(a, b) => vec![a, b],
                     Step::FirstPresent(alts) => alts.iter().collect(),
+                    Step::Ignored(_) => vec![],
                 };
                 for w in ws {
                     if w.controller != "cgroup"
@@ -220,6 +221,37 @@ impl Cgroup {
             self.run(step)?;
         }
         Ok(())
+    }
+
+    /// `molt update`: applies what `runc update` changes (see `plan::for_update`) and warns about
+    /// the rest. Zero values are "not set" as in `apply`, so docker's whole structures change only
+    /// what was asked.
+    pub fn update(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        let (mut r, ignored) = plan::for_update(r);
+        if !ignored.is_empty() {
+            crate::logging::warn(&format!(
+                "update: not changed (set at create only, as with runc): {}",
+                ignored.join(", ")
+            ));
+        }
+        let cpu_v2 = self.route("cpu").filter(|h| h.version == Version::V2);
+        if let (Some(h), Some(c)) = (cpu_v2, r.cpu_mut()) {
+            let (quota, period) = (c.quota().unwrap_or(0), c.period().unwrap_or(0));
+            if (quota == 0) != (period == 0) {
+                let file = h.dir.join("cpu.max");
+                let current = fsio::read(&file)?;
+                let (q, p) = plan::keep_cpu_max(quota, period, &current).ok_or_else(|| {
+                    CgroupError::Parse {
+                        file: file.display().to_string(),
+                        line: current.trim().to_string(),
+                        reason: "expected \"$QUOTA $PERIOD\"".to_string(),
+                    }
+                })?;
+                c.set_quota(Some(q));
+                c.set_period(Some(p));
+            }
+        }
+        self.apply(&r)
     }
 
     fn run(&self, step: &Step) -> Result<(), CgroupError> {
@@ -243,6 +275,10 @@ impl Cgroup {
                     None => Ok(()),
                 }
             }
+            Step::Ignored(msg) => {
+                crate::logging::warn(&format!("cgroup: {msg}"));
+                Ok(())
+            }
         }
     }
 
@@ -256,7 +292,19 @@ impl Cgroup {
             controller: w.controller.clone(),
         })?;
         match fsio::write(&path, &w.value, &w.field) {
-            Err(e) if w.if_present && e.errno() == Some(Errno::ENOENT) => Ok(()),
+            Err(e) if e.errno() == Some(Errno::ENOENT) => match w.when_absent {
+                Absent::Fail => Err(e),
+                Absent::Skip => Ok(()),
+                Absent::Warn => {
+                    crate::logging::warn(&format!(
+                        "cgroup: {} = {} ignored: this kernel has no {}",
+                        w.field,
+                        w.value,
+                        path.display()
+                    ));
+                    Ok(())
+                }
+            },
             other => other,
         }
     }
@@ -695,6 +743,71 @@ mod tests {
         assert_eq!(read(mem.join("c/memory.limit_in_bytes")), "1000");
         assert_eq!(read(mem.join("c/memory.memsw.limit_in_bytes")), "-1");
         assert_eq!(read(pids.join("c/pids.max")), "7");
+        std::fs::remove_dir_all(&tmp).expect("cleanup");
+    }
+
+    /// A cgroup2 tree in a temp dir offering cpu and memory, with the container at <mount>/c.
+    fn fake_v2(tag: &str) -> (PathBuf, Cgroup) {
+        let tmp = std::env::temp_dir().join(format!("molt-unit-{tag}-{}", std::process::id()));
+        let mnt = tmp.join("v2");
+        std::fs::create_dir_all(mnt.join("c")).expect("mkdir");
+        for f in ["cgroup.controllers", "cgroup.subtree_control"] {
+            std::fs::write(mnt.join(f), "cpu memory").expect("write");
+        }
+        let m = parse_mountinfo(&format!(
+            "1 1 0:1 / {} rw - cgroup2 cgroup2 rw\n",
+            mnt.display()
+        ))
+        .expect("fixture");
+        let cg = Cgroup::resolve_on(&m, &[], Some("/c"), "c", false).expect("resolve");
+        (tmp, cg)
+    }
+
+    /// docker's `docker update` sends quota and period 0 (and memory zeros): nothing is written
+    /// (memory.max does not even exist here, so a write would fail). One half of cpu.max keeps
+    /// the other half's current value, as runc keeps it from its saved config.
+    #[test]
+    fn update_on_v2_writes_only_what_was_asked() {
+        let (tmp, cg) = fake_v2("upd");
+        let cpu_max = tmp.join("v2/c/cpu.max");
+        std::fs::write(&cpu_max, "50000 100000").expect("write");
+        let upd = |json: &str| cg.update(&serde_json::from_str(json).expect("json"));
+        let read = || std::fs::read_to_string(&cpu_max).expect("read");
+        upd(r#"{"cpu": {"quota": 0, "period": 0, "shares": 0, "cpus": "", "mems": ""},
+                "memory": {"limit": 0, "swap": 0, "reservation": 0}, "blockIO": {"weight": 0},
+                "pids": {"limit": 0}}"#)
+        .expect("docker's zeros");
+        assert_eq!(read(), "50000 100000");
+        upd(r#"{"cpu": {"quota": 0, "period": 200000}}"#).expect("period");
+        assert_eq!(read(), "50000 200000");
+        upd(r#"{"cpu": {"quota": 30000}}"#).expect("quota");
+        assert_eq!(read(), "30000 200000");
+        // At create there is nothing to keep: a period alone is "max P", as runc's fs2 writes it.
+        cg.apply(&serde_json::from_str(r#"{"cpu": {"period": 100000}}"#).expect("json"))
+            .expect("apply");
+        assert_eq!(read(), "max 100000");
+        std::fs::write(&cpu_max, "nonsense").expect("write");
+        let e = upd(r#"{"cpu": {"quota": 1000}}"#).expect_err("unparsable cpu.max");
+        assert!(e.to_string().contains("cpu.max") && e.to_string().contains("nonsense"), "{e}");
+        std::fs::remove_dir_all(&tmp).expect("cleanup");
+    }
+
+    /// A missing file fails a required write, and only warns for a knob the kernel may lack.
+    #[test]
+    fn missing_files_fail_or_warn_as_planned() {
+        let tmp = std::env::temp_dir().join(format!("molt-unit-rt-{}", std::process::id()));
+        let cpu = tmp.join("cpu");
+        std::fs::create_dir_all(cpu.join("c")).expect("mkdir");
+        let m = parse_mountinfo(&format!("1 1 0:1 / {} rw - cgroup cgroup rw,cpu\n", cpu.display()))
+            .expect("fixture");
+        let cg = Cgroup::resolve_on(&m, &[], Some("/c"), "c", false).expect("resolve");
+        let r = |json: &str| -> LinuxResources { serde_json::from_str(json).expect("json") };
+        cg.apply(&r(r#"{"cpu": {"realtimePeriod": 1000000, "realtimeRuntime": 1000}}"#))
+            .expect("no CONFIG_RT_GROUP_SCHED: warned, not failed");
+        let e = cg.apply(&r(r#"{"cpu": {"shares": 512}}"#)).expect_err("cpu.shares is required");
+        assert!(e.to_string().contains("cpu.shares") && e.to_string().contains("512"), "{e}");
+        cg.apply(&r(r#"{"cpu": {"shares": 0, "quota": 0, "period": 0}}"#))
+            .expect("zeros write nothing, so the missing files do not matter");
         std::fs::remove_dir_all(&tmp).expect("cleanup");
     }
 }

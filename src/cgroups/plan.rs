@@ -20,9 +20,19 @@ pub struct Write {
     pub value: String,
     /// The config field this write comes from, for error messages.
     pub field: String,
-    /// Skip silently when the kernel lacks the file (features that come and go with kernel
-    /// configs, where a missing file means "nothing to limit" rather than "limit ignored").
-    pub if_present: bool,
+    /// What a missing file (ENOENT) means for this write.
+    pub when_absent: Absent,
+}
+
+/// A cgroup file that the kernel may lack (features that come and go with kernel configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// The write is required: ENOENT is an error naming the file.
+    Fail,
+    /// Nothing the user asked for is lost (e.g. "no swap limit" without swap accounting).
+    Skip,
+    /// The value cannot take effect on this kernel: go on, but say so on the log / stderr.
+    Warn,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +44,9 @@ pub enum Step {
     EitherOrder(Write, Write),
     /// The first alternative whose file exists (the same knob has a BFQ name and a legacy name).
     FirstPresent(Vec<Write>),
+    /// A value the config asks for that has no file on this cgroup version: nothing is written,
+    /// the message is logged as a warning (runc drops these silently).
+    Ignored(String),
 }
 
 /// Which cgroup version serves a controller on this host, None when none does.
@@ -55,6 +68,12 @@ impl Planner<'_> {
     fn one(&mut self, w: Write) {
         self.steps.push(Step::One(w));
     }
+
+    fn ignore(&mut self, field: &str, value: impl std::fmt::Display, why: &str) {
+        self.steps.push(Step::Ignored(format!(
+            "linux.resources.{field} = {value} ignored: {why}"
+        )));
+    }
 }
 
 fn write(controller: &str, file: impl Into<String>, value: impl ToString, field: &str) -> Write {
@@ -63,13 +82,19 @@ fn write(controller: &str, file: impl Into<String>, value: impl ToString, field:
         file: file.into(),
         value: value.to_string(),
         field: format!("linux.resources.{field}"),
-        if_present: false,
+        when_absent: Absent::Fail,
     }
 }
 
-fn optional(mut w: Write) -> Write {
-    w.if_present = true;
+fn when_absent(mut w: Write, a: Absent) -> Write {
+    w.when_absent = a;
     w
+}
+
+/// runc's reading of a numeric field: an absent value and 0 both mean "not set" (runc copies the
+/// spec's pointers into plain integers where 0 is the zero value, and its writers skip 0).
+fn set<T: Default + PartialEq>(v: Option<T>) -> Option<T> {
+    v.filter(|v| *v != T::default())
 }
 
 fn bad_value(field: &str, value: impl ToString, reason: &str) -> CgroupError {
@@ -82,6 +107,11 @@ fn bad_value(field: &str, value: impl ToString, reason: &str) -> CgroupError {
 
 /// All writes for `r`, in the order they must happen. `layout` only matters for resources that
 /// have no v2 form at all (network), which are skipped on a pure v2 host as runc does.
+///
+/// Zero values follow runc 1.1.5 (the engines' reference): a numeric field that is absent or 0
+/// writes nothing, so docker's whole structures (`blockIO.weight: 0`, `cpu.quota: 0`, ...) leave
+/// the kernel's values alone. The exceptions, where 0 is a real limit, are noted at each field and
+/// in vendor-notes/cgroup-resources.md.
 pub fn plan(
     r: &LinuxResources,
     layout: Layout,
@@ -98,19 +128,12 @@ pub fn plan(
         cpu(&mut p, c)?;
     }
     if let Some(pids) = r.pids() {
-        p.version("pids", "pids.limit")?;
-        // runc's reading of the spec: 0 and -1 both mean "no limit".
-        let limit = pids.limit();
-        let value = if limit > 0 {
-            limit.to_string()
-        } else {
-            "max".to_string()
-        };
-        p.one(write("pids", "pids.max", value, "pids.limit"));
+        pids_limit(&mut p, pids.limit())?;
     }
     if let Some(b) = r.block_io() {
         block_io(&mut p, b)?;
     }
+    // A limit of 0 is written: it means "no huge pages", as in runc.
     for h in r.hugepage_limits().iter().flatten() {
         let size = h.page_size();
         if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -127,23 +150,7 @@ pub fn plan(
         p.one(write("hugetlb", file, h.limit(), "hugepageLimits.limit"));
     }
     if let Some(n) = r.network() {
-        // net_cls/net_prio have no cgroup v2 form (v2 leaves this to eBPF); runc ignores them there too.
-        if layout != Layout::V2 {
-            if let Some(id) = n.class_id() {
-                p.version("net_cls", "network.classID")?;
-                p.one(write("net_cls", "net_cls.classid", id, "network.classID"));
-            }
-            for prio in n.priorities().iter().flatten() {
-                p.version("net_prio", "network.priorities")?;
-                let value = format!("{} {}", prio.name(), prio.priority());
-                p.one(write(
-                    "net_prio",
-                    "net_prio.ifpriomap",
-                    value,
-                    "network.priorities",
-                ));
-            }
-        }
+        network(&mut p, n, layout)?;
     }
     let rdma: BTreeMap<_, _> = r.rdma().iter().flatten().collect();
     for (dev, limit) in rdma {
@@ -166,26 +173,101 @@ pub fn plan(
     Ok(p.steps)
 }
 
-fn memory(p: &mut Planner, m: &LinuxMemory) -> Result<(), CgroupError> {
-    // kernel and kernelTCP are not applied: the kmem limits were deprecated and then removed
-    // from the kernel (5.16 / 6.x), and runc and crun ignore them too.
-    let used = m.limit().is_some()
-        || m.reservation().is_some()
-        || m.swap().is_some()
-        || m.swappiness().is_some()
-        || m.disable_oom_killer().is_some();
-    if !used {
+/// runc 1.1.5: 0 is "not set"; v1 writes "max" for any negative, v2 "max" for -1 and the number
+/// otherwise (the kernel refuses it, naming the file). runc 1.5 (runtime-spec 1.3) writes 0 as a
+/// real limit instead; engines that send 0 today mean "unset", so molt keeps 1.1.5's reading.
+fn pids_limit(p: &mut Planner, limit: i64) -> Result<(), CgroupError> {
+    if limit == 0 {
         return Ok(());
     }
-    if let Some(s) = m.swappiness() {
+    let value = match p.version("pids", "pids.limit")? {
+        _ if limit > 0 => limit.to_string(),
+        Version::V1 => "max".to_string(),
+        Version::V2 => max_or(limit),
+    };
+    p.one(write("pids", "pids.max", value, "pids.limit"));
+    Ok(())
+}
+
+fn network(
+    p: &mut Planner,
+    n: &oci_spec::runtime::LinuxNetwork,
+    layout: Layout,
+) -> Result<(), CgroupError> {
+    // classID 0 is "not set" (runc's NetClsClassid zero value); priorities are written as given.
+    let class_id = set(n.class_id());
+    let prios = n.priorities().as_deref().unwrap_or_default();
+    // net_cls/net_prio have no cgroup v2 form (v2 leaves this to eBPF); runc ignores them there.
+    if layout == Layout::V2 {
+        if let Some(id) = class_id {
+            p.ignore("network.classID", id, "cgroup v2 has no net_cls controller");
+        }
+        if !prios.is_empty() {
+            p.ignore(
+                "network.priorities",
+                format!("{} entries", prios.len()),
+                "cgroup v2 has no net_prio controller",
+            );
+        }
+        return Ok(());
+    }
+    if let Some(id) = class_id {
+        p.version("net_cls", "network.classID")?;
+        p.one(write("net_cls", "net_cls.classid", id, "network.classID"));
+    }
+    for prio in prios {
+        p.version("net_prio", "network.priorities")?;
+        let value = format!("{} {}", prio.name(), prio.priority());
+        p.one(write(
+            "net_prio",
+            "net_prio.ifpriomap",
+            value,
+            "network.priorities",
+        ));
+    }
+    Ok(())
+}
+
+/// swappiness as runc reads it: absent, or -1 sent through an unsigned field, means "not set".
+fn swappiness(m: &LinuxMemory) -> Option<u64> {
+    m.swappiness().filter(|s| *s != u64::MAX)
+}
+
+fn memory(p: &mut Planner, m: &LinuxMemory) -> Result<(), CgroupError> {
+    // kernel and kernelTCP are not applied: the kmem limits were deprecated and then removed
+    // from the kernel (5.16 / 6.x), and runc and crun ignore them too (runc with a warning).
+    for (field, v) in [
+        ("memory.kernel", m.kernel()),
+        ("memory.kernelTCP", m.kernel_tcp()),
+    ] {
+        if let Some(v) = set(v) {
+            p.ignore(
+                field,
+                v,
+                "kernel memory limits are not supported (removed from Linux)",
+            );
+        }
+    }
+    let (limit, swap, reservation) = (set(m.limit()), set(m.swap()), set(m.reservation()));
+    // disableOOMKiller false is the default, never written (docker always sends it).
+    let oom_off = m.disable_oom_killer() == Some(true);
+    if limit.is_none()
+        && swap.is_none()
+        && reservation.is_none()
+        && swappiness(m).is_none()
+        && !oom_off
+    {
+        return Ok(());
+    }
+    if let Some(s) = swappiness(m) {
         if s > 100 {
             return Err(bad_value("memory.swappiness", s, "must be 0..=100"));
         }
     }
     for (field, v) in [
-        ("memory.limit", m.limit()),
-        ("memory.reservation", m.reservation()),
-        ("memory.swap", m.swap()),
+        ("memory.limit", limit),
+        ("memory.reservation", reservation),
+        ("memory.swap", swap),
     ] {
         if let Some(v) = v {
             if v < -1 {
@@ -200,60 +282,73 @@ fn memory(p: &mut Planner, m: &LinuxMemory) -> Result<(), CgroupError> {
     let w = |file: &str, value: String, field: &str| write("memory", file, value, field);
     match p.version("memory", "memory")? {
         Version::V1 => {
-            let limit = m
-                .limit()
-                .map(|l| w("memory.limit_in_bytes", l.to_string(), "memory.limit"));
-            // Without swap accounting there is no memsw file; "unlimited" then already holds.
-            let swap = m.swap().map(|s| {
+            let lim = limit.map(|l| w("memory.limit_in_bytes", l.to_string(), "memory.limit"));
+            // Unlimited memory with swap unset: swap unlimited too, as runc does. Without swap
+            // accounting there is no memsw file; "unlimited" then already holds.
+            let swap = match (limit, swap) {
+                (Some(-1), None) => Some(-1),
+                (_, s) => s,
+            };
+            let sw = swap.map(|s| {
                 let sw = w("memory.memsw.limit_in_bytes", s.to_string(), "memory.swap");
                 if s == -1 {
-                    optional(sw)
+                    when_absent(sw, Absent::Skip)
                 } else {
                     sw
                 }
             });
-            match (limit, swap) {
+            match (lim, sw) {
                 (Some(l), Some(s)) => p.steps.push(Step::EitherOrder(l, s)),
                 (l, s) => l.into_iter().chain(s).for_each(|x| p.one(x)),
             }
-            if let Some(r) = m.reservation() {
+            if let Some(r) = reservation {
                 p.one(w(
                     "memory.soft_limit_in_bytes",
                     r.to_string(),
                     "memory.reservation",
                 ));
             }
-            if let Some(s) = m.swappiness() {
+            // 0 is a real swappiness (avoid swapping), written as runc does.
+            if let Some(s) = swappiness(m) {
                 p.one(w("memory.swappiness", s.to_string(), "memory.swappiness"));
             }
-            if let Some(d) = m.disable_oom_killer() {
+            if oom_off {
                 p.one(w(
                     "memory.oom_control",
-                    u8::from(d).to_string(),
+                    "1".to_string(),
                     "memory.disableOOMKiller",
                 ));
             }
         }
         Version::V2 => {
-            if let Some(l) = m.limit() {
+            if let Some(l) = limit {
                 p.one(w("memory.max", max_or(l), "memory.limit"));
             }
-            if let Some(s) = swap_v2(m.swap(), m.limit())? {
+            if let Some(s) = swap_v2(swap, limit)? {
                 let value = max_or(s);
                 let sw = w("memory.swap.max", value.clone(), "memory.swap");
                 // No swap accounting: "no swap limit" and "no swap" need no file (runc does the same).
                 p.one(if value == "max" || value == "0" {
-                    optional(sw)
+                    when_absent(sw, Absent::Skip)
                 } else {
                     sw
                 });
             }
-            if let Some(r) = m.reservation() {
+            if let Some(r) = reservation {
                 p.one(w("memory.low", max_or(r), "memory.reservation"));
             }
-            // swappiness and disableOOMKiller have no v2 file; memory.oom.group is a different
-            // policy. They are ignored, as by runc and crun, rather than failing every engine
-            // that sends docker's defaults.
+            // swappiness and disableOOMKiller have no v2 file (memory.oom.group is a different
+            // policy). runc and crun ignore them silently; molt says so.
+            if let Some(s) = swappiness(m) {
+                p.ignore("memory.swappiness", s, "cgroup v2 has no swappiness file");
+            }
+            if oom_off {
+                p.ignore(
+                    "memory.disableOOMKiller",
+                    true,
+                    "cgroup v2 cannot disable the OOM killer",
+                );
+            }
         }
     }
     Ok(())
@@ -268,18 +363,19 @@ fn max_or(v: i64) -> String {
 }
 
 /// OCI's swap is memory+swap (the v1 memsw meaning); v2's memory.swap.max is swap alone.
-/// Mirrors runc's ConvertMemorySwapToCgroupV2Value.
+/// Mirrors runc's ConvertMemorySwapToCgroupV2Value, where 0 (or absent) is "not set".
 pub fn swap_v2(swap: Option<i64>, limit: Option<i64>) -> Result<Option<i64>, CgroupError> {
+    let (swap, limit) = (set(swap), set(limit));
     let err = |reason: &str| bad_value("memory.swap", swap.unwrap_or_default(), reason);
     match (swap, limit) {
         (None, Some(-1)) => Ok(Some(-1)), // unlimited memory without a swap value: swap unlimited too
         (None, _) => Ok(None),
         (Some(-1), _) => Ok(Some(-1)),
-        (Some(0), _) => Ok(Some(0)),
-        (Some(_), None | Some(-1) | Some(0)) => Err(err("a swap limit needs a memory limit")),
+        (Some(_), None | Some(-1)) => Err(err("a swap limit needs a memory limit")),
         (Some(s), Some(l)) if s < l => {
             Err(err(&format!("memory+swap must be >= the memory limit {l}")))
         }
+        // swap == limit gives 0: no swap at all.
         (Some(s), Some(l)) => Ok(Some(s - l)),
     }
 }
@@ -304,25 +400,25 @@ pub fn blkio_to_io_weight(weight: u16) -> u64 {
 
 fn cpu(p: &mut Planner, c: &LinuxCpu) -> Result<(), CgroupError> {
     let w = |file: &str, value: String, field: &str| write("cpu", file, value, field);
-    let uses_cpu = c.shares().is_some()
-        || c.quota().is_some()
-        || c.period().is_some()
+    // shares, quota, period and the realtime pair: 0 is "not set". burst and idle are
+    // pointers in runc too (since 1.2): any value given is written, 0 included.
+    let (shares, quota, period) = (set(c.shares()), set(c.quota()), set(c.period()));
+    let (rt_runtime, rt_period) = (set(c.realtime_runtime()), set(c.realtime_period()));
+    let uses_cpu = shares.is_some()
+        || quota.is_some()
+        || period.is_some()
         || c.burst().is_some()
         || c.idle().is_some()
-        || c.realtime_runtime().is_some()
-        || c.realtime_period().is_some();
+        || rt_runtime.is_some()
+        || rt_period.is_some();
     if uses_cpu {
         match p.version("cpu", "cpu")? {
             Version::V1 => {
-                if let Some(s) = c.shares() {
+                if let Some(s) = shares {
                     p.one(w("cpu.shares", s.to_string(), "cpu.shares"));
                 }
-                let period = c
-                    .period()
-                    .map(|v| w("cpu.cfs_period_us", v.to_string(), "cpu.period"));
-                let quota = c
-                    .quota()
-                    .map(|v| w("cpu.cfs_quota_us", v.to_string(), "cpu.quota"));
+                let period = period.map(|v| w("cpu.cfs_period_us", v.to_string(), "cpu.period"));
+                let quota = quota.map(|v| w("cpu.cfs_quota_us", v.to_string(), "cpu.quota"));
                 match (period, quota) {
                     (Some(a), Some(b)) => p.steps.push(Step::EitherOrder(a, b)),
                     (a, b) => a.into_iter().chain(b).for_each(|x| p.one(x)),
@@ -333,33 +429,31 @@ fn cpu(p: &mut Planner, c: &LinuxCpu) -> Result<(), CgroupError> {
                 if let Some(i) = c.idle() {
                     p.one(w("cpu.idle", i.to_string(), "cpu.idle"));
                 }
-                // Realtime files exist only with CONFIG_RT_GROUP_SCHED; without it no task can be
-                // given realtime time in a group anyway. Period before runtime, as the kernel checks
+                // Realtime files exist only with CONFIG_RT_GROUP_SCHED (runc then fails with
+                // ENOENT; molt goes on and warns). Period before runtime, as the kernel checks
                 // runtime against the period.
-                if let Some(v) = c.realtime_period() {
-                    p.one(optional(w(
-                        "cpu.rt_period_us",
-                        v.to_string(),
-                        "cpu.realtimePeriod",
-                    )));
+                if let Some(v) = rt_period {
+                    p.one(when_absent(
+                        w("cpu.rt_period_us", v.to_string(), "cpu.realtimePeriod"),
+                        Absent::Warn,
+                    ));
                 }
-                if let Some(v) = c.realtime_runtime() {
-                    p.one(optional(w(
-                        "cpu.rt_runtime_us",
-                        v.to_string(),
-                        "cpu.realtimeRuntime",
-                    )));
+                if let Some(v) = rt_runtime {
+                    p.one(when_absent(
+                        w("cpu.rt_runtime_us", v.to_string(), "cpu.realtimeRuntime"),
+                        Absent::Warn,
+                    ));
                 }
             }
             Version::V2 => {
-                if let Some(s) = c.shares().filter(|s| *s != 0) {
+                if let Some(s) = shares {
                     p.one(w(
                         "cpu.weight",
                         shares_to_weight(s).to_string(),
                         "cpu.shares",
                     ));
                 }
-                if let Some(v) = cpu_max(c.quota(), c.period()) {
+                if let Some(v) = cpu_max(quota.unwrap_or(0), period.unwrap_or(0)) {
                     p.one(w("cpu.max", v, "cpu.quota"));
                 }
                 if let Some(b) = c.burst() {
@@ -368,10 +462,19 @@ fn cpu(p: &mut Planner, c: &LinuxCpu) -> Result<(), CgroupError> {
                 if let Some(i) = c.idle() {
                     p.one(w("cpu.idle", i.to_string(), "cpu.idle"));
                 }
-                // cgroup v2 has no realtime group scheduling; realtime values are ignored there.
+                // cgroup v2 has no realtime group scheduling.
+                for (field, v) in [
+                    ("cpu.realtimePeriod", rt_period.map(|v| v.to_string())),
+                    ("cpu.realtimeRuntime", rt_runtime.map(|v| v.to_string())),
+                ] {
+                    if let Some(v) = v {
+                        p.ignore(field, v, "cgroup v2 has no realtime group scheduling");
+                    }
+                }
             }
         }
     }
+    // An empty string is "not set" (the parent's cpus and mems stay).
     for (file, value, field) in [
         ("cpuset.cpus", c.cpus(), "cpu.cpus"),
         ("cpuset.mems", c.mems(), "cpu.mems"),
@@ -384,26 +487,33 @@ fn cpu(p: &mut Planner, c: &LinuxCpu) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// cpu.max is "$QUOTA $PERIOD" with "max" for no quota. As in runc, a period alone also
-/// resets the quota to "max": the file cannot take a period without a quota.
-pub fn cpu_max(quota: Option<i64>, period: Option<u64>) -> Option<String> {
-    if quota.is_none() && period.is_none() {
+/// cpu.max ("$QUOTA $PERIOD") as runc's fs2 writes it, 0 meaning "not set" for both: nothing
+/// when neither is set; "max" for no quota (0 or negative); the period defaults to the kernel's
+/// 100000 because the file cannot take a quota without a period.
+pub fn cpu_max(quota: i64, period: u64) -> Option<String> {
+    if quota == 0 && period == 0 {
         return None;
     }
-    let mut s = match quota {
-        Some(q) if q > 0 => q.to_string(),
-        _ => "max".to_string(),
+    let q = if quota > 0 {
+        quota.to_string()
+    } else {
+        "max".to_string()
     };
-    if let Some(per) = period.filter(|p| *p != 0) {
-        s.push_str(&format!(" {per}"));
-    }
-    Some(s)
+    let per = if period == 0 { 100_000 } else { period };
+    Some(format!("{q} {per}"))
 }
 
 fn block_io(p: &mut Planner, b: &LinuxBlockIo) -> Result<(), CgroupError> {
-    let used = b.weight().is_some()
-        || b.leaf_weight().is_some()
-        || b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
+    // Weights of 0 (the default weight, per-device weights and leaf weights) are "not set", as in
+    // runc. A throttle rate of 0 is a real value: it removes that device's limit.
+    let (weight, leaf_weight) = (set(b.weight()), set(b.leaf_weight()));
+    let devices = b.weight_device().as_deref().unwrap_or_default();
+    let dev_set = |d: &&oci_spec::runtime::LinuxWeightDevice| {
+        set(d.weight()).is_some() || set(d.leaf_weight()).is_some()
+    };
+    let used = weight.is_some()
+        || leaf_weight.is_some()
+        || devices.iter().any(|d| dev_set(&d))
         || [
             b.throttle_read_bps_device(),
             b.throttle_write_bps_device(),
@@ -427,7 +537,7 @@ fn block_io(p: &mut Planner, b: &LinuxBlockIo) -> Result<(), CgroupError> {
     // and keeps the v1 1..1000 scale on v2; io.weight (1..10000) serves io.cost.
     // `dev` is "" for the default weight, "maj:min" for a per-device one; v1 keeps per-device
     // weights in a separate *_device file, v2 in the same file.
-    let weight = |p: &mut Planner, dev: &str, weight: u16, field: &str| {
+    let weight_step = |p: &mut Planner, dev: &str, weight: u16, field: &str| {
         let val = |x: String| {
             if dev.is_empty() {
                 x
@@ -460,29 +570,30 @@ fn block_io(p: &mut Planner, b: &LinuxBlockIo) -> Result<(), CgroupError> {
         };
         p.steps.push(Step::FirstPresent(alts));
     };
-    if let Some(wt) = b.weight() {
-        weight(p, "", wt, "blockIO.weight");
+    if let Some(wt) = weight {
+        weight_step(p, "", wt, "blockIO.weight");
     }
-    for d in b.weight_device().iter().flatten() {
+    // Leaf weights died with CFQ (kernel 5.0); BFQ has no such file, and v2 never had one.
+    let leaf = |p: &mut Planner, file: &str, value: String, field: &str| match v {
+        Version::V1 => p.one(when_absent(w(file, value, field), Absent::Warn)),
+        Version::V2 => p.ignore(field, value, "cgroup v2 has no leaf weights"),
+    };
+    for d in devices {
         let dev = format!("{}:{}", d.major(), d.minor());
-        if let Some(wt) = d.weight() {
-            weight(p, &dev, wt, "blockIO.weightDevice");
+        if let Some(wt) = set(d.weight()) {
+            weight_step(p, &dev, wt, "blockIO.weightDevice");
         }
-        if let (Some(lw), Version::V1) = (d.leaf_weight(), v) {
-            // Leaf weights died with CFQ (kernel 5.0); BFQ has no such file.
-            p.one(optional(w(
+        if let Some(lw) = set(d.leaf_weight()) {
+            leaf(
+                p,
                 "blkio.leaf_weight_device",
                 format!("{dev} {lw}"),
                 "blockIO.weightDevice.leafWeight",
-            )));
+            );
         }
     }
-    if let (Some(lw), Version::V1) = (b.leaf_weight(), v) {
-        p.one(optional(w(
-            "blkio.leaf_weight",
-            lw.to_string(),
-            "blockIO.leafWeight",
-        )));
+    if let Some(lw) = leaf_weight {
+        leaf(p, "blkio.leaf_weight", lw.to_string(), "blockIO.leafWeight");
     }
     let throttles = [
         (
@@ -532,6 +643,66 @@ fn block_io(p: &mut Planner, b: &LinuxBlockIo) -> Result<(), CgroupError> {
         }
     }
     Ok(())
+}
+
+/// What `update` applies of `r`: what `runc update` changes (memory limit, reservation and swap;
+/// every cpu and cpuset field; block IO weights and throttles; pids; unified). The rest is left as
+/// created, as runc leaves it, and named in the returned list so the caller can say so: engines
+/// send whole structures (podman includes the device rules), and an update must not rewrite
+/// device rules or quietly pretend to change a swappiness.
+pub fn for_update(r: &LinuxResources) -> (LinuxResources, Vec<String>) {
+    let mut out = r.clone();
+    let mut ignored = Vec::new();
+    let mut drop = |asked: bool, field: &str| {
+        if asked {
+            ignored.push(format!("linux.resources.{field}"));
+        }
+    };
+    drop(
+        r.devices().as_ref().is_some_and(|d| !d.is_empty()),
+        "devices",
+    );
+    out.set_devices(None);
+    drop(
+        r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
+        "hugepageLimits",
+    );
+    out.set_hugepage_limits(None);
+    drop(
+        r.network().as_ref().is_some_and(|n| {
+            set(n.class_id()).is_some() || n.priorities().as_ref().is_some_and(|p| !p.is_empty())
+        }),
+        "network",
+    );
+    out.set_network(None);
+    drop(r.rdma().as_ref().is_some_and(|m| !m.is_empty()), "rdma");
+    out.set_rdma(None);
+    if let Some(m) = out.memory_mut() {
+        drop(swappiness(m).is_some(), "memory.swappiness");
+        m.set_swappiness(None);
+        drop(
+            m.disable_oom_killer() == Some(true),
+            "memory.disableOOMKiller",
+        );
+        m.set_disable_oom_killer(None);
+    }
+    (out, ignored)
+}
+
+/// `update` with only one of cpu quota and period on cgroup v2: cpu.max holds both, so the
+/// other keeps its current value (runc keeps it from its saved config). `current` is cpu.max as
+/// read ("max 100000", "50000 100000"); returns the (quota, period) to plan with.
+pub fn keep_cpu_max(quota: i64, period: u64, current: &str) -> Option<(i64, u64)> {
+    let mut it = current.split_whitespace();
+    let cur_quota = match it.next()? {
+        "max" => -1,
+        q => q.parse().ok()?,
+    };
+    let cur_period: u64 = it.next()?.parse().ok()?;
+    Some((
+        if quota == 0 { cur_quota } else { quota },
+        if period == 0 { cur_period } else { period },
+    ))
 }
 
 fn devices(p: &mut Planner, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
@@ -621,6 +792,21 @@ fn unified_key(p: &mut Planner, key: &str, value: &str) -> Result<(), CgroupErro
     Ok(())
 }
 
+/// What dockerd 20.10 sends for a plain `docker run`, and zeros for every other numeric field.
+#[cfg(test)]
+pub(super) const DOCKER_ZEROS: &str = r#"{
+    "memory": {"limit": 0, "reservation": 0, "swap": 0, "kernel": 0, "kernelTCP": 0,
+               "disableOOMKiller": false},
+    "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0, "realtimePeriod": 0,
+            "cpus": "", "mems": ""},
+    "pids": {"limit": 0},
+    "blockIO": {"weight": 0, "leafWeight": 0,
+                "weightDevice": [{"major": 8, "minor": 0, "weight": 0, "leafWeight": 0}]},
+    "network": {"classID": 0},
+    "hugepageLimits": [],
+    "unified": {}
+}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,10 +839,23 @@ mod tests {
                 Step::One(w) => vec![w],
                 Step::EitherOrder(a, b) => vec![a, b],
                 Step::FirstPresent(alts) => alts.iter().take(1).collect(),
+                Step::Ignored(_) => vec![],
             };
             out.extend(ws.into_iter().map(|w| (w.file.clone(), w.value.clone())));
         }
         out
+    }
+
+    /// (file, value) in write order.
+    type Files = Vec<(String, String)>;
+
+    /// flat(plan) of `json` on a v1 host and on a v2 host.
+    fn on_v1_and_v2(json: &str) -> (Files, Files) {
+        let r = res(json);
+        (
+            flat(&plan(&r, Layout::V1, &v1).expect(json)),
+            flat(&plan(&r, Layout::V2, &v2).expect(json)),
+        )
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -681,13 +880,11 @@ mod tests {
         assert_eq!(swap_v2(None, Some(100)).expect("ok"), None);
         assert!(swap_v2(Some(50), Some(100)).is_err());
         assert!(swap_v2(Some(50), None).is_err());
-        assert_eq!(
-            cpu_max(Some(50_000), Some(100_000)).as_deref(),
-            Some("50000 100000")
-        );
-        assert_eq!(cpu_max(Some(-1), None).as_deref(), Some("max"));
-        assert_eq!(cpu_max(None, Some(10_000)).as_deref(), Some("max 10000"));
-        assert_eq!(cpu_max(None, None), None);
+        assert_eq!(cpu_max(50_000, 100_000).as_deref(), Some("50000 100000"));
+        assert_eq!(cpu_max(-1, 0).as_deref(), Some("max 100000"));
+        assert_eq!(cpu_max(0, 10_000).as_deref(), Some("max 10000"));
+        assert_eq!(cpu_max(50_000, 0).as_deref(), Some("50000 100000"));
+        assert_eq!(cpu_max(0, 0), None);
     }
 
     const FULL: &str = r#"{
@@ -716,7 +913,9 @@ mod tests {
                 ("hugetlb.2MB.limit_in_bytes", "4194304"),
             ])
         );
-        assert!(matches!(steps[0], Step::EitherOrder(..)));
+        // FULL's kernel memory limit comes first, as a warning; then memory and swap together.
+        assert!(matches!(&steps[0], Step::Ignored(m) if m.contains("memory.kernel = 1")));
+        assert!(matches!(steps[1], Step::EitherOrder(..)));
     }
 
     #[test]
@@ -755,7 +954,7 @@ mod tests {
             pairs(&[
                 ("memory.max", "max"),
                 ("memory.swap.max", "max"),
-                ("cpu.max", "max"),
+                ("cpu.max", "max 100000"),
                 ("pids.max", "max")
             ])
         );
@@ -764,6 +963,7 @@ mod tests {
             f1,
             pairs(&[
                 ("memory.limit_in_bytes", "-1"),
+                ("memory.memsw.limit_in_bytes", "-1"),
                 ("cpu.cfs_quota_us", "-1"),
                 ("pids.max", "max")
             ])
@@ -893,6 +1093,281 @@ mod tests {
                 ("net_prio.ifpriomap", "eth0 5")
             ])
         );
-        assert!(plan(&r, Layout::V2, &v2).expect("plan").is_empty());
+        let steps = plan(&r, Layout::V2, &v2).expect("plan");
+        assert!(flat(&steps).is_empty(), "{steps:?}");
+        assert_eq!(ignored(&steps).len(), 2, "{steps:?}");
+    }
+
+    fn no_controllers(_: &str) -> Option<Version> {
+        None
+    }
+
+    #[test]
+    fn docker_zeros_write_nothing_and_need_no_controller() {
+        let r = res(DOCKER_ZEROS);
+        for (name, layout, version_of) in [
+            ("v1", Layout::V1, &v1 as VersionOf),
+            ("v2", Layout::V2, &v2),
+            ("hybrid", Layout::Hybrid, &hybrid),
+            ("none", Layout::V1, &no_controllers),
+        ] {
+            let steps = plan(&r, layout, version_of).expect(name);
+            assert!(steps.is_empty(), "{name}: {steps:?}");
+        }
+    }
+
+    /// One zero at a time, as the issue probed them: each is "not set" on both versions.
+    #[test]
+    fn each_zero_alone_is_not_set() {
+        for json in [
+            r#"{"memory": {"limit": 0}}"#,
+            r#"{"memory": {"swap": 0}}"#,
+            r#"{"memory": {"reservation": 0}}"#,
+            r#"{"memory": {"kernel": 0, "kernelTCP": 0}}"#,
+            r#"{"memory": {"disableOOMKiller": false}}"#,
+            r#"{"memory": {"swappiness": 18446744073709551615}}"#,
+            r#"{"cpu": {"shares": 0}}"#,
+            r#"{"cpu": {"quota": 0}}"#,
+            r#"{"cpu": {"period": 0}}"#,
+            r#"{"cpu": {"quota": 0, "period": 0}}"#,
+            r#"{"cpu": {"realtimeRuntime": 0}}"#,
+            r#"{"cpu": {"realtimePeriod": 0}}"#,
+            r#"{"cpu": {"cpus": "", "mems": ""}}"#,
+            r#"{"pids": {"limit": 0}}"#,
+            r#"{"pids": {}}"#,
+            r#"{"blockIO": {"weight": 0}}"#,
+            r#"{"blockIO": {"leafWeight": 0}}"#,
+            r#"{"blockIO": {"weightDevice": [{"major": 8, "minor": 0, "weight": 0}]}}"#,
+            r#"{"blockIO": {"weightDevice": [{"major": 8, "minor": 0, "leafWeight": 0}]}}"#,
+            r#"{"blockIO": {"throttleReadBpsDevice": []}}"#,
+            r#"{"network": {"classID": 0}}"#,
+            r#"{"hugepageLimits": []}"#,
+            r#"{"unified": {}}"#,
+        ] {
+            for (layout, version_of) in [(Layout::V1, &v1 as VersionOf), (Layout::V2, &v2)] {
+                let steps = plan(&res(json), layout, version_of).expect(json);
+                assert!(steps.is_empty(), "{json} on {layout:?}: {steps:?}");
+            }
+        }
+    }
+
+    /// The same fields with a value are written: the zero tests above are not vacuous.
+    #[test]
+    fn the_same_fields_set_are_written() {
+        for (json, v1_file, v2_file) in [
+            (
+                r#"{"memory": {"limit": 4096}}"#,
+                "memory.limit_in_bytes",
+                "memory.max",
+            ),
+            (
+                r#"{"memory": {"reservation": 4096}}"#,
+                "memory.soft_limit_in_bytes",
+                "memory.low",
+            ),
+            (r#"{"cpu": {"shares": 512}}"#, "cpu.shares", "cpu.weight"),
+            (r#"{"cpu": {"quota": 1000}}"#, "cpu.cfs_quota_us", "cpu.max"),
+            (
+                r#"{"cpu": {"period": 1000}}"#,
+                "cpu.cfs_period_us",
+                "cpu.max",
+            ),
+            (r#"{"pids": {"limit": 9}}"#, "pids.max", "pids.max"),
+            (
+                r#"{"blockIO": {"weight": 100}}"#,
+                "blkio.bfq.weight",
+                "io.bfq.weight",
+            ),
+        ] {
+            let (f1, f2) = on_v1_and_v2(json);
+            let files =
+                |f: &[(String, String)]| f.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>();
+            assert_eq!(
+                (files(&f1), files(&f2)),
+                (vec![v1_file.to_string()], vec![v2_file.to_string()]),
+                "{json}"
+            );
+        }
+        let f = flat(&plan(&res(r#"{"network": {"classID": 7}}"#), Layout::V1, &v1).expect("net"));
+        assert_eq!(f, pairs(&[("net_cls.classid", "7")]));
+        let r = res(r#"{"cpu": {"realtimePeriod": 1000000, "realtimeRuntime": 950000}}"#);
+        let steps = plan(&r, Layout::V1, &v1).expect("rt");
+        assert_eq!(
+            flat(&steps),
+            pairs(&[
+                ("cpu.rt_period_us", "1000000"),
+                ("cpu.rt_runtime_us", "950000")
+            ])
+        );
+        // Without CONFIG_RT_GROUP_SCHED the files are missing: go on, but warn.
+        assert!(steps
+            .iter()
+            .all(|s| matches!(s, Step::One(w) if w.when_absent == Absent::Warn)));
+    }
+
+    /// Where 0 (or -1) is a value, not "unset": written as runc writes it.
+    #[test]
+    fn zeros_that_are_values() {
+        let r = res(
+            r#"{"memory": {"swappiness": 0}, "hugepageLimits": [{"pageSize": "2MB", "limit": 0}],
+            "blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 0}]},
+            "cpu": {"idle": 0, "burst": 0}}"#,
+        );
+        assert_eq!(
+            flat(&plan(&r, Layout::V1, &v1).expect("v1")),
+            pairs(&[
+                ("memory.swappiness", "0"),
+                ("cpu.cfs_burst_us", "0"),
+                ("cpu.idle", "0"),
+                ("blkio.throttle.read_bps_device", "8:0 0"),
+                ("hugetlb.2MB.limit_in_bytes", "0"),
+            ])
+        );
+        let f2 = flat(&plan(&r, Layout::V2, &v2).expect("v2"));
+        assert_eq!(
+            f2,
+            pairs(&[
+                ("cpu.max.burst", "0"),
+                ("cpu.idle", "0"),
+                ("io.max", "8:0 rbps=max"),
+                ("hugetlb.2MB.max", "0"),
+            ])
+        );
+        // pids: -1 is "max" everywhere; other negatives are "max" on v1 and left to the kernel on v2.
+        assert_eq!(
+            on_v1_and_v2(r#"{"pids": {"limit": -5}}"#),
+            (pairs(&[("pids.max", "max")]), pairs(&[("pids.max", "-5")]))
+        );
+        // swap equal to the limit is "no swap" on v2 (0), written even without swap accounting.
+        let r = res(r#"{"memory": {"limit": 4096, "swap": 4096}}"#);
+        let steps = plan(&r, Layout::V2, &v2).expect("v2");
+        assert_eq!(
+            flat(&steps),
+            pairs(&[("memory.max", "4096"), ("memory.swap.max", "0")])
+        );
+        assert!(matches!(&steps[1], Step::One(w) if w.when_absent == Absent::Skip));
+        // Unlimited memory on v1 with swap unset: memsw unlimited too, skipped without the file.
+        let steps = plan(
+            &res(r#"{"memory": {"limit": -1, "swap": 0}}"#),
+            Layout::V1,
+            &v1,
+        )
+        .expect("v1");
+        let Step::EitherOrder(_, sw) = &steps[0] else {
+            panic!("limit and swap together: {steps:?}")
+        };
+        assert_eq!((sw.value.as_str(), sw.when_absent), ("-1", Absent::Skip));
+        // disableOOMKiller true is the only value written.
+        let f = flat(
+            &plan(
+                &res(r#"{"memory": {"disableOOMKiller": true}}"#),
+                Layout::V1,
+                &v1,
+            )
+            .expect("oom"),
+        );
+        assert_eq!(f, pairs(&[("memory.oom_control", "1")]));
+    }
+
+    #[test]
+    fn swap_zero_is_unset_next_to_a_limit() {
+        assert_eq!(swap_v2(Some(0), Some(100)).expect("ok"), None);
+        assert_eq!(swap_v2(Some(0), Some(-1)).expect("ok"), Some(-1));
+        assert_eq!(swap_v2(Some(100), Some(100)).expect("ok"), Some(0));
+        assert!(swap_v2(Some(100), Some(0)).is_err(), "limit 0 is no limit");
+        assert_eq!(
+            on_v1_and_v2(r#"{"memory": {"limit": 4096, "swap": 0}}"#),
+            (
+                pairs(&[("memory.limit_in_bytes", "4096")]),
+                pairs(&[("memory.max", "4096")])
+            )
+        );
+    }
+
+    fn ignored(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Ignored(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Values with no file on this cgroup version are dropped with a message, never silently.
+    #[test]
+    fn what_cannot_be_applied_is_named() {
+        let r = res(
+            r#"{"memory": {"kernel": 1048576, "swappiness": 10, "disableOOMKiller": true},
+            "cpu": {"realtimePeriod": 1000000, "realtimeRuntime": 1000},
+            "blockIO": {"leafWeight": 300}, "network": {"classID": 7}}"#,
+        );
+        let steps = plan(&r, Layout::V2, &v2).expect("v2");
+        assert!(flat(&steps).is_empty(), "{steps:?}");
+        let msgs = ignored(&steps).join("\n");
+        for field in [
+            "memory.kernel = 1048576",
+            "memory.swappiness = 10",
+            "memory.disableOOMKiller = true",
+            "cpu.realtimePeriod = 1000000",
+            "cpu.realtimeRuntime = 1000",
+            "blockIO.leafWeight = 300",
+            "network.classID = 7",
+        ] {
+            assert!(msgs.contains(field), "{field} not in:\n{msgs}");
+        }
+        // On v1 only the kernel memory limit is dropped; the rest has files.
+        let steps = plan(&r, Layout::V1, &v1).expect("v1");
+        assert_eq!(ignored(&steps).len(), 1, "{steps:?}");
+    }
+
+    #[test]
+    fn update_keeps_what_runc_update_changes() {
+        let r = res(
+            r#"{"memory": {"limit": 4096, "swappiness": 5, "disableOOMKiller": false},
+            "cpu": {"quota": 0, "period": 0, "shares": 512},
+            "devices": [{"allow": false, "access": "rwm"}],
+            "hugepageLimits": [{"pageSize": "2MB", "limit": 0}],
+            "network": {"classID": 0}, "pids": {"limit": 9}}"#,
+        );
+        let (u, dropped) = for_update(&r);
+        assert_eq!(
+            dropped,
+            [
+                "linux.resources.devices",
+                "linux.resources.hugepageLimits",
+                "linux.resources.memory.swappiness"
+            ]
+        );
+        assert_eq!(
+            flat(&plan(&u, Layout::V1, &v1).expect("plan")),
+            pairs(&[
+                ("memory.limit_in_bytes", "4096"),
+                ("cpu.shares", "512"),
+                ("pids.max", "9")
+            ])
+        );
+        // docker's `docker update` structure with nothing asked: nothing to do, nothing dropped.
+        let (u, dropped) = for_update(&res(
+            r#"{"cpu": {"quota": 0, "period": 0, "cpus": "", "mems": ""}, "memory": {}, "blockIO": {"weight": 0}}"#,
+        ));
+        assert!(dropped.is_empty(), "{dropped:?}");
+        assert!(plan(&u, Layout::V1, &v1).expect("v1").is_empty());
+        assert!(plan(&u, Layout::V2, &v2).expect("v2").is_empty());
+    }
+
+    #[test]
+    fn update_of_one_half_of_cpu_max_keeps_the_other() {
+        assert_eq!(
+            keep_cpu_max(0, 200_000, "50000 100000"),
+            Some((50_000, 200_000))
+        );
+        assert_eq!(
+            keep_cpu_max(20_000, 0, "max 100000"),
+            Some((20_000, 100_000))
+        );
+        assert_eq!(keep_cpu_max(0, 50_000, "max 100000"), Some((-1, 50_000)));
+        assert_eq!(keep_cpu_max(0, 1, "garbage"), None);
+        assert_eq!(keep_cpu_max(0, 1, "max"), None);
     }
 }

@@ -277,3 +277,94 @@ fn default_and_systemd_parents_are_cleaned_up() {
         }
     }
 }
+
+/// Every limit file docker's zeros could touch, as (controller, file), both versions; those the
+/// host lacks are left out of the snapshot.
+const WATCHED: &[(&str, &str)] = &[
+    ("memory", "memory.limit_in_bytes"),
+    ("memory", "memory.memsw.limit_in_bytes"),
+    ("memory", "memory.soft_limit_in_bytes"),
+    ("memory", "memory.oom_control"),
+    ("memory", "memory.max"),
+    ("memory", "memory.swap.max"),
+    ("memory", "memory.low"),
+    ("cpu", "cpu.shares"),
+    ("cpu", "cpu.cfs_quota_us"),
+    ("cpu", "cpu.cfs_period_us"),
+    ("cpu", "cpu.rt_period_us"),
+    ("cpu", "cpu.rt_runtime_us"),
+    ("cpu", "cpu.weight"),
+    ("cpu", "cpu.max"),
+    ("cpuset", "cpuset.cpus"),
+    ("cpuset", "cpuset.mems"),
+    ("pids", "pids.max"),
+    ("blkio", "blkio.bfq.weight"),
+    ("blkio", "blkio.weight"),
+    ("io", "io.bfq.weight"),
+    ("io", "io.weight"),
+];
+
+fn snapshot(cg: &Cgroup) -> Vec<(String, String)> {
+    WATCHED
+        .iter()
+        .filter_map(|(ctrl, f)| {
+            let p = cg.dir_for(ctrl)?.join(f);
+            p.exists().then(|| (f.to_string(), read(&p)))
+        })
+        .collect()
+}
+
+/// docker's zero values (blockIO.weight 0, cpu quota/period/realtimePeriod 0, memory limit and
+/// swap 0, ...) on real cgroups with a process inside: accepted, and not one file changes. Then
+/// `docker update`'s whole structure with one value asked changes that value only.
+#[test]
+fn docker_zero_values_change_nothing() {
+    if !can_run() {
+        return;
+    }
+    let cg = Cgroup::resolve(Some(&format!("/{}", name("zero"))), "x", false).expect("resolve");
+    let mut g = Guard::new(cg.clone());
+    cg.create().expect("create");
+    let has = |c: &str| cg.dir_for(c).is_some();
+    let mut limits = serde_json::json!({
+        "memory": {"limit": 67108864, "reservation": 33554432},
+        "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+        "pids": {"limit": 50}
+    });
+    if has("blkio") || has("io") {
+        limits["blockIO"] = serde_json::json!({"weight": 300});
+    }
+    cg.apply(&serde_json::from_value(limits).expect("json"))
+        .expect("apply limits");
+    let pid = g.spawn();
+    cg.add_process(pid).expect("add_process");
+    let before = snapshot(&cg);
+    assert!(
+        before.iter().any(|(f, v)| f == "pids.max" && v == "50"),
+        "{before:?}"
+    );
+    assert!(before.len() >= 6, "too little to compare: {before:?}");
+
+    let zeros: LinuxResources = serde_json::from_str(plan::DOCKER_ZEROS).expect("json");
+    cg.apply(&zeros)
+        .expect("docker's zeros are \"not set\", as in runc");
+    assert_eq!(snapshot(&cg), before, "zeros changed a limit");
+
+    let docker_update: LinuxResources = serde_json::from_str(
+        r#"{"cpu": {"quota": 0, "period": 0, "shares": 0, "cpus": "", "mems": ""},
+            "memory": {"limit": 0, "swap": 0, "reservation": 0},
+            "blockIO": {"weight": 0}, "pids": {"limit": 60}}"#,
+    )
+    .expect("json");
+    cg.update(&docker_update)
+        .expect("update with quota and period 0");
+    let want: Vec<(String, String)> = before
+        .iter()
+        .map(|(f, v)| {
+            let v = if f == "pids.max" { "60" } else { v };
+            (f.clone(), v.to_string())
+        })
+        .collect();
+    assert_eq!(snapshot(&cg), want, "update changed more than pids.max");
+    assert_eq!(cg.pids().expect("pids"), vec![pid], "the process survived");
+}

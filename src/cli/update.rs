@@ -125,7 +125,7 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
         return Err(format!("container {} is stopped, update needs it created, running or paused", a.id).into());
     }
     let cg = c.state.cgroup.as_ref().ok_or_else(|| format!("container {} has no cgroup", a.id))?;
-    cg.apply(&resources)?;
+    cg.update(&resources)?;
     Ok(0)
 }
 

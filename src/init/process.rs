@@ -215,7 +215,9 @@ pub fn set_user_and_caps(p: &Process) -> Result<(), InitError> {
     capset(&effective, &permitted, &inheritable)?;
     caps::clear(None, CapSet::Ambient).ok();
     for cap in &ambient {
-        // Ambient caps must be permitted and inheritable; runc skips those that are not.
+        // Ambient caps must be permitted and inheritable; runc skips those that are not, silently
+        // (gocapability drops the EPERM). No warning here: runc's own default spec asks for ambient
+        // caps without inheritable ones, so every such container would warn.
         if permitted.contains(cap) && inheritable.contains(cap) {
             caps::raise(None, CapSet::Ambient, *cap)
                 .map_err(|e| InitError::new(format!("process.capabilities.ambient {cap}: {e}")))?;
