@@ -295,3 +295,21 @@ fn a_container_an_engine_manages_is_not_upgraded_behind_its_back() {
     let err = stderr_of(&out);
     assert!(err.contains("managed by conmon") && err.contains("through its engine"), "{err}");
 }
+
+/// In `move` the TCP socket of the old namespace is not held: connections queued on it would die
+/// with the veth's departure and their clients would wait for nothing.
+#[test]
+fn move_with_molt_listening_socket_leaves_no_client_waiting_for_nothing() {
+    require_root!();
+    let s = Setup::start_listening("mvl", "tcp:0.0.0.0:8080");
+    let load = Load::start(&s.net, 2);
+    assert!(load.wait_answers("version=1.0.0", 20), "v1 under load: {:?}", load.tally());
+    let b = s.bundle("2.0.0", "app-two", &[]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--network", "move", "--health", "tcp:8080", "--health-timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!stdout_of(&out).contains("holds tcp:"), "{}", stdout_of(&out));
+    assert!(load.wait_answers("version=2.0.0", 20), "v2 under load: {:?}", load.tally());
+    let t = load.stop();
+    assert_eq!((t.timed_out, t.other.len()), (0, 0), "{t:?}");
+}

@@ -310,7 +310,10 @@ fn create_new(r: &mut Run) -> Result<((), String), String> {
     journal::save(r.root, &r.rec).map_err(|e| e.to_string())?;
     // The listening sockets of both versions and the old stdio, held from now until the end.
     let new_spec = load_spec(&r.rec.new_bundle).map_err(|e| e.to_string())?;
-    let eps = listen_endpoints(&[&new_spec, &old.state.config])?;
+    // Only what the new container will use: a held TCP socket of the old namespace in `move`
+    // would queue connections that die when the veth leaves (the clients then time out).
+    let mode = r.opts.network;
+    let eps: Vec<_> = listen_endpoints(&[&new_spec, &old.state.config])?.into_iter().filter(|e| hands_over(mode, e)).collect();
     r.held.take_from(&old, &eps);
     let (listen_fds, stdio) = r.held.prep(|e| hands_over(r.opts.network, e))?;
     let co = CreateOptions {
@@ -575,7 +578,8 @@ fn rollback(run: &mut Run) -> Result<(), String> {
     // holds of the handover (after a crash molt holds nothing) is taken first.
     let failed = Container::load(root, &rec.next_id).ok();
     let old_spec = load_spec(&rec.old_bundle).ok();
-    let eps = old_spec.as_ref().map(|s| listen_endpoints(&[s])).transpose()?.unwrap_or_default();
+    let mut eps = old_spec.as_ref().map(|s| listen_endpoints(&[s])).transpose()?.unwrap_or_default();
+    eps.retain(|e| hands_over(rec.network, e));
     if let Some(f) = &failed {
         run.held.take_from(f, &eps);
         let _ = crate::container::delete::stop_all(f, Duration::from_secs(10));
