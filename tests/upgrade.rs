@@ -111,7 +111,7 @@ fn a_crash_in_the_middle_of_a_rollback_is_rolled_back_again_by_resume() {
     let mut cmd = std::process::Command::new("nsenter");
     cmd.arg(format!("--net={}", s.net.path.display()))
         .arg(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "crb", "--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s"])
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "crb", "--bundle", &dir, "--network", "move", "--health", "tcp:8080", "--health-timeout", "2s"])
         .env("MOLT_TEST_CRASH_AT", "rollback:moved");
     let out = run_to_files(&mut cmd);
     use std::os::unix::process::ExitStatusExt;
@@ -134,7 +134,7 @@ fn delete_force_clears_an_upgrade_that_cannot_be_settled() {
     let mut cmd = std::process::Command::new("nsenter");
     cmd.arg(format!("--net={}", s.net.path.display()))
         .arg(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "gone", "--bundle", &dir])
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "gone", "--bundle", &dir, "--network", "move"])
         .env("MOLT_TEST_CRASH_AT", "move-network:after");
     let out = run_to_files(&mut cmd);
     use std::os::unix::process::ExitStatusExt;
@@ -170,6 +170,7 @@ fn keep_with_molt_listening_socket_refuses_resets_and_loses_no_request_under_loa
     let text = stdout_of(&out);
     assert!(text.contains("holds tcp:0.0.0.0:8080"), "the socket was handed over: {text}");
     assert!(text.contains("takes them from the queue"), "the gate saw the new app accept: {text}");
+    assert!(!s.root.path.join(".upgrade-zl.json").exists(), "a finished upgrade leaves no journal");
     assert!(load.wait_answers("version=2.0.0", 20), "v2 under load: {:?}", load.tally());
     let t = load.stop();
     assert_eq!((t.refused, t.reset, t.timed_out, t.other.len()), (0, 0, 0, 0), "every request answered: {t:?}");

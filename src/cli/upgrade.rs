@@ -12,8 +12,11 @@ pub struct Args {
     /// Bundle of the new version
     #[arg(long, short = 'b', required_unless_present = "resume")]
     pub bundle: Option<PathBuf>,
-    /// move: the old veth moves into the new container; keep: the new container joins the old namespace
-    #[arg(long, default_value = "move")]
+    /// keep (default): the new container joins the old network namespace, with its veth, IP, MAC
+    /// and routes, and takes over the listening sockets of io.molt.listen, so no client is refused;
+    /// move: the veth moves into the new container's own namespace; a SYN sent while it moves is
+    /// lost and costs that client TCP's 1 s retransmission (measured: scripts/bench-upgrade --compare)
+    #[arg(long, default_value = "keep")]
     pub network: String,
     #[arg(long = "stop-signal", default_value = "SIGTERM")]
     pub stop_signal: String,

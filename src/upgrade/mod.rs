@@ -158,7 +158,11 @@ impl Run<'_> {
         journal::maybe_crash(step, "after");
         let millis = t.elapsed().as_millis();
         self.rec.entries.push(Entry { step, done: true, at: crate::logging::now_rfc3339(), millis: Some(millis), note: Some(note.clone()) });
-        journal::save(self.root, &self.rec).map_err(|e| (step, e.to_string()))?;
+        // A finished commit has removed the journal: writing it again would leave a finished
+        // upgrade for the next command to "settle".
+        if step != Step::Commit {
+            journal::save(self.root, &self.rec).map_err(|e| (step, e.to_string()))?;
+        }
         self.steps.push(StepReport { step: step.name(), millis, note });
         Ok(value)
     }

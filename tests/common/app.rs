@@ -351,13 +351,15 @@ pub fn scenario_upgrade_keeps_identity_and_records(s: &Setup) {
     let mut c2 = v2.config.clone();
     c2["annotations"]["io.molt.upgrade.from"] = serde_json::json!(">=1.0.0, <2.0.0");
     std::fs::write(v2.dir.join("config.json"), serde_json::to_vec(&c2).unwrap()).unwrap();
-    let out = s.upgrade(&["--bundle", v2.dir.to_str().unwrap(), "--health", "tcp:8080", "--health-timeout", "60s", "--format", "json"]);
+    // `move`: the veth itself changes namespace (keep, the default, is covered in tests/upgrade.rs).
+    let out = s.upgrade(&["--bundle", v2.dir.to_str().unwrap(), "--network", "move", "--health", "tcp:8080", "--health-timeout", "60s", "--format", "json"]);
     assert!(out.status.success(), "upgrade: {}\n{}", stderr_of(&out), stdout_of(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("json report");
     assert_eq!(report["outcome"], "upgraded");
     let steps: Vec<&str> = report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(steps, ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"]);
     assert!(report["unavailable_ms"].as_u64().is_some());
+    assert!(!s.root.path.join(format!(".upgrade-{id}.json")).exists(), "a finished upgrade leaves no journal");
 
     // The writer goes on through the new version before it stops.
     let after = acks.load(Ordering::SeqCst);
@@ -451,7 +453,7 @@ pub fn scenario_crash_at_every_step(s: &Setup) {
             let mut cmd = Command::new("nsenter");
             cmd.arg(format!("--net={}", s.net.path.display()))
                 .arg(molt_bin())
-                .args(["--root", s.root.path.to_str().unwrap(), "upgrade", id, "--bundle", &dir])
+                .args(["--root", s.root.path.to_str().unwrap(), "upgrade", id, "--bundle", &dir, "--network", "move"])
                 .env("MOLT_TEST_CRASH_AT", format!("{step}:{when}"));
             let out = run_to_files(&mut cmd);
             use std::os::unix::process::ExitStatusExt;
