@@ -236,3 +236,20 @@ fn bad_documents_are_refused_naming_file_and_field_before_any_host_is_asked() {
     let e = bad(M, &U.replace("\"order\"", "\"ordr\""));
     assert!(e.contains("u.json") && e.contains("unknown field `ordr`"), "{e}");
 }
+
+#[test]
+fn a_failing_pre_upgrade_command_leaves_the_container_alone_and_stops_the_rollout() {
+    require_root!();
+    let mut lab = lab(false);
+    let d = docs(&mut lab, false, &["sleep", "3600"], serde_json::json!({"batch_size": 1}));
+    // Replace the db role's pre-upgrade command by one that fails (a snapshot that could not be taken).
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&d.upgrade).unwrap()).unwrap();
+    doc["roles"]["db"]["pre_upgrade"] = serde_json::json!(["echo no snapshot >&2; exit 7"]);
+    fs::write(&d.upgrade, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("pre_upgrade command") && text.contains("no snapshot") && text.contains("rollout STOPPED"), "{text}");
+    assert_eq!(lab.version("db-1"), "running 1.0.0", "never touched");
+    assert_eq!(lab.version("db-2"), "running 1.0.0", "next batch not started");
+}

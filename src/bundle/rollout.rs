@@ -159,9 +159,10 @@ fn canaries_hold(docs: &Documents, hosts: &[(Transport, Option<String>)], rows: 
     Ok(())
 }
 
-fn line(d: &Done) -> String {
+/// One progress line, its columns as wide as the plan's widest id, host and role.
+fn line(d: &Done, w: (usize, usize, usize)) -> String {
     format!(
-        "{:<14} {:<8} {:<8} {:>8} -> {:<8} {:<12} {:>6} ms  {}",
+        "{:<iw$}  {:<hw$}  {:<rw$}  {} -> {}  {:<11}  {:>6} ms  {}",
         d.id,
         d.host,
         d.role,
@@ -169,7 +170,10 @@ fn line(d: &Done) -> String {
         d.to,
         d.outcome,
         d.millis,
-        d.detail
+        d.detail,
+        iw = w.0,
+        hw = w.1,
+        rw = w.2
     )
 }
 
@@ -187,6 +191,8 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
         )));
     }
     let shipped = ship(docs, plan, hosts, session, say)?;
+    let widest = |f: fn(&Row) -> usize| plan.rows.iter().map(f).max().unwrap_or(0);
+    let widths = (widest(|r| r.id.len()), widest(|r| r.host.len()), widest(|r| r.role.len()));
     let mut results: BTreeMap<String, Done> = BTreeMap::new();
     let mut completed = true;
     for n in 1..=plan.batches {
@@ -218,7 +224,7 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
                                 detail: "no shipped bundle for its host".into(),
                             },
                         };
-                        say(&format!("  {}", line(&d)));
+                        say(&format!("  {}", line(&d, widths)));
                         d
                     })
                 })
