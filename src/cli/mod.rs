@@ -2,6 +2,7 @@
 //! call runc), plus molt's own `upgrade` and `volume`. One file per command; each stays thin and
 //! hands the work to the library.
 
+mod bundle;
 mod create;
 mod delete;
 mod events;
@@ -91,6 +92,9 @@ enum Command {
     /// Volumes attached on this host
     #[command(subcommand)]
     Volume(volume::Cmd),
+    /// A bundled application over many hosts: plan and roll out an upgrade of every container
+    #[command(subcommand)]
+    Bundle(bundle::Cmd),
 }
 
 impl Command {
@@ -208,6 +212,7 @@ pub fn main() -> i32 {
         Command::Resume(a) => pause::run(&ctx, a, false),
         Command::Upgrade(a) => upgrade::run(&ctx, a),
         Command::Volume(c) => volume::run(&ctx, c),
+        Command::Bundle(c) => bundle::run(c),
     };
     match res {
         Ok(code) => code,

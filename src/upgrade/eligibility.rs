@@ -27,11 +27,14 @@ pub struct Decision {
     pub reason: String,
 }
 
+/// "v1.2.3" is common in image tags; the rest must be strict semver.
+pub fn parse_semver(v: &str) -> Result<Version, semver::Error> {
+    Version::parse(v.trim().strip_prefix('v').unwrap_or(v.trim()))
+}
+
 fn parse_version(whose: &'static str, v: Option<&str>) -> Result<Version, EligibilityError> {
     let v = v.ok_or(EligibilityError::MissingVersion { whose })?;
-    // "v1.2.3" is common in image tags; the rest must be strict semver.
-    let trimmed = v.trim().strip_prefix('v').unwrap_or(v.trim());
-    Version::parse(trimmed).map_err(|e| EligibilityError::BadVersion { whose, value: v.to_string(), reason: e.to_string() })
+    parse_semver(v).map_err(|e| EligibilityError::BadVersion { whose, value: v.to_string(), reason: e.to_string() })
 }
 
 pub fn evaluate(running: Option<&str>, new: Option<&str>, constraint: Option<&str>) -> Result<Decision, EligibilityError> {

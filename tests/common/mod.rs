@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod bundle;
 
 use std::fs;
 use std::path::{Path, PathBuf};

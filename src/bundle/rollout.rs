@@ -1,0 +1,340 @@
+//! The rollout: ship each role's new application to the hosts that need it, then batch by batch
+//! run `molt upgrade` on each container's host (with the role's pre/post-upgrade commands),
+//! stopping before the next batch when one fails; a history record on every host touched.
+//! Nothing here remembers progress: a re-run recomputes the plan from what the hosts run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::doc::{Documents, FailurePolicy};
+use super::plan::{Action, Plan, Row};
+use super::transport::{quote, Archive, Session, Transport};
+use super::BundleError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Done {
+    pub id: String,
+    pub role: String,
+    pub host: String,
+    pub from: Option<String>,
+    pub to: String,
+    /// upgraded, rolled-back, failed, refused, not started, or the plan's skip.
+    pub outcome: String,
+    pub millis: u128,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub bundle: String,
+    pub version: String,
+    pub completed: bool,
+    pub containers: Vec<Done>,
+}
+
+/// Where a line of progress goes (stdout in the CLI), one call per line.
+pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
+
+fn host_of<'a>(hosts: &'a [(Transport, Option<String>)], name: &str) -> Result<&'a Transport, BundleError> {
+    hosts.iter().map(|(t, _)| t).find(|t| t.name == name).ok_or_else(|| BundleError::Refused(format!("host {name} is not connected")))
+}
+
+/// Ship every role's bundle to every host with a container of that role to upgrade.
+fn ship(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], session: &Session, say: Say) -> Result<BTreeMap<(String, String), PathBuf>, BundleError> {
+    let mut shipped = BTreeMap::new();
+    let mut archives = BTreeMap::new();
+    for row in plan.to_upgrade() {
+        let key = (row.role.clone(), row.host.clone());
+        if shipped.contains_key(&key) {
+            continue;
+        }
+        if !archives.contains_key(&row.role) {
+            let src = &docs.upgrade.roles[&row.role].bundle;
+            archives.insert(row.role.clone(), Archive::make(session, src, &row.role)?);
+        }
+        let a = &archives[&row.role];
+        let t = host_of(hosts, &row.host)?;
+        let t0 = Instant::now();
+        let (dir, sent) = t.ship(a)?;
+        let how = if sent { format!("sent, sha256 verified on arrival, {} ms", t0.elapsed().as_millis()) } else { "already there".into() };
+        say(&format!("ship  {:<8} -> {:<8} sha256:{}  {how}", row.role, row.host, &a.digest[..12]));
+        shipped.insert(key, dir);
+    }
+    Ok(shipped)
+}
+
+/// Role commands with the container named in the environment; the first failure ends them.
+fn hooks(t: &Transport, which: &str, cmds: &[String], row: &Row, version: &str) -> Result<(), String> {
+    for cmd in cmds {
+        let script = format!(
+            "MOLT_CONTAINER={} MOLT_ROLE={} MOLT_VERSION={} MOLT_ROOT={}; export MOLT_CONTAINER MOLT_ROLE MOLT_VERSION MOLT_ROOT; {cmd}",
+            quote(&row.id),
+            quote(&row.role),
+            quote(version),
+            quote(&t.host.root.display().to_string())
+        );
+        let out = t.run(&script, None).map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("{which} command {cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+        }
+    }
+    Ok(())
+}
+
+/// One container: pre-upgrade commands, `molt upgrade` on its host, post-upgrade commands.
+fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf) -> Done {
+    let u = &docs.upgrade;
+    let role = &u.roles[&row.role];
+    let t0 = Instant::now();
+    let mut done = Done {
+        id: row.id.clone(),
+        role: row.role.clone(),
+        host: row.host.clone(),
+        from: row.running.clone(),
+        to: u.version.clone(),
+        outcome: "failed".into(),
+        millis: 0,
+        detail: String::new(),
+    };
+    let finish = |mut d: Done, outcome: &str, detail: String| {
+        d.outcome = outcome.into();
+        d.detail = detail;
+        d.millis = t0.elapsed().as_millis();
+        d
+    };
+    if let Err(e) = hooks(t, "pre_upgrade", &role.pre_upgrade, row, &u.version) {
+        return finish(done, "failed", e);
+    }
+    let dir = bundle_dir.display().to_string();
+    let mut args = vec!["upgrade", &row.id, "--bundle", &dir, "--format", "json"];
+    let health = role.health.as_ref().or(u.health.as_ref());
+    if let Some(h) = health {
+        args.extend(["--health", h]);
+    }
+    if let Some(ht) = &u.health_timeout {
+        args.extend(["--health-timeout", ht]);
+    }
+    if let Some(sig) = &u.stop_signal {
+        args.extend(["--stop-signal", sig]);
+    }
+    if let Some(st) = &u.stop_timeout {
+        args.extend(["--stop-timeout", st]);
+    }
+    let out = match t.molt(&args) {
+        Ok(o) => o,
+        Err(e) => return finish(done, "failed", e.to_string()),
+    };
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let outcome = report["outcome"].as_str().unwrap_or(if out.status.success() { "upgraded" } else { "failed" }).to_string();
+    if !out.status.success() || outcome != "upgraded" {
+        let err = report["error"].as_str().map(String::from).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return finish(done, &outcome, err);
+    }
+    let unavailable = report["unavailable_ms"].as_u64().map(|ms| format!("unavailable {ms} ms")).unwrap_or_default();
+    done.detail = unavailable;
+    if let Err(e) = hooks(t, "post_upgrade", &role.post_upgrade, row, &u.version) {
+        return finish(done, "failed", format!("upgraded, then {e}"));
+    }
+    let detail = done.detail.clone();
+    finish(done, "upgraded", detail)
+}
+
+/// A canary batch must still run the new version after the minimum healthy time.
+fn canaries_hold(docs: &Documents, hosts: &[(Transport, Option<String>)], rows: &[&Row], say: Say) -> Result<(), String> {
+    let wait = docs.upgrade.min_healthy.as_deref().map(crate::upgrade::parse_duration).transpose()?.unwrap_or_default();
+    if wait > Duration::ZERO {
+        say(&format!("canary: watching {} for {:?}", rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "), wait));
+        std::thread::sleep(wait);
+    }
+    for r in rows {
+        let t = host_of(hosts, &r.host).map_err(|e| e.to_string())?;
+        match super::observe_one(t, &r.id) {
+            super::plan::Observed::Found { status, version } if status == "running" && version.as_deref() == Some(docs.upgrade.version.as_str()) => {}
+            o => return Err(format!("canary {} did not stay healthy: {o:?}", r.id)),
+        }
+    }
+    Ok(())
+}
+
+/// One progress line, its columns as wide as the plan's widest id, host and role.
+fn line(d: &Done, w: (usize, usize, usize)) -> String {
+    format!(
+        "{:<iw$}  {:<hw$}  {:<rw$}  {} -> {}  {:<11}  {:>6} ms  {}",
+        d.id,
+        d.host,
+        d.role,
+        d.from.as_deref().unwrap_or("-"),
+        d.to,
+        d.outcome,
+        d.millis,
+        d.detail,
+        iw = w.0,
+        hw = w.1,
+        rw = w.2
+    )
+}
+
+/// Run the plan. Refuses to start while any host is unreachable: a rollout that cannot see all
+/// of the bundle cannot keep its order.
+pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], session: &Session, say: Say) -> Result<Summary, BundleError> {
+    let down: Vec<String> = plan.unreachable().map(|r| format!("{} on {}", r.id, r.host)).collect();
+    if !down.is_empty() {
+        let why: Vec<String> = hosts.iter().filter_map(|(t, d)| d.as_ref().map(|d| format!("{} ({d})", t.name))).collect();
+        return Err(BundleError::Refused(format!(
+            "not starting: {} unreachable ({}); hosts down: {}; nothing was changed",
+            down.len(),
+            down.join(", "),
+            if why.is_empty() { "-".into() } else { why.join("; ") }
+        )));
+    }
+    let shipped = ship(docs, plan, hosts, session, say)?;
+    let widest = |f: fn(&Row) -> usize| plan.rows.iter().map(f).max().unwrap_or(0);
+    let widths = (widest(|r| r.id.len()), widest(|r| r.host.len()), widest(|r| r.role.len()));
+    let mut results: BTreeMap<String, Done> = BTreeMap::new();
+    let mut completed = true;
+    for n in 1..=plan.batches {
+        let rows = plan.batch(n);
+        let canary = rows.iter().any(|r| r.canary);
+        say(&format!(
+            "batch {n}/{} ({}{}): {}",
+            plan.batches,
+            rows.first().map(|r| r.role.as_str()).unwrap_or("-"),
+            if canary { ", canary" } else { "" },
+            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+        let shipped = &shipped;
+        let done: Vec<Done> = std::thread::scope(|s| {
+            let handles: Vec<_> = rows
+                .iter()
+                .map(|row| {
+                    s.spawn(move || {
+                        let d = match (host_of(hosts, &row.host), shipped.get(&(row.role.clone(), row.host.clone()))) {
+                            (Ok(t), Some(dir)) => upgrade_one(docs, t, row, dir),
+                            _ => Done {
+                                id: row.id.clone(),
+                                role: row.role.clone(),
+                                host: row.host.clone(),
+                                from: row.running.clone(),
+                                to: docs.upgrade.version.clone(),
+                                outcome: "failed".into(),
+                                millis: 0,
+                                detail: "no shipped bundle for its host".into(),
+                            },
+                        };
+                        say(&format!("  {}", line(&d, widths)));
+                        d
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        let mut failed: Vec<String> = done.iter().filter(|d| d.outcome != "upgraded").map(|d| format!("{} ({}: {})", d.id, d.outcome, d.detail)).collect();
+        if failed.is_empty() && canary {
+            if let Err(e) = canaries_hold(docs, hosts, &rows, say) {
+                failed.push(e);
+            }
+        }
+        for d in done {
+            results.insert(d.id.clone(), d);
+        }
+        if !failed.is_empty() {
+            completed = false;
+            say(&format!("batch {n} failed: {}", failed.join("; ")));
+            match docs.upgrade.failure_policy {
+                FailurePolicy::Stop => say("failure policy stop: no further batch is started"),
+                FailurePolicy::RollbackBatch => say(
+                    "failure policy rollback-batch: the failed container was rolled back by molt upgrade; the batch's containers \
+                     that were upgraded stay on the new version (a reverse upgrade is not implemented yet); no further batch is started",
+                ),
+            }
+            break;
+        }
+    }
+    let containers: Vec<Done> = plan
+        .rows
+        .iter()
+        .map(|r| {
+            results.remove(&r.id).unwrap_or_else(|| Done {
+                id: r.id.clone(),
+                role: r.role.clone(),
+                host: r.host.clone(),
+                from: r.running.clone(),
+                to: docs.upgrade.version.clone(),
+                outcome: if r.decision == Action::Upgrade { "not started".into() } else { r.decision.label().into() },
+                millis: 0,
+                detail: if r.decision == Action::Upgrade { "an earlier batch failed".into() } else { r.rule.clone() },
+            })
+        })
+        .collect();
+    let summary = Summary { bundle: plan.bundle.clone(), version: plan.version.clone(), completed, containers };
+    record_history(docs, hosts, session, &summary, say);
+    Ok(summary)
+}
+
+fn who() -> String {
+    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| {
+        // SAFETY: getuid has no preconditions.
+        format!("uid {}", unsafe { libc::getuid() })
+    });
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
+}
+
+/// One JSON line per rollout appended to `<root>/bundle-history.jsonl` on every host it touched.
+fn record_history(docs: &Documents, hosts: &[(Transport, Option<String>)], session: &Session, s: &Summary, say: Say) {
+    let at = crate::logging::now_rfc3339();
+    for (t, down) in hosts {
+        let mine: Vec<&Done> = s.containers.iter().filter(|d| d.host == t.name && d.millis > 0).collect();
+        if down.is_some() || mine.is_empty() {
+            continue;
+        }
+        let rec = serde_json::json!({
+            "at": at, "who": who(), "bundle": s.bundle, "version": s.version, "constraint": docs.upgrade.constraint,
+            "upgrade_document": docs.upgrade_file, "completed": s.completed, "containers": mine,
+        });
+        let file = session_file(session, &t.name);
+        let text = format!("{rec}\n");
+        let root = quote(&t.host.root.display().to_string());
+        let res = std::fs::write(&file, text).map_err(|e| e.to_string()).and_then(|_| {
+            t.run(&format!("mkdir -p {root} && cat >> {root}/bundle-history.jsonl"), Some(&file)).map_err(|e| e.to_string()).and_then(|o| {
+                if o.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+                }
+            })
+        });
+        if let Err(e) = res {
+            say(&format!("warning: history record on {} not written: {e}", t.name));
+        }
+    }
+}
+
+fn session_file(session: &Session, host: &str) -> PathBuf {
+    session.path().join(format!("{}.history.json", host.replace('/', "_")))
+}
+
+/// The final table.
+pub fn summary_table(s: &Summary) -> String {
+    let head = ["CONTAINER", "HOST", "ROLE", "FROM", "TO", "OUTCOME", "TIME", "DETAIL"];
+    let cells: Vec<Vec<String>> = s
+        .containers
+        .iter()
+        .map(|d| {
+            let time = if d.millis > 0 { format!("{} ms", d.millis) } else { "-".into() };
+            vec![d.id.clone(), d.host.clone(), d.role.clone(), d.from.clone().unwrap_or_else(|| "-".into()), d.to.clone(), d.outcome.clone(), time, d.detail.clone()]
+        })
+        .collect();
+    let mut out = super::plan::columns(&head, &cells);
+    let up = s.containers.iter().filter(|d| d.outcome == "upgraded").count();
+    out.push_str(&format!(
+        "bundle {} -> {}: {up} upgraded, {}\n",
+        s.bundle,
+        s.version,
+        if s.completed { "rollout complete" } else { "rollout STOPPED (re-run the same command after fixing the cause)" }
+    ));
+    out
+}

@@ -1,0 +1,263 @@
+//! How the operator's molt reaches a host: OpenSSH's client (BatchMode, host keys checked, the
+//! user's ssh config honoured, one multiplexed master connection per host under a private
+//! directory), or the operator's own host directly. A host needs only sshd, molt, sh, tar and
+//! sha256sum. Also the shipping of a bundle directory: a reproducible tar, its sha256 checked on
+//! arrival, into a content-addressed directory under the host's molt root, sent once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use super::doc::Host;
+use super::BundleError;
+
+/// Where the control sockets of one operator run live; removed (masters closed) on drop.
+pub struct Session {
+    dir: PathBuf,
+    masters: std::sync::Mutex<Vec<Vec<String>>>,
+}
+
+impl Session {
+    pub fn new() -> Result<Session, BundleError> {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let dir = std::env::temp_dir().join(format!("molt-ssh-{}-{}", std::process::id(), stamp % 1_000_000_000));
+        std::fs::create_dir(&dir).map_err(|e| BundleError::Transport { host: "-".into(), reason: format!("mkdir {}: {e}", dir.display()) })?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        Ok(Session { dir, masters: Default::default() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let masters = std::mem::take(&mut *self.masters.lock().unwrap_or_else(|e| e.into_inner()));
+        for base in masters {
+            let _ = Command::new("ssh").args(&base).args(["-O", "exit"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One host as the operator reaches it.
+pub struct Transport {
+    pub name: String,
+    pub host: Host,
+    /// ssh's arguments up to and including the destination; empty for a local host.
+    ssh: Vec<String>,
+}
+
+/// A word for a POSIX shell: ssh hands the remote side one command line.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+        return s.into();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl Transport {
+    pub fn new(session: &Session, name: &str, host: &Host) -> Transport {
+        let mut ssh = vec![];
+        if let Some(dest) = &host.ssh {
+            if let Some(f) = &host.ssh_config {
+                ssh.extend(["-F".into(), f.display().to_string()]);
+            }
+            for o in [
+                "BatchMode=yes".to_string(),
+                "StrictHostKeyChecking=yes".into(),
+                "ConnectTimeout=5".into(),
+                "ServerAliveInterval=5".into(),
+                "ServerAliveCountMax=3".into(),
+                format!("ControlPath={}/%C", session.dir.display()),
+                "ControlMaster=no".into(),
+            ] {
+                ssh.extend(["-o".into(), o]);
+            }
+            if let Some(u) = &host.user {
+                ssh.extend(["-l".into(), u.clone()]);
+            }
+            if let Some(p) = host.port {
+                ssh.extend(["-p".into(), p.to_string()]);
+            }
+            if let Some(i) = &host.identity {
+                ssh.extend(["-i".into(), i.display().to_string(), "-o".into(), "IdentitiesOnly=yes".into()]);
+            }
+            ssh.push(dest.clone());
+        }
+        Transport { name: name.into(), host: host.clone(), ssh }
+    }
+
+    fn err(&self, reason: impl Into<String>) -> BundleError {
+        BundleError::Transport { host: self.name.clone(), reason: reason.into() }
+    }
+
+    /// Open the master connection (ssh hosts); its failure is the host's being unreachable.
+    pub fn connect(&self, session: &Session) -> Result<(), BundleError> {
+        if self.ssh.is_empty() {
+            return Ok(());
+        }
+        // The master goes to the background (-f) and keeps its stderr: a file, not a pipe we
+        // would wait on forever.
+        let log = session.dir.join(format!("{}.master.log", self.name.replace('/', "_")));
+        let file = std::fs::File::create(&log).map_err(|e| self.err(format!("{}: {e}", log.display())))?;
+        let (base, dest) = self.ssh.split_at(self.ssh.len() - 1);
+        let st = Command::new("ssh")
+            .args(base)
+            .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-f", "-N"])
+            .args(dest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .status()
+            .map_err(|e| self.err(format!("cannot run ssh: {e}")))?;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if !st.success() {
+            let why = text.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("ssh failed").trim().to_string();
+            return Err(self.err(format!("ssh {}: {why}", dest.join(" "))));
+        }
+        session.masters.lock().unwrap_or_else(|e| e.into_inner()).push(self.ssh.clone());
+        Ok(())
+    }
+
+    /// A shell command line run on the host (sh -c locally, the login shell over ssh).
+    pub fn shell(&self, script: &str) -> Command {
+        if self.ssh.is_empty() {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            c
+        } else {
+            let mut c = Command::new("ssh");
+            c.args(&self.ssh).arg("--").arg(script);
+            c
+        }
+    }
+
+    /// `molt --root ROOT ARGS...` on the host, output collected.
+    pub fn molt(&self, args: &[&str]) -> Result<Output, BundleError> {
+        let mut words = vec![quote(&self.host.molt), "--root".into(), quote(&self.host.root.display().to_string())];
+        words.extend(args.iter().map(|a| quote(a)));
+        self.run(&words.join(" "), None)
+    }
+
+    /// Run a script, feeding `input` (a file) on stdin; ssh's own failure (exit 255) is an error.
+    pub fn run(&self, script: &str, input: Option<&Path>) -> Result<Output, BundleError> {
+        let mut c = self.shell(script);
+        match input {
+            Some(p) => c.stdin(std::fs::File::open(p).map_err(|e| self.err(format!("{}: {e}", p.display())))?),
+            None => c.stdin(Stdio::null()),
+        };
+        let out = c.output().map_err(|e| self.err(format!("cannot run {}: {e}", if self.ssh.is_empty() { "sh" } else { "ssh" })))?;
+        if !self.ssh.is_empty() && out.status.code() == Some(255) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(self.err(format!("ssh: {}", err.lines().last().unwrap_or("connection failed").trim())));
+        }
+        Ok(out)
+    }
+
+    /// Ship a bundle directory; returns its directory on the host. Sent only when the host has
+    /// no complete copy with that digest yet.
+    pub fn ship(&self, archive: &Archive) -> Result<(PathBuf, bool), BundleError> {
+        let store = self.host.root.join(".bundles");
+        let dest = store.join(format!("sha256-{}", archive.digest));
+        let d = quote(&dest.display().to_string());
+        let out = self.run(&format!("test -f {d}/.molt-digest"), None)?;
+        if out.status.success() {
+            return Ok((dest, false));
+        }
+        let s = quote(&store.display().to_string());
+        let script = format!(
+            "set -e; umask 077; mkdir -p {s}; t=$(mktemp -d {s}/.incoming-XXXXXX); cat > \"$t.tar\"; \
+             got=$(sha256sum < \"$t.tar\" | cut -d' ' -f1); \
+             if [ \"$got\" != {hex} ]; then rm -rf \"$t\" \"$t.tar\"; echo \"digest mismatch on arrival: sha256 $got, sent {hex}\" >&2; exit 3; fi; \
+             tar -xf \"$t.tar\" -C \"$t\"; rm -f \"$t.tar\"; echo {hex} > \"$t/.molt-digest\"; chmod 755 \"$t\"; \
+             mv -T \"$t\" {d} 2>/dev/null || {{ rm -rf \"$t\"; test -f {d}/.molt-digest; }}",
+            hex = archive.digest
+        );
+        let out = self.run(&script, Some(&archive.file))?;
+        if !out.status.success() {
+            return Err(self.err(format!("shipping {} to {}: {}", archive.source.display(), dest.display(), String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        Ok((dest, true))
+    }
+}
+
+/// A bundle directory as a reproducible tar (sorted, no times or owners of the operator's) and
+/// its sha256.
+pub struct Archive {
+    pub source: PathBuf,
+    pub file: PathBuf,
+    pub digest: String,
+}
+
+impl Archive {
+    pub fn make(session: &Session, source: &Path, name: &str) -> Result<Archive, BundleError> {
+        let err = |reason: String| BundleError::Ship { dir: source.into(), reason };
+        let file = session.dir.join(format!("{name}.tar"));
+        let out = Command::new("tar")
+            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "--exclude=./.molt-digest", "-C"])
+            .arg(source)
+            .args(["-cf"])
+            .arg(&file)
+            .arg(".")
+            .output()
+            .map_err(|e| err(format!("cannot run tar: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!("tar: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        let out = Command::new("sha256sum").arg(&file).output().map_err(|e| err(format!("cannot run sha256sum: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let digest = text.split_whitespace().next().filter(|d| d.len() == 64 && out.status.success()).ok_or_else(|| err(format!("sha256sum: {text}")))?;
+        Ok(Archive { source: source.into(), file, digest: digest.into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_a_remote_shell() {
+        assert_eq!(quote("/run/molt"), "/run/molt");
+        assert_eq!(quote("exec:test -s /data/x"), "'exec:test -s /data/x'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote(""), "''");
+        let out = Command::new("sh").args(["-c", &format!("printf %s {}", quote("a b'c$HOME"))]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a b'c$HOME");
+    }
+
+    #[test]
+    fn ssh_arguments_carry_the_hosts_settings() {
+        let session = Session::new().unwrap();
+        let host: Host = serde_json::from_str(r#"{"ssh": "db.example", "user": "ops", "port": 2222, "identity": "/k", "ssh_config": "/c"}"#).unwrap();
+        let t = Transport::new(&session, "db", &host);
+        let args = t.ssh.join(" ");
+        for want in ["-F /c", "BatchMode=yes", "StrictHostKeyChecking=yes", "-l ops", "-p 2222", "-i /k"] {
+            assert!(args.contains(want), "{want} missing in {args}");
+        }
+        assert!(args.ends_with("db.example"));
+        assert!(args.contains(&format!("ControlPath={}/%C", session.dir.display())));
+    }
+
+    #[test]
+    fn an_archive_of_the_same_directory_has_the_same_digest() {
+        let session = Session::new().unwrap();
+        let src = session.dir.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("config.json"), "{}").unwrap();
+        let a = Archive::make(&session, &src, "a").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(src.join("config.json"), "{}").unwrap();
+        let b = Archive::make(&session, &src, "b").unwrap();
+        assert_eq!(a.digest, b.digest);
+        // Shipping to a local host unpacks it under the root, once.
+        let root = session.dir.join("root");
+        let host: Host = serde_json::from_str(&format!(r#"{{"local": true, "root": "{}"}}"#, root.display())).unwrap();
+        let t = Transport::new(&session, "here", &host);
+        let (dir, sent) = t.ship(&a).unwrap();
+        assert!(sent && dir.join("config.json").exists(), "{}", dir.display());
+        let (again, sent) = t.ship(&b).unwrap();
+        assert!(!sent && again == dir);
+    }
+}

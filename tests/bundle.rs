@@ -1,0 +1,255 @@
+//! `molt bundle` over a lab of hosts on this machine (tests/common/bundle.rs): the plan holds
+//! every kind of decision, a full rollout, an operator killed mid-rollout and run again (no
+//! container upgraded twice), a failed health gate stopping the rollout before its next batch, an
+//! unreachable host refusing the start; and bad documents refused with file and field named.
+
+mod common;
+use common::bundle::*;
+use common::*;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::Command;
+
+const V: &str = "1.1.0";
+const RULE: &str = ">=1.0.0, <2.0.0";
+
+/// Three hosts (h1 and h2 over ssh, the operator's own), optionally a fourth that is down, and
+/// containers covering every decision.
+fn lab(with_down: bool) -> Lab {
+    let mut lab = Lab::new(2, usize::from(with_down));
+    lab.start("db-1", "db", "h1", "1.0.0", true); //        upgrade
+    lab.start("db-2", "db", "h2", "1.0.0", true); //        upgrade
+    lab.start("app-1", "app", "h1", "1.1.0", true); //      skip: not newer
+    lab.start("app-2", "app", "h2", "0.9.0", true); //      skip: constraint not met
+    lab.start("app-3", "app", "local", "1.0.5", true); //   upgrade
+    lab.start("app-4", "app", "local", "1.0.0", false); //  skip: not running (created)
+    lab.start("proxy-1", "proxy", "local", "1.0.0", true); // upgrade
+    lab.start("proxy-2", "proxy", "h2", "1.0.0", true); //  upgrade
+    lab
+}
+
+struct Docs {
+    manifest: String,
+    upgrade: String,
+    _bundles: Vec<Bundle>,
+}
+
+/// The manifest (plus, on request, a container on the host that is down) and an upgrade document;
+/// `db_args` is the new db's process (a failing one tests the health gate).
+fn docs(lab: &mut Lab, with_down: bool, db_args: &[&str], extra: serde_json::Value) -> Docs {
+    if with_down {
+        // Not started anywhere: its host never answers.
+        let id = lab.id("app-5");
+        lab.containers.push(common::bundle::Running { id, role: "app".into(), host: "h3".into(), bundle: sleep_bundle("1.0.0", &["true"]) });
+    }
+    let manifest = lab.manifest(&["db", "app", "proxy"]).display().to_string();
+    let db = sleep_bundle(V, db_args);
+    let app = sleep_bundle(V, &["sleep", "3600"]);
+    let proxy = sleep_bundle(V, &["sleep", "3600"]);
+    let mut doc = serde_json::json!({
+        "version": V, "constraint": RULE,
+        "roles": {
+            "db": {"bundle": db.dir, "pre_upgrade": ["echo \"$MOLT_CONTAINER $MOLT_VERSION\" >> \"$MOLT_ROOT/pre-upgrade.log\""]},
+            "app": {"bundle": app.dir},
+            "proxy": {"bundle": proxy.dir}
+        },
+        "order": ["db", "app", "proxy"], "batch_size": 2,
+        "health": "running:300ms", "health_timeout": "5s", "stop_signal": "SIGKILL"
+    });
+    if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+        d.extend(e.clone());
+    }
+    let upgrade = lab.upgrade_doc("upgrade.json", doc).display().to_string();
+    Docs { manifest, upgrade, _bundles: vec![db, app, proxy] }
+}
+
+fn row<'a>(plan: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    plan["rows"].as_array().and_then(|rows| rows.iter().find(|r| r["id"] == id)).unwrap_or_else(|| panic!("no row {id} in {plan}"))
+}
+
+#[test]
+fn plan_holds_every_decision_and_an_unreachable_host_stops_the_start() {
+    require_root!();
+    let mut lab = lab(true);
+    let d = docs(&mut lab, true, &["sleep", "3600"], serde_json::json!({}));
+    let out = lab.bundle(&["plan", &d.manifest, &d.upgrade]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let table = stdout_of(&out);
+    for want in ["upgrade", "skip: not newer", "skip: constraint not met", "skip: not running", "unreachable", "BATCH"] {
+        assert!(table.contains(want), "{want} missing:\n{table}");
+    }
+    let out = lab.bundle(&["plan", &d.manifest, &d.upgrade, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let expect = [
+        ("db-1", "upgrade", Some(1)),
+        ("db-2", "upgrade", Some(1)),
+        ("app-3", "upgrade", Some(2)),
+        ("proxy-1", "upgrade", Some(3)),
+        ("proxy-2", "upgrade", Some(3)),
+        ("app-1", "skip: not newer", None),
+        ("app-2", "skip: constraint not met", None),
+        ("app-4", "skip: not running", None),
+        ("app-5", "unreachable", None),
+    ];
+    for (short, decision, batch) in expect {
+        let r = row(&plan, &lab.id(short));
+        assert_eq!(r["decision"], decision, "{short}: {r}");
+        assert_eq!(r["batch"].as_u64(), batch.map(|b| b as u64), "{short}: {r}");
+    }
+    assert!(row(&plan, &lab.id("app-2"))["rule"].as_str().unwrap_or("").contains("0.9.0"));
+    assert!(row(&plan, &lab.id("app-5"))["rule"].as_str().unwrap_or("").contains("h3"), "the reason names the host");
+    // The rollout does not start while a host is down, and nothing changed.
+    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("unreachable") && stderr_of(&out).contains("nothing was changed"), "{}", stderr_of(&out));
+    assert_eq!(lab.version("db-1"), "running 1.0.0");
+    assert_eq!(lab.version("proxy-1"), "running 1.0.0");
+    assert!(!lab.root_file("h1", ".bundles").exists(), "plan and a refused start ship nothing");
+}
+
+#[test]
+fn a_full_rollout_upgrades_the_eligible_containers_in_order_and_a_rerun_does_nothing() {
+    require_root!();
+    let mut lab = lab(false);
+    let d = docs(&mut lab, false, &["sleep", "3600"], serde_json::json!({}));
+    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    // Shown with --nocapture: the end-to-end output the README quotes.
+    println!("{text}");
+    assert!(out.status.success(), "{text}\n{}", stderr_of(&out));
+    for short in ["db-1", "db-2", "app-3", "proxy-1", "proxy-2"] {
+        assert_eq!(lab.version(short), format!("running {V}"), "{short}\n{text}");
+    }
+    assert_eq!(lab.version("app-1"), "running 1.1.0");
+    assert_eq!(lab.version("app-2"), "running 0.9.0");
+    assert_eq!(lab.version("app-4"), "created 1.0.0");
+    // Role order: every db line before the app line before the proxy lines.
+    let pos = |short: &str| text.find(&format!("  {} ", lab.id(short))).unwrap_or_else(|| panic!("no progress line for {short}:\n{text}"));
+    assert!(pos("db-1").max(pos("db-2")) < pos("app-3") && pos("app-3") < pos("proxy-1").min(pos("proxy-2")), "{text}");
+    assert!(text.contains("sha256 verified on arrival") && text.contains("rollout complete"), "{text}");
+    // The pre-upgrade command ran on the db hosts, and each touched host has its history line.
+    let pre = fs::read_to_string(lab.root_file("h1", "pre-upgrade.log")).unwrap_or_default();
+    assert_eq!(pre.trim(), format!("{} {V}", lab.id("db-1")));
+    for host in ["h1", "h2", "local"] {
+        let h = fs::read_to_string(lab.root_file(host, "bundle-history.jsonl")).unwrap_or_default();
+        let rec: serde_json::Value = serde_json::from_str(h.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{host} history: {e}: {h}"));
+        assert_eq!(rec["version"], V);
+        assert_eq!(rec["completed"], true);
+    }
+    // Sent once per host and role: the re-run plans nothing and ships nothing.
+    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("nothing to upgrade"), "{}", stdout_of(&out));
+}
+
+#[test]
+fn an_operator_killed_mid_rollout_is_run_again_and_upgrades_no_container_twice() {
+    require_root!();
+    let mut lab = lab(false);
+    let d = docs(&mut lab, false, &["sleep", "3600"], serde_json::json!({}));
+    let mut child = lab.spawn_bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes", "--parallel", "1"]);
+    let pid = child.id();
+    let mut first = String::new();
+    let mut seen = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.starts_with("  ") && line.contains("upgraded") {
+                first = line;
+                child.kill().expect("kill the operator");
+                break;
+            }
+        }
+    }
+    let _ = child.wait();
+    remove_control_dirs_of(pid);
+    assert!(!first.is_empty(), "no container was upgraded before the kill:\n{seen}");
+    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes", "--parallel", "1"]);
+    let text = stdout_of(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr_of(&out));
+    let upgraded_in = |t: &str, short: &str| t.lines().any(|l| l.starts_with(&format!("  {} ", lab.id(short))) && l.contains("upgraded"));
+    let mut before = 0;
+    for short in ["db-1", "db-2", "app-3", "proxy-1", "proxy-2"] {
+        assert_eq!(lab.version(short), format!("running {V}"), "{short}\n{text}");
+        assert!(!(upgraded_in(&seen, short) && upgraded_in(&text, short)), "{short} upgraded twice:\n{seen}\n---\n{text}");
+        before += usize::from(upgraded_in(&seen, short));
+    }
+    assert_eq!(before, 1);
+    let short = first.split_whitespace().next().unwrap_or("").to_string();
+    assert!(text.lines().any(|l| l.starts_with(&short) && l.contains("skip: not newer")), "{short} must be skipped on the re-run:\n{text}");
+}
+
+#[test]
+fn a_failed_health_gate_stops_the_rollout_before_the_next_batch() {
+    require_root!();
+    let mut lab = lab(false);
+    // The new db exits at once: its "running" health gate fails and molt upgrade rolls it back.
+    let d = docs(&mut lab, false, &["false"], serde_json::json!({"batch_size": 1, "failure_policy": "stop"}));
+    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("rolled-back") && text.contains("failure policy stop") && text.contains("rollout STOPPED"), "{text}");
+    assert!(text.contains("not started"), "{text}");
+    assert_eq!(lab.version("db-1"), "running 1.0.0", "rolled back to the old version");
+    for (short, v) in [("db-2", "1.0.0"), ("app-3", "1.0.5"), ("proxy-1", "1.0.0"), ("proxy-2", "1.0.0")] {
+        assert_eq!(lab.version(short), format!("running {v}"), "{short}: not touched after the failed batch");
+    }
+    let h = fs::read_to_string(lab.root_file("h1", "bundle-history.jsonl")).unwrap_or_default();
+    assert!(h.contains("\"completed\":false") && h.contains("rolled-back"), "{h}");
+}
+
+fn bad(manifest: &str, upgrade: &str) -> String {
+    let dir = TempDir::new("molt-bundle-bad");
+    let b = sleep_bundle(V, &["sleep", "1"]);
+    fs::write(dir.join("m.json"), manifest).unwrap();
+    fs::write(dir.join("u.json"), upgrade.replace("BUNDLE", &b.dir.display().to_string())).unwrap();
+    let out = Command::new(molt_bin()).args(["bundle", "plan"]).arg(dir.join("m.json")).arg(dir.join("u.json")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing planned: {}", stdout_of(&out));
+    stderr_of(&out)
+}
+
+const M: &str = r#"{"name": "x", "roles": ["db", "app"], "hosts": {"a": {"local": true}},
+  "containers": [{"id": "db-1", "role": "db", "host": "a"}, {"id": "app-1", "role": "app", "host": "a"}]}"#;
+const U: &str = r#"{"version": "1.1.0", "constraint": ">=1.0.0", "roles": {"db": {"bundle": "BUNDLE"}, "app": {"bundle": "BUNDLE"}}, "order": ["db", "app"]}"#;
+
+#[test]
+fn bad_documents_are_refused_naming_file_and_field_before_any_host_is_asked() {
+    let e = bad(&M.replace("\"name\"", "\"nmae\""), U);
+    assert!(e.contains("m.json") && e.contains("unknown field `nmae`"), "{e}");
+    let e = bad(&M.replace(r#""host": "a"}]"#, r#""host": "b"}]"#), U);
+    assert!(e.contains("m.json") && e.contains("containers[1].host") && e.contains("\"b\""), "{e}");
+    let e = bad(&M.replace("app-1", "db-1"), U);
+    assert!(e.contains("containers[1].id") && e.contains("twice"), "{e}");
+    let e = bad(M, &U.replace(r#"["db", "app"]"#, r#"["db", "app", "db"]"#));
+    assert!(e.contains("u.json") && e.contains("order[2]"), "{e}");
+    let e = bad(M, &U.replace(r#"["db", "app"]"#, r#"["db", "web"]"#));
+    assert!(e.contains("u.json") && e.contains("order[1]") && e.contains("web"), "{e}");
+    let e = bad(M, &U.replace("\"1.1.0\"", "\"1.1\""));
+    assert!(e.contains("u.json") && e.contains("field version") && e.contains("1.1"), "{e}");
+    let e = bad(M, &U.replace(">=1.0.0", "=>1"));
+    assert!(e.contains("u.json") && e.contains("field constraint"), "{e}");
+    let e = bad(M, &U.replace("\"order\"", "\"ordr\""));
+    assert!(e.contains("u.json") && e.contains("unknown field `ordr`"), "{e}");
+}
+
+#[test]
+fn a_failing_pre_upgrade_command_leaves_the_container_alone_and_stops_the_rollout() {
+    require_root!();
+    let mut lab = lab(false);
+    let d = docs(&mut lab, false, &["sleep", "3600"], serde_json::json!({"batch_size": 1}));
+    // Replace the db role's pre-upgrade command by one that fails (a snapshot that could not be taken).
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&d.upgrade).unwrap()).unwrap();
+    doc["roles"]["db"]["pre_upgrade"] = serde_json::json!(["echo no snapshot >&2; exit 7"]);
+    fs::write(&d.upgrade, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("pre_upgrade command") && text.contains("no snapshot") && text.contains("rollout STOPPED"), "{text}");
+    assert_eq!(lab.version("db-1"), "running 1.0.0", "never touched");
+    assert_eq!(lab.version("db-2"), "running 1.0.0", "next batch not started");
+}

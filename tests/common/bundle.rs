@@ -1,0 +1,283 @@
+//! A lab of hosts on this machine for `molt bundle`: an operator network namespace joined by a
+//! veth to each host's namespace, Debian's sshd listening in each host namespace with its own
+//! config, host key and an authorized key made here, and a molt root per host. Everything is
+//! removed on drop (sshd and its sessions by pid, the namespaces, the roots, the keys).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use super::app::HostNet;
+use super::*;
+
+pub const PORT: u16 = 2222;
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Every descendant of `pid`, deepest first (sshd forks a process per connection).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = vec![];
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.extend(descendants(child));
+            out.push(child);
+        }
+    }
+    out
+}
+
+pub struct SshHost {
+    pub name: String,
+    pub addr: String,
+    pub net: HostNet,
+    pub root: Root,
+    sshd: Option<Child>,
+    dir: TempDir,
+}
+
+impl SshHost {
+    /// molt on this host, in its network namespace.
+    pub fn molt(&self, args: &[&str]) -> Output {
+        self.net.molt(&self.root, args)
+    }
+}
+
+impl Drop for SshHost {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.sshd.take() {
+            // Deepest first, each reaped by its parent before that parent goes.
+            for p in descendants(child.id()) {
+                // SAFETY: kill of pids found under our own sshd.
+                unsafe { libc::kill(p as i32, libc::SIGKILL) };
+                wait_until(2, || !Path::new(&format!("/proc/{p}")).exists());
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = &self.dir;
+    }
+}
+
+/// A container the lab starts before a rollout.
+pub struct Running {
+    pub id: String,
+    pub role: String,
+    pub host: String,
+    pub bundle: Bundle,
+}
+
+pub struct Lab {
+    /// Prefix of every container id of this lab (ids name cgroups: tests run side by side).
+    pub tag: String,
+    pub op: HostNet,
+    pub keys: TempDir,
+    pub hosts: Vec<SshHost>,
+    /// The operator's own host (`local`), in the operator's namespace.
+    pub local: Root,
+    pub containers: Vec<Running>,
+    pub files: TempDir,
+}
+
+/// A bundle of busybox `sleep` at `version`.
+pub fn sleep_bundle(version: &str, args: &[&str]) -> Bundle {
+    let mut b = Bundle::new(args);
+    b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": version});
+    b.write();
+    b
+}
+
+impl Lab {
+    /// `ssh_hosts` hosts with sshd, `down` more with an address and no sshd (unreachable).
+    pub fn new(ssh_hosts: usize, down: usize) -> Lab {
+        assert!(Path::new("/usr/sbin/sshd").exists(), "/usr/sbin/sshd missing: scripts/setup installs openssh-server");
+        // Debian's sshd insists on its privilege separation directory.
+        let _ = fs::create_dir_all("/run/sshd");
+        let keys = TempDir::new("molt-lab-keys");
+        ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "molt-lab", "-f"]).arg(keys.join("id")));
+        let op = HostNet::new();
+        op.ip(&["link", "set", "lo", "up"]);
+        let mut known = String::new();
+        let mut config = format!("Host *\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n", keys.join("known_hosts").display());
+        let mut hosts = vec![];
+        for i in 1..=ssh_hosts + down {
+            let net = HostNet::new();
+            let addr = format!("10.213.{i}.2");
+            let link = format!("vh{i}");
+            ok(Command::new("ip").args(["-n", &op.name, "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &net.name]));
+            op.ip(&["addr", "add", &format!("10.213.{i}.1/24"), "dev", &link]);
+            op.ip(&["link", "set", &link, "up"]);
+            net.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+            net.ip(&["link", "set", "eth0", "up"]);
+            net.ip(&["link", "set", "lo", "up"]);
+            let dir = TempDir::new("molt-lab-sshd");
+            let name = format!("h{i}");
+            let mut host = SshHost { name: name.clone(), addr: addr.clone(), net, root: Root::new(), sshd: None, dir };
+            config.push_str(&format!(
+                "Host {name}\n  HostName {addr}\n  Port {PORT}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n",
+                keys.join("id").display()
+            ));
+            if i <= ssh_hosts {
+                host.sshd = Some(start_sshd(&host, &keys));
+                let pubkey = fs::read_to_string(host.dir.join("host_key.pub")).unwrap();
+                known.push_str(&format!("[{addr}]:{PORT} {pubkey}"));
+                let a = format!("{addr}:{PORT}");
+                let up = op.client(move || wait_until(20, || std::net::TcpStream::connect(a.as_str()).is_ok()));
+                assert!(up, "sshd of {name} never listened: {}", fs::read_to_string(host.dir.join("sshd.log")).unwrap_or_default());
+            }
+            hosts.push(host);
+        }
+        fs::write(keys.join("known_hosts"), known).unwrap();
+        fs::write(keys.join("ssh_config"), config).unwrap();
+        let tag = format!("b{}x{}", std::process::id() % 100_000, unique("").rsplit('-').next().unwrap_or("0"));
+        Lab { tag, op, keys, hosts, local: Root::new(), containers: vec![], files: TempDir::new("molt-lab-docs") }
+    }
+
+    pub fn host(&self, name: &str) -> &SshHost {
+        self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    pub fn id(&self, short: &str) -> String {
+        format!("{}-{short}", self.tag)
+    }
+
+    /// molt as a host sees it: an ssh host's namespace and root, or the operator's for "local".
+    pub fn molt_on(&self, host: &str, args: &[&str]) -> Output {
+        if host == "local" {
+            self.op.molt(&self.local, args)
+        } else {
+            self.host(host).molt(args)
+        }
+    }
+
+    /// Start (or only create) a `sleep` container at `version` on `host`.
+    pub fn start(&mut self, short: &str, role: &str, host: &str, version: &str, start: bool) {
+        let id = self.id(short);
+        let b = sleep_bundle(version, &["sleep", "3600"]);
+        let dir = b.dir.display().to_string();
+        let verb = if start { vec!["run", "--detach"] } else { vec!["create"] };
+        let mut args = verb.clone();
+        args.extend(["--bundle", &dir, &id]);
+        let out = self.molt_on(host, &args);
+        assert!(out.status.success(), "{args:?} on {host}: {}", stderr_of(&out));
+        self.containers.push(Running { id, role: role.into(), host: host.into(), bundle: b });
+    }
+
+    /// The running version of a container, from `molt state` on its host.
+    pub fn version(&self, short: &str) -> String {
+        let id = self.id(short);
+        let c = self.containers.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no container {id}"));
+        let out = self.molt_on(&c.host, &["state", &id]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        format!("{} {}", v["status"].as_str().unwrap_or("?"), v["annotations"]["org.opencontainers.image.version"].as_str().unwrap_or("?"))
+    }
+
+    /// The manifest for the containers started so far, over the lab's hosts (h1 by its ssh
+    /// config name, the others by address, user, port and key) and `local`.
+    pub fn manifest(&self, roles: &[&str]) -> PathBuf {
+        let bin = molt_bin().display().to_string();
+        let cfg = self.keys.join("ssh_config");
+        let mut hosts = serde_json::Map::new();
+        hosts.insert("local".into(), serde_json::json!({"local": true, "root": self.local.path, "molt": bin}));
+        for h in &self.hosts {
+            let v = if h.name == "h1" {
+                serde_json::json!({"ssh": "h1", "ssh_config": cfg, "root": h.root.path, "molt": bin})
+            } else {
+                serde_json::json!({"ssh": h.addr, "user": "root", "port": PORT, "identity": self.keys.join("id"), "ssh_config": cfg, "root": h.root.path, "molt": bin})
+            };
+            hosts.insert(h.name.clone(), v);
+        }
+        let containers: Vec<_> = self.containers.iter().map(|c| serde_json::json!({"id": c.id, "role": c.role, "host": c.host})).collect();
+        let m = serde_json::json!({"name": self.tag, "roles": roles, "hosts": hosts, "containers": containers});
+        let p = self.files.join("manifest.json");
+        fs::write(&p, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        p
+    }
+
+    /// An upgrade document to `version`; `roles` maps a role to its new bundle directory.
+    pub fn upgrade_doc(&self, name: &str, doc: serde_json::Value) -> PathBuf {
+        let p = self.files.join(name);
+        fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+        p
+    }
+
+    /// `molt bundle ARGS` run by the operator, in the operator's namespace.
+    pub fn bundle(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.op.path.display())).arg(molt_bin()).arg("bundle").args(args);
+        run_to_files(&mut cmd)
+    }
+
+    /// The operator started with its stdout on a pipe, to be read line by line (and killed).
+    pub fn spawn_bundle(&self, args: &[&str]) -> Child {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.op.path.display()))
+            .arg(molt_bin())
+            .arg("bundle")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn molt bundle")
+    }
+
+    /// A file in a host's molt root.
+    pub fn root_file(&self, host: &str, name: &str) -> PathBuf {
+        if host == "local" {
+            self.local.path.join(name)
+        } else {
+            self.host(host).root.path.join(name)
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Containers first (each Root's drop), while their hosts still exist; then sshd.
+        let containers = std::mem::take(&mut self.containers);
+        for c in containers.iter().rev() {
+            let _ = self.molt_on(&c.host, &["delete", "--force", &c.id]);
+        }
+    }
+}
+
+fn start_sshd(h: &SshHost, keys: &Path) -> Child {
+    let d = &h.dir;
+    ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &h.name, "-f"]).arg(d.join("host_key")));
+    fs::copy(keys.join("id.pub"), d.join("authorized_keys")).unwrap();
+    let config = format!(
+        "ListenAddress {}:{PORT}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nStrictModes no\nUsePAM no\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+         MaxSessions 100\nMaxStartups 100\nLogLevel ERROR\n",
+        h.addr,
+        d.join("host_key").display(),
+        d.join("sshd.pid").display(),
+        d.join("authorized_keys").display()
+    );
+    fs::write(d.join("sshd_config"), config).unwrap();
+    Command::new("nsenter")
+        .arg(format!("--net={}", h.net.path.display()))
+        .args(["/usr/sbin/sshd", "-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(d.join("sshd.log")).unwrap())
+        .spawn()
+        .expect("start sshd")
+}
+
+/// The operator's ssh control directories of a molt that was killed (its pid in the name).
+pub fn remove_control_dirs_of(pid: u32) {
+    for e in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&format!("molt-ssh-{pid}-")) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
