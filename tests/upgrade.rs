@@ -173,7 +173,7 @@ fn keep_with_molt_listening_socket_refuses_resets_and_loses_no_request_under_loa
     assert!(!s.root.path.join(".upgrade-zl.json").exists(), "a finished upgrade leaves no journal");
     assert!(load.wait_answers("version=2.0.0", 20), "v2 under load: {:?}", load.tally());
     let t = load.stop();
-    assert_eq!((t.refused, t.reset, t.timed_out, t.other.len()), (0, 0, 0, 0), "every request answered: {t:?}");
+    assert_eq!((t.refused, t.reset, t.timed_out, t.other.len(), t.lost_syn), (0, 0, 0, 0, 0), "every request answered: {t:?}");
     // The new app serves the socket it was given (socket activation), not one of its own.
     let pid = s.root.state("zl")["pid"].as_i64().unwrap();
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
@@ -298,11 +298,22 @@ fn a_container_an_engine_manages_is_not_upgraded_behind_its_back() {
 }
 
 /// In `move` the TCP socket of the old namespace is not held: connections queued on it would die
-/// with the veth's departure and their clients would wait for nothing.
+/// with the veth's departure and their clients would wait for nothing. And no SYN is lost while the
+/// veth is between namespaces (the host holds packets for the address until it is announced
+/// again), so no client waits TCP's one-second retransmission; refusals (retried at once) remain.
 #[test]
-fn move_with_molt_listening_socket_leaves_no_client_waiting_for_nothing() {
+fn move_with_molt_listening_socket_loses_no_syn_and_leaves_no_client_waiting() {
     require_root!();
-    let s = Setup::start_listening("mvl", "tcp:0.0.0.0:8080");
+    scenario_move_under_load(Setup::start_listening("mvl", "tcp:0.0.0.0:8080"));
+}
+
+#[test]
+fn move_without_molt_sockets_loses_no_syn() {
+    require_root!();
+    scenario_move_under_load(Setup::start("mvp"));
+}
+
+fn scenario_move_under_load(s: Setup) {
     let load = Load::start(&s.net, 2);
     assert!(load.wait_answers("version=1.0.0", 20), "v1 under load: {:?}", load.tally());
     let b = s.bundle("2.0.0", "app-two", &[]);
@@ -312,5 +323,5 @@ fn move_with_molt_listening_socket_leaves_no_client_waiting_for_nothing() {
     assert!(!stdout_of(&out).contains("holds tcp:"), "{}", stdout_of(&out));
     assert!(load.wait_answers("version=2.0.0", 20), "v2 under load: {:?}", load.tally());
     let t = load.stop();
-    assert_eq!((t.timed_out, t.other.len()), (0, 0), "{t:?}");
+    assert_eq!((t.timed_out, t.other.len(), t.lost_syn), (0, 0, 0), "{t:?}");
 }

@@ -5,6 +5,7 @@
 //! Every operation on another namespace opens its netlink socket there from a helper thread
 //! (`netns.rs`); no thread of the caller ever changes namespace.
 
+mod announce;
 mod attach;
 mod error;
 mod identity;

@@ -13,6 +13,7 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -302,6 +303,37 @@ impl Netlink {
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_CREATE | NLM_F_EXCL,
         )
+    }
+
+    /// Forget every neighbour (ARP or NDP) entry for `addr`, on any interface of this namespace:
+    /// the next packet to it waits in the neighbour queue until the address is resolved again.
+    /// Returns how many entries were removed.
+    pub fn forget_neighbour(&mut self, addr: IpAddr) -> io::Result<usize> {
+        let mut q = NeighbourMessage::default();
+        q.header.family = family_of(&addr);
+        let replies = self.request(RouteNetlinkMessage::GetNeighbour(q), NLM_F_DUMP)?;
+        let want = match addr {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        };
+        let mut n = 0;
+        for m in replies {
+            let RouteNetlinkMessage::NewNeighbour(nb) = m else { continue };
+            if !nb.attributes.iter().any(|a| matches!(a, NeighbourAttribute::Destination(d) if *d == want)) {
+                continue;
+            }
+            let mut del = NeighbourMessage::default();
+            del.header.family = nb.header.family;
+            del.header.ifindex = nb.header.ifindex;
+            del.attributes.push(NeighbourAttribute::Destination(want.clone()));
+            match self.ack(RouteNetlinkMessage::DelNeighbour(del), 0) {
+                Ok(()) => n += 1,
+                // Gone meanwhile (it expired, or the link went away).
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
     }
 
     /// Main-table unicast routes of both families.

@@ -43,11 +43,18 @@ impl NetnsFile {
     /// A netlink socket inside this namespace, opened on a helper thread.
     pub fn socket(&self) -> Result<Netlink, NetError> {
         let label = self.label();
+        self.open_in("open netlink socket in", || Netlink::open(label.clone()))
+    }
+
+    /// Run `open` (which makes a socket) on a helper thread that has entered this namespace: the
+    /// socket belongs to the namespace for good, the caller's threads never leave theirs.
+    pub fn open_in<T: Send>(&self, op: &'static str, open: impl FnOnce() -> std::io::Result<T> + Send) -> Result<T, NetError> {
+        let label = self.label();
         let file = &self.file;
         std::thread::scope(|s| {
             let worker = std::thread::Builder::new()
                 .name("molt-netns".into())
-                .spawn_scoped(s, || -> Result<Netlink, NetError> {
+                .spawn_scoped(s, || -> Result<T, NetError> {
                     // setns(CLONE_NEWNET) changes only this thread; it ends right after, so the
                     // namespace switch cannot leak into anything else.
                     setns(file, CloneFlags::CLONE_NEWNET).map_err(|e| NetError::Netns {
@@ -55,11 +62,7 @@ impl NetnsFile {
                         netns: label.clone(),
                         source: std::io::Error::from(e),
                     })?;
-                    Netlink::open(label.clone()).map_err(|source| NetError::Netns {
-                        op: "open netlink socket in",
-                        netns: label.clone(),
-                        source,
-                    })
+                    open().map_err(|source| NetError::Netns { op, netns: label.clone(), source })
                 })
                 .map_err(|e| NetError::Thread {
                     netns: label.clone(),

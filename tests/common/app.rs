@@ -217,8 +217,11 @@ pub struct Tally {
     pub timed_out: usize,
     /// Closed without an answer, or any other error.
     pub other: Vec<String>,
-    /// Requests that took a second or more (a lost SYN costs that).
+    /// Requests that took a second or more.
     pub slow: usize,
+    /// Connections whose connect() took a second or more: a SYN was lost and TCP retransmitted it
+    /// (a connection queued on a listening socket connects at once and waits for its answer).
+    pub lost_syn: usize,
     pub max_ms: u128,
 }
 
@@ -235,8 +238,11 @@ pub struct Load {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn one_request() -> Result<String, std::io::Error> {
-    let mut s = TcpStream::connect_timeout(&format!("{IP}:8080").parse().unwrap(), Duration::from_secs(30))?;
+fn one_request(lost_syn: &mut bool) -> Result<String, std::io::Error> {
+    let t = std::time::Instant::now();
+    let s = TcpStream::connect_timeout(&format!("{IP}:8080").parse().unwrap(), Duration::from_secs(30));
+    *lost_syn = t.elapsed() >= Duration::from_secs(1);
+    let mut s = s?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.write_all(b"VERSION\n")?;
     let mut reply = String::new();
@@ -260,9 +266,11 @@ impl Load {
                     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
                     while !stop.load(Ordering::SeqCst) {
                         let t = std::time::Instant::now();
-                        let r = one_request();
+                        let mut lost_syn = false;
+                        let r = one_request(&mut lost_syn);
                         let ms = t.elapsed().as_millis();
                         let mut g = tally.lock().unwrap();
+                        g.lost_syn += usize::from(lost_syn);
                         g.max_ms = g.max_ms.max(ms);
                         if ms >= 1000 {
                             g.slow += 1;
