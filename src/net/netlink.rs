@@ -319,7 +319,11 @@ impl Netlink {
         let mut n = 0;
         for m in replies {
             let RouteNetlinkMessage::NewNeighbour(nb) = m else { continue };
-            if !nb.attributes.iter().any(|a| matches!(a, NeighbourAttribute::Destination(d) if *d == want)) {
+            // An entry being resolved holds the packets queued for it: deleting it would drop
+            // them (this is how a hold already begun looks).
+            if nb.header.state == netlink_packet_route::neighbour::NeighbourState::Incomplete
+                || !nb.attributes.iter().any(|a| matches!(a, NeighbourAttribute::Destination(d) if *d == want))
+            {
                 continue;
             }
             let mut del = NeighbourMessage::default();
