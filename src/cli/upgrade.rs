@@ -14,8 +14,9 @@ pub struct Args {
     pub bundle: Option<PathBuf>,
     /// keep (default): the new container joins the old network namespace, with its veth, IP, MAC
     /// and routes, and takes over the listening sockets of io.molt.listen, so no client is refused;
-    /// move: the veth moves into the new container's own namespace; a SYN sent while it moves is
-    /// lost and costs that client TCP's 1 s retransmission (measured: scripts/bench-upgrade --compare)
+    /// move: the veth moves into the new container's own namespace (the host holds packets while it
+    /// moves), but connections are refused from the old app's exit to the move (measured:
+    /// scripts/bench-upgrade --compare)
     #[arg(long, default_value = "keep")]
     pub network: String,
     #[arg(long = "stop-signal", default_value = "SIGTERM")]
