@@ -182,6 +182,25 @@ fn keep_with_molt_listening_socket_refuses_resets_and_loses_no_request_under_loa
     assert!(environ.contains("LISTEN_PID=1\0"), "LISTEN_PID is the pid the app sees: {environ}");
 }
 
+/// v1 opened its own socket (no annotation); v2 asks for it with `io.molt.listen`: molt takes the
+/// running app's socket by its address and hands it over.
+#[test]
+fn the_old_apps_own_listening_socket_is_taken_and_handed_over() {
+    require_root!();
+    let s = Setup::start("own");
+    let load = Load::start(&s.net, 2);
+    assert!(load.wait_answers("version=1.0.0", 20), "v1 under load: {:?}", load.tally());
+    let mut b = s.bundle("2.0.0", "app-two", &[]);
+    b.config["annotations"]["io.molt.listen"] = serde_json::json!("tcp:0.0.0.0:8080");
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("holds tcp:0.0.0.0:8080"), "{}", stdout_of(&out));
+    assert!(load.wait_answers("version=2.0.0", 20), "v2 under load: {:?}", load.tally());
+    let t = load.stop();
+    assert_eq!((t.refused, t.reset, t.timed_out, t.other.len(), t.lost_syn), (0, 0, 0, 0, 0), "{t:?}");
+}
+
 #[test]
 fn a_hung_release_on_a_handed_over_socket_fails_the_gate_and_v1_gets_the_socket_back() {
     require_root!();
