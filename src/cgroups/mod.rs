@@ -529,7 +529,8 @@ const FREEZER_V2: Freezer = Freezer {
 };
 
 /// Creates `h.dir` and its missing ancestors. A concurrent destroy of another container may
-/// remove a shared empty parent between our mkdirs, so ENOENT restarts the walk a few times.
+/// remove a shared empty parent between our mkdirs (ENOENT), or while we read it (ENODEV: the
+/// directory is a dying cgroup), so either restarts the walk a few times.
 fn mkdir_p(h: &Hierarchy) -> Result<(), CgroupError> {
     let mut chain: Vec<&Path> = h
         .dir
@@ -541,15 +542,12 @@ fn mkdir_p(h: &Hierarchy) -> Result<(), CgroupError> {
     let mut attempts = 0;
     'again: loop {
         for dir in &chain {
-            match fsio::mkdir(dir) {
-                Ok(_) => {
-                    // Also when another create made the directory: it may not have filled it yet,
-                    // and a child of an empty cpuset inherits nothing (ENOSPC on cgroup.procs).
-                    if cpuset_v1 {
-                        inherit_cpuset(dir)?;
-                    }
-                }
-                Err(e) if e.errno() == Some(Errno::ENOENT) && attempts < 3 => {
+            // Also when another create made the directory: it may not have filled it yet, and a
+            // child of an empty cpuset inherits nothing (ENOSPC on cgroup.procs).
+            let made = fsio::mkdir(dir).and_then(|_| if cpuset_v1 { inherit_cpuset(dir) } else { Ok(()) });
+            match made {
+                Ok(()) => {}
+                Err(e) if matches!(e.errno(), Some(Errno::ENOENT | Errno::ENODEV)) && attempts < 5 => {
                     attempts += 1;
                     continue 'again;
                 }
