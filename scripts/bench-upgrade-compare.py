@@ -265,6 +265,8 @@ class Bench:
         ann["org.opencontainers.image.version"] = version
         ann["io.molt.upgrade.from"] = ">=1.0.0, <2.0.0"
         ann["io.molt.net.address"] = f"{ADDR[m]}/24"
+        # The demo's config has io.molt.listen: only the -listen methods keep it.
+        ann.pop("io.molt.listen", None)
         if m.endswith("-listen"):
             ann["io.molt.listen"] = f"tcp:0.0.0.0:{PORT}"
         for mnt in c["mounts"]:
