@@ -2,7 +2,7 @@
 //! root, state, socket, bridge and cgroup parent of its own, images imported from the busybox
 //! rootfs. Every case runs first with runc (the control: a failure there is the engine's or this
 //! machine's) and then with molt; the table of both is printed, and any failure fails the test.
-//! Run one engine or case by hand: MOLT_ENGINE_CASES=a,b MOLT_ENGINE_RUNTIMES=molt cargo test --test engines docker
+//! Run one engine or case by hand: MOLT_ENGINE_CASES="stop|pod" MOLT_ENGINE_RUNTIMES=molt cargo test --test engines docker
 mod common;
 #[path = "common/engines.rs"]
 mod eng;
@@ -126,6 +126,9 @@ impl Cli {
         for l in s.lines() {
             let mut p = l.splitn(3, ':');
             let (_, ctrls, path) = (p.next(), p.next().unwrap_or(""), p.next().unwrap_or(""));
+            if cgroup_v2() && ctrls.is_empty() {
+                return Ok(Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')));
+            }
             if ctrls.split(',').any(|c| c == ctrl) {
                 return Ok(Path::new("/sys/fs/cgroup").join(ctrl).join(path.trim_start_matches('/')));
             }
@@ -145,6 +148,43 @@ impl Cli {
             Some(r) if r != val => Err(format!("{key}: {} showed {val:?}, runc showed {r:?}", self.rt)),
             _ => Ok(()),
         }
+    }
+}
+
+/// Pure cgroup v2 (the VM lab), or v1/hybrid (this host: v1 controllers).
+fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// One knob of a container's cgroup, read on the host in v1 terms whatever the version: bytes of
+/// memory limit, cpu quota in µs, pids limit, FROZEN/THAWED. `dir` gives the cgroup directory of
+/// a v1 controller (ignored on v2).
+fn knob(dir: &dyn Fn(&str) -> Result<PathBuf, String>, k: &str) -> Result<String, String> {
+    let v2 = cgroup_v2();
+    let (ctrl, file) = match (k, v2) {
+        ("memory", false) => ("memory", "memory.limit_in_bytes"),
+        ("memory", true) => ("memory", "memory.max"),
+        ("cpu", false) => ("cpu", "cpu.cfs_quota_us"),
+        ("cpu", true) => ("cpu", "cpu.max"),
+        ("pids", _) => ("pids", "pids.max"),
+        ("freezer", false) => ("freezer", "freezer.state"),
+        ("freezer", true) => ("freezer", "cgroup.freeze"),
+        _ => return Err(format!("no knob {k}")),
+    };
+    let v = read_host(&dir(ctrl)?.join(file))?;
+    Ok(match (k, v2) {
+        ("cpu", true) => v.split_whitespace().next().unwrap_or("").to_string(),
+        ("freezer", true) => if v == "1" { "FROZEN".into() } else { "THAWED".into() },
+        _ => v,
+    })
+}
+
+/// The same three limits read inside the container (its cgroup mounted at /sys/fs/cgroup).
+fn limits_inside() -> &'static str {
+    if cgroup_v2() {
+        "cat /sys/fs/cgroup/memory.max; cut -d' ' -f1 /sys/fs/cgroup/cpu.max; cat /sys/fs/cgroup/pids.max"
+    } else {
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/pids/pids.max"
     }
 }
 
@@ -228,8 +268,8 @@ fn c_pause(c: &Cli) -> Result<(), String> {
     let r = (|| {
         c.ok(&["pause", &n])?;
         ensure!(c.inspect(&n, "{{.State.Status}}")? == "paused", "not paused");
-        let fz = read_host(&c.host_cgroup(&n, "freezer")?.join("freezer.state"))?;
-        ensure!(fz == "FROZEN", "freezer.state {fz}");
+        let fz = knob(&|k| c.host_cgroup(&n, k), "freezer")?;
+        ensure!(fz == "FROZEN", "freezer: {fz}");
         c.ok(&["unpause", &n])?;
         ensure!(c.inspect(&n, "{{.State.Status}}")? == "running", "not running after unpause");
         c.ok(&["exec", &n, "true"])?;
@@ -288,7 +328,8 @@ fn c_kill_wait(c: &Cli) -> Result<(), String> {
 
 fn c_rm_f(c: &Cli) -> Result<(), String> {
     let n = c.detached("rmf", &[], &[])?;
-    c.ok(&["rm", "-f", &n])?;
+    // podman stops first, with its 10 s default: say 1.
+    if c.kind == Kind::Podman { c.ok(&["rm", "-f", "-t", "1", &n])? } else { c.ok(&["rm", "-f", &n])? };
     let o = c.x(&["inspect", &n]);
     ensure!(o.code != 0, "still there after rm -f");
     Ok(())
@@ -319,16 +360,14 @@ fn c_volumes(c: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-const LIMITS_IN: &str = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/pids/pids.max";
 
 fn c_limits(c: &Cli) -> Result<(), String> {
     let n = c.detached("limits", &["--memory", "64m", "--cpus", "0.5", "--pids-limit", "50"], &[])?;
     let r = (|| {
-        let inside = c.ok(&["exec", &n, "sh", "-c", LIMITS_IN])?;
+        let inside = c.ok(&["exec", &n, "sh", "-c", limits_inside()])?;
         ensure!(inside.split_whitespace().collect::<Vec<_>>() == ["67108864", "50000", "50"], "inside: {inside}");
-        let mem = read_host(&c.host_cgroup(&n, "memory")?.join("memory.limit_in_bytes"))?;
-        let cpu = read_host(&c.host_cgroup(&n, "cpu")?.join("cpu.cfs_quota_us"))?;
-        let pids = read_host(&c.host_cgroup(&n, "pids")?.join("pids.max"))?;
+        let dir = |k: &str| c.host_cgroup(&n, k);
+        let (mem, cpu, pids) = (knob(&dir, "memory")?, knob(&dir, "cpu")?, knob(&dir, "pids")?);
         ensure!((mem.as_str(), cpu.as_str(), pids.as_str()) == ("67108864", "50000", "50"), "host: {mem} {cpu} {pids}");
         // The pids limit holds: 60 more processes cannot start.
         let o = c.x(&["exec", &n, "sh", "-c", "for i in $(seq 60); do sleep 5 & done 2>&1; wait"]);
@@ -348,11 +387,11 @@ fn c_update(c: &Cli) -> Result<(), String> {
         }
         a.push(&n);
         c.ok(&a)?;
-        let mem = read_host(&c.host_cgroup(&n, "memory")?.join("memory.limit_in_bytes"))?;
-        let cpu = read_host(&c.host_cgroup(&n, "cpu")?.join("cpu.cfs_quota_us"))?;
+        let dir = |k: &str| c.host_cgroup(&n, k);
+        let (mem, cpu) = (knob(&dir, "memory")?, knob(&dir, "cpu")?);
         ensure!((mem.as_str(), cpu.as_str()) == ("100663296", "25000"), "host after update: {mem} {cpu}");
         if c.kind == Kind::Docker {
-            let pids = read_host(&c.host_cgroup(&n, "pids")?.join("pids.max"))?;
+            let pids = knob(&dir, "pids")?;
             ensure!(pids == "40", "pids.max after update: {pids}");
         }
         c.ok(&["exec", &n, "true"])?;
@@ -605,6 +644,20 @@ fn rootfs_tar(dir: &Path) -> PathBuf {
     tar
 }
 
+/// Directories the engines' runtimes create on first use (default state roots): those that did
+/// not exist before the test are removed at the end when empty, in the order given.
+struct NewDirs(Vec<&'static str>);
+
+fn new_dirs(dirs: &[&'static str]) -> NewDirs {
+    NewDirs(dirs.iter().copied().filter(|d| !Path::new(d).exists()).collect())
+}
+
+impl NewDirs {
+    fn remove_if_empty(&self) -> Vec<String> {
+        self.0.iter().filter(|d| fs::remove_dir(d).is_ok()).map(|d| format!("empty dir {d}")).collect()
+    }
+}
+
 fn cli_left(c: &Cli) -> Vec<String> {
     let mut found = vec![];
     if let Ok(ids) = c.ok(&["ps", "-a", "--format", "{{.Names}}"]) {
@@ -774,7 +827,8 @@ network_config_dir = "{netdir}"
         scratch: scratch.to_path_buf(),
         stash: &STASH,
     };
-    let libpod_parent_existed = Path::new("/sys/fs/cgroup/memory/libpod_parent").exists();
+    let libpod_parent_existed = Path::new("/sys/fs/cgroup/memory/libpod_parent").exists() || Path::new("/sys/fs/cgroup/libpod_parent").exists();
+    let state_roots = new_dirs(&["/run/runc", "/run/molt"]);
     let mut report = Report::new("podman");
     let tar = rootfs_tar(&scratch);
     match cli.ok(&["import", &tar.display().to_string(), &cli.image]) {
@@ -824,6 +878,7 @@ network_config_dir = "{netdir}"
         left.extend(eng::remove_cgroups("libpod_parent"));
     }
     left.extend(before.clean_since(&|l: &str| l == bridge || eng::master_of(l).as_deref() == Some(bridge.as_str()) || l.starts_with("cni-")));
+    left.extend(state_roots.remove_if_empty());
     let _ = fs::remove_dir_all(&run_dir);
     finish(report, left);
 }
@@ -892,8 +947,9 @@ impl Ctr {
         let _ = self.x(&["container", "delete", id]);
     }
 
-    fn host_cgroup(&self, id: &str, ctrl: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup").join(ctrl).join(&self.ns).join(id)
+    fn host_cgroup(&self, id: &str, ctrl: &str) -> Result<PathBuf, String> {
+        let top = Path::new("/sys/fs/cgroup");
+        Ok(if cgroup_v2() { top.join(&self.ns).join(id) } else { top.join(ctrl).join(&self.ns).join(id) })
     }
 }
 
@@ -919,8 +975,8 @@ fn k_task(c: &Ctr) -> Result<(), String> {
         ensure!(m.contains("memory"), "task metrics: {m}");
         c.ok(&["task", "pause", &id])?;
         ensure!(c.status(&id) == "PAUSED", "not paused");
-        let fz = read_host(&c.host_cgroup(&id, "freezer").join("freezer.state"))?;
-        ensure!(fz == "FROZEN", "freezer.state {fz}");
+        let fz = knob(&|k| c.host_cgroup(&id, k), "freezer")?;
+        ensure!(fz == "FROZEN", "freezer: {fz}");
         c.ok(&["task", "resume", &id])?;
         ensure!(c.status(&id) == "RUNNING", "not running after resume");
         c.ok(&["task", "kill", "-s", "SIGKILL", &id])?;
@@ -970,8 +1026,8 @@ fn k_limits(c: &Ctr) -> Result<(), String> {
     let id = c.detached(&["--memory-limit", "67108864", "--cpus", "0.5"])?;
     let r = (|| {
         // ctr's default spec mounts no cgroupfs inside: the limits are checked on the host.
-        let mem = read_host(&c.host_cgroup(&id, "memory").join("memory.limit_in_bytes"))?;
-        let cpu = read_host(&c.host_cgroup(&id, "cpu").join("cpu.cfs_quota_us"))?;
+        let dir = |k: &str| c.host_cgroup(&id, k);
+        let (mem, cpu) = (knob(&dir, "memory")?, knob(&dir, "cpu")?);
         ensure!((mem.as_str(), cpu.as_str()) == ("67108864", "50000"), "host: {mem} {cpu}");
         Ok(())
     })();
@@ -1021,6 +1077,7 @@ fn containerd() {
     let run_dir = PathBuf::from(format!("/run/molt-eng-{t}-c"));
     fs::create_dir_all(&run_dir).expect("create the run dir");
     let ns = format!("molt-eng-{t}");
+    let state_roots = new_dirs(&["/run/containerd/runc", "/run/containerd"]);
     let sock = run_dir.join("containerd.sock");
     // The runtime snippet for the README is the [plugins...cri...runtimes.molt] table (CRI is off
     // here: Debian 12 has no CRI client); `ctr run --runc-binary` sets the same shim option.
@@ -1095,6 +1152,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         left.push(format!("dir {}", state.display()));
         let _ = fs::remove_dir_all(&state);
     }
+    left.extend(state_roots.remove_if_empty());
     let _ = fs::remove_dir_all(&run_dir);
     finish(report, left);
 }
