@@ -288,7 +288,8 @@ fn c_stop(c: &Cli) -> Result<(), String> {
     let code = c.inspect(&n, "{{.State.ExitCode}}");
     c.rm(&n);
     ensure!(o.code == 0, "stop: {}", o.describe());
-    ensure!((1.5..8.0).contains(&took), "stop -t 2 of a container ignoring SIGTERM took {took:.1} s");
+    // Bounds wide enough for the VM lab's emulation, where one engine command takes seconds.
+    ensure!((1.5..15.0).contains(&took), "stop -t 2 of a container ignoring SIGTERM took {took:.1} s");
     ensure!(code? == "137", "exit code after the kill");
     // A trapped SIGTERM: the container exits at once with its own code.
     let n = c.detached("stoptrap", &[], &["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done"])?;
@@ -297,7 +298,7 @@ fn c_stop(c: &Cli) -> Result<(), String> {
         let t = Instant::now();
         c.ok(&["stop", "-t", "20", &n])?;
         let took = t.elapsed().as_secs_f64();
-        ensure!(took < 5.0, "stop with a trapped SIGTERM took {took:.1} s");
+        ensure!(took < 12.0, "stop -t 20 with a trapped SIGTERM took {took:.1} s: the trap did not end it");
         ensure!(c.inspect(&n, "{{.State.ExitCode}}")? == "7", "exit code of the trap");
         ensure!(c.ok(&["logs", &n])?.contains("got-term"), "the trap did not run");
         Ok(())
@@ -591,11 +592,11 @@ const SHARED: &[Case] = &[
 ];
 
 /// Every case for both runtimes, then per runtime: no container, mount or cgroup of it left.
-fn run_cases(report: &mut Report, base: &Cli, cases: &[Case], left: &dyn Fn(&Cli) -> Vec<String>) {
+fn run_cases(report: &mut Report, base: &Cli, cases: &[Case], only: Option<&[&str]>, left: &dyn Fn(&Cli) -> Vec<String>) {
     for rt in eng::selected_runtimes() {
         let c = Cli { rt: rt.clone(), ..base.clone() };
         for (name, f) in cases {
-            if !eng::case_selected(name) {
+            if !eng::case_selected(name) || !only.map_or(true, |o| o.iter().any(|p| name.starts_with(p))) {
                 continue;
             }
             let t = Instant::now();
@@ -725,7 +726,7 @@ fn docker() {
             report.record("daemon.json runtimes: molt is the default", "molt", if info.trim() == "molt" { Ok(()) } else { Err(format!("docker info: default runtime {info:?}")) }, Duration::ZERO);
             let x_root = run_dir.join("x");
             let cg = cg_parent.clone();
-            run_cases(&mut report, &cli, SHARED, &|c: &Cli| {
+            run_cases(&mut report, &cli, SHARED, None, &|c: &Cli| {
                 let mut f = cli_left(c);
                 // The runtime's state root under the exec-root: no container of it left.
                 let state = x_root.join(format!("runtime-{}", c.rt)).join("moby");
@@ -757,6 +758,18 @@ fn docker() {
 
 #[test]
 fn podman() {
+    podman_suite(None);
+}
+
+/// Under emulation one podman case takes 20-40 s, so the VM lab (pure cgroup v2) runs the cases
+/// where v2 differs or molt once differed from runc there (parallel runs, stop timeouts).
+#[test]
+#[ignore = "for the VM lab (scripts/lab-suite runs it on pure cgroup v2); the host runs podman()"]
+fn podman_lab_core() {
+    podman_suite(Some(&["run:", "-d, exec", "pause", "stop", "memory", "8 in parallel"]));
+}
+
+fn podman_suite(only: Option<&[&str]>) {
     require_root!();
     let podman = need("/usr/bin/podman");
     need("/usr/bin/conmon");
@@ -809,8 +822,9 @@ network_config_dir = "{netdir}"
         kind: Kind::Podman,
         bin: podman,
         global: vec![
+            // Under /run: in the VM lab /tmp is an overlayfs, which overlay storage cannot sit on.
             "--root".into(),
-            scratch.join("storage").display().to_string(),
+            run_dir.join("root").display().to_string(),
             "--runroot".into(),
             run_dir.join("storage").display().to_string(),
             "--tmpdir".into(),
@@ -844,9 +858,9 @@ network_config_dir = "{netdir}"
             let mut cases: Vec<Case> = SHARED.to_vec();
             cases.push(("--uidmap", c_uidmap));
             cases.push(("pod: shared network namespace", c_pod));
-            let sd = scratch.display().to_string();
+            let sd = run_dir.display().to_string();
             let seen: Mutex<Vec<String>> = Mutex::new(vec![]);
-            run_cases(&mut report, &cli, &cases, &|c: &Cli| {
+            run_cases(&mut report, &cli, &cases, only, &|c: &Cli| {
                 let mut f = cli_left(c);
                 let _ = c.x(&["pod", "rm", "-a", "-f"]);
                 f.extend(common::host_mounts_with(&sd).into_iter().filter(|m| m.contains("/merged")).map(|m| format!("mount {m}")));
