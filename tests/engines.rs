@@ -70,7 +70,7 @@ impl Cli {
     }
 
     fn x(&self, args: &[&str]) -> Out {
-        run(&mut self.cmd(args), None, 90)
+        run(&mut self.cmd(args), None, tmo(90))
     }
 
     fn ok(&self, args: &[&str]) -> Result<String, String> {
@@ -78,7 +78,7 @@ impl Cli {
     }
 
     fn xin(&self, args: &[&str], stdin: &str) -> Out {
-        run(&mut self.cmd(args), Some(stdin), 90)
+        run(&mut self.cmd(args), Some(stdin), tmo(90))
     }
 
     fn name(&self, case: &str) -> String {
@@ -196,6 +196,12 @@ fn status_field(status: &str, field: &str) -> String {
     status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("").to_string()
 }
 
+/// A timeout in seconds, stretched in the VM lab: under emulation (and a busy host) one engine
+/// command can take tens of seconds.
+fn tmo(secs: u64) -> u64 {
+    secs * eng::slow_factor()
+}
+
 fn poll(secs: u64, mut f: impl FnMut() -> Result<bool, String>) -> Result<(), String> {
     let end = Instant::now() + Duration::from_secs(secs);
     let mut last = String::new();
@@ -213,7 +219,7 @@ fn poll(secs: u64, mut f: impl FnMut() -> Result<bool, String>) -> Result<(), St
 // ---- the cases shared by docker and podman ----
 
 fn c_run_exit_stdin(c: &Cli) -> Result<(), String> {
-    let o = run(&mut c.cmd(&["run", "--rm", "-i", &c.image, "sh", "-c", "cat; exit 3"]), Some("from-stdin\n"), 90);
+    let o = run(&mut c.cmd(&["run", "--rm", "-i", &c.image, "sh", "-c", "cat; exit 3"]), Some("from-stdin\n"), tmo(90));
     ensure!(o.code == 3 && o.out.contains("from-stdin"), "want exit 3 and the stdin echoed: {}", o.describe());
     let o = c.run_img(&["--rm"], &["sh", "-c", "echo out; echo err >&2; false"]);
     ensure!(o.code == 1 && o.out.contains("out") && o.err.contains("err"), "want exit 1, out/err split: {}", o.describe());
@@ -230,7 +236,7 @@ fn c_detach_exec_logs(c: &Cli) -> Result<(), String> {
         ensure!(o.code == 4 && o.out.contains("in-exec"), "exec: {}", o.describe());
         let o = c.xin(&["exec", "-i", "-e", "FOO=bar", &n, "sh", "-c", "cat; echo $FOO"], "exec-stdin\n");
         ensure!(o.code == 0 && o.out.contains("exec-stdin") && o.out.contains("bar"), "exec -i -e: {}", o.describe());
-        poll(10, || Ok(c.ok(&["logs", &n])?.contains("started")))?;
+        poll(tmo(10), || Ok(c.ok(&["logs", &n])?.contains("started")))?;
         c.same_as_runc("runtime", &c.inspect(&n, if c.kind == Kind::Docker { "{{.HostConfig.Runtime}}" } else { "{{.OCIRuntime}}" })?.replace(&c.rt, "RT"))?;
         Ok(())
     })();
@@ -289,16 +295,16 @@ fn c_stop(c: &Cli) -> Result<(), String> {
     c.rm(&n);
     ensure!(o.code == 0, "stop: {}", o.describe());
     // Bounds wide enough for the VM lab's emulation, where one engine command takes seconds.
-    ensure!((1.5..15.0).contains(&took), "stop -t 2 of a container ignoring SIGTERM took {took:.1} s");
+    ensure!((1.5..tmo(15) as f64).contains(&took), "stop -t 2 of a container ignoring SIGTERM took {took:.1} s");
     ensure!(code? == "137", "exit code after the kill");
     // A trapped SIGTERM: the container exits at once with its own code.
     let n = c.detached("stoptrap", &[], &["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done"])?;
     let r = (|| {
-        poll(10, || Ok(c.ok(&["logs", &n])?.contains("ready")))?;
+        poll(tmo(10), || Ok(c.ok(&["logs", &n])?.contains("ready")))?;
         let t = Instant::now();
-        c.ok(&["stop", "-t", "20", &n])?;
+        c.ok(&["stop", "-t", &tmo(20).to_string(), &n])?;
         let took = t.elapsed().as_secs_f64();
-        ensure!(took < 12.0, "stop -t 20 with a trapped SIGTERM took {took:.1} s: the trap did not end it");
+        ensure!(took < tmo(12) as f64, "stop -t 20 with a trapped SIGTERM took {took:.1} s: the trap did not end it");
         ensure!(c.inspect(&n, "{{.State.ExitCode}}")? == "7", "exit code of the trap");
         ensure!(c.ok(&["logs", &n])?.contains("got-term"), "the trap did not run");
         Ok(())
@@ -310,9 +316,9 @@ fn c_stop(c: &Cli) -> Result<(), String> {
 fn c_kill_wait(c: &Cli) -> Result<(), String> {
     let n = c.detached("kill", &[], &["sh", "-c", "trap 'echo got-usr1' USR1; echo ready; while :; do sleep 0.1; done"])?;
     let r = (|| {
-        poll(10, || Ok(c.ok(&["logs", &n])?.contains("ready")))?;
+        poll(tmo(10), || Ok(c.ok(&["logs", &n])?.contains("ready")))?;
         c.ok(&["kill", "-s", "USR1", &n])?;
-        poll(10, || Ok(c.ok(&["logs", &n])?.contains("got-usr1")))?;
+        poll(tmo(10), || Ok(c.ok(&["logs", &n])?.contains("got-usr1")))?;
         c.ok(&["kill", &n])?;
         let w = c.ok(&["wait", &n])?;
         ensure!(w.trim() == "137", "wait after kill: {w}");
@@ -484,7 +490,7 @@ fn c_port(c: &Cli) -> Result<(), String> {
     let port = eng::free_port();
     let publish = format!("{port}:8080");
     let n = c.detached("port", &["-p", &publish], &["sh", "-c", "mkdir /tmp/www && echo hello-port > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"])?;
-    let r = eng::http_get(&format!("{}:{port}", c.host_ip), 15);
+    let r = eng::http_get(&format!("{}:{port}", c.host_ip), tmo(15));
     c.rm(&n);
     ensure!(r.as_ref().map(|b| b.contains("hello-port")).unwrap_or(false), "published port: {r:?}");
     Ok(())
@@ -496,16 +502,16 @@ fn c_healthcheck(c: &Cli) -> Result<(), String> {
     let r = (|| {
         if c.kind == Kind::Podman {
             // No systemd here to run podman's timer: run the check as the timer would.
-            poll(10, || Ok(c.x(&["healthcheck", "run", &n]).code == 0))?;
+            poll(tmo(10), || Ok(c.x(&["healthcheck", "run", &n]).code == 0))?;
         }
         let fmt = if c.kind == Kind::Docker { "{{.State.Health.Status}}" } else { "{{.State.Health.Status}}" };
-        poll(20, || Ok(c.inspect(&n, fmt)? == "healthy"))?;
+        poll(tmo(20), || Ok(c.inspect(&n, fmt)? == "healthy"))?;
         c.ok(&["exec", &n, "rm", "/tmp/ok"])?;
         if c.kind == Kind::Podman {
             let o = c.x(&["healthcheck", "run", &n]);
             ensure!(o.code != 0, "a failing check passed: {}", o.describe());
         }
-        poll(20, || Ok(c.inspect(&n, fmt)? == "unhealthy"))?;
+        poll(tmo(20), || Ok(c.inspect(&n, fmt)? == "unhealthy"))?;
         Ok(())
     })();
     c.rm(&n);
@@ -514,7 +520,7 @@ fn c_healthcheck(c: &Cli) -> Result<(), String> {
 
 fn c_restart(c: &Cli) -> Result<(), String> {
     let n = c.detached("restart", &["--restart", "on-failure:2"], &["sh", "-c", "sleep 0.3; exit 3"])?;
-    let r = poll(40, || Ok(c.inspect(&n, "{{.RestartCount}} {{.State.Status}}")? == "2 exited"))
+    let r = poll(tmo(40), || Ok(c.inspect(&n, "{{.RestartCount}} {{.State.Status}}")? == "2 exited"))
         .map_err(|e| format!("restart count: {e}; now {:?}", c.inspect(&n, "{{.RestartCount}} {{.State.Status}}")));
     let code = c.inspect(&n, "{{.State.ExitCode}}");
     c.rm(&n);
@@ -714,7 +720,7 @@ fn docker() {
         scratch: scratch.to_path_buf(),
         stash: &STASH,
     };
-    let ready = d.wait_ready(60, || cli.x(&["version"]).code == 0);
+    let ready = d.wait_ready(tmo(60), || cli.x(&["version"]).code == 0);
     let started = ready.and_then(|_| {
         let tar = rootfs_tar(&scratch);
         cli.ok(&["import", &tar.display().to_string(), &cli.image]).map(|_| ())
@@ -915,7 +921,7 @@ impl Ctr {
     }
 
     fn x(&self, args: &[&str]) -> Out {
-        run(&mut self.cmd(args), None, 90)
+        run(&mut self.cmd(args), None, tmo(90))
     }
 
     fn ok(&self, args: &[&str]) -> Result<String, String> {
@@ -956,7 +962,7 @@ impl Ctr {
 
     fn rm(&self, id: &str) {
         let _ = self.x(&["task", "kill", "-s", "SIGKILL", id]);
-        let _ = poll(10, || Ok(matches!(self.status(id).as_str(), "STOPPED" | "")));
+        let _ = poll(tmo(10), || Ok(matches!(self.status(id).as_str(), "STOPPED" | "")));
         let _ = self.x(&["task", "delete", id]);
         let _ = self.x(&["container", "delete", id]);
     }
@@ -972,7 +978,7 @@ fn k_run_exit_stdin(c: &Ctr) -> Result<(), String> {
     let a = c.run_args(&["--rm"], &id, &["sh", "-c", "head -n1; echo err >&2; exit 3"]);
     let refs: Vec<&str> = a.iter().map(String::as_str).collect();
     // ctr does not close the container's stdin at EOF (with runc too): read one line.
-    let o = run(&mut c.cmd(&refs), Some("from-stdin\n"), 90);
+    let o = run(&mut c.cmd(&refs), Some("from-stdin\n"), tmo(90));
     ensure!(o.code == 3 && o.out.contains("from-stdin") && o.err.contains("err"), "want exit 3, stdin echoed, stderr apart: {}", o.describe());
     Ok(())
 }
@@ -994,7 +1000,7 @@ fn k_task(c: &Ctr) -> Result<(), String> {
         c.ok(&["task", "resume", &id])?;
         ensure!(c.status(&id) == "RUNNING", "not running after resume");
         c.ok(&["task", "kill", "-s", "SIGKILL", &id])?;
-        poll(10, || Ok(c.status(&id) == "STOPPED"))?;
+        poll(tmo(10), || Ok(c.status(&id) == "STOPPED"))?;
         let d = c.ok(&["task", "delete", &id])?;
         ensure!(d.contains("137") || d.is_empty(), "task delete: {d}");
         c.ok(&["container", "delete", &id])?;
@@ -1009,14 +1015,14 @@ fn k_tty(c: &Ctr) -> Result<(), String> {
     let id = common::unique(&format!("ce-{}", c.rt));
     let a = c.run_args(&["--rm", "-t"], &id, &["tty"]);
     let line = format!("/usr/bin/ctr {} {}", c.global.join(" "), a.join(" "));
-    let o = run(Command::new("script").args(["-qec", &line, "/dev/null"]), None, 90);
+    let o = run(Command::new("script").args(["-qec", &line, "/dev/null"]), None, tmo(90));
     ensure!(o.code == 0 && o.out.contains("/dev/pts/"), "run -t: {}", o.describe());
     let id = common::unique(&format!("ce-{}", c.rt));
     let a = c.run_args(&["-d", "-t"], &id, &["sleep", "1000"]);
     let line = format!("/usr/bin/ctr {} {}", c.global.join(" "), a.join(" "));
-    run(Command::new("script").args(["-qec", &line, "/dev/null"]), None, 90).ok()?;
+    run(Command::new("script").args(["-qec", &line, "/dev/null"]), None, tmo(90)).ok()?;
     let line = format!("/usr/bin/ctr {} task exec -t --exec-id t1 {id} tty", c.global.join(" "));
-    let o = run(Command::new("script").args(["-qec", &line, "/dev/null"]), None, 90);
+    let o = run(Command::new("script").args(["-qec", &line, "/dev/null"]), None, tmo(90));
     c.rm(&id);
     ensure!(o.code == 0 && o.out.contains("/dev/pts/"), "exec -t: {}", o.describe());
     Ok(())
@@ -1116,7 +1122,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     let mut report = Report::new("containerd");
     let mut d = Daemon::spawn("containerd", Command::new(&containerd).arg("--config").arg(scratch.join("config.toml")), &scratch.join("containerd.log")).expect("start containerd");
     let base = Ctr { global: vec!["--address".into(), sock.display().to_string(), "--namespace".into(), ns.clone()], image: "docker.io/library/molt-busybox:test".into(), rt: String::new(), ns: ns.clone() };
-    let ready = d.wait_ready(60, || base.x(&["version"]).code == 0);
+    let ready = d.wait_ready(tmo(60), || base.x(&["version"]).code == 0);
     let started = ready.and_then(|_| {
         let archive = scratch.join("image.tar");
         eng::oci_archive(&common::rootfs(), &base.image, &archive)?;

@@ -427,6 +427,19 @@ pub fn case_selected(name: &str) -> bool {
     }
 }
 
+/// How much longer to wait than on the host: 6 in the VM lab (its set-up writes /run/lab/env), or
+/// MOLT_ENGINE_SLOW.
+pub fn slow_factor() -> u64 {
+    if let Some(f) = std::env::var("MOLT_ENGINE_SLOW").ok().and_then(|v| v.parse().ok()) {
+        return f;
+    }
+    if Path::new("/run/lab/env").exists() {
+        6
+    } else {
+        1
+    }
+}
+
 /// Fail-with-the-reason check for a case.
 #[macro_export]
 macro_rules! ensure {
