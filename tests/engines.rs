@@ -46,7 +46,8 @@ static STASH: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 impl Cli {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.args(&self.global);
+        // conmon writes an empty `oom` file into its working directory on an OOM kill.
+        c.current_dir(&self.scratch).args(&self.global);
         for (k, v) in &self.env {
             c.env(k, v);
         }
