@@ -174,22 +174,31 @@ pub fn is_listening_on(fd: RawFd, ep: &Endpoint) -> bool {
     }
 }
 
-/// A duplicate of another process's fd (pidfd_getfd, Linux 5.6; needs ptrace rights over it).
-pub fn take_fd(pid: i32, fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: raw system calls whose results are owned at once or checked.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        return Err(std::io::Error::last_os_error());
+/// A handle on another process for taking duplicates of its fds (pidfd_open + pidfd_getfd,
+/// Linux 5.6; needs ptrace rights over it).
+pub struct Pidfd(OwnedFd);
+
+impl Pidfd {
+    pub fn open(pid: i32) -> std::io::Result<Pidfd> {
+        // SAFETY: a raw system call whose result is checked and owned at once.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh pidfd owned here.
+        Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) }))
     }
-    // SAFETY: a fresh pidfd owned here.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    // SAFETY: as above; the new fd is close-on-exec.
-    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if got < 0 {
-        return Err(std::io::Error::last_os_error());
+
+    /// A duplicate of the process's `fd` (close-on-exec).
+    pub fn take(&self, fd: RawFd) -> std::io::Result<OwnedFd> {
+        // SAFETY: a raw system call whose result is checked and owned at once.
+        let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.0.as_raw_fd(), fd, 0) };
+        if got < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: pidfd_getfd returned a new fd for us alone.
+        Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
     }
-    // SAFETY: pidfd_getfd returned a new fd for us alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
 }
 
 /// The listening sockets for `eps` that any of `pids` holds (the app's own or the ones molt gave
@@ -198,7 +207,10 @@ pub fn take(pids: &[i32], eps: &[Endpoint]) -> Vec<Option<OwnedFd>> {
     let mut found: Vec<Option<OwnedFd>> = eps.iter().map(|_| None).collect();
     let mut seen = std::collections::HashSet::new();
     for &pid in pids {
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+        let (Ok(dir), Ok(pidfd)) = (std::fs::read_dir(format!("/proc/{pid}/fd")), Pidfd::open(pid)) else { continue };
         for e in dir.flatten() {
             let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) else { continue };
             let Ok(link) = std::fs::read_link(e.path()) else { continue };
@@ -206,13 +218,10 @@ pub fn take(pids: &[i32], eps: &[Endpoint]) -> Vec<Option<OwnedFd>> {
             if !link.starts_with("socket:[") || !seen.insert(link) {
                 continue;
             }
-            let Ok(fd) = take_fd(pid, n) else { continue };
+            let Ok(fd) = pidfd.take(n) else { continue };
             if let Some(i) = eps.iter().enumerate().position(|(i, ep)| found[i].is_none() && is_listening_on(fd.as_raw_fd(), ep)) {
                 found[i] = Some(fd);
             }
-        }
-        if found.iter().all(Option::is_some) {
-            break;
         }
     }
     found

@@ -128,7 +128,13 @@ impl Held {
             }
         }
         if self.stdio.is_none() {
-            let got: Vec<OwnedFd> = (0..3).filter_map(|n| crate::listen::take_fd(c.state.pid, n).or_else(|_| dev_null()).ok()).collect();
+            let pidfd = crate::listen::Pidfd::open(c.state.pid).ok();
+            let got: Vec<OwnedFd> = (0..3)
+                .filter_map(|n| match pidfd.as_ref().and_then(|p| p.take(n).ok()) {
+                    Some(fd) => Some(fd),
+                    None => dev_null().ok(),
+                })
+                .collect();
             self.stdio = got.try_into().ok();
         }
     }
