@@ -35,8 +35,19 @@ pub fn packet_socket() -> std::io::Result<OwnedFd> {
 }
 
 /// Send the announcements for `ips` out of link `ifindex`, a few times over ~30 ms (a frame can
-/// be lost while the bridge port comes up).
+/// be lost while the bridge port comes up), then again at ~50, 150 and 400 ms from a background
+/// thread (a loaded machine can bring the port up later; a host still resolving would otherwise
+/// wait for ARP's one-second retry). The caller goes on meanwhile.
 pub fn announce(sock: &OwnedFd, ifindex: u32, mac: [u8; 6], ips: &[Ipv4Addr]) -> std::io::Result<()> {
+    send_rounds(sock, ifindex, mac, ips, &[0, 2, 8, 20])?;
+    if let Ok(late) = sock.try_clone() {
+        let ips = ips.to_vec();
+        std::thread::spawn(move || send_rounds(&late, ifindex, mac, &ips, &[30, 100, 250]));
+    }
+    Ok(())
+}
+
+fn send_rounds(sock: &OwnedFd, ifindex: u32, mac: [u8; 6], ips: &[Ipv4Addr], pauses_ms: &[u64]) -> std::io::Result<()> {
     // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
     let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;
@@ -44,8 +55,8 @@ pub fn announce(sock: &OwnedFd, ifindex: u32, mac: [u8; 6], ips: &[Ipv4Addr]) ->
     to.sll_ifindex = ifindex as i32;
     to.sll_halen = 6;
     to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    for (i, pause_ms) in [0u64, 2, 8, 20].into_iter().enumerate() {
-        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+    for (i, pause_ms) in pauses_ms.iter().enumerate() {
+        std::thread::sleep(std::time::Duration::from_millis(*pause_ms));
         for ip in ips {
             let frame = garp_frame(mac, *ip);
             // SAFETY: sendto with a live buffer and a sockaddr_ll of the right size.
