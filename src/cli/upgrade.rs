@@ -39,6 +39,10 @@ pub struct Args {
     /// Finish or roll back an upgrade that was interrupted
     #[arg(long)]
     pub resume: bool,
+    /// Upgrade even where the version rule refuses (a downgrade, a bundle without a version);
+    /// REASON is logged and kept in the report
+    #[arg(long, value_name = "REASON")]
+    pub force: Option<String>,
 }
 
 fn options(ctx: &Ctx, a: &Args) -> Result<Options, String> {
@@ -58,6 +62,10 @@ fn options(ctx: &Ctx, a: &Args) -> Result<Options, String> {
         rollback: !a.no_rollback,
         dry_run: a.dry_run,
         systemd_cgroup: ctx.systemd_cgroup,
+        force: match a.force.as_deref().map(str::trim) {
+            Some("") => return Err("--force needs a reason (it is logged with the upgrade)".into()),
+            f => f.map(String::from),
+        },
     })
 }
 

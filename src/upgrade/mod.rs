@@ -86,6 +86,9 @@ pub struct Options {
     pub rollback: bool,
     pub dry_run: bool,
     pub systemd_cgroup: bool,
+    /// Upgrade past the eligibility rule (a downgrade, a bundle without a version), with the
+    /// operator's reason: logged and kept in the report's decision.
+    pub force: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,18 +121,34 @@ pub const PLAN: &[(Step, &str)] = &[
 ];
 
 /// Check everything that can be checked without touching the running container.
-pub fn decide(root: &Path, id: &str, new_bundle: &Path) -> Result<(Container, oci_spec::runtime::Spec, Decision), UpgradeError> {
+/// `force` carries the operator's reason to upgrade past a refusal or an unreadable version.
+pub fn decide(root: &Path, id: &str, new_bundle: &Path, force: Option<&str>) -> Result<(Container, oci_spec::runtime::Spec, Decision), UpgradeError> {
     let old = Container::load(root, id)?;
     let new_spec = load_spec(new_bundle)?;
     crate::container::create::validate_process(&new_spec)?;
     let ann = old.state.annotations();
     let new_ann = new_spec.annotations().clone().unwrap_or_default();
-    let decision = eligibility::evaluate(
-        ann.get(eligibility::VERSION_ANNOTATION).map(String::as_str),
-        new_ann.get(eligibility::VERSION_ANNOTATION).map(String::as_str),
-        new_ann.get(eligibility::CONSTRAINT_ANNOTATION).map(String::as_str),
-    )
-    .map_err(|source| UpgradeError::Eligibility { id: id.into(), source })?;
+    let running = ann.get(eligibility::VERSION_ANNOTATION).map(String::as_str);
+    let new = new_ann.get(eligibility::VERSION_ANNOTATION).map(String::as_str);
+    let decision = match (eligibility::evaluate(running, new, new_ann.get(eligibility::CONSTRAINT_ANNOTATION).map(String::as_str)), force) {
+        (Ok(d), None) => d,
+        (Err(source), None) => return Err(UpgradeError::Eligibility { id: id.into(), source }),
+        (Ok(d), Some(_)) if d.eligible => d,
+        (res, Some(why)) => {
+            let refusal = match res {
+                Ok(d) => d.reason,
+                Err(e) => e.to_string(),
+            };
+            crate::logging::warn(&format!("container {id}: upgrade forced past the version rule ({refusal}): {why}"));
+            Decision {
+                eligible: true,
+                running: running.unwrap_or("-").into(),
+                new: new.unwrap_or("-").into(),
+                constraint: new_ann.get(eligibility::CONSTRAINT_ANNOTATION).cloned(),
+                reason: format!("forced ({why}); the rule said: {refusal}"),
+            }
+        }
+    };
     Ok((old, new_spec, decision))
 }
 
@@ -188,7 +207,7 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         id: id.clone(),
         reason: format!("new bundle {}: {e}", opts.new_bundle.display()),
     })?;
-    let (old, new_spec, decision) = decide(root, id, &new_bundle)?;
+    let (old, new_spec, decision) = decide(root, id, &new_bundle, opts.force.as_deref())?;
     let mut report = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: None };
     if !decision.eligible {
         return Err(UpgradeError::Refused { id: id.clone(), decision });
@@ -699,6 +718,7 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
         rollback: true,
         dry_run: false,
         systemd_cgroup,
+        force: None,
     };
     let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None, held: Default::default() };
     rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false })?;

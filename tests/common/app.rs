@@ -422,6 +422,18 @@ pub fn scenario_refusals(s: &Setup) {
     assert!(text.contains("1.0.0 -> 1.1.0") && text.contains("hand-over-volumes"), "{text}");
     assert_eq!(s.root.state(id)["pid"], pid);
     assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+    // The operator's way past the rule: a forced downgrade, its reason in the report and on stderr.
+    let b = s.bundle("0.9.0", "app-one", &[]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--force", ""]);
+    assert!(!out.status.success() && stderr_of(&out).contains("--force needs a reason"), "{}", stderr_of(&out));
+    let out = s.upgrade(&["--bundle", &dir, "--force", "back to 0.9 after a bad release", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("JSON report");
+    let reason = doc["decision"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("forced (back to 0.9 after a bad release)") && reason.contains("not later"), "{doc}");
+    assert!(stderr_of(&out).contains("forced past the version rule"), "{}", stderr_of(&out));
+    assert_eq!(s.version(), "version=0.9.0 hostname=app-one");
 }
 
 /// A new version that fails its health gate is rolled back: v1 again, same identity and data.
