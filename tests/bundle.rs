@@ -1,7 +1,9 @@
 //! `molt bundle` over a lab of hosts on this machine (tests/common/bundle.rs): the plan holds
 //! every kind of decision, a full rollout, an operator killed mid-rollout and run again (no
 //! container upgraded twice), a failed health gate stopping the rollout before its next batch, an
-//! unreachable host refusing the start; and bad documents refused with file and field named.
+//! unreachable host refusing the start; a canary held until promoted, a pause and resume, a
+//! rollback of a failed batch, status and history; and bad documents refused with file and field
+//! named.
 
 mod common;
 use common::bundle::*;
@@ -142,14 +144,106 @@ fn a_full_rollout_upgrades_the_eligible_containers_in_order_and_a_rerun_does_not
     let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("nothing to upgrade"), "{}", stdout_of(&out));
+    // status: every container's version and its last upgrade, from the hosts' history.
+    let out = lab.bundle(&["status", &d.manifest, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let st = |short: &str| rows.as_array().and_then(|r| r.iter().find(|r| r["id"] == lab.id(short)).cloned()).unwrap_or_else(|| panic!("{short} in {rows}"));
+    assert_eq!((st("db-1")["status"].as_str(), st("db-1")["version"].as_str()), (Some("running"), Some(V)));
+    assert!(st("db-1")["last_upgrade"].as_str().unwrap_or("").contains("1.0.0 -> 1.1.0 upgraded"), "{}", st("db-1"));
+    assert!(st("app-2")["last_upgrade"].is_null() && st("app-4")["status"] == "created", "{rows}");
+    let table = stdout_of(&lab.bundle(&["status", &d.manifest]));
+    assert!(table.contains("LAST UPGRADE") && table.contains(&lab.id("proxy-2")), "{table}");
+    // history: one rollout, merged from the three hosts' records.
+    let out = lab.bundle(&["history", &d.manifest, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let recs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history JSON");
+    assert_eq!(recs.as_array().map(Vec::len), Some(1), "{recs}");
+    assert_eq!(recs[0]["containers"].as_array().map(Vec::len), Some(5), "{recs}");
+    let table = stdout_of(&lab.bundle(&["history", &d.manifest]));
+    assert!(table.contains("complete (5 of 5 upgraded)"), "{table}");
+}
+
+#[test]
+fn a_canary_holds_its_role_until_promoted_and_a_pause_holds_the_next_batch() {
+    require_root!();
+    let mut lab = lab(false);
+    let d = docs(&mut lab, false, &["sleep", "3600"], serde_json::json!({"canary": 1}));
+    let mut child = lab.spawn_bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes"]);
+    let mut seen = String::new();
+    let mut gates = 0;
+    let ctl = |verb: &str| {
+        let out = lab.bundle(&[verb, &d.manifest]);
+        assert!(out.status.success(), "{verb}: {}", stderr_of(&out));
+        stdout_of(&out)
+    };
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("waiting for `molt bundle promote`") {
+                gates += 1;
+                if gates == 1 {
+                    // Held at the db canary: db-1 runs the new version, db-2 the old one.
+                    assert!(line.contains("role db"), "{seen}");
+                    assert_eq!(lab.version("db-1"), format!("running {V}"), "{seen}");
+                    assert_eq!(lab.version("db-2"), "running 1.0.0", "{seen}");
+                    assert!(ctl("pause").contains("paused"));
+                }
+                assert!(ctl("promote").contains("promoted"));
+            }
+            if line.contains("waiting for `molt bundle resume`") {
+                assert!(line.contains("before batch 2"), "{seen}");
+                assert_eq!(lab.version("db-2"), "running 1.0.0", "paused: not started\n{seen}");
+                assert!(ctl("resume").contains("resumed"));
+            }
+        }
+    }
+    let status = child.wait().expect("wait for the rollout");
+    assert!(status.success(), "{seen}");
+    // db (canary db-1, then db-2); app (app-1 already runs 1.1.0 and serves as the canary: no new
+    // one is picked, app-3 waits for the promotion); proxy (canary proxy-1, then proxy-2).
+    assert_eq!(gates, 3, "{seen}");
+    assert!(seen.contains("batch 3/5 (app): "), "{seen}");
+    assert!(seen.contains("resumed") && seen.contains("rollout complete"), "{seen}");
+    for short in ["db-1", "db-2", "app-3", "proxy-1", "proxy-2"] {
+        assert_eq!(lab.version(short), format!("running {V}"), "{short}\n{seen}");
+    }
+    let out = lab.bundle(&["promote", &d.manifest]);
+    assert!(!out.status.success() && stderr_of(&out).contains("no rollout of this bundle is waiting"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn rollback_batch_takes_the_batchs_upgraded_containers_back() {
+    require_root!();
+    let mut lab = lab(false);
+    let d = docs(&mut lab, false, &["sleep", "3600"], serde_json::json!({"failure_policy": "rollback-batch"}));
+    // db-1 and db-2 share batch 1; db-2's post-upgrade check fails after its upgrade succeeded.
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&d.upgrade).unwrap()).unwrap();
+    doc["roles"]["db"]["post_upgrade"] = serde_json::json!([format!("[ \"$MOLT_CONTAINER\" != {} ] || {{ echo smoke test failed >&2; exit 3; }}", lab.id("db-2"))]);
+    fs::write(&d.upgrade, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("smoke test failed") && text.contains("failure policy rollback-batch") && text.contains("rollout STOPPED"), "{text}");
+    for short in ["db-1", "db-2"] {
+        assert_eq!(lab.version(short), "running 1.0.0", "{short} back on its old version\n{text}");
+        assert!(text.lines().any(|l| l.starts_with(&lab.id(short)) && l.contains("rolled-back")), "{short}:\n{text}");
+    }
+    assert_eq!(lab.version("app-3"), "running 1.0.5", "next batch not started");
+    // The forced downgrade is the operator's documented way back: its reason is on the host.
+    let h = fs::read_to_string(lab.root_file("h1", "bundle-history.jsonl")).unwrap_or_default();
+    assert!(h.contains("rollback-batch"), "{h}");
 }
 
 #[test]
 fn an_operator_killed_mid_rollout_is_run_again_and_upgrades_no_container_twice() {
     require_root!();
     let mut lab = lab(false);
-    let d = docs(&mut lab, false, &["sleep", "3600"], serde_json::json!({}));
-    let mut child = lab.spawn_bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes", "--parallel", "1"]);
+    // With a canary per role passed automatically once healthy for min_healthy.
+    let d = docs(&mut lab, false, &["sleep", "3600"], serde_json::json!({"canary": 1, "min_healthy": "200ms"}));
+    let mut child = lab.spawn_bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes", "--parallel", "1", "--auto-promote"]);
     let pid = child.id();
     let mut first = String::new();
     let mut seen = String::new();
@@ -168,9 +262,11 @@ fn an_operator_killed_mid_rollout_is_run_again_and_upgrades_no_container_twice()
     let _ = child.wait();
     remove_control_dirs_of(pid);
     assert!(!first.is_empty(), "no container was upgraded before the kill:\n{seen}");
-    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes", "--parallel", "1"]);
+    let out = lab.bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes", "--parallel", "1", "--auto-promote"]);
     let text = stdout_of(&out);
     assert!(out.status.success(), "{text}\n{}", stderr_of(&out));
+    // The db canary upgraded before the kill still counts: no second db canary, the gate passes on it.
+    assert!(text.contains("canary of role db promoted automatically") && !text.contains("(db, canary)"), "{text}");
     let upgraded_in = |t: &str, short: &str| t.lines().any(|l| l.starts_with(&format!("  {} ", lab.id(short))) && l.contains("upgraded"));
     let mut before = 0;
     for short in ["db-1", "db-2", "app-3", "proxy-1", "proxy-2"] {

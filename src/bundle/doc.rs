@@ -64,7 +64,8 @@ pub enum FailurePolicy {
     /// Stop before the next batch; the failed container was rolled back by `molt upgrade`.
     #[default]
     Stop,
-    /// As stop; the batch's other containers should go back too (see README: not yet done).
+    /// As stop, and the batch's containers that did upgrade go back to the bundle they ran
+    /// before (`molt upgrade --force`).
     RollbackBatch,
 }
 
@@ -139,14 +140,24 @@ pub struct Documents {
     pub upgrade: UpgradeDoc,
 }
 
-impl Documents {
-    pub fn load(manifest_file: &Path, upgrade_file: &Path) -> Result<Documents, BundleError> {
+impl Manifest {
+    /// The manifest alone (status, history, pause...), read and checked; its paths made
+    /// relative to its own directory.
+    pub fn load(manifest_file: &Path) -> Result<Manifest, BundleError> {
         let mut manifest: Manifest = read_json(manifest_file)?;
-        let mut upgrade: UpgradeDoc = read_json(upgrade_file)?;
         for h in manifest.hosts.values_mut() {
             h.identity = h.identity.as_deref().map(|p| relative_to(manifest_file, p));
             h.ssh_config = h.ssh_config.as_deref().map(|p| relative_to(manifest_file, p));
         }
+        validate_manifest(manifest_file, &manifest)?;
+        Ok(manifest)
+    }
+}
+
+impl Documents {
+    pub fn load(manifest_file: &Path, upgrade_file: &Path) -> Result<Documents, BundleError> {
+        let manifest = Manifest::load(manifest_file)?;
+        let mut upgrade: UpgradeDoc = read_json(upgrade_file)?;
         for r in upgrade.roles.values_mut() {
             r.bundle = relative_to(upgrade_file, &r.bundle);
         }
@@ -167,9 +178,8 @@ impl Documents {
 }
 
 pub fn validate_manifest(file: &Path, m: &Manifest) -> Result<(), BundleError> {
-    if m.name.trim().is_empty() {
-        return Err(invalid(file, "name", "is empty"));
-    }
+    // The name names the bundle's state directory on the operator's machine.
+    crate::container::validate_id(&m.name).map_err(|e| invalid(file, "name", e.to_string()))?;
     let mut roles = BTreeSet::new();
     for (i, r) in m.roles.iter().enumerate() {
         if r.trim().is_empty() {

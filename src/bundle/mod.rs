@@ -2,14 +2,16 @@
 //! documents, the plan that evaluates every container, the transport to the hosts, and the
 //! rollout that runs `molt upgrade` on each host role by role, batch by batch.
 
+pub mod control;
 pub mod doc;
+pub mod history;
 pub mod plan;
 pub mod rollout;
 pub mod transport;
 
 use std::path::PathBuf;
 
-use doc::Documents;
+use doc::Manifest;
 use plan::Observed;
 use transport::{Session, Transport};
 
@@ -32,10 +34,9 @@ pub enum BundleError {
 
 /// One transport per host of the manifest, connected in parallel; a host that cannot be reached
 /// is kept with its reason.
-pub fn connect_all(docs: &Documents, session: &Session) -> Vec<(Transport, Option<String>)> {
+pub fn connect_all(manifest: &Manifest, session: &Session) -> Vec<(Transport, Option<String>)> {
     std::thread::scope(|s| {
-        let handles: Vec<_> = docs
-            .manifest
+        let handles: Vec<_> = manifest
             .hosts
             .iter()
             .map(|(name, h)| {
@@ -67,6 +68,7 @@ pub fn observe_one(t: &Transport, id: &str) -> Observed {
         Ok(v) => Observed::Found {
             status: v["status"].as_str().unwrap_or("unknown").to_string(),
             version: v["annotations"][crate::upgrade::eligibility::VERSION_ANNOTATION].as_str().map(String::from),
+            bundle: v["bundle"].as_str().map(String::from),
         },
         Err(e) => Observed::Unreachable { reason: format!("host {}: molt state {id}: not JSON: {e}", t.name) },
     }
@@ -74,13 +76,13 @@ pub fn observe_one(t: &Transport, id: &str) -> Observed {
 
 /// Every container of the manifest as its host sees it now, in manifest order; hosts are asked
 /// in parallel.
-pub fn observe(docs: &Documents, hosts: &[(Transport, Option<String>)]) -> Vec<Observed> {
+pub fn observe(manifest: &Manifest, hosts: &[(Transport, Option<String>)]) -> Vec<Observed> {
     let per_host: Vec<Vec<(usize, Observed)>> = std::thread::scope(|s| {
         let handles: Vec<_> = hosts
             .iter()
             .map(|(t, down)| {
                 s.spawn(move || {
-                    docs.manifest
+                    manifest
                         .containers
                         .iter()
                         .enumerate()
@@ -95,9 +97,55 @@ pub fn observe(docs: &Documents, hosts: &[(Transport, Option<String>)]) -> Vec<O
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
     });
-    let mut all = vec![Observed::NotFound; docs.manifest.containers.len()];
+    let mut all = vec![Observed::NotFound; manifest.containers.len()];
     for (i, o) in per_host.into_iter().flatten() {
         all[i] = o;
     }
     all
+}
+
+/// One container of `molt bundle status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusRow {
+    pub id: String,
+    pub role: String,
+    pub host: String,
+    /// running, created, paused, stopped, not found, or unreachable.
+    pub status: String,
+    pub version: Option<String>,
+    /// From the hosts' history: when, from which version to which, and the outcome.
+    pub last_upgrade: Option<String>,
+    /// Why a container could not be asked.
+    pub detail: Option<String>,
+}
+
+/// Every container's status, version and last recorded upgrade; warnings for hosts whose
+/// history could not be read.
+pub fn status(manifest: &Manifest, hosts: &[(Transport, Option<String>)]) -> (Vec<StatusRow>, Vec<String>) {
+    let observed = observe(manifest, hosts);
+    let (records, warnings) = history::read(manifest, hosts);
+    let last = history::last_per_container(&records);
+    let rows = manifest
+        .containers
+        .iter()
+        .zip(observed)
+        .map(|(c, o)| {
+            let (status, version, detail) = match o {
+                Observed::Found { status, version, .. } => (status, version, None),
+                Observed::NotFound => ("not found".into(), None, None),
+                Observed::Unreachable { reason } => ("unreachable".into(), None, Some(reason)),
+            };
+            StatusRow { id: c.id.clone(), role: c.role.clone(), host: c.host.clone(), status, version, last_upgrade: last.get(&c.id).cloned(), detail }
+        })
+        .collect();
+    (rows, warnings)
+}
+
+pub fn status_table(rows: &[StatusRow]) -> String {
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| vec![r.id.clone(), r.role.clone(), r.host.clone(), r.status.clone(), dash(&r.version), r.last_upgrade.clone().or_else(|| r.detail.clone()).unwrap_or_else(|| "-".into())])
+        .collect();
+    plan::columns(&["CONTAINER", "ROLE", "HOST", "STATUS", "VERSION", "LAST UPGRADE"], &cells)
 }

@@ -11,8 +11,9 @@ use crate::upgrade::eligibility;
 /// What a host said about one container.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observed {
-    /// Its status and the version annotation of its config, if it has one.
-    Found { status: String, version: Option<String> },
+    /// Its status, the version annotation of its config if it has one, and its bundle directory
+    /// on its host (what a rollback-batch goes back to).
+    Found { status: String, version: Option<String>, bundle: Option<String> },
     NotFound,
     Unreachable { reason: String },
 }
@@ -56,6 +57,9 @@ pub struct Row {
     pub host: String,
     pub running: Option<String>,
     pub status: Option<String>,
+    /// The running container's bundle directory on its host.
+    #[serde(skip)]
+    pub bundle: Option<String>,
     pub decision: Action,
     /// The rule that decided, in words.
     pub rule: String,
@@ -93,7 +97,7 @@ pub fn decide(observed: &Observed, version: &str, constraint: Option<&str>, role
     let (status, running) = match observed {
         Observed::Unreachable { reason } => return (Action::Unreachable, reason.clone()),
         Observed::NotFound => return (Action::SkipNotRunning, "no such container on its host".into()),
-        Observed::Found { status, version } => (status, version),
+        Observed::Found { status, version, .. } => (status, version),
     };
     if !role_upgraded {
         return (Action::SkipRole, "its role has no new application in this upgrade".into());
@@ -120,18 +124,20 @@ pub fn build(docs: &Documents, observed: &[Observed], batch_size: usize) -> Plan
         .zip(observed)
         .map(|(c, o)| {
             let (decision, rule) = decide(o, &u.version, u.constraint.as_deref(), u.roles.contains_key(&c.role));
-            let (status, running) = match o {
-                Observed::Found { status, version } => (Some(status.clone()), version.clone()),
-                _ => (None, None),
+            let (status, running, bundle) = match o {
+                Observed::Found { status, version, bundle } => (Some(status.clone()), version.clone(), bundle.clone()),
+                _ => (None, None, None),
             };
-            Row { id: c.id.clone(), role: c.role.clone(), host: c.host.clone(), running, status, decision, rule, batch: None, canary: false }
+            Row { id: c.id.clone(), role: c.role.clone(), host: c.host.clone(), running, status, bundle, decision, rule, batch: None, canary: false }
         })
         .collect();
     let mut next = 1;
     let size = batch_size.max(1);
     for role in &u.order {
         let idx: Vec<usize> = rows.iter().enumerate().filter(|(_, r)| &r.role == role && r.decision == Action::Upgrade).map(|(i, _)| i).collect();
-        let canary = u.canary.min(idx.len());
+        // Canaries upgraded by an earlier, interrupted run still count: a re-run does not pick new ones.
+        let already = rows.iter().filter(|r| &r.role == role && r.status.as_deref() == Some("running") && r.running.as_deref() == Some(u.version.as_str())).count();
+        let canary = u.canary.saturating_sub(already).min(idx.len());
         let (first, rest) = idx.split_at(canary);
         if !first.is_empty() {
             for &i in first {
@@ -230,7 +236,7 @@ mod tests {
     }
 
     fn found(v: &str) -> Observed {
-        Observed::Found { status: "running".into(), version: Some(v.into()) }
+        Observed::Found { status: "running".into(), version: Some(v.into()), bundle: None }
     }
 
     #[test]
@@ -242,10 +248,10 @@ mod tests {
         let (a, rule) = decide(&found("0.9.0"), "1.1.0", c, true);
         assert_eq!(a, Action::SkipConstraint);
         assert!(rule.contains("0.9.0") && rule.contains(">=1.0.0"), "{rule}");
-        let stopped = Observed::Found { status: "stopped".into(), version: Some("1.0.0".into()) };
+        let stopped = Observed::Found { status: "stopped".into(), version: Some("1.0.0".into()), bundle: None };
         assert_eq!(decide(&stopped, "1.1.0", c, true).0, Action::SkipNotRunning);
         assert_eq!(decide(&Observed::NotFound, "1.1.0", c, true).0, Action::SkipNotRunning);
-        let none = Observed::Found { status: "running".into(), version: None };
+        let none = Observed::Found { status: "running".into(), version: None, bundle: None };
         assert_eq!(decide(&none, "1.1.0", c, true).0, Action::SkipNoVersion);
         assert_eq!(decide(&found("1.0.0"), "1.1.0", c, false).0, Action::SkipRole);
         let u = Observed::Unreachable { reason: "ssh: connect refused".into() };
@@ -293,5 +299,11 @@ mod tests {
                 ("app-4", Some(4), false)
             ]
         );
+        // A re-run after the db canary was upgraded: no new db canary is picked.
+        let mut obs = vec![found("1.0.0"); 7];
+        obs[1] = found("1.1.0");
+        let p = build(&d, &obs, 3);
+        let db: Vec<(&str, Option<usize>, bool)> = p.rows.iter().filter(|r| r.role == "db").map(|r| (r.id.as_str(), r.batch, r.canary)).collect();
+        assert_eq!(db, vec![("db-2", Some(1), false), ("db-1", None, false)]);
     }
 }

@@ -5,16 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::doc::{Documents, FailurePolicy};
 use super::plan::{Action, Plan, Row};
+use super::control::{Control, Gate};
 use super::transport::{quote, Archive, Session, Transport};
 use super::BundleError;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Done {
     pub id: String,
     pub role: String,
@@ -23,6 +24,9 @@ pub struct Done {
     pub to: String,
     /// upgraded, rolled-back, failed, refused, not started, or the plan's skip.
     pub outcome: String,
+    /// `molt upgrade` succeeded (a post-upgrade command may still have failed it).
+    #[serde(default)]
+    pub upgraded: bool,
     pub millis: u128,
     pub detail: String,
 }
@@ -96,6 +100,7 @@ fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf)
         from: row.running.clone(),
         to: u.version.clone(),
         outcome: "failed".into(),
+        upgraded: false,
         millis: 0,
         detail: String::new(),
     };
@@ -133,6 +138,7 @@ fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf)
         let err = report["error"].as_str().map(String::from).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
         return finish(done, &outcome, err);
     }
+    done.upgraded = true;
     let unavailable = report["unavailable_ms"].as_u64().map(|ms| format!("unavailable {ms} ms")).unwrap_or_default();
     done.detail = unavailable;
     if let Err(e) = hooks(t, "post_upgrade", &role.post_upgrade, row, &u.version) {
@@ -142,21 +148,76 @@ fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf)
     finish(done, "upgraded", detail)
 }
 
-/// A canary batch must still run the new version after the minimum healthy time.
-fn canaries_hold(docs: &Documents, hosts: &[(Transport, Option<String>)], rows: &[&Row], say: Say) -> Result<(), String> {
-    let wait = docs.upgrade.min_healthy.as_deref().map(crate::upgrade::parse_duration).transpose()?.unwrap_or_default();
-    if wait > Duration::ZERO {
-        say(&format!("canary: watching {} for {:?}", rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "), wait));
-        std::thread::sleep(wait);
-    }
-    for r in rows {
-        let t = host_of(hosts, &r.host).map_err(|e| e.to_string())?;
-        match super::observe_one(t, &r.id) {
-            super::plan::Observed::Found { status, version } if status == "running" && version.as_deref() == Some(docs.upgrade.version.as_str()) => {}
-            o => return Err(format!("canary {} did not stay healthy: {o:?}", r.id)),
+/// The canaries of a role (its containers now running the new version) must still run it.
+fn canaries_hold(docs: &Documents, hosts: &[(Transport, Option<String>)], ids: &[(String, String)]) -> Result<(), String> {
+    for (id, host) in ids {
+        let t = host_of(hosts, host).map_err(|e| e.to_string())?;
+        match super::observe_one(t, id) {
+            super::plan::Observed::Found { status, version, .. } if status == "running" && version.as_deref() == Some(docs.upgrade.version.as_str()) => {}
+            o => return Err(format!("canary {id} did not stay healthy: {o:?}")),
         }
     }
     Ok(())
+}
+
+/// How the operator steers a rollout: the control file, and whether a canary that stays
+/// healthy for `min_healthy` goes on without `promote`.
+pub struct Steer<'a> {
+    pub control: &'a Control,
+    pub auto_promote: bool,
+}
+
+/// Before the first non-canary batch of a role whose upgrade has canaries: hold until promoted
+/// (or, with --auto-promote, until the canaries stayed healthy for min_healthy), then check the
+/// canaries still run the new version.
+fn canary_gate(docs: &Documents, hosts: &[(Transport, Option<String>)], canaries: &[(String, String)], role: &str, steer: &Steer, say: Say) -> Result<(), String> {
+    let gate = Gate { version: docs.upgrade.version.clone(), role: role.into() };
+    let names = canaries.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ");
+    if steer.control.promoted(&gate).map_err(|e| e.to_string())? {
+        say(&format!("canary: role {role} was promoted earlier ({names})"));
+    } else if steer.auto_promote {
+        let wait = docs.upgrade.min_healthy.as_deref().map(crate::upgrade::parse_duration).transpose()?.unwrap_or_default();
+        say(&format!("canary: watching {names} for {wait:?} (--auto-promote)"));
+        std::thread::sleep(wait);
+        canaries_hold(docs, hosts, canaries)?;
+        steer.control.mark_promoted(&gate).map_err(|e| e.to_string())?;
+        say(&format!("canary of role {role} promoted automatically"));
+        return Ok(());
+    } else {
+        steer.control.wait_for_promotion(&gate, &|l| say(l)).map_err(|e| e.to_string())?;
+    }
+    canaries_hold(docs, hosts, canaries)
+}
+
+/// rollback-batch: the batch's containers that did upgrade go back to the bundle they ran
+/// before, by `molt upgrade --force` (the version rule refuses a downgrade by design).
+fn roll_back_batch(docs: &Documents, hosts: &[(Transport, Option<String>)], rows: &[&Row], done: &mut [Done], say: Say) {
+    for d in done.iter_mut().filter(|d| d.upgraded) {
+        let Some(row) = rows.iter().find(|r| r.id == d.id) else { continue };
+        let Some(old) = &row.bundle else {
+            d.detail = format!("{}; not rolled back: its old bundle directory is unknown", d.detail);
+            continue;
+        };
+        let why = format!("bundle {} failure policy rollback-batch", docs.manifest.name);
+        let mut args = vec!["upgrade", &row.id, "--bundle", old, "--force", &why, "--format", "json"];
+        if let Some(sig) = &docs.upgrade.stop_signal {
+            args.extend(["--stop-signal", sig]);
+        }
+        if let Some(st) = &docs.upgrade.stop_timeout {
+            args.extend(["--stop-timeout", st]);
+        }
+        let res = host_of(hosts, &row.host).map_err(|e| e.to_string()).and_then(|t| t.molt(&args).map_err(|e| e.to_string()));
+        match res {
+            Ok(out) if out.status.success() => {
+                d.outcome = "rolled-back".into();
+                d.upgraded = false;
+                d.detail = format!("back to {} by rollback-batch", row.running.as_deref().unwrap_or("its old bundle"));
+            }
+            Ok(out) => d.detail = format!("rollback-batch failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            Err(e) => d.detail = format!("rollback-batch failed: {e}"),
+        }
+        say(&format!("  rollback-batch {}: {}", d.id, d.detail));
+    }
 }
 
 /// One progress line, its columns as wide as the plan's widest id, host and role.
@@ -179,7 +240,7 @@ fn line(d: &Done, w: (usize, usize, usize)) -> String {
 
 /// Run the plan. Refuses to start while any host is unreachable: a rollout that cannot see all
 /// of the bundle cannot keep its order.
-pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], session: &Session, say: Say) -> Result<Summary, BundleError> {
+pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], session: &Session, steer: &Steer, say: Say) -> Result<Summary, BundleError> {
     let down: Vec<String> = plan.unreachable().map(|r| format!("{} on {}", r.id, r.host)).collect();
     if !down.is_empty() {
         let why: Vec<String> = hosts.iter().filter_map(|(t, d)| d.as_ref().map(|d| format!("{} ({d})", t.name))).collect();
@@ -195,60 +256,78 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
     let widths = (widest(|r| r.id.len()), widest(|r| r.host.len()), widest(|r| r.role.len()));
     let mut results: BTreeMap<String, Done> = BTreeMap::new();
     let mut completed = true;
+    // Per role, the containers on the new version: the canaries a gate checks.
+    let mut on_new: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for r in plan.rows.iter().filter(|r| r.status.as_deref() == Some("running") && r.running.as_deref() == Some(docs.upgrade.version.as_str())) {
+        on_new.entry(r.role.as_str()).or_default().push((r.id.clone(), r.host.clone()));
+    }
+    let mut gated: Vec<String> = vec![];
     for n in 1..=plan.batches {
         let rows = plan.batch(n);
         let canary = rows.iter().any(|r| r.canary);
-        say(&format!(
-            "batch {n}/{} ({}{}): {}",
-            plan.batches,
-            rows.first().map(|r| r.role.as_str()).unwrap_or("-"),
-            if canary { ", canary" } else { "" },
-            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
-        ));
-        let shipped = &shipped;
-        let done: Vec<Done> = std::thread::scope(|s| {
-            let handles: Vec<_> = rows
-                .iter()
-                .map(|row| {
-                    s.spawn(move || {
-                        let d = match (host_of(hosts, &row.host), shipped.get(&(row.role.clone(), row.host.clone()))) {
-                            (Ok(t), Some(dir)) => upgrade_one(docs, t, row, dir),
-                            _ => Done {
-                                id: row.id.clone(),
-                                role: row.role.clone(),
-                                host: row.host.clone(),
-                                from: row.running.clone(),
-                                to: docs.upgrade.version.clone(),
-                                outcome: "failed".into(),
-                                millis: 0,
-                                detail: "no shipped bundle for its host".into(),
-                            },
-                        };
-                        say(&format!("  {}", line(&d, widths)));
-                        d
-                    })
-                })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        let mut failed: Vec<String> = done.iter().filter(|d| d.outcome != "upgraded").map(|d| format!("{} ({}: {})", d.id, d.outcome, d.detail)).collect();
-        if failed.is_empty() && canary {
-            if let Err(e) = canaries_hold(docs, hosts, &rows, say) {
-                failed.push(e);
+        let role = rows.first().map(|r| r.role.as_str()).unwrap_or("-");
+        let mut failed: Vec<String> = vec![];
+        if !canary && docs.upgrade.canary > 0 && !gated.iter().any(|g| g == role) {
+            gated.push(role.into());
+            if let Some(c) = on_new.get(role) {
+                if let Err(e) = canary_gate(docs, hosts, c, role, steer, say) {
+                    failed.push(e);
+                }
             }
         }
-        for d in done {
-            results.insert(d.id.clone(), d);
+        // After the gate: a pause asked while a canary was watched holds the batch that follows.
+        steer.control.wait_while_paused(&|l| say(l), &format!("batch {n}"))?;
+        if failed.is_empty() {
+            say(&format!(
+                "batch {n}/{} ({role}{}): {}",
+                plan.batches,
+                if canary { ", canary" } else { "" },
+                rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+            let shipped = &shipped;
+            let mut done: Vec<Done> = std::thread::scope(|s| {
+                let handles: Vec<_> = rows
+                    .iter()
+                    .map(|row| {
+                        s.spawn(move || {
+                            let d = match (host_of(hosts, &row.host), shipped.get(&(row.role.clone(), row.host.clone()))) {
+                                (Ok(t), Some(dir)) => upgrade_one(docs, t, row, dir),
+                                _ => Done {
+                                    id: row.id.clone(),
+                                    role: row.role.clone(),
+                                    host: row.host.clone(),
+                                    from: row.running.clone(),
+                                    to: docs.upgrade.version.clone(),
+                                    outcome: "failed".into(),
+                                    upgraded: false,
+                                    millis: 0,
+                                    detail: "no shipped bundle for its host".into(),
+                                },
+                            };
+                            say(&format!("  {}", line(&d, widths)));
+                            d
+                        })
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            });
+            failed = done.iter().filter(|d| d.outcome != "upgraded").map(|d| format!("{} ({}: {})", d.id, d.outcome, d.detail)).collect();
+            if !failed.is_empty() && docs.upgrade.failure_policy == FailurePolicy::RollbackBatch {
+                roll_back_batch(docs, hosts, &rows, &mut done, say);
+            }
+            for d in done {
+                if d.upgraded {
+                    on_new.entry(role).or_default().push((d.id.clone(), d.host.clone()));
+                }
+                results.insert(d.id.clone(), d);
+            }
         }
         if !failed.is_empty() {
             completed = false;
             say(&format!("batch {n} failed: {}", failed.join("; ")));
             match docs.upgrade.failure_policy {
-                FailurePolicy::Stop => say("failure policy stop: no further batch is started"),
-                FailurePolicy::RollbackBatch => say(
-                    "failure policy rollback-batch: the failed container was rolled back by molt upgrade; the batch's containers \
-                     that were upgraded stay on the new version (a reverse upgrade is not implemented yet); no further batch is started",
-                ),
+                FailurePolicy::Stop => say("failure policy stop: the failed container was rolled back by molt upgrade; no further batch is started"),
+                FailurePolicy::RollbackBatch => say("failure policy rollback-batch: the batch's containers are back on the version they ran; no further batch is started"),
             }
             break;
         }
@@ -264,57 +343,15 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
                 from: r.running.clone(),
                 to: docs.upgrade.version.clone(),
                 outcome: if r.decision == Action::Upgrade { "not started".into() } else { r.decision.label().into() },
+                upgraded: false,
                 millis: 0,
                 detail: if r.decision == Action::Upgrade { "an earlier batch failed".into() } else { r.rule.clone() },
             })
         })
         .collect();
     let summary = Summary { bundle: plan.bundle.clone(), version: plan.version.clone(), completed, containers };
-    record_history(docs, hosts, session, &summary, say);
+    super::history::record(docs, hosts, session, &summary, say);
     Ok(summary)
-}
-
-fn who() -> String {
-    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| {
-        // SAFETY: getuid has no preconditions.
-        format!("uid {}", unsafe { libc::getuid() })
-    });
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{user}@{}", host.trim())
-}
-
-/// One JSON line per rollout appended to `<root>/bundle-history.jsonl` on every host it touched.
-fn record_history(docs: &Documents, hosts: &[(Transport, Option<String>)], session: &Session, s: &Summary, say: Say) {
-    let at = crate::logging::now_rfc3339();
-    for (t, down) in hosts {
-        let mine: Vec<&Done> = s.containers.iter().filter(|d| d.host == t.name && d.millis > 0).collect();
-        if down.is_some() || mine.is_empty() {
-            continue;
-        }
-        let rec = serde_json::json!({
-            "at": at, "who": who(), "bundle": s.bundle, "version": s.version, "constraint": docs.upgrade.constraint,
-            "upgrade_document": docs.upgrade_file, "completed": s.completed, "containers": mine,
-        });
-        let file = session_file(session, &t.name);
-        let text = format!("{rec}\n");
-        let root = quote(&t.host.root.display().to_string());
-        let res = std::fs::write(&file, text).map_err(|e| e.to_string()).and_then(|_| {
-            t.run(&format!("mkdir -p {root} && cat >> {root}/bundle-history.jsonl"), Some(&file)).map_err(|e| e.to_string()).and_then(|o| {
-                if o.status.success() {
-                    Ok(())
-                } else {
-                    Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-                }
-            })
-        });
-        if let Err(e) = res {
-            say(&format!("warning: history record on {} not written: {e}", t.name));
-        }
-    }
-}
-
-fn session_file(session: &Session, host: &str) -> PathBuf {
-    session.path().join(format!("{}.history.json", host.replace('/', "_")))
 }
 
 /// The final table.

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use super::CmdResult;
-use crate::bundle::{self, doc::Documents, plan, rollout, transport::Session};
+use crate::bundle::{self, control, control::Control, doc::Documents, doc::Manifest, plan, rollout, transport::Session};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Cmd {
@@ -13,29 +13,91 @@ pub enum Cmd {
     Plan(PlanArgs),
     /// Ship the new application and upgrade every eligible container, role by role, batch by batch
     Upgrade(UpgradeArgs),
+    /// Hold a rollout of the bundle before its next batch (a rollout started later holds too)
+    Pause(ControlArgs),
+    /// Release a paused rollout
+    Resume(ControlArgs),
+    /// Let a rollout held at a canary go on with the rest of the role
+    Promote(PromoteArgs),
+    /// Every container's status, version and last recorded upgrade
+    Status(ViewArgs),
+    /// Every rollout of the bundle recorded on its hosts, oldest first
+    History(ViewArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StateDir {
+    /// Where the operator's machine keeps each bundle's pause and promote state
+    #[arg(long = "state-dir", env = "MOLT_BUNDLE_STATE", default_value = control::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct PlanArgs {
+    /// The bundle manifest (what runs where)
     pub manifest: PathBuf,
+    /// The upgrade document (what to roll out, how)
     pub upgrade: PathBuf,
+    /// table or json
     #[arg(long, default_value = "table")]
     pub format: String,
     /// Batch size (default: the upgrade document's batch_size)
     #[arg(long)]
     pub parallel: Option<usize>,
+    /// Canaries per role (default: the upgrade document's canary)
+    #[arg(long)]
+    pub canary: Option<usize>,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct UpgradeArgs {
+    /// The bundle manifest (what runs where)
     pub manifest: PathBuf,
+    /// The upgrade document (what to roll out, how)
     pub upgrade: PathBuf,
     /// Containers upgraded at once (default: the upgrade document's batch_size)
     #[arg(long)]
     pub parallel: Option<usize>,
+    /// Canaries per role, upgraded first in a batch of their own (default: the document's canary)
+    #[arg(long)]
+    pub canary: Option<usize>,
+    /// Go on past a canary that stayed healthy for min_healthy, without `molt bundle promote`
+    #[arg(long = "auto-promote")]
+    pub auto_promote: bool,
     /// Do not ask before starting
     #[arg(long)]
     pub yes: bool,
+    /// table (progress lines and a summary) or json (the summary only)
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    #[command(flatten)]
+    pub state: StateDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ControlArgs {
+    /// The bundle manifest (its name names the rollout)
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub state: StateDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PromoteArgs {
+    /// The bundle manifest (its name names the rollout)
+    pub manifest: PathBuf,
+    /// Promote only if the rollout waits on this role's canary
+    #[arg(long)]
+    pub role: Option<String>,
+    #[command(flatten)]
+    pub state: StateDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ViewArgs {
+    /// The bundle manifest
+    pub manifest: PathBuf,
+    /// table or json
     #[arg(long, default_value = "table")]
     pub format: String,
 }
@@ -64,26 +126,55 @@ fn say(line: &str) {
 type Hosts = Vec<(bundle::transport::Transport, Option<String>)>;
 
 /// Documents checked first (nothing is touched when they are wrong), then every host asked.
-fn plan_now(manifest: &Path, upgrade: &Path, parallel: Option<usize>, format: &str) -> Result<(Documents, Session, Hosts, plan::Plan), Box<dyn std::error::Error>> {
+fn plan_now(manifest: &Path, upgrade: &Path, parallel: Option<usize>, canary: Option<usize>, format: &str) -> Result<(Documents, Session, Hosts, plan::Plan), Box<dyn std::error::Error>> {
     check_format(format)?;
-    let docs = Documents::load(manifest, upgrade)?;
+    let mut docs = Documents::load(manifest, upgrade)?;
     let size = batch_size(&docs, parallel)?;
+    if let Some(k) = canary {
+        docs.upgrade.canary = k;
+    }
     let session = Session::new()?;
-    let hosts = bundle::connect_all(&docs, &session);
-    let p = plan::build(&docs, &bundle::observe(&docs, &hosts), size);
+    let hosts = bundle::connect_all(&docs.manifest, &session);
+    let p = plan::build(&docs, &bundle::observe(&docs.manifest, &hosts), size);
     Ok((docs, session, hosts, p))
+}
+
+/// The manifest alone and its hosts connected: for status and history.
+fn view(manifest: &Path, format: &str) -> Result<(Manifest, Session, Hosts), Box<dyn std::error::Error>> {
+    check_format(format)?;
+    let m = Manifest::load(manifest)?;
+    let session = Session::new()?;
+    let hosts = bundle::connect_all(&m, &session);
+    Ok((m, session, hosts))
+}
+
+fn control_of(manifest: &Path, state: &StateDir) -> Result<Control, Box<dyn std::error::Error>> {
+    Ok(Control::new(&state.state_dir, &Manifest::load(manifest)?.name)?)
+}
+
+fn warn_all(warnings: &[String]) {
+    for w in warnings {
+        crate::logging::warn(w);
+    }
+}
+
+fn print(text: &str) -> CmdResult {
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(0)
 }
 
 pub fn run(cmd: Cmd) -> CmdResult {
     match cmd {
         Cmd::Plan(a) => {
-            let (_, _, _, p) = plan_now(&a.manifest, &a.upgrade, a.parallel, &a.format)?;
+            let (_, _, _, p) = plan_now(&a.manifest, &a.upgrade, a.parallel, a.canary, &a.format)?;
             let text = if a.format == "json" { serde_json::to_string_pretty(&p)? + "\n" } else { plan::table(&p) };
             std::io::stdout().write_all(text.as_bytes())?;
             Ok(0)
         }
         Cmd::Upgrade(a) => {
-            let (docs, session, hosts, p) = plan_now(&a.manifest, &a.upgrade, a.parallel, &a.format)?;
+            let (docs, session, hosts, p) = plan_now(&a.manifest, &a.upgrade, a.parallel, a.canary, &a.format)?;
+            let ctl = Control::new(&a.state.state_dir, &docs.manifest.name)?;
+            let _rollout = ctl.lock_rollout()?;
             if a.format == "table" {
                 say(plan::table(&p).trim_end());
             }
@@ -105,10 +196,36 @@ pub fn run(cmd: Cmd) -> CmdResult {
             }
             let quiet = |_: &str| {};
             let progress: rollout::Say = if a.format == "table" { &say } else { &quiet };
-            let summary = rollout::run(&docs, &p, &hosts, &session, progress)?;
+            let steer = rollout::Steer { control: &ctl, auto_promote: a.auto_promote };
+            let summary = rollout::run(&docs, &p, &hosts, &session, &steer, progress)?;
             let text = if a.format == "json" { serde_json::to_string_pretty(&summary)? + "\n" } else { rollout::summary_table(&summary) };
             std::io::stdout().write_all(text.as_bytes())?;
             Ok(if summary.completed { 0 } else { 1 })
+        }
+        Cmd::Pause(a) => {
+            let ctl = control_of(&a.manifest, &a.state)?;
+            ctl.pause(&bundle::history::who())?;
+            print(&format!("paused: a rollout of this bundle holds before its next batch until `molt bundle resume` ({})\n", ctl.dir().display()))
+        }
+        Cmd::Resume(a) => {
+            let was = control_of(&a.manifest, &a.state)?.resume()?;
+            print(if was { "resumed\n" } else { "not paused: nothing to resume\n" })
+        }
+        Cmd::Promote(a) => {
+            let g = control_of(&a.manifest, &a.state)?.promote(a.role.as_deref())?;
+            print(&format!("promoted: the canary of role {} on {}; the rollout goes on with the rest of the role\n", g.role, g.version))
+        }
+        Cmd::Status(a) => {
+            let (m, _session, hosts) = view(&a.manifest, &a.format)?;
+            let (rows, warnings) = bundle::status(&m, &hosts);
+            warn_all(&warnings);
+            print(&if a.format == "json" { serde_json::to_string_pretty(&rows)? + "\n" } else { bundle::status_table(&rows) })
+        }
+        Cmd::History(a) => {
+            let (m, _session, hosts) = view(&a.manifest, &a.format)?;
+            let (records, warnings) = bundle::history::read(&m, &hosts);
+            warn_all(&warnings);
+            print(&if a.format == "json" { serde_json::to_string_pretty(&records)? + "\n" } else { bundle::history::table(&records) })
         }
     }
 }

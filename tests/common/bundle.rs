@@ -210,7 +210,7 @@ impl Lab {
     /// `molt bundle ARGS` run by the operator, in the operator's namespace.
     pub fn bundle(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.op.path.display())).arg(molt_bin()).arg("bundle").args(args);
+        cmd.arg(format!("--net={}", self.op.path.display())).arg(molt_bin()).arg("bundle").args(args).env("MOLT_BUNDLE_STATE", self.files.join("state"));
         run_to_files(&mut cmd)
     }
 
@@ -221,6 +221,7 @@ impl Lab {
             .arg(molt_bin())
             .arg("bundle")
             .args(args)
+            .env("MOLT_BUNDLE_STATE", self.files.join("state"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

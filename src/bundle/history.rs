@@ -1,0 +1,153 @@
+//! The bundle's memory, kept on its hosts: every rollout appends one JSON line per host it
+//! touched to `<root>/bundle-history.jsonl` there; `history` and `status` read them back.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::doc::{Documents, Manifest};
+use super::rollout::{Done, Say, Summary};
+use super::transport::{quote, Session, Transport};
+
+pub const FILE: &str = "bundle-history.jsonl";
+
+/// One rollout as one host recorded it (`containers`: those of that host it touched).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub at: String,
+    pub who: String,
+    pub bundle: String,
+    pub version: String,
+    pub constraint: Option<String>,
+    pub upgrade_document: Option<PathBuf>,
+    pub completed: bool,
+    pub containers: Vec<Done>,
+}
+
+pub fn who() -> String {
+    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| {
+        // SAFETY: getuid has no preconditions.
+        format!("uid {}", unsafe { libc::getuid() })
+    });
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
+}
+
+fn ok_or_stderr(o: std::process::Output) -> Result<std::process::Output, String> {
+    if o.status.success() {
+        Ok(o)
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+    }
+}
+
+/// Append the rollout's record on every host it touched; a host that cannot be written is
+/// named in a warning (the rollout's outcome stands).
+pub fn record(docs: &Documents, hosts: &[(Transport, Option<String>)], session: &Session, s: &Summary, say: Say) {
+    let at = crate::logging::now_rfc3339();
+    for (t, down) in hosts {
+        let mine: Vec<Done> = s.containers.iter().filter(|d| d.host == t.name && d.millis > 0).cloned().collect();
+        if down.is_some() || mine.is_empty() {
+            continue;
+        }
+        let rec = Record {
+            at: at.clone(),
+            who: who(),
+            bundle: s.bundle.clone(),
+            version: s.version.clone(),
+            constraint: docs.upgrade.constraint.clone(),
+            upgrade_document: Some(docs.upgrade_file.clone()),
+            completed: s.completed,
+            containers: mine,
+        };
+        let file = session.path().join(format!("{}.history.json", t.name.replace('/', "_")));
+        let root = quote(&t.host.root.display().to_string());
+        let res = serde_json::to_string(&rec)
+            .map_err(|e| e.to_string())
+            .and_then(|line| std::fs::write(&file, line + "\n").map_err(|e| e.to_string()))
+            .and_then(|_| t.run(&format!("mkdir -p {root} && cat >> {root}/{FILE}"), Some(&file)).map_err(|e| e.to_string()))
+            .and_then(ok_or_stderr);
+        if let Err(e) = res {
+            say(&format!("warning: history record on {} not written: {e}", t.name));
+        }
+    }
+}
+
+/// Every record of this bundle on every reachable host, one per rollout (the hosts' records of
+/// the same rollout merged), oldest first; plus a warning per host that could not be read.
+pub fn read(manifest: &Manifest, hosts: &[(Transport, Option<String>)]) -> (Vec<Record>, Vec<String>) {
+    let mut warnings = vec![];
+    let mut merged: BTreeMap<(String, String, String), Record> = BTreeMap::new();
+    for (t, down) in hosts {
+        if let Some(reason) = down {
+            warnings.push(format!("host {}: not read: {reason}", t.name));
+            continue;
+        }
+        let root = quote(&t.host.root.display().to_string());
+        let text = match t.run(&format!("cat {root}/{FILE} 2>/dev/null || true"), None).map_err(|e| e.to_string()).and_then(ok_or_stderr) {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
+            Err(e) => {
+                warnings.push(format!("host {}: {FILE} not read: {e}", t.name));
+                continue;
+            }
+        };
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let rec: Record = match serde_json::from_str(line) {
+                Ok(r) => r,
+                Err(e) => {
+                    warnings.push(format!("host {}: {FILE} line {}: skipped: {e}", t.name, n + 1));
+                    continue;
+                }
+            };
+            if rec.bundle != manifest.name {
+                continue;
+            }
+            match merged.entry((rec.at.clone(), rec.who.clone(), rec.version.clone())) {
+                std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().containers.extend(rec.containers),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(rec);
+                }
+            }
+        }
+    }
+    (merged.into_values().collect(), warnings)
+}
+
+/// One block per rollout: when, who, to which version, how it ended; a line per container.
+pub fn table(records: &[Record]) -> String {
+    if records.is_empty() {
+        return "no rollout of this bundle is recorded on its hosts\n".into();
+    }
+    let mut out = String::new();
+    for r in records {
+        let up = r.containers.iter().filter(|d| d.outcome == "upgraded").count();
+        out.push_str(&format!(
+            "{}  {}  -> {}  {} ({up} of {} upgraded)\n",
+            r.at,
+            r.who,
+            r.version,
+            if r.completed { "complete" } else { "STOPPED" },
+            r.containers.len()
+        ));
+        let cells: Vec<Vec<String>> = r
+            .containers
+            .iter()
+            .map(|d| vec![String::new(), d.id.clone(), d.host.clone(), d.role.clone(), format!("{} -> {}", d.from.as_deref().unwrap_or("-"), d.to), d.outcome.clone(), format!("{} ms", d.millis), d.detail.clone()])
+            .collect();
+        let body = super::plan::columns(&["", "CONTAINER", "HOST", "ROLE", "VERSIONS", "OUTCOME", "TIME", "DETAIL"], &cells);
+        out.push_str(&body);
+    }
+    out
+}
+
+/// The newest record line of each container: (when, what happened).
+pub fn last_per_container(records: &[Record]) -> BTreeMap<String, String> {
+    let mut last = BTreeMap::new();
+    for r in records {
+        for d in &r.containers {
+            last.insert(d.id.clone(), format!("{} {} -> {} {}", r.at, d.from.as_deref().unwrap_or("-"), d.to, d.outcome));
+        }
+    }
+    last
+}
