@@ -20,8 +20,8 @@ const RULE: &str = ">=1.0.0, <2.0.0";
 /// containers covering every decision.
 fn lab(with_down: bool) -> Lab {
     let mut lab = Lab::new(2, usize::from(with_down));
-    lab.start("db-1", "db", "h1", "1.0.0", true); //        upgrade
-    lab.start("db-2", "db", "h2", "1.0.0", true); //        upgrade
+    lab.start_with_volume("db-1", "db", "h1", "1.0.0"); //  upgrade (its own volume)
+    lab.start_with_volume("db-2", "db", "h2", "1.0.0"); //  upgrade (its own volume)
     lab.start("app-1", "app", "h1", "1.1.0", true); //      skip: not newer
     lab.start("app-2", "app", "h2", "0.9.0", true); //      skip: constraint not met
     lab.start("app-3", "app", "local", "1.0.5", true); //   upgrade
@@ -126,6 +126,9 @@ fn a_full_rollout_upgrades_the_eligible_containers_in_order_and_a_rerun_does_not
     }
     assert_eq!(lab.version("app-1"), "running 1.1.0");
     assert_eq!(lab.version("app-2"), "running 0.9.0");
+    // One db bundle for the role, and each db still on its own volume (the upgrade derives each
+    // container's config: the application from the role's bundle, the deployment its own).
+    assert_eq!((lab.volume_of("db-1"), lab.volume_of("db-2")), (lab.id("db-1"), lab.id("db-2")), "{text}");
     assert_eq!(lab.version("app-4"), "created 1.0.0");
     // Role order: every db line before the app line before the proxy lines.
     let pos = |short: &str| text.find(&format!("  {} ", lab.id(short))).unwrap_or_else(|| panic!("no progress line for {short}:\n{text}"));
@@ -229,6 +232,7 @@ fn rollback_batch_takes_the_batchs_upgraded_containers_back() {
     assert!(text.contains("smoke test failed") && text.contains("failure policy rollback-batch") && text.contains("rollout STOPPED"), "{text}");
     for short in ["db-1", "db-2"] {
         assert_eq!(lab.version(short), "running 1.0.0", "{short} back on its old version\n{text}");
+        assert_eq!(lab.volume_of(short), lab.id(short), "{short} on its own volume");
         assert!(text.lines().any(|l| l.starts_with(&lab.id(short)) && l.contains("rolled-back")), "{short}:\n{text}");
     }
     assert_eq!(lab.version("app-3"), "running 1.0.5", "next batch not started");

@@ -54,6 +54,52 @@ fn network_keep_joins_the_old_namespace_and_exec_health_gate_passes() {
 }
 
 #[test]
+fn derive_takes_only_the_application_and_the_container_keeps_its_volume_and_identity() {
+    require_root!();
+    let s = Setup::start("drv");
+    assert!(s.ask("APPEND one").starts_with("OK"));
+    let mac = s.mac("drv");
+    // An application-only bundle, as one role of a bundled application ships it: no volume, no
+    // network annotations, a template hostname, none of the deployment's environment.
+    let mut app = Bundle::new(&["/bin/molt-testapp"]);
+    app.config["process"]["env"] = serde_json::json!(["PATH=/bin:/sbin:/usr/bin:/usr/sbin", "APP_VERSION=1.3.0"]);
+    app.config["hostname"] = serde_json::json!("template");
+    app.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "1.3.0"});
+    let dir = app.write();
+    let out = s.upgrade(&["--bundle", &dir, "--derive"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(s.version(), "version=1.3.0 hostname=app-one");
+    assert_eq!(s.mac("drv"), mac);
+    assert_eq!(s.ask("COUNT"), "1", "the container's own volume came along");
+    let st = s.root.state("drv");
+    let derived = s.root.path.join(".derived/drv");
+    assert!(st["bundle"].as_str().unwrap_or("").starts_with(&derived.display().to_string()), "{st}");
+    let canonical = std::fs::canonicalize(&dir).unwrap().display().to_string();
+    assert_eq!(st["annotations"]["io.molt.app-bundle"].as_str(), Some(canonical.as_str()), "{st}");
+    assert!(st["annotations"]["io.molt.net.address"].is_string(), "the deployment's annotations stay: {st}");
+    // A second derived upgrade: only the running one's derived config is left.
+    app.config["annotations"]["org.opencontainers.image.version"] = serde_json::json!("1.4.0");
+    app.config["process"]["env"][1] = serde_json::json!("APP_VERSION=1.4.0");
+    let dir = app.write();
+    let out = s.upgrade(&["--bundle", &dir, "--derive"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.4.0 hostname=app-one", "1"));
+    assert_eq!(std::fs::read_dir(&derived).map(|d| d.count()).unwrap_or(0), 1);
+    // One that fails its gate is rolled back, and its derived config goes with it.
+    app.config["annotations"]["org.opencontainers.image.version"] = serde_json::json!("1.5.0");
+    app.config["process"]["env"] = serde_json::json!(["PATH=/bin", "APP_VERSION=1.5.0", "APP_FAIL=1"]);
+    let dir = app.write();
+    let out = s.upgrade(&["--bundle", &dir, "--derive", "--health", "tcp:8080", "--health-timeout", "2s"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("rolled back"), "{}", stderr_of(&out));
+    assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.4.0 hostname=app-one", "1"));
+    let kept: Vec<_> = std::fs::read_dir(&derived).unwrap().flatten().map(|e| e.path().display().to_string()).collect();
+    assert_eq!(kept, vec![s.root.state("drv")["bundle"].as_str().unwrap_or("").to_string()]);
+    let out = s.net.molt(&s.root, &["delete", "--force", "drv"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!derived.exists(), "delete removes the derived configs of the id");
+}
+
+#[test]
 fn no_rollback_leaves_the_failure_for_resume_to_undo() {
     require_root!();
     let s = Setup::start("nrb");

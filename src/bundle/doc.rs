@@ -94,6 +94,15 @@ pub struct UpgradeDoc {
     pub canary: usize,
     /// How long a canary batch must stay healthy before the rollout goes on.
     pub min_healthy: Option<String>,
+    /// true (default): each container keeps its own deployment and takes only the application
+    /// from the role's bundle (`molt upgrade --derive`); false: the role's bundle is the whole
+    /// new config of every container of the role.
+    #[serde(default = "yes")]
+    pub derive: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> usize {

@@ -68,7 +68,8 @@ pub fn observe_one(t: &Transport, id: &str) -> Observed {
         Ok(v) => Observed::Found {
             status: v["status"].as_str().unwrap_or("unknown").to_string(),
             version: v["annotations"][crate::upgrade::eligibility::VERSION_ANNOTATION].as_str().map(String::from),
-            bundle: v["bundle"].as_str().map(String::from),
+            // The application it runs: what a rollback-batch derives from again.
+            bundle: v["annotations"][crate::upgrade::derive::APP_BUNDLE_ANNOTATION].as_str().or(v["bundle"].as_str()).map(String::from),
         },
         Err(e) => Observed::Unreachable { reason: format!("host {}: molt state {id}: not JSON: {e}", t.name) },
     }

@@ -11,8 +11,9 @@ use crate::upgrade::eligibility;
 /// What a host said about one container.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observed {
-    /// Its status, the version annotation of its config if it has one, and its bundle directory
-    /// on its host (what a rollback-batch goes back to).
+    /// Its status, the version annotation of its config if it has one, and the application
+    /// bundle it runs on its host (`io.molt.app-bundle`, else its bundle: what a rollback-batch
+    /// goes back to).
     Found { status: String, version: Option<String>, bundle: Option<String> },
     NotFound,
     Unreachable { reason: String },
@@ -57,7 +58,7 @@ pub struct Row {
     pub host: String,
     pub running: Option<String>,
     pub status: Option<String>,
-    /// The running container's bundle directory on its host.
+    /// The application bundle the running container was made from, on its host.
     #[serde(skip)]
     pub bundle: Option<String>,
     pub decision: Action,

@@ -115,6 +115,9 @@ fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf)
     }
     let dir = bundle_dir.display().to_string();
     let mut args = vec!["upgrade", &row.id, "--bundle", &dir, "--format", "json"];
+    if u.derive {
+        args.push("--derive");
+    }
     let health = role.health.as_ref().or(u.health.as_ref());
     if let Some(h) = health {
         args.extend(["--health", h]);
@@ -200,6 +203,9 @@ fn roll_back_batch(docs: &Documents, hosts: &[(Transport, Option<String>)], rows
         };
         let why = format!("bundle {} failure policy rollback-batch", docs.manifest.name);
         let mut args = vec!["upgrade", &row.id, "--bundle", old, "--force", &why, "--format", "json"];
+        if docs.upgrade.derive {
+            args.push("--derive");
+        }
         if let Some(sig) = &docs.upgrade.stop_signal {
             args.extend(["--stop-signal", sig]);
         }

@@ -43,6 +43,11 @@ pub struct Args {
     /// REASON is logged and kept in the report
     #[arg(long, value_name = "REASON")]
     pub force: Option<String>,
+    /// Take only the application from the new bundle (rootfs, process args, env, cwd, user,
+    /// annotations); keep the running container's mounts and volumes, namespaces, hostname,
+    /// resources, hooks and other annotations. One bundle then upgrades many containers.
+    #[arg(long)]
+    pub derive: bool,
 }
 
 fn options(ctx: &Ctx, a: &Args) -> Result<Options, String> {
@@ -66,6 +71,7 @@ fn options(ctx: &Ctx, a: &Args) -> Result<Options, String> {
             Some("") => return Err("--force needs a reason (it is logged with the upgrade)".into()),
             f => f.map(String::from),
         },
+        derive: a.derive,
     })
 }
 

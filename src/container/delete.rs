@@ -22,6 +22,8 @@ impl Container {
             }
         }
         teardown(self, true);
+        // The configs `molt upgrade --derive` wrote for this id go with it.
+        let _ = std::fs::remove_dir_all(super::derived_dir(&self.root, &self.state.id));
         Ok(())
     }
 }

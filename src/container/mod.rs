@@ -138,6 +138,11 @@ pub fn state_dir(root: &Path, id: &str) -> PathBuf {
     root.join(id)
 }
 
+/// Where `molt upgrade --derive` keeps the configs it derived for `id` (they go with the id).
+pub fn derived_dir(root: &Path, id: &str) -> PathBuf {
+    root.join(".derived").join(id)
+}
+
 impl Container {
     pub fn load(root: &Path, id: &str) -> Result<Container> {
         validate_id(id)?;

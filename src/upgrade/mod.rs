@@ -3,6 +3,7 @@
 //! network identity move across, the new one takes the id and starts; a health gate decides
 //! between commit and rollback. Every step is journaled so a crash is finished or undone later.
 
+pub mod derive;
 pub mod eligibility;
 pub mod handover;
 pub mod journal;
@@ -89,6 +90,9 @@ pub struct Options {
     /// Upgrade past the eligibility rule (a downgrade, a bundle without a version), with the
     /// operator's reason: logged and kept in the report's decision.
     pub force: Option<String>,
+    /// Take only the application from the new bundle; the running container keeps its
+    /// deployment (derive.rs).
+    pub derive: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -203,10 +207,17 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         let outcome = resume_locked(root, id, opts.systemd_cgroup)?;
         crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
     }
-    let new_bundle = opts.new_bundle.canonicalize().map_err(|e| UpgradeError::Precondition {
-        id: id.clone(),
-        reason: format!("new bundle {}: {e}", opts.new_bundle.display()),
-    })?;
+    let precondition = |reason: String| UpgradeError::Precondition { id: id.clone(), reason };
+    // A derived bundle lives only as long as this upgrade does, until the journal owns it.
+    let mut scratch = derive::Scratch(None);
+    let new_bundle = if opts.derive {
+        let running = Container::load(root, id)?;
+        let dir = derive::write(root, id, &running.state.config, &running.state.bundle, &opts.new_bundle).map_err(precondition)?;
+        scratch.0 = Some(dir.clone());
+        dir
+    } else {
+        opts.new_bundle.canonicalize().map_err(|e| precondition(format!("new bundle {}: {e}", opts.new_bundle.display())))?
+    };
     let (old, new_spec, decision) = decide(root, id, &new_bundle, opts.force.as_deref())?;
     let mut report = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: None };
     if !decision.eligible {
@@ -248,6 +259,7 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         entries: vec![],
     };
     journal::save(root, &rec)?;
+    scratch.0 = None;
     let mut run = Run { root, opts, rec, steps: vec![], stopped_at: None, started_at: None, held: Default::default() };
     match forward(&mut run) {
         Ok(()) => {
@@ -578,6 +590,7 @@ fn commit(root: &Path, rec: &Record) -> Result<(), String> {
         crate::container::delete::teardown(&mut old, false);
     }
     unpin_all(rec);
+    derive::prune(root, &rec.id, &rec.new_bundle);
     journal::remove(root, &rec.id);
     Ok(())
 }
@@ -687,6 +700,7 @@ fn rollback(run: &mut Run) -> Result<(), String> {
     let mut back = Container::load(root, &rec.id).map_err(|e| e.to_string())?;
     back.start().map_err(|e| format!("start the old version again: {e}"))?;
     unpin_all(&rec);
+    derive::prune(root, &rec.id, &rec.old_bundle);
     journal::remove(root, &rec.id);
     Ok(())
 }
@@ -719,6 +733,7 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
         dry_run: false,
         systemd_cgroup,
         force: None,
+        derive: false,
     };
     let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None, held: Default::default() };
     rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false })?;

@@ -169,6 +169,32 @@ impl Lab {
         self.containers.push(Running { id, role: role.into(), host: host.into(), bundle: b });
     }
 
+    /// As `start`, on a loop volume of its own at /data holding a file `who` with its id: each
+    /// container of a role has its own volume, as in the mission's bundle.
+    pub fn start_with_volume(&mut self, short: &str, role: &str, host: &str, version: &str) {
+        let id = self.id(short);
+        let img = self.files.join(format!("{short}.img"));
+        let f = fs::File::create(&img).unwrap();
+        f.set_len(16 << 20).unwrap();
+        ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+        let mut b = sleep_bundle(version, &["sleep", "3600"]);
+        b.config["mounts"].as_array_mut().unwrap().push(super::app::loop_volume(&img));
+        b.write();
+        let dir = b.dir.display().to_string();
+        let out = self.molt_on(host, &["run", "--detach", "--bundle", &dir, &id]);
+        assert!(out.status.success(), "run {id} on {host}: {}", stderr_of(&out));
+        self.containers.push(Running { id: id.clone(), role: role.into(), host: host.into(), bundle: b });
+        let out = self.molt_on(host, &["exec", &id, "sh", "-c", &format!("echo {id} > /data/who")]);
+        assert!(out.status.success(), "write /data/who in {id}: {}", stderr_of(&out));
+    }
+
+    /// What a container's own volume says it is (`cat /data/who` inside it).
+    pub fn volume_of(&self, short: &str) -> String {
+        let id = self.id(short);
+        let c = self.containers.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no container {id}"));
+        stdout_of(&self.molt_on(&c.host, &["exec", &id, "cat", "/data/who"])).trim().to_string()
+    }
+
     /// The running version of a container, from `molt state` on its host.
     pub fn version(&self, short: &str) -> String {
         let id = self.id(short);

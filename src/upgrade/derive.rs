@@ -1,0 +1,157 @@
+//! `--derive`: the new bundle brings only the application (its rootfs, process arguments,
+//! environment, working directory and user, and its annotations); the running container keeps
+//! its deployment (mounts and volumes, namespaces, hostname, resources, hooks, its other
+//! annotations). One application bundle then serves many containers of a bundled application,
+//! each upgraded with its own volume and identity. The derived config is written to
+//! `<root>/.derived/ID/<stamp>/` (it must outlive the create: a rollback re-creates from it) and
+//! pruned when the upgrade commits or rolls back, and when the container is deleted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Mount, Spec};
+
+/// The annotation that names the application bundle a derived config was made from: what a
+/// later upgrade back to this version derives from (`molt bundle`'s rollback-batch reads it).
+pub const APP_BUNDLE_ANNOTATION: &str = "io.molt.app-bundle";
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.into()
+    } else {
+        base.join(p)
+    }
+}
+
+/// A mount whose source is a path on the host (a bind, or a loop image): relative sources are
+/// relative to their bundle, which the derived config no longer lives in.
+fn anchor_mount(m: &Mount, bundle: &Path) -> Mount {
+    let opts = m.options().clone().unwrap_or_default();
+    let by_path = m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind" || o == "loop");
+    let mut out = m.clone();
+    if let Some(src) = m.source() {
+        if by_path && src.is_relative() {
+            out.set_source(Some(bundle.join(src)));
+        }
+    }
+    out
+}
+
+/// The running container's config with the application of `app` put in: pure, so the rule is
+/// tested without a container.
+pub fn merge(old: &Spec, old_bundle: &Path, app: &Spec, app_bundle: &Path) -> Result<Spec, String> {
+    let mut out = old.clone();
+    let app_root = app.root().as_ref().ok_or("the new bundle's config.json has no root")?;
+    let mut root = old.root().clone().unwrap_or_default();
+    root.set_path(absolute(app_bundle, app_root.path()));
+    out.set_root(Some(root));
+    if let Some(mounts) = old.mounts() {
+        out.set_mounts(Some(mounts.iter().map(|m| anchor_mount(m, old_bundle)).collect()));
+    }
+    let app_proc = app.process().as_ref().ok_or("the new bundle's config.json has no process")?;
+    let mut proc = old.process().clone().unwrap_or_default();
+    proc.set_args(app_proc.args().clone());
+    proc.set_cwd(app_proc.cwd().clone());
+    proc.set_user(app_proc.user().clone());
+    // The deployment's variables stay; the application's win where both set one.
+    let mut env: Vec<String> = old.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
+    for kv in app_proc.env().clone().unwrap_or_default() {
+        let key = kv.split('=').next().unwrap_or_default().to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    proc.set_env(Some(env));
+    out.set_process(Some(proc));
+    let mut ann: HashMap<String, String> = old.annotations().clone().unwrap_or_default();
+    ann.extend(app.annotations().clone().unwrap_or_default());
+    ann.insert(APP_BUNDLE_ANNOTATION.into(), app_bundle.display().to_string());
+    out.set_annotations(Some(ann));
+    Ok(out)
+}
+
+/// Write the derived bundle for container `id` and return its directory.
+pub fn write(root: &Path, id: &str, old: &Spec, old_bundle: &Path, app_bundle: &Path) -> Result<PathBuf, String> {
+    let app_bundle = app_bundle.canonicalize().map_err(|e| format!("new bundle {}: {e}", app_bundle.display()))?;
+    let app = crate::container::create::load_spec(&app_bundle).map_err(|e| e.to_string())?;
+    let spec = merge(old, old_bundle, &app, &app_bundle)?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let dir = crate::container::derived_dir(root, id).join(stamp.to_string());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let text = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("config.json"), text).map_err(|e| format!("{}: {e}", dir.join("config.json").display()))?;
+    Ok(dir)
+}
+
+/// Remove every derived bundle of `id` except `keep` (the one its container now runs from).
+pub fn prune(root: &Path, id: &str, keep: &Path) {
+    for e in std::fs::read_dir(crate::container::derived_dir(root, id)).into_iter().flatten().flatten() {
+        if e.path() != keep {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    // Gone when empty (nothing derived is left for this id).
+    let _ = std::fs::remove_dir(crate::container::derived_dir(root, id));
+}
+
+/// A derived bundle that is removed on drop unless the upgrade took it over (journaled).
+pub struct Scratch(pub Option<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(&d);
+            if let Some(parent) = d.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_application_comes_from_the_new_bundle_and_the_deployment_stays() {
+        let old = spec(serde_json::json!({
+            "ociVersion": "1.0.2", "hostname": "db-1",
+            "root": {"path": "rootfs", "readonly": true},
+            "process": {"args": ["app", "v1"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["DATA=/data/db-1", "VERSION=1"], "terminal": false},
+            "mounts": [
+                {"destination": "/data", "source": "vol/db-1.img", "options": ["loop", "rw"]},
+                {"destination": "/etc/cfg", "source": "/srv/cfg", "options": ["rbind", "ro"]},
+                {"destination": "/proc", "type": "proc", "source": "proc"}
+            ],
+            "annotations": {"org.opencontainers.image.version": "1.0.0", "io.molt.listen": "tcp:0.0.0.0:80"}
+        }));
+        let app = spec(serde_json::json!({
+            "ociVersion": "1.0.2", "hostname": "template",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["app", "v2"], "cwd": "/srv", "user": {"uid": 1000, "gid": 1000}, "env": ["VERSION=2", "NEW=1"]},
+            "mounts": [{"destination": "/data", "source": "/shared.img", "options": ["loop"]}],
+            "annotations": {"org.opencontainers.image.version": "1.1.0", "io.molt.upgrade.from": ">=1.0.0"}
+        }));
+        let m = merge(&old, Path::new("/b/db-1"), &app, Path::new("/apps/v2")).unwrap();
+        assert_eq!(m.hostname().as_deref(), Some("db-1"));
+        let root = m.root().clone().unwrap();
+        assert_eq!((root.path().as_path(), root.readonly()), (Path::new("/apps/v2/rootfs"), Some(true)));
+        let p = m.process().clone().unwrap();
+        assert_eq!(p.args().clone().unwrap(), vec!["app", "v2"]);
+        assert_eq!((p.cwd().as_path(), p.user().uid()), (Path::new("/srv"), 1000));
+        assert_eq!(p.env().clone().unwrap(), vec!["DATA=/data/db-1", "VERSION=2", "NEW=1"]);
+        let mounts = m.mounts().clone().unwrap();
+        assert_eq!(mounts.len(), 3, "the running container's mounts, not the template's");
+        assert_eq!(mounts[0].source().as_deref(), Some(Path::new("/b/db-1/vol/db-1.img")));
+        assert_eq!(mounts[1].source().as_deref(), Some(Path::new("/srv/cfg")));
+        assert_eq!(mounts[2].source().as_deref(), Some(Path::new("proc")));
+        let ann = m.annotations().clone().unwrap();
+        assert_eq!(ann["org.opencontainers.image.version"], "1.1.0");
+        assert_eq!(ann["io.molt.upgrade.from"], ">=1.0.0");
+        assert_eq!(ann["io.molt.listen"], "tcp:0.0.0.0:80");
+        assert_eq!(ann[APP_BUNDLE_ANNOTATION], "/apps/v2");
+    }
+}
