@@ -165,6 +165,27 @@ fn a_full_rollout_upgrades_the_eligible_containers_in_order_and_a_rerun_does_not
     assert_eq!(recs[0]["containers"].as_array().map(Vec::len), Some(5), "{recs}");
     let table = stdout_of(&lab.bundle(&["history", &d.manifest]));
     assert!(table.contains("complete (5 of 5 upgraded)"), "{table}");
+    // The next version of the db role: h1's copy of 1.1.0 is no longer used and is removed.
+    let shipped = |host: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(lab.root_file(host, ".bundles")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect()).unwrap_or_default();
+        v.sort();
+        v
+    };
+    let before = shipped("h1");
+    assert_eq!(before.len(), 1, "{before:?}");
+    let db = sleep_bundle("1.2.0", &["sleep", "3600"]);
+    let doc = serde_json::json!({"version": "1.2.0", "roles": {"db": {"bundle": db.dir}}, "order": ["db"], "batch_size": 2, "stop_signal": "SIGKILL"});
+    let next = lab.upgrade_doc("upgrade-1.2.0.json", doc).display().to_string();
+    let out = lab.bundle(&["upgrade", &d.manifest, &next, "--yes"]);
+    let text = stdout_of(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr_of(&out));
+    assert!(text.contains(&format!("host h1: removed 1 shipped bundle(s) nothing uses any more: {}", before[0])), "{text}");
+    let after = shipped("h1");
+    assert!(after.len() == 1 && after != before, "{before:?} -> {after:?}");
+    // h2's copy of 1.1.0 stays: proxy-2 still runs from it.
+    assert_eq!(shipped("h2").len(), 2, "{:?}\n{text}", shipped("h2"));
+    assert_eq!(lab.version("proxy-2"), format!("running {V}"));
+    assert_eq!(lab.volume_of("db-1"), lab.id("db-1"));
 }
 
 #[test]

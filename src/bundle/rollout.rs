@@ -257,6 +257,7 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
             if why.is_empty() { "-".into() } else { why.join("; ") }
         )));
     }
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let shipped = ship(docs, plan, hosts, session, say)?;
     let widest = |f: fn(&Row) -> usize| plan.rows.iter().map(f).max().unwrap_or(0);
     let widths = (widest(|r| r.id.len()), widest(|r| r.host.len()), widest(|r| r.role.len()));
@@ -357,6 +358,13 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
         .collect();
     let summary = Summary { bundle: plan.bundle.clone(), version: plan.version.clone(), completed, containers };
     super::history::record(docs, hosts, session, &summary, say);
+    for (t, _) in hosts.iter().filter(|(_, down)| down.is_none()) {
+        match t.prune_bundles(started) {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => say(&format!("host {}: removed {} shipped bundle(s) nothing uses any more: {}", t.name, gone.len(), gone.join(", "))),
+            Err(e) => say(&format!("warning: {e}")),
+        }
+    }
     Ok(summary)
 }
 

@@ -162,7 +162,8 @@ impl Transport {
         let store = self.host.root.join(".bundles");
         let dest = store.join(format!("sha256-{}", archive.digest));
         let d = quote(&dest.display().to_string());
-        let out = self.run(&format!("test -f {d}/.molt-digest"), None)?;
+        // Touched when found: a later prune sees it was in use by this rollout.
+        let out = self.run(&format!("test -f {d}/.molt-digest && touch {d}"), None)?;
         if out.status.success() {
             return Ok((dest, false));
         }
@@ -180,6 +181,27 @@ impl Transport {
             return Err(self.err(format!("shipping {} to {}: {}", archive.source.display(), dest.display(), String::from_utf8_lossy(&out.stderr).trim())));
         }
         Ok((dest, true))
+    }
+}
+
+impl Transport {
+    /// Remove the shipped bundles no container, upgrade journal or derived config on this host
+    /// refers to any more and that no rollout touched since `since` (seconds since the epoch:
+    /// the start of this rollout, so one running beside it keeps what it just shipped). Returns
+    /// the names removed.
+    pub fn prune_bundles(&self, since: u64) -> Result<Vec<String>, BundleError> {
+        let root = quote(&self.host.root.display().to_string());
+        let script = format!(
+            "cd {root}/.bundles 2>/dev/null || exit 0; for d in sha256-*; do [ -d \"$d\" ] || continue; \
+             [ \"$(stat -c %Y \"$d\")\" -lt {since} ] || continue; \
+             if ! grep -qsF \"/.bundles/$d\" {root}/*/state.json {root}/.upgrade-*.json {root}/.derived/*/*/config.json; then \
+             rm -rf \"$d\" && echo \"$d\"; fi; done"
+        );
+        let out = self.run(&script, None)?;
+        if !out.status.success() {
+            return Err(self.err(format!("pruning {}/.bundles: {}", self.host.root.display(), String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect())
     }
 }
 
