@@ -12,5 +12,6 @@ pub mod logging;
 pub mod net;
 pub mod nsutil;
 pub mod spec;
+pub mod table;
 pub mod upgrade;
 pub mod volume;

@@ -40,7 +40,9 @@ fn refused(b: &Bundle, id: &str, needles: &[&str]) -> String {
     for n in needles {
         assert!(err.contains(n), "{n:?} not in: {err}");
     }
-    let rootfs = b.config["root"]["path"].as_str().unwrap_or_default().to_string();
+    // Only what this test made: its own rootfs path, resolved as molt resolves it (a relative
+    // "rootfs" alone would match any container's mounts on the host).
+    let rootfs = b.dir.join(b.config["root"]["path"].as_str().unwrap_or_default()).display().to_string();
     // The failed init is reaped by the time molt exits; give the kernel a moment to drop its mounts.
     assert!(wait_until(30, || leftovers(&root, id, &rootfs).is_empty()), "left behind: {:?}", leftovers(&root, id, &rootfs));
     err

@@ -679,10 +679,16 @@ fn events_stats_in_runcs_shape() {
     // The stream form ends when the container does.
     let mut child = std::process::Command::new(molt_bin())
         .args(["--root", root.path.to_str().unwrap(), "events", "--interval", "100ms", "ev"])
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The stream has begun once its first event is out: read it rather than sleep.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.contains("\"type\":\"stats\""), "first event: {first}");
     root.ok(&["kill", "ev", "KILL"]);
+    // Drained so a blocked write cannot keep it alive.
+    let drain = std::thread::spawn(move || lines.count());
     assert!(wait_until(30, || child.try_wait().unwrap().is_some()), "events did not end with the container");
+    let _ = drain.join();
 }

@@ -207,10 +207,9 @@ fn a_hook_past_its_timeout_is_killed() {
     assert!(t.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t.elapsed());
     assert!(stderr_of(&out).contains("timed out after 1s"), "{}", stderr_of(&out));
     assert_eq!(leftovers(&root, "slow"), Vec::<String>::new());
-    // The whole hook went, not only its shell.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let ps = std::process::Command::new("pgrep").args(["-f", &slow.display().to_string()]).output().unwrap();
-    assert!(ps.stdout.is_empty(), "hook still running: {}", String::from_utf8_lossy(&ps.stdout));
+    // The whole hook went, not only its shell (its `sleep 30` child too).
+    let running = || !std::process::Command::new("pgrep").args(["-f", &slow.display().to_string()]).output().map(|o| o.stdout.is_empty()).unwrap_or(true);
+    assert!(wait_until(5, || !running()), "hook still running");
 }
 
 #[test]

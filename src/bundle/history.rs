@@ -135,7 +135,7 @@ pub fn table(records: &[Record]) -> String {
             .iter()
             .map(|d| vec![String::new(), d.id.clone(), d.host.clone(), d.role.clone(), format!("{} -> {}", d.from.as_deref().unwrap_or("-"), d.to), d.outcome.clone(), format!("{} ms", d.millis), d.detail.clone()])
             .collect();
-        let body = super::plan::columns(&["", "CONTAINER", "HOST", "ROLE", "VERSIONS", "OUTCOME", "TIME", "DETAIL"], &cells);
+        let body = crate::table::columns(&["", "CONTAINER", "HOST", "ROLE", "VERSIONS", "OUTCOME", "TIME", "DETAIL"], &cells);
         out.push_str(&body);
     }
     out

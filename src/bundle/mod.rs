@@ -148,5 +148,5 @@ pub fn status_table(rows: &[StatusRow]) -> String {
         .iter()
         .map(|r| vec![r.id.clone(), r.role.clone(), r.host.clone(), r.status.clone(), dash(&r.version), r.last_upgrade.clone().or_else(|| r.detail.clone()).unwrap_or_else(|| "-".into())])
         .collect();
-    plan::columns(&["CONTAINER", "ROLE", "HOST", "STATUS", "VERSION", "LAST UPGRADE"], &cells)
+    crate::table::columns(&["CONTAINER", "ROLE", "HOST", "STATUS", "VERSION", "LAST UPGRADE"], &cells)
 }

@@ -180,35 +180,9 @@ pub fn table(p: &Plan) -> String {
             vec![r.id.clone(), r.role.clone(), r.host.clone(), r.running.clone().unwrap_or_else(|| "-".into()), r.decision.label().into(), batch, r.rule.clone()]
         })
         .collect();
-    out.push_str(&columns(&head, &cells));
+    out.push_str(&crate::table::columns(&head, &cells));
     let n = p.to_upgrade().count();
     out.push_str(&format!("{n} to upgrade in {} batches, {} skipped, {} unreachable\n", p.batches, p.rows.len() - n - p.unreachable().count(), p.unreachable().count()));
-    out
-}
-
-/// Rows under a header, each column as wide as its widest cell; the last column is free text.
-pub fn columns(head: &[&str], cells: &[Vec<String>]) -> String {
-    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for row in cells {
-        for (w, c) in width.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cols: &[&str]| {
-        let mut s = String::new();
-        for (i, c) in cols.iter().enumerate() {
-            if i + 1 == cols.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = width[i]));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(head);
-    for row in cells {
-        out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
-    }
     out
 }
 

@@ -379,7 +379,7 @@ pub fn summary_table(s: &Summary) -> String {
             vec![d.id.clone(), d.host.clone(), d.role.clone(), d.from.clone().unwrap_or_else(|| "-".into()), d.to.clone(), d.outcome.clone(), time, d.detail.clone()]
         })
         .collect();
-    let mut out = super::plan::columns(&head, &cells);
+    let mut out = crate::table::columns(&head, &cells);
     let up = s.containers.iter().filter(|d| d.outcome == "upgraded").count();
     out.push_str(&format!(
         "bundle {} -> {}: {up} upgraded, {}\n",

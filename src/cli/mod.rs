@@ -5,6 +5,7 @@
 mod bundle;
 mod create;
 mod delete;
+mod docs;
 mod events;
 mod exec;
 mod features;
@@ -95,9 +96,19 @@ enum Command {
     /// A bundled application over many hosts: plan and roll out an upgrade of every container
     #[command(subcommand)]
     Bundle(bundle::Cmd),
+    /// Print a shell completion script for molt
+    Completion(docs::CompletionArgs),
+    /// Write molt's man pages into a directory
+    Man(docs::ManArgs),
 }
 
 impl Command {
+    /// Everything but writing a config, printing features and the operator's bundle commands
+    /// (which reach hosts over ssh, where molt runs as root) makes namespaces, cgroups or mounts.
+    fn needs_root(&self) -> bool {
+        !matches!(self, Command::Spec(_) | Command::Features | Command::Bundle(_) | Command::Completion(_) | Command::Man(_))
+    }
+
     fn container_id(&self) -> Option<&str> {
         Some(match self {
             Command::Start(a) => &a.id,
@@ -178,6 +189,11 @@ pub fn main() -> i32 {
         crate::logging::error("no command given; see molt --help");
         return 1;
     };
+    // SAFETY: geteuid has no preconditions.
+    if command.needs_root() && unsafe { libc::geteuid() } != 0 {
+        crate::logging::error("this command needs root: molt creates namespaces, cgroups and mounts, and rootless containers are not supported; run it as root (sudo molt ...)");
+        return 1;
+    }
     let ctx = Ctx { root: cli.root.clone().unwrap_or_else(default_root), systemd_cgroup: cli.systemd_cgroup };
     if let Some(id) = command.container_id() {
         // An upgrade interrupted by a crash is finished or rolled back before anything else.
@@ -213,6 +229,8 @@ pub fn main() -> i32 {
         Command::Upgrade(a) => upgrade::run(&ctx, a),
         Command::Volume(c) => volume::run(&ctx, c),
         Command::Bundle(c) => bundle::run(c),
+        Command::Completion(a) => docs::completion(a),
+        Command::Man(a) => docs::man(a),
     };
     match res {
         Ok(code) => code,

@@ -12,7 +12,9 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     let c = Container::load(&ctx.root, &a.id)?;
-    let doc = c.oci_state(c.status());
+    let mut doc = c.oci_state(c.status());
+    // As runc's state and list: the config's ociVersion (hooks get the spec version molt speaks).
+    doc.oci_version = c.state.config.version().clone();
     let text = serde_json::to_string_pretty(&doc)?;
     std::io::stdout().write_all(format!("{text}\n").as_bytes())?;
     Ok(0)

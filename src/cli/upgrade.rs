@@ -8,6 +8,7 @@ use crate::upgrade::{self, Health, NetworkMode, Options, Report, UpgradeError, P
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The running container to upgrade; it keeps this id
     pub id: String,
     /// Bundle of the new version
     #[arg(long, short = 'b', required_unless_present = "resume")]
@@ -19,13 +20,17 @@ pub struct Args {
     /// scripts/bench-upgrade --compare)
     #[arg(long, default_value = "keep")]
     pub network: String,
+    /// Signal that asks the old application to stop (a name like SIGTERM, or a number)
     #[arg(long = "stop-signal", default_value = "SIGTERM")]
     pub stop_signal: String,
+    /// How long the old application gets to stop before SIGKILL (e.g. 500ms, 10s, 2m)
     #[arg(long = "stop-timeout", default_value = "10s")]
     pub stop_timeout: String,
-    /// exec:CMD, tcp:PORT or running:DUR
+    /// Health gate of the new application: exec:CMD (exits 0 inside it), tcp:PORT (accepts), or
+    /// running:DUR (still running after DUR); a failure rolls back
     #[arg(long)]
     pub health: Option<String>,
+    /// How long the health gate may take before it counts as failed
     #[arg(long = "health-timeout", default_value = "30s")]
     pub health_timeout: String,
     /// On failure leave things as they are (the journal is kept for --resume)
@@ -34,6 +39,7 @@ pub struct Args {
     /// Print the decision and the steps, change nothing
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// text (a step table) or json (one report document, also on failure)
     #[arg(long, default_value = "text")]
     pub format: String,
     /// Finish or roll back an upgrade that was interrupted

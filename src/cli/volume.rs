@@ -27,17 +27,11 @@ pub fn run(ctx: &Ctx, c: Cmd) -> CmdResult {
             match format.as_str() {
                 "json" => out.write_all(format!("{}\n", serde_json::to_string_pretty(&list)?).as_bytes())?,
                 "table" => {
-                    let mut text = format!("{:<40} {:<6} {:<12} {:<20} {}\n", "KEY", "KIND", "STATE", "USERS", "SOURCE");
-                    for v in list {
-                        text.push_str(&format!(
-                            "{:<40} {:<6} {:<12} {:<20} {}\n",
-                            v.key,
-                            v.kind,
-                            v.state.to_string(),
-                            if v.users.is_empty() { "-".to_string() } else { v.users.join(",") },
-                            v.source
-                        ));
-                    }
+                    let cells: Vec<Vec<String>> = list
+                        .into_iter()
+                        .map(|v| vec![v.key, v.kind.to_string(), v.state.to_string(), if v.users.is_empty() { "-".to_string() } else { v.users.join(",") }, v.source.to_string()])
+                        .collect();
+                    let text = crate::table::columns(&["KEY", "KIND", "STATE", "USERS", "SOURCE"], &cells);
                     out.write_all(text.as_bytes())?;
                 }
                 f => return Err(format!("invalid --format {f:?}: use table or json").into()),

@@ -72,7 +72,8 @@ impl Container {
         let (parent_end, child_end) = Channel::pair().map_err(super::io_err("socketpair"))?;
         let child = super::create::spawn_init(&plan, &child_end, &parent_end, CloneFlags::empty(), join_pid.as_deref(), id)?;
         drop(child_end);
-        let fail = |reason: String| Error::Step { id: id.clone(), step: "exec", reason };
+        // runc's words; the reason carries the init's own `exec: "x": ...` (never "exec: exec:").
+        let fail = |reason: String| Error::Step { id: id.clone(), step: "unable to start container process", reason };
         if let Some(cg) = &self.state.cgroup {
             if let Err(e) = cg.add_process(child.as_raw()) {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);

@@ -1,0 +1,121 @@
+//! What an operator reads: a plain word when molt is not run as root, the commit in --version,
+//! one ociVersion across state and list, an exec error said once, aligned volume columns, and
+//! every upgrade option described in --help.
+
+mod common;
+use common::app::*;
+use common::*;
+
+use std::process::Command;
+
+#[test]
+fn not_root_is_told_plainly_and_nothing_is_created() {
+    require_root!();
+    let dir = TempDir::new("molt-nonroot");
+    let root = dir.join("root");
+    for args in [vec!["list"], vec!["state", "x"], vec!["run", "--bundle", "/nonexistent", "x"]] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(molt_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(&args)
+            .output()
+            .expect("setpriv (util-linux)");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr_of(&out);
+        assert!(err.contains("needs root") && err.contains("rootless containers are not supported"), "{args:?}: {err}");
+        assert!(!root.exists(), "{args:?} created {}", root.display());
+    }
+    // What needs no privilege still works without it.
+    let out = Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(molt_bin()).arg("features").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = Command::new(molt_bin()).arg("--version").output().unwrap();
+    let text = stdout_of(&out);
+    let head = Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"]).output().ok().filter(|o| o.status.success());
+    match head {
+        // The test binary and molt were built together, from this checkout's HEAD.
+        Some(h) => assert!(text.contains(&format!("commit: {}", stdout_of(&h).trim())), "{text}"),
+        None => assert!(text.contains("commit: unknown"), "not a git checkout: {text}"),
+    }
+}
+
+#[test]
+fn state_and_list_agree_on_oci_version_and_a_missing_command_is_said_once() {
+    require_root!();
+    let root = Root::new();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["ociVersion"] = serde_json::json!("1.0.2");
+    let dir = b.write();
+    root.ok(&["run", "--detach", "--bundle", &dir, "ov"]);
+    assert_eq!(root.state("ov")["ociVersion"], "1.0.2");
+    let list: serde_json::Value = serde_json::from_str(&stdout_of(&root.molt(&["list", "--format", "json"]))).unwrap();
+    assert_eq!(list[0]["ociVersion"], "1.0.2", "{list}");
+    let out = root.molt(&["exec", "ov", "nosuchcmd"]);
+    let err = stderr_of(&out);
+    assert!(!out.status.success());
+    assert!(err.contains(r#"unable to start container process: exec: "nosuchcmd": executable file not found in $PATH"#), "{err}");
+    assert!(!err.contains("exec: exec:"), "{err}");
+}
+
+#[test]
+fn volume_list_columns_line_up() {
+    require_root!();
+    let root = Root::new();
+    let dir = TempDir::new("molt-vol-cols");
+    let img = make_volume(&dir);
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["mounts"].as_array_mut().unwrap().push(loop_volume(&img));
+    let bundle = b.write();
+    root.ok(&["run", "--detach", "--bundle", &bundle, "vc"]);
+    let text = stdout_of(&root.molt(&["volume", "list"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for col in ["KIND", "STATE", "USERS", "SOURCE"] {
+        let at = lines[0].find(col).unwrap_or_else(|| panic!("{col} in {text}"));
+        let cell = &lines[1][at..];
+        assert!(at > 0 && lines[1].as_bytes()[at - 1] == b' ' && !cell.starts_with(' '), "{col} does not line up:\n{text}");
+    }
+    root.ok(&["delete", "--force", "vc"]);
+}
+
+#[test]
+fn every_upgrade_option_is_described_in_help() {
+    let out = Command::new(molt_bin()).args(["upgrade", "--help"]).output().unwrap();
+    let text = stdout_of(&out);
+    // clap's long help: each option line is followed by its description, indented deeper.
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        if t.starts_with("--") || t.starts_with("-b") {
+            let next = lines.get(i + 1).copied().unwrap_or("");
+            assert!(next.starts_with("          ") && !next.trim().is_empty() && !next.trim_start().starts_with('-'), "{t} has no description:\n{text}");
+        }
+    }
+    assert!(text.contains("<ID>  The running container to upgrade"), "{text}");
+}
+
+#[test]
+fn man_pages_and_completions_come_from_the_same_flags() {
+    let dir = TempDir::new("molt-man");
+    let out = Command::new(molt_bin()).arg("man").arg(dir.join("man")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    for page in ["molt.1", "molt-run.1", "molt-upgrade.1", "molt-bundle-upgrade.1"] {
+        let text = std::fs::read_to_string(dir.join("man").join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page} is not roff");
+    }
+    let upgrade = std::fs::read_to_string(dir.join("man/molt-upgrade.1")).unwrap();
+    assert!(upgrade.contains("derive") && upgrade.contains("stop\\-timeout"), "{upgrade}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(molt_bin()).args(["completion", shell]).output().unwrap();
+        assert!(out.status.success() && stdout_of(&out).contains("upgrade"), "{shell}: {}", stderr_of(&out));
+    }
+    let script = dir.join("molt.bash");
+    std::fs::write(&script, Command::new(molt_bin()).args(["completion", "bash"]).output().unwrap().stdout).unwrap();
+    let st = Command::new("bash").arg("-n").arg(&script).status().unwrap();
+    assert!(st.success(), "the bash completion does not parse");
+}
