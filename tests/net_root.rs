@@ -529,3 +529,27 @@ fn ipv6_attach_and_move() {
     );
     host.run(|| net::detach(&att)).expect("detach");
 }
+
+#[test]
+fn a_bridge_molt_made_goes_with_its_last_port_and_the_hosts_own_stays() {
+    if !root() {
+        return;
+    }
+    let host = TestNs::new("h9");
+    let (c1, c2) = (TestNs::new("c9a"), TestNs::new("c9b"));
+    let mut s2 = spec(None);
+    s2.address = "10.88.0.6/24".parse().expect("cidr");
+    let a1 = host.run(|| net::attach(&spec(None), "br-one", &c1.path())).expect("attach one");
+    let a2 = host.run(|| net::attach(&s2, "br-two", &c2.path())).expect("attach two");
+    host.run(|| net::detach(&a1)).expect("detach one");
+    assert!(host.ip(&["link", "show", "moltbr0"]).is_some(), "still has a port");
+    host.run(|| net::detach(&a2)).expect("detach two");
+    assert!(host.ip(&["link", "show", "moltbr0"]).is_none(), "molt's bridge outlived its last container: {:?}", host.ip(&["-d", "link", "show"]));
+    // A bridge the host made is the host's: it stays.
+    host.ip_ok(&["link", "add", "hostbr0", "type", "bridge"]);
+    let mut own = spec(None);
+    own.bridge = "hostbr0".into();
+    let a3 = host.run(|| net::attach(&own, "br-three", &c1.path())).expect("attach to the host's bridge");
+    host.run(|| net::detach(&a3)).expect("detach three");
+    assert!(host.ip(&["link", "show", "hostbr0"]).is_some(), "the host's bridge was removed");
+}

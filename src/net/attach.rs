@@ -21,10 +21,22 @@ pub struct Attachment {
     pub container_if: String,
 }
 
+/// The IFLA_IFALIAS of a bridge molt created: removed with its last port (`detach`).
+pub const BRIDGE_ALIAS: &str = "molt: created for containers, removed with the last one";
+
+/// Serialises making a bridge and taking a port on it with removing an empty one, between
+/// molt processes (an flock released when the guard drops, never inherited).
+fn bridge_lock() -> Option<std::fs::File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open("/run/molt-bridges.lock").ok()?;
+    // SAFETY: flock on an fd we own.
+    (unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } == 0).then_some(f)
+}
+
 pub fn attach(spec: &NetSpec, container_id: &str, netns: &Path) -> Result<Attachment, NetError> {
     // Open the target first: a wrong path should fail before anything is created.
     let target = NetnsFile::open(netns)?;
     let mut host = current_socket()?;
+    let _lock = bridge_lock();
     let bridge = ensure_bridge(&mut host, &spec.bridge)?;
 
     let host_veth = host_veth_name(container_id);
@@ -136,16 +148,20 @@ fn ensure_bridge(host: &mut Netlink, name: &str) -> Result<u32, NetError> {
     let link = match lookup(host)? {
         Some(l) => l,
         None => {
-            match host.add_bridge(name) {
-                Ok(()) => {}
+            let made = match host.add_bridge(name) {
+                Ok(()) => true,
                 // Another molt attaching a container at the same moment created it first.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
                 Err(e) => return Err(NetError::netlink("create bridge", name, &host.netns, e)),
-            }
-            lookup(host)?.ok_or_else(|| NetError::LinkMissing {
+            };
+            let link = lookup(host)?.ok_or_else(|| NetError::LinkMissing {
                 iface: name.to_string(),
                 netns: host.netns.clone(),
-            })?
+            })?;
+            if made {
+                host.set_alias(link.index, BRIDGE_ALIAS).map_err(|e| NetError::netlink("mark the bridge molt made", name, &host.netns, e))?;
+            }
+            link
         }
     };
     if link.kind.as_deref() != Some("bridge") {
@@ -202,10 +218,30 @@ pub fn detach(a: &Attachment) -> Result<(), NetError> {
             expected: "veth",
         });
     }
+    let _lock = bridge_lock();
     match host.del_link(link.index) {
-        Ok(()) => Ok(()),
+        Ok(()) => {}
         // Gone between the look-up and the delete: the container's namespace just died.
-        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
-        Err(e) => Err(NetError::netlink("delete", &a.host_veth, &host.netns, e)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+        Err(e) => return Err(NetError::netlink("delete", &a.host_veth, &host.netns, e)),
+    }
+    remove_bridge_if_unused(&mut host, &a.bridge)
+}
+
+/// A bridge molt created goes with its last port; one the host made (no molt alias) stays.
+fn remove_bridge_if_unused(host: &mut Netlink, name: &str) -> Result<(), NetError> {
+    let Some(bridge) = host.link_by_name(name).map_err(|e| NetError::netlink("look up bridge", name, &host.netns, e))? else {
+        return Ok(());
+    };
+    if bridge.kind.as_deref() != Some("bridge") || bridge.alias.as_deref() != Some(BRIDGE_ALIAS) {
+        return Ok(());
+    }
+    let links = host.links().map_err(|e| NetError::netlink("list links beside bridge", name, &host.netns, e))?;
+    if links.iter().any(|l| l.master == Some(bridge.index)) {
+        return Ok(());
+    }
+    match host.del_link(bridge.index) {
+        Err(e) if e.raw_os_error() != Some(libc::ENODEV) => Err(NetError::netlink("delete unused bridge", name, &host.netns, e)),
+        _ => Ok(()),
     }
 }

@@ -40,6 +40,8 @@ pub struct Link {
     pub up: bool,
     pub loopback: bool,
     pub master: Option<u32>,
+    /// IFLA_IFALIAS: molt marks the bridges it creates with one.
+    pub alias: Option<String>,
 }
 
 /// One address as the kernel reports it.
@@ -231,6 +233,11 @@ impl Netlink {
         self.set_link(index, |m| {
             m.attributes.push(LinkAttribute::Controller(master))
         })
+    }
+
+    /// IFLA_IFALIAS (the kernel takes it on a set, not on the create).
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
+        self.set_link(index, |m| m.attributes.push(LinkAttribute::IfAlias(alias.to_string())))
     }
 
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
@@ -427,6 +434,7 @@ fn parse_link(l: LinkMessage) -> Link {
         up: l.header.flags.contains(LinkFlags::Up),
         loopback: l.header.flags.contains(LinkFlags::Loopback),
         master: None,
+        alias: None,
     };
     for a in l.attributes {
         match a {
@@ -434,6 +442,7 @@ fn parse_link(l: LinkMessage) -> Link {
             LinkAttribute::Address(m) => link.mac = Some(m),
             LinkAttribute::Mtu(m) => link.mtu = Some(m),
             LinkAttribute::Controller(m) => link.master = Some(m),
+            LinkAttribute::IfAlias(a) => link.alias = Some(a),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {
