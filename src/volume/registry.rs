@@ -639,12 +639,19 @@ impl Registry {
     pub fn repair(&self) -> Result<Vec<String>, VolumeError> {
         let _lock = self.lock()?;
         let mut report = Vec::new();
-        for key in self.keys()? {
-            match self.repair_one(&key, &mut report) {
+        let keys = self.keys()?;
+        for key in &keys {
+            match self.repair_one(key, &mut report) {
                 Ok(()) => {}
                 Err(e) => report.push(format!("{key}: not repaired: {e}")),
             }
         }
+        // Always a last word, so an operator knows it looked (and at what).
+        report.push(match (keys.len(), report.len()) {
+            (0, _) => format!("no volumes recorded under {}: nothing to repair", self.root.display()),
+            (n, 0) => format!("{n} volume(s) checked: each attached and in use as recorded, nothing to repair"),
+            (n, _) => format!("{n} volume(s) checked"),
+        });
         Ok(report)
     }
 
