@@ -170,6 +170,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     set_names(&plan.spec)?;
     rootfs::set_sysctls(&plan.spec)?;
     rootfs::protect_paths(&plan.spec)?;
+    rootfs::root_propagation_last(&plan.spec)?;
     prepare_and_exec(plan, console, Some((chan, state_json)), listeners)
 }
 

@@ -325,14 +325,20 @@ pub struct RootfsPlan<'a> {
 
 pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
     let linux = plan.spec.linux().clone().unwrap_or_default();
+    let root_propagation = rootfs_propagation(plan.spec)?;
     // Nothing done here may propagate back to the host's mounts.
     do_mount(None, Path::new("/"), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    // With a rootfsPropagation, the new root's parent mount is made private, or slave for `slave`
+    // (runc's rootfsParentMountPropagation), so that the root starts from it. Without one the
+    // root stays the slave of the host's mount that `/` made it, as runc 1.1.5 leaves it.
+    if let Some(flag) = root_propagation {
+        let parent = if flag.contains(MsFlags::MS_SLAVE) { MsFlags::MS_SLAVE } else { MsFlags::MS_PRIVATE };
+        parent_mount_propagation(plan.rootfs, parent)?;
+    }
     // pivot_root needs the new root to be a mount point.
     do_mount(Some(plan.rootfs), plan.rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-    if let Some(p) = linux.rootfs_propagation() {
-        let flag = propagation_flag(p).ok_or_else(|| {
-            InitError::new(format!("linux.rootfsPropagation {p:?}: not a propagation mode"))
-        })?;
+    // private and slave now; shared and unbindable once the root is `/` (root_propagation_last).
+    if let Some(flag) = root_propagation.filter(|f| f.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE)) {
         do_mount(None, plan.rootfs, None, flag, None)?;
     }
     let mounts = plan.spec.mounts().clone().unwrap_or_default();
@@ -367,6 +373,30 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
         remount_readonly(&target)?;
     }
     Ok(())
+}
+
+/// `linux.rootfsPropagation` as mount(2) flags.
+pub fn rootfs_propagation(spec: &Spec) -> Result<Option<MsFlags>, InitError> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()) else { return Ok(None) };
+    propagation_flag(&p)
+        .map(Some)
+        .ok_or_else(|| InitError::new(format!("linux.rootfsPropagation {p:?}: not a propagation mode (shared, slave, private, unbindable, or r-)")))
+}
+
+/// Set the propagation of the mount `path` is on: mount(2) says EINVAL for a path that is not a
+/// mount point, so walk up until one is found.
+fn parent_mount_propagation(path: &Path, flag: MsFlags) -> Result<(), InitError> {
+    let mut at = path;
+    loop {
+        match (mount(None::<&str>, at, None::<&str>, flag, None::<&str>), at.parent()) {
+            (Ok(()), _) => return Ok(()),
+            (Err(nix::errno::Errno::EINVAL), Some(up)) => at = up,
+            (Err(e), _) => {
+                let mode = if flag.contains(MsFlags::MS_SLAVE) { "slave" } else { "private" };
+                return Err(sys(|| format!("make the rootfs's parent mount {} {mode}", at.display()))(e));
+            }
+        }
+    }
 }
 
 /// Whether the init makes this mount as a bind mount.
@@ -609,6 +639,16 @@ fn create_devices(rootfs: &Path, configured: &[LinuxDevice], in_user_ns: bool) -
         if fs::symlink_metadata(&p).is_err() {
             let _ = symlink("/proc/kcore", &p);
         }
+    }
+    Ok(())
+}
+
+/// A shared or unbindable `linux.rootfsPropagation`, given to `/` once every mount of the container
+/// is made: pivot_root refuses a shared new root, and the read-only and masked paths are binds, which
+/// an unbindable tree would refuse.
+pub fn root_propagation_last(spec: &Spec) -> Result<(), InitError> {
+    if let Some(flag) = rootfs_propagation(spec)?.filter(|f| !f.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE)) {
+        do_mount(None, Path::new("/"), None, flag, None).map_err(|e| InitError::new(format!("linux.rootfsPropagation: {}", e.0)))?;
     }
     Ok(())
 }
