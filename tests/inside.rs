@@ -738,3 +738,27 @@ fn rootfs_propagation_is_the_container_roots() {
         run_both(&b).assert_same(same);
     }
 }
+
+#[test]
+fn a_fifo_in_linux_devices_is_made_like_the_other_nodes() {
+    require_root!();
+    let mut b = Bundle::new(&["sh", "-c", "ls -l /dev/fifo /dev/sub/fifo; echo through > /dev/fifo & cat /dev/fifo; wait"]);
+    b.config["linux"]["devices"] = json!([
+        {"path": "/dev/fifo", "type": "p", "fileMode": 438, "uid": 1, "gid": 2},
+        {"path": "/dev/sub/fifo", "type": "p", "fileMode": 384}
+    ]);
+    // `ls -l` of a FIFO without the date: mode, owner, group, size, name.
+    let shape = |s: &str| {
+        s.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() > 8 { format!("{} {} {} {} {}", f[0], f[2], f[3], f[4], f[f.len() - 1]) } else { l.to_string() }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let c = run_both(&b);
+    c.assert_same(shape);
+    let out = shape(&c.molt_out());
+    assert_eq!(out, "prw-rw-rw- daemon 2 0 /dev/fifo\nprw------- root root 0 /dev/sub/fifo\nthrough");
+}

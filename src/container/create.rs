@@ -435,8 +435,9 @@ fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runt
     ] {
         rules.push(rule(typ, major, minor, access));
     }
-    for d in linux.devices().clone().unwrap_or_default() {
-        rules.push(LinuxDeviceCgroup::from(&d));
+    // A FIFO is no device to the devices cgroup: nothing to allow.
+    for d in linux.devices().clone().unwrap_or_default().iter().filter(|d| d.typ() != T::P) {
+        rules.push(LinuxDeviceCgroup::from(d));
     }
     r.set_devices(Some(rules));
     r

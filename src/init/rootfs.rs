@@ -607,8 +607,9 @@ fn create_devices(rootfs: &Path, configured: &[LinuxDevice], in_user_ns: bool) -
             fs::create_dir_all(parent).map_err(|e| InitError::new(format!("mkdir {}: {e}", parent.display())))?;
         }
         let _ = fs::remove_file(&target);
-        if in_user_ns {
-            // mknod is refused in a user namespace: bind the host's node instead, as runc does.
+        if in_user_ns && kind != SFlag::S_IFIFO {
+            // mknod of a device is refused in a user namespace: bind the host's node instead, as
+            // runc does (a FIFO needs no privilege).
             fs::File::create(&target).map_err(|e| InitError::new(format!("create {}: {e}", target.display())))?;
             do_mount(Some(&path), &target, None, MsFlags::MS_BIND, None)?;
             continue;
