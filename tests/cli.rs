@@ -472,6 +472,30 @@ fn exec_flags_for_groups_caps_and_no_new_privs_as_runc() {
     assert!(!out.status.success() && stderr_of(&out).contains("CAP_NOPE"), "{}", stderr_of(&out));
 }
 
+#[test]
+fn exec_env_overrides_the_containers_variable() {
+    require_root!();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["process"]["env"] = serde_json::json!(["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "FOO=config", "KEEP=1"]);
+    let bundle = b.write();
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &bundle, "xe"]);
+    let args = ["exec", "--env", "FOO=exec", "--env", "NEW=2", "--env", "NEW=3", "xe", "env"];
+    let sorted = |s: &str| {
+        let mut v: Vec<&str> = s.lines().collect();
+        v.sort_unstable();
+        v.join("\n")
+    };
+    let out = sorted(&root.ok(&args));
+    // HOME comes from the container's /etc/passwd when the config has none, as runc sets it.
+    assert_eq!(out, "FOO=exec\nHOME=/root\nKEEP=1\nNEW=3\nPATH=/usr/sbin:/usr/bin:/sbin:/bin");
+    if let Some(r) = RuncRoot::new() {
+        assert!(r.runc(&["run", "-d", "--bundle", &bundle, "xe"]).status.success());
+        let rout = r.runc(&args);
+        assert_eq!(sorted(&stdout_of(&rout)), out, "molt vs runc: {}", stderr_of(&rout));
+    }
+}
+
 /// Run `bin args` with `input` on stdin; stdout and stderr in files as everywhere else.
 fn with_stdin(bin: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
     let f = TempDir::new("molt-stdin");
