@@ -93,14 +93,22 @@ const RECURSIVE_OPTIONS: &[(&str, bool, u64)] = &[
     ("rexec", true, MOUNT_ATTR_NOEXEC),
     ("rnodiratime", false, MOUNT_ATTR_NODIRATIME),
     ("rdiratime", true, MOUNT_ATTR_NODIRATIME),
-    ("rrelatime", false, MOUNT_ATTR_RELATIME),
-    ("rnorelatime", true, MOUNT_ATTR_RELATIME),
-    ("rnoatime", false, MOUNT_ATTR_NOATIME),
-    ("ratime", true, MOUNT_ATTR_NOATIME),
-    ("rstrictatime", false, MOUNT_ATTR_STRICTATIME),
-    ("rnostrictatime", true, MOUNT_ATTR_STRICTATIME),
     ("rnosymfollow", false, MOUNT_ATTR_NOSYMFOLLOW),
     ("rsymfollow", true, MOUNT_ATTR_NOSYMFOLLOW),
+];
+
+/// The recursive access-time options. The kernel's access time is one mode, not flags: it is
+/// changed by clearing the whole MOUNT_ATTR__ATIME field and setting the new mode (a partial clear
+/// is EINVAL), so each option names the mode it leaves, and the last one wins. Clearing noatime
+/// or strictatime leaves the kernel's default, relatime (as `atime` does for mount(2)); clearing
+/// relatime leaves every access recorded, strictatime.
+const RECURSIVE_ATIME_OPTIONS: &[(&str, u64)] = &[
+    ("rrelatime", MOUNT_ATTR_RELATIME),
+    ("rnorelatime", MOUNT_ATTR_STRICTATIME),
+    ("rnoatime", MOUNT_ATTR_NOATIME),
+    ("ratime", MOUNT_ATTR_RELATIME),
+    ("rstrictatime", MOUNT_ATTR_STRICTATIME),
+    ("rnostrictatime", MOUNT_ATTR_RELATIME),
 ];
 
 const PROPAGATION_OPTIONS: &[&str] = &["private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable"];
@@ -110,6 +118,7 @@ const PROPAGATION_OPTIONS: &[&str] = &["private", "rprivate", "shared", "rshared
 pub fn known_options() -> Vec<&'static str> {
     let mut v: Vec<&str> = FLAG_OPTIONS.iter().map(|(n, _, _)| *n).collect();
     v.extend(RECURSIVE_OPTIONS.iter().map(|(n, _, _)| *n));
+    v.extend(RECURSIVE_ATIME_OPTIONS.iter().map(|(n, _)| *n));
     v.extend(PROPAGATION_OPTIONS);
     v.extend(["bind", "rbind", "tmpcopyup"]);
     v.sort_unstable();
@@ -136,13 +145,16 @@ pub fn parse_options(options: &[String]) -> MountOptions {
         if let Some((_, clear, flag)) = RECURSIVE_OPTIONS.iter().find(|(n, _, _)| n == opt) {
             if *clear {
                 o.attr_clr |= flag;
+                o.attr_set &= !flag;
             } else {
                 o.attr_set |= flag;
-                // An access-time mode is set by also clearing the whole access-time field.
-                if flag & MOUNT_ATTR_ATIME_MASK == *flag {
-                    o.attr_clr |= MOUNT_ATTR_ATIME_MASK;
-                }
+                o.attr_clr &= !flag;
             }
+            continue;
+        }
+        if let Some((_, mode)) = RECURSIVE_ATIME_OPTIONS.iter().find(|(n, _)| n == opt) {
+            o.attr_set = (o.attr_set & !MOUNT_ATTR_ATIME_MASK) | mode;
+            o.attr_clr |= MOUNT_ATTR_ATIME_MASK;
             continue;
         }
         match opt.as_str() {
@@ -751,6 +763,25 @@ mod tests {
         assert_eq!(o.data, vec!["mode=755".to_string()]);
         let o = parse_options(&["ro".into(), "rw".into()]);
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn recursive_atime_options_clear_the_whole_field_and_the_last_wins() {
+        let attrs = |opts: &[&str]| {
+            let o = parse_options(&opts.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            (o.attr_set, o.attr_clr)
+        };
+        let field = MOUNT_ATTR_ATIME_MASK;
+        assert_eq!(attrs(&["rnoatime"]), (MOUNT_ATTR_NOATIME, field));
+        assert_eq!(attrs(&["rstrictatime"]), (MOUNT_ATTR_STRICTATIME, field));
+        assert_eq!(attrs(&["rrelatime"]), (MOUNT_ATTR_RELATIME, field));
+        assert_eq!(attrs(&["ratime"]), (MOUNT_ATTR_RELATIME, field));
+        assert_eq!(attrs(&["rnostrictatime"]), (MOUNT_ATTR_RELATIME, field));
+        assert_eq!(attrs(&["rnorelatime"]), (MOUNT_ATTR_STRICTATIME, field));
+        assert_eq!(attrs(&["rnoatime", "ratime"]), (MOUNT_ATTR_RELATIME, field));
+        assert_eq!(attrs(&["rro", "rnoatime", "rnodiratime"]), (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME | MOUNT_ATTR_NODIRATIME, field));
+        assert_eq!(attrs(&["rro", "rrw"]), (0, MOUNT_ATTR_RDONLY));
+        assert_eq!(attrs(&["nosuid"]), (0, 0));
     }
 
     #[test]
