@@ -61,7 +61,8 @@ fn missing_or_malformed_config() {
     for (text, needle) in [
         ("{\"ociVersion\": ", "not a valid OCI runtime config"),
         ("{\"ociVersion\": \"1.0.2\", \"process\": \"x\"}", "expected struct Process"),
-        ("[]", "process: missing"),
+        ("[]", "ociVersion: missing"),
+        ("{\"ociVersion\": \"1.0.2\"}", "process: missing"),
     ] {
         std::fs::write(b.dir.join("config.json"), text).unwrap();
         let out = root.molt(&["create", "--bundle", &bundle, "bad"]);
@@ -72,6 +73,20 @@ fn missing_or_malformed_config() {
     }
     let out = root.molt(&["create", "--bundle", "/nonexistent-bundle", "nob"]);
     assert!(stderr_of(&out).contains("/nonexistent-bundle"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn an_oci_version_that_is_not_semver_1_x_is_refused() {
+    require_root!();
+    // runtime-spec: ociVersion is REQUIRED and MUST be SemVer 2.0.0 (runc 1.1.5 takes anything).
+    for (v, needle) in [(json!("banana"), "not a SemVer 2.0.0 version"), (json!("1.0"), "not a SemVer"), (json!("2.0.0"), "runtime-spec 1.x"), (json!(""), "missing")] {
+        let mut b = Bundle::new(&["true"]);
+        b.config["ociVersion"] = v.clone();
+        refused(&b, "badversion", &["config.json", "ociVersion", needle]);
+    }
+    let mut b = Bundle::new(&["true"]);
+    b.config.as_object_mut().unwrap().remove("ociVersion");
+    refused(&b, "noversion", &["ociVersion", "missing"]);
 }
 
 #[test]
