@@ -136,7 +136,7 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
     let long = [
         "-no-subreaper", "-no-pivot", "-no-new-keyring", "-detach", "-bundle", "-pid-file",
         "-console-socket", "-preserve-fds", "-force", "-all", "-root", "-log", "-log-format", "-debug",
-        "-process", "-tty", "-format", "-systemd-cgroup", "-image-path", "-work-path", "-resources",
+        "-process", "-tty", "-format", "-ignore-paused", "-systemd-cgroup", "-image-path", "-work-path", "-resources",
     ];
     let mut out = vec![];
     let mut past_dashdash = false;
