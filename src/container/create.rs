@@ -422,10 +422,15 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
 
 /// The config's device rules, then allow rules for the devices every container gets and the
 /// devices the config creates (runc appends the same), so a deny-all rule cannot break /dev/null.
+/// Without rules of its own the config gets none: a new devices cgroup already allows everything
+/// its parent does, and no rules means nothing to warn about where they cannot be applied.
 fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResources {
     use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType as T};
     let mut r = linux.resources().clone().unwrap_or_default();
     let mut rules = r.devices().clone().unwrap_or_default();
+    if rules.is_empty() {
+        return r;
+    }
     let rule = |typ: T, major: Option<i64>, minor: Option<i64>, access: &str| {
         let mut d = LinuxDeviceCgroup::default();
         d.set_allow(true);
