@@ -331,7 +331,8 @@ fn bad(manifest: &str, upgrade: &str) -> String {
     let out = Command::new(molt_bin()).args(["bundle", "plan"]).arg(dir.join("m.json")).arg(dir.join("u.json")).output().unwrap();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "nothing planned: {}", stdout_of(&out));
-    stderr_of(&out)
+    // The message of runc's log record on stderr.
+    molt::logging::messages_of(&stderr_of(&out))
 }
 
 const M: &str = r#"{"name": "x", "roles": ["db", "app"], "hosts": {"a": {"local": true}},

@@ -437,6 +437,80 @@ fn run_forwards_signals_and_state_says_creating_during_create() {
     assert!(!root.path.join("fwd").exists());
 }
 
+/// stderr as one runc log record: (level, msg) of a text record or of a JSON one.
+fn one_record(out: &std::process::Output, json: bool) -> (String, String) {
+    let err = stderr_of(out);
+    assert_eq!(err.lines().count(), 1, "one record: {err:?}");
+    if !json {
+        return logrus_text(err.trim_end()).unwrap_or_else(|| panic!("not runc's text record: {err:?}"));
+    }
+    let v: Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("not JSON ({e}): {err:?}"));
+    assert_eq!(keys(&v), ["level", "msg", "time"], "{err}");
+    let time = v["time"].as_str().unwrap();
+    assert!(time.len() >= 20 && &time[10..11] == "T", "RFC 3339: {time}");
+    (v["level"].as_str().unwrap().to_string(), v["msg"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn errors_and_warnings_have_runcs_shape_and_exit_codes() {
+    require_root!();
+    let root = Root::new();
+    let runc = RuncRoot::new();
+    let dir = TempDir::new("molt-errlog");
+    // (arguments, JSON records, exit status): runc and molt print the same kind of record.
+    let cases: &[(&[&str], bool, i32)] = &[
+        (&["state", "nosuch"], false, 1),
+        (&["--log-format", "json", "state", "nosuch"], true, 1),
+        (&["--log-format=json", "kill", "nosuch", "KILL"], true, 1),
+        (&["--log-format", "xml", "state", "nosuch"], false, 1),
+        (&["frobnicate"], false, 3),
+        (&["state"], false, 1),
+        (&["--log-format", "json", "state", "--nosuchflag", "x"], true, 1),
+    ];
+    for (args, json, code) in cases {
+        let m = root.molt(args);
+        assert_eq!(m.status.code(), Some(*code), "molt {args:?}: {}", stderr_of(&m));
+        let (level, msg) = one_record(&m, *json);
+        assert_eq!(level, "error", "molt {args:?}");
+        if args.contains(&"xml") {
+            assert_eq!(msg, "invalid log-format: xml");
+        }
+        if args.contains(&"nosuch") && !args.contains(&"xml") {
+            assert_eq!(msg, "container nosuch does not exist");
+        }
+        if let Some(r) = &runc {
+            let o = r.runc(args);
+            assert_eq!(o.status.code(), Some(*code), "runc {args:?}: {}", stderr_of(&o));
+            assert_eq!(one_record(&o, *json).0, "error", "runc {args:?}");
+        }
+    }
+    // With --log the record goes to the file and stderr gets the bare message.
+    let log = dir.join("log.txt");
+    let out = root.molt(&["--log", log.to_str().unwrap(), "state", "nosuch"]);
+    assert_eq!(stderr_of(&out), "container nosuch does not exist\n");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logrus_text(text.trim_end()), Some(("error".into(), "container nosuch does not exist".into())), "{text}");
+    if let Some(r) = &runc {
+        let rlog = dir.join("runc-log.txt");
+        let o = r.runc(&["--log", rlog.to_str().unwrap(), "state", "nosuch"]);
+        assert_eq!(stderr_of(&o), "container does not exist\n");
+        assert!(logrus_text(std::fs::read_to_string(&rlog).unwrap().trim_end()).is_some());
+    }
+    // A warning without --log: a record on stderr, in the format asked for. (No device rules:
+    // on pure cgroup v2 they would add a warning of their own.)
+    let mut b = Bundle::new(&["true"]);
+    b.config["process"]["apparmorProfile"] = serde_json::json!("molt-test");
+    b.config["linux"]["resources"] = serde_json::json!({});
+    let bundle = b.write();
+    for (id, json) in [("w1", false), ("w2", true)] {
+        let args: Vec<&str> = if json { vec!["--log-format", "json", "create", "--bundle", &bundle, id] } else { vec!["create", "--bundle", &bundle, id] };
+        let out = root.molt(&args);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let (level, msg) = one_record(&out, json);
+        assert!(level == "warning" && msg.contains("apparmorProfile"), "{level} {msg}");
+    }
+}
+
 #[test]
 fn what_molt_does_not_do_is_said_in_the_log() {
     require_root!();
@@ -470,6 +544,30 @@ fn exec_flags_for_groups_caps_and_no_new_privs_as_runc() {
     }
     let out = root.molt(&["exec", "--cap", "CAP_NOPE", "xf", "true"]);
     assert!(!out.status.success() && stderr_of(&out).contains("CAP_NOPE"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn exec_env_overrides_the_containers_variable() {
+    require_root!();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["process"]["env"] = serde_json::json!(["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "FOO=config", "KEEP=1"]);
+    let bundle = b.write();
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &bundle, "xe"]);
+    let args = ["exec", "--env", "FOO=exec", "--env", "NEW=2", "--env", "NEW=3", "xe", "env"];
+    let sorted = |s: &str| {
+        let mut v: Vec<&str> = s.lines().collect();
+        v.sort_unstable();
+        v.join("\n")
+    };
+    let out = sorted(&root.ok(&args));
+    // HOME comes from the container's /etc/passwd when the config has none, as runc sets it.
+    assert_eq!(out, "FOO=exec\nHOME=/root\nKEEP=1\nNEW=3\nPATH=/usr/sbin:/usr/bin:/sbin:/bin");
+    if let Some(r) = RuncRoot::new() {
+        assert!(r.runc(&["run", "-d", "--bundle", &bundle, "xe"]).status.success());
+        let rout = r.runc(&args);
+        assert_eq!(sorted(&stdout_of(&rout)), out, "molt vs runc: {}", stderr_of(&rout));
+    }
 }
 
 /// Run `bin args` with `input` on stdin; stdout and stderr in files as everywhere else.

@@ -664,3 +664,146 @@ fn recursive_mount_options_as_runc_applies_them() {
     c.assert_same(|s| s.lines().filter(|l| !l.starts_with("/w ")).collect::<Vec<_>>().join("\n"));
     assert_eq!(c.molt_out(), "/w rw,nosuid,nodev,noexec,noatime\n/x ro,relatime,nosymfollow\n Read-only file system\n");
 }
+
+/// The fixture rootfs bound on a scratch directory whose mount is shared on the host, as `/` is on
+/// a systemd host (here it is private): what `slave` follows and `shared` must not join.
+struct SharedRootfs(TempDir);
+
+impl SharedRootfs {
+    fn new() -> SharedRootfs {
+        let dir = TempDir::new("molt-shared-root");
+        let sh = |args: &[&str]| assert!(std::process::Command::new("mount").args(args).arg(&dir.0).status().unwrap().success(), "mount {args:?}");
+        sh(&["--bind", &rootfs().display().to_string()]);
+        sh(&["--make-shared"]);
+        SharedRootfs(dir)
+    }
+
+    /// The peer group of the host's mount, as mountinfo names it (`shared:N`).
+    fn host_peer_group(&self) -> String {
+        let line = host_mounts_with(&format!(" {} ", self.0 .0.display())).pop().expect("the shared bind in the host's mountinfo");
+        line.split(' ').find(|f| f.starts_with("shared:")).expect("shared on the host").to_string()
+    }
+}
+
+impl Drop for SharedRootfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0 .0).status();
+    }
+}
+
+#[test]
+fn rootfs_propagation_is_the_container_roots() {
+    require_root!();
+    let host = SharedRootfs::new();
+    let host_group = host.host_peer_group();
+    let root = Root::new();
+    // The optional fields of the root's mountinfo line, between the mount options and " - ".
+    let mut b = Bundle::new(&["sh", "-c", "awk '$5 == \"/\" { for (i = 7; $i != \"-\"; i++) printf \"%s \", $i; print \"end\" }' /proc/self/mountinfo"]);
+    b.config["root"]["path"] = json!(host.0 .0);
+    let mut seen = vec![];
+    for mode in ["shared", "rshared", "slave", "rslave", "private", "rprivate", "unbindable", "runbindable", ""] {
+        if mode.is_empty() {
+            b.config["linux"].as_object_mut().unwrap().remove("rootfsPropagation");
+        } else {
+            b.config["linux"]["rootfsPropagation"] = json!(mode);
+        }
+        let bundle = b.write();
+        let id = unique("prop");
+        let out = root.molt(&["run", "--bundle", &bundle, &id]);
+        assert!(out.status.success(), "rootfsPropagation {mode:?}: {}{}", stdout_of(&out), stderr_of(&out));
+        seen.push((mode, stdout_of(&out).trim().to_string()));
+    }
+    // runtime-spec: rootfsPropagation sets the propagation of the container's root mount. A
+    // shared root is a peer group of its own (nothing the container mounts reaches the host), a
+    // slave root receives the host's mounts. Without the field the root is the slave runc 1.1.5
+    // makes it (later runc makes it private).
+    for (mode, fields) in &seen {
+        let ok = match mode.trim_start_matches('r') {
+            "shared" => fields.starts_with("shared:") && !fields.contains(&format!("{host_group} ")),
+            "slave" => fields.starts_with("master:") && fields.contains(&format!("master:{} ", &host_group["shared:".len()..])),
+            "unbindable" => fields == "unbindable end",
+            "private" => fields == "end",
+            _ => fields.starts_with("master:"),
+        };
+        assert!(ok, "rootfsPropagation {mode:?}: the root's mountinfo fields are {fields:?} (host's {host_group}); all: {seen:?}");
+    }
+    // runc 1.1.5 agrees where it can: it refuses unbindable and leaves a shared or slave root
+    // private (fixed in later runc), so only private and the default are compared.
+    for mode in ["private", ""] {
+        if mode.is_empty() {
+            b.config["linux"].as_object_mut().unwrap().remove("rootfsPropagation");
+        } else {
+            b.config["linux"]["rootfsPropagation"] = json!(mode);
+        }
+        run_both(&b).assert_same(same);
+    }
+}
+
+#[test]
+fn a_fifo_in_linux_devices_is_made_like_the_other_nodes() {
+    require_root!();
+    let mut b = Bundle::new(&["sh", "-c", "ls -l /dev/fifo /dev/sub/fifo; echo through > /dev/fifo & cat /dev/fifo; wait"]);
+    b.config["linux"]["devices"] = json!([
+        {"path": "/dev/fifo", "type": "p", "fileMode": 438, "uid": 1, "gid": 2},
+        {"path": "/dev/sub/fifo", "type": "p", "fileMode": 384}
+    ]);
+    // `ls -l` of a FIFO without the date: mode, owner, group, size, name.
+    let shape = |s: &str| {
+        s.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() > 8 { format!("{} {} {} {} {}", f[0], f[2], f[3], f[4], f[f.len() - 1]) } else { l.to_string() }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let c = run_both(&b);
+    c.assert_same(shape);
+    let out = shape(&c.molt_out());
+    assert_eq!(out, "prw-rw-rw- daemon 2 0 /dev/fifo\nprw------- root root 0 /dev/sub/fifo\nthrough");
+}
+
+#[test]
+fn recursive_atime_options_set_one_access_time_mode() {
+    require_root!();
+    let dir = TempDir::new("molt-ratime");
+    // (options, the access-time mode the mount must have): the last option wins; clearing
+    // noatime or strictatime leaves relatime, clearing relatime leaves strictatime.
+    let cases: &[(&[&str], &str)] = &[
+        (&["rnoatime"], "noatime"),
+        (&["rrelatime"], "relatime"),
+        (&["rstrictatime"], "strictatime"),
+        (&["ratime"], "relatime"),
+        (&["rnostrictatime"], "relatime"),
+        (&["rnorelatime"], "strictatime"),
+        (&["rnoatime", "ratime"], "relatime"),
+        (&["rstrictatime", "rnoatime", "rro"], "noatime"),
+    ];
+    let bundle_with = |cases: &[(&[&str], &str)]| {
+        let mut b = Bundle::new(&["sh", "-c", "grep -E ' /a[0-9]+ ' /proc/self/mountinfo | cut -d' ' -f5,6"]);
+        for (i, (opts, _)) in cases.iter().enumerate() {
+            let mut options = vec!["rbind"];
+            options.extend(opts.iter());
+            b.mount(json!({"destination": format!("/a{i}"), "type": "bind", "source": dir.0, "options": options}));
+        }
+        b
+    };
+    let mode = |fields: &str| {
+        let opts = fields.split(' ').nth(1).unwrap_or("");
+        let has = |o: &str| opts.split(',').any(|x| x == o);
+        if has("noatime") { "noatime" } else if has("relatime") { "relatime" } else { "strictatime" }
+    };
+    let b = bundle_with(cases);
+    let root = Root::new();
+    let out = root.molt(&["run", "--bundle", &b.write(), "atime"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let lines: Vec<String> = stdout_of(&out).lines().map(String::from).collect();
+    assert_eq!(lines.len(), cases.len(), "{lines:?}");
+    for (i, (opts, want)) in cases.iter().enumerate() {
+        assert_eq!(mode(&lines[i]), *want, "{opts:?}: {}", lines[i]);
+    }
+    assert!(lines[7].contains(" ro,"), "rro with the atime options: {}", lines[7]);
+    // runc 1.1.5 takes the options that set a mode; those that clear one it passes to the kernel
+    // as a partial clear of the field, and fails with EINVAL.
+    run_both(&bundle_with(&cases[..3])).assert_same(same);
+}

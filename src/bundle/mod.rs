@@ -62,7 +62,7 @@ pub fn observe_one(t: &Transport, id: &str) -> Observed {
         if stderr.contains("does not exist") {
             return Observed::NotFound;
         }
-        return Observed::Unreachable { reason: format!("host {}: molt state {id}: {}", t.name, stderr.trim()) };
+        return Observed::Unreachable { reason: format!("host {}: molt state {id}: {}", t.name, crate::logging::messages_of(&stderr)) };
     }
     match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
         Ok(v) => Observed::Found {

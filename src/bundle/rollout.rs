@@ -138,7 +138,7 @@ fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf)
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let outcome = report["outcome"].as_str().unwrap_or(if out.status.success() { "upgraded" } else { "failed" }).to_string();
     if !out.status.success() || outcome != "upgraded" {
-        let err = report["error"].as_str().map(String::from).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+        let err = report["error"].as_str().map(String::from).unwrap_or_else(|| crate::logging::messages_of(&String::from_utf8_lossy(&out.stderr)));
         return finish(done, &outcome, err);
     }
     done.upgraded = true;

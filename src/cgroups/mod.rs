@@ -420,12 +420,14 @@ impl Cgroup {
     /// no process can fork out of reach, then thawed (always for SIGKILL, so the killed can die;
     /// for other signals only if this call froze it).
     pub fn signal_all(&self, sig: i32) -> Result<(), CgroupError> {
+        let was_frozen = self.is_frozen().unwrap_or(false);
         if sig == libc::SIGKILL {
             if let Some(h) = self.v2().filter(|h| h.dir.join("cgroup.kill").exists()) {
-                return fsio::write(&h.dir.join("cgroup.kill"), "1", "kill all");
+                fsio::write(&h.dir.join("cgroup.kill"), "1", "kill all")?;
+                // On a hybrid host the freezer is v1's, which holds even SIGKILL until thawed.
+                return if was_frozen { self.thaw() } else { Ok(()) };
             }
         }
-        let was_frozen = self.is_frozen().unwrap_or(false);
         let froze = !was_frozen && self.freeze().is_ok();
         let result = self.kill_listed(sig);
         if froze || (was_frozen && sig == libc::SIGKILL) {

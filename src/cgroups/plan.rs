@@ -707,10 +707,19 @@ pub fn keep_cpu_max(quota: i64, period: u64, current: &str) -> Option<(i64, u64)
 
 fn devices(p: &mut Planner, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
     // Only the v1 devices controller takes rules as files. On v2 device access is an eBPF
-    // program attached to the cgroup, which molt does not load yet: the rules are skipped there
-    // (and on a v1 host without the devices hierarchy). The container is still limited to the
-    // device nodes its config lists, because molt's rootfs creates only those.
-    if rules.is_empty() || (p.version_of)("devices") != Some(Version::V1) {
+    // program attached to the cgroup, which molt does not load yet: the rules are not applied
+    // there (nor on a v1 host without the devices hierarchy), and the warning says so. The
+    // container still gets only the device nodes its config lists, since molt's rootfs creates
+    // only those.
+    if rules.is_empty() {
+        return Ok(());
+    }
+    if (p.version_of)("devices") != Some(Version::V1) {
+        p.ignore(
+            "devices",
+            format!("{} rules", rules.len()),
+            "no cgroup v1 devices controller here, and molt does not load cgroup v2's eBPF device filter; only the device nodes the config lists exist in the container",
+        );
         return Ok(());
     }
     for rule in rules {
@@ -997,7 +1006,7 @@ mod tests {
     }
 
     #[test]
-    fn device_rules_on_v1_and_skipped_on_v2() {
+    fn device_rules_on_v1_and_a_warning_on_v2() {
         let r = res(r#"{"devices": [
             {"allow": false, "access": "rwm"},
             {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
@@ -1014,7 +1023,11 @@ mod tests {
                 ("devices.allow", "c 5:0 rwm"),
             ])
         );
-        assert!(plan(&r, Layout::V2, &v2).expect("plan").is_empty());
+        // Not applied on v2, and said so: no silent pretence.
+        let steps = plan(&r, Layout::V2, &v2).expect("plan");
+        assert!(flat(&steps).is_empty());
+        assert_eq!(ignored(&steps).len(), 1, "{steps:?}");
+        assert!(ignored(&steps)[0].contains("linux.resources.devices = 4 rules ignored"), "{steps:?}");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Args {
     /// Set no_new_privs for the process
     #[arg(long = "no-new-privs")]
     pub no_new_privs: bool,
+    /// Exec into a paused container too: the process starts when the container is resumed
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
     /// Additional group ids (repeat or comma-separate)
     #[arg(long = "additional-gids", short = 'g', value_delimiter = ',')]
     pub additional_gids: Vec<u32>,
@@ -138,6 +141,7 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
         console_socket: own_console.as_ref().map(|oc| oc.path()).or_else(|| a.console_socket.clone()),
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
+        ignore_paused: a.ignore_paused,
     })?;
     if a.detach {
         return Ok(0);

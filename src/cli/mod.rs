@@ -147,7 +147,7 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
     let long = [
         "-no-subreaper", "-no-pivot", "-no-new-keyring", "-detach", "-bundle", "-pid-file",
         "-console-socket", "-preserve-fds", "-force", "-all", "-root", "-log", "-log-format", "-debug",
-        "-process", "-tty", "-format", "-systemd-cgroup", "-image-path", "-work-path", "-resources",
+        "-process", "-tty", "-format", "-ignore-paused", "-systemd-cgroup", "-image-path", "-work-path", "-resources",
     ];
     let mut out = vec![];
     let mut past_dashdash = false;
@@ -173,13 +173,20 @@ pub fn main() -> i32 {
     let args = normalize_args(std::env::args());
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help and the like: on stdout, success.
             let _ = e.print();
-            return code;
+            return 0;
+        }
+        Err(e) => return usage_error(&args, &e),
+    };
+    let format = match crate::logging::Format::parse(&cli.log_format) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::logging::error(&e);
+            return 1;
         }
     };
-    let format = if cli.log_format == "json" { crate::logging::Format::Json } else { crate::logging::Format::Text };
     crate::logging::init(cli.log.clone(), format, cli.debug);
     if cli.version {
         println!("molt version {}\ncommit: {}\nspec: 1.2.0", env!("CARGO_PKG_VERSION"), option_env!("MOLT_COMMIT").unwrap_or("unknown"));
@@ -239,6 +246,37 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// A command line clap refuses, reported as runc reports one: a log record (in the format and
+/// place the global flags ask for, read here by hand since parsing failed), exit status 3 for an
+/// unknown command and 1 for anything else.
+fn usage_error(args: &[String], e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let flag = |name: &str| {
+        let eq = format!("{name}=");
+        args.iter().take_while(|a| *a != "--").enumerate().find_map(|(i, a)| match a.strip_prefix(&eq) {
+            Some(v) => Some(v.to_string()),
+            None if a == name => args.get(i + 1).cloned(),
+            None => None,
+        })
+    };
+    let format = flag("--log-format").and_then(|f| crate::logging::Format::parse(&f).ok()).unwrap_or(crate::logging::Format::Text);
+    crate::logging::init(flag("--log").map(PathBuf::from), format, false);
+    // clap's message in one line: the error and what continues it, then the usage.
+    let rendered = e.render().to_string();
+    let lines: Vec<&str> = rendered.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let what: Vec<&str> = lines.iter().take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:") && !l.starts_with("For more")).copied().collect();
+    let what = what.join(" ");
+    let mut msg = what.strip_prefix("error: ").unwrap_or(&what).to_string();
+    if msg.is_empty() {
+        msg = "invalid command line".into();
+    }
+    if let Some(usage) = lines.iter().find_map(|l| l.strip_prefix("Usage: ")) {
+        msg.push_str(&format!(" (usage: {usage})"));
+    }
+    crate::logging::error(&msg);
+    if e.kind() == ErrorKind::InvalidSubcommand { 3 } else { 1 }
 }
 
 #[cfg(test)]

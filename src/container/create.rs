@@ -54,10 +54,26 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
         bundle: bundle.into(),
         reason: format!("config.json: {e}"),
     })?;
-    serde_json::from_slice(&data).map_err(|e| Error::Bundle {
+    let spec: Spec = serde_json::from_slice(&data).map_err(|e| Error::Bundle {
         bundle: bundle.into(),
         reason: format!("config.json is not a valid OCI runtime config: {e}"),
-    })
+    })?;
+    check_oci_version(spec.version())?;
+    Ok(spec)
+}
+
+/// runtime-spec: ociVersion is REQUIRED and MUST be SemVer 2.0.0; versions are compatible within
+/// a major version, and molt implements 1.x. (runc 1.1.5 does not check it.)
+pub fn check_oci_version(v: &str) -> Result<()> {
+    let bad = |reason: String| Error::Config { field: "ociVersion".into(), reason };
+    if v.is_empty() {
+        return Err(bad("missing (required: the runtime-spec version the config follows, such as \"1.2.0\")".into()));
+    }
+    let version = semver::Version::parse(v).map_err(|e| bad(format!("{v:?} is not a SemVer 2.0.0 version: {e}")))?;
+    if version.major != 1 {
+        return Err(bad(format!("{v:?}: molt implements runtime-spec 1.x, and major versions are not compatible")));
+    }
+    Ok(())
 }
 
 fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
@@ -406,10 +422,15 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
 
 /// The config's device rules, then allow rules for the devices every container gets and the
 /// devices the config creates (runc appends the same), so a deny-all rule cannot break /dev/null.
+/// Without rules of its own the config gets none: a new devices cgroup already allows everything
+/// its parent does, and no rules means nothing to warn about where they cannot be applied.
 fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResources {
     use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType as T};
     let mut r = linux.resources().clone().unwrap_or_default();
     let mut rules = r.devices().clone().unwrap_or_default();
+    if rules.is_empty() {
+        return r;
+    }
     let rule = |typ: T, major: Option<i64>, minor: Option<i64>, access: &str| {
         let mut d = LinuxDeviceCgroup::default();
         d.set_allow(true);
@@ -435,8 +456,9 @@ fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runt
     ] {
         rules.push(rule(typ, major, minor, access));
     }
-    for d in linux.devices().clone().unwrap_or_default() {
-        rules.push(LinuxDeviceCgroup::from(&d));
+    // A FIFO is no device to the devices cgroup: nothing to allow.
+    for d in linux.devices().clone().unwrap_or_default().iter().filter(|d| d.typ() != T::P) {
+        rules.push(LinuxDeviceCgroup::from(d));
     }
     r.set_devices(Some(rules));
     r
@@ -535,6 +557,17 @@ mod tests {
             }
         });
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn oci_version_must_be_semver_of_major_one() {
+        for ok in ["1.0.0", "1.0.2-dev", "1.2.0", "1.3.0", "1.10.1+build"] {
+            assert!(check_oci_version(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [("", "missing"), ("banana", "not a SemVer"), ("1.0", "not a SemVer"), ("v1.0.0", "not a SemVer"), ("2.0.0", "1.x"), ("0.1.0", "1.x")] {
+            let e = check_oci_version(bad).unwrap_err().to_string();
+            assert!(e.contains("ociVersion") && e.contains(why), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: i32,
+    /// Exec into a paused container too (runc's --ignore-paused): the process joins the frozen
+    /// cgroup and does not start until the container is resumed, so the call returns only then.
+    pub ignore_paused: bool,
 }
 
 /// Namespace kinds in join order; pid is entered by the parent (it applies to children only).
@@ -41,7 +44,8 @@ impl Container {
     /// Start the process; returns its host pid once it has exec'd (or the set-up error).
     pub fn exec(&self, o: ExecOptions) -> Result<i32> {
         let status = self.status();
-        if status != Status::Running && status != Status::Created {
+        let paused_ok = o.ignore_paused && status == Status::Paused;
+        if status != Status::Running && status != Status::Created && !paused_ok {
             return Err(Error::WrongStatus { id: self.state.id.clone(), status, action: "exec", wanted: "running" });
         }
         let pid = self.state.pid;

@@ -170,6 +170,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     set_names(&plan.spec)?;
     rootfs::set_sysctls(&plan.spec)?;
     rootfs::protect_paths(&plan.spec)?;
+    rootfs::root_propagation_last(&plan.spec)?;
     prepare_and_exec(plan, console, Some((chan, state_json)), listeners)
 }
 
@@ -224,7 +225,8 @@ fn prepare_and_exec(
         unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
     }
     process::set_rlimits(p)?;
-    let mut env = p.env().clone().unwrap_or_default();
+    let mut env = process::dedup_env(p.env().as_deref().unwrap_or_default());
+    process::add_home(&mut env, p.user().uid());
     let args = p.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
     process::set_personality(&plan.spec)?;

@@ -15,6 +15,37 @@ use super::InitError;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The environment as execve gets it: a later NAME=VALUE replaces an earlier one of the same name
+/// (so `exec --env` overrides process.env), each name once, in the order of its last occurrence,
+/// as runc's prepareEnv makes it.
+pub fn dedup_env(env: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<String> = env
+        .iter()
+        .rev()
+        .filter(|kv| seen.insert(kv.split_once('=').map_or(kv.as_str(), |(k, _)| k)))
+        .cloned()
+        .collect();
+    out.reverse();
+    out
+}
+
+/// HOME from the container's /etc/passwd when the environment has none (or an empty one), "/" for
+/// a uid it does not list: runc sets it so, and shells and programs rely on it.
+pub fn add_home(env: &mut Vec<String>, uid: u32) {
+    if env.iter().any(|kv| kv.strip_prefix("HOME=").is_some_and(|v| !v.is_empty())) {
+        return;
+    }
+    env.retain(|kv| !kv.starts_with("HOME="));
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let home = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2].parse() == Ok(uid))
+        .map_or("/".to_string(), |f| f[5].to_string());
+    env.push(format!("HOME={home}"));
+}
+
 pub fn env_path(env: &[String]) -> String {
     env.iter()
         .find_map(|kv| kv.strip_prefix("PATH="))
@@ -340,5 +371,17 @@ pub fn exec(
     match nix::unistd::execve(&cpath, &cargs, &cenv) {
         Err(e) => InitError::new(format!("exec {}: {}", path.display(), e.desc())),
         Ok(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_variable_replaces_an_earlier_one() {
+        let env: Vec<String> = ["A=1", "PATH=/bin", "B=2", "A=3", "PATH=/x"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(dedup_env(&env), ["B=2", "A=3", "PATH=/x"]);
+        assert_eq!(env_path(&dedup_env(&env)), "/x");
     }
 }

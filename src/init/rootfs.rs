@@ -93,14 +93,22 @@ const RECURSIVE_OPTIONS: &[(&str, bool, u64)] = &[
     ("rexec", true, MOUNT_ATTR_NOEXEC),
     ("rnodiratime", false, MOUNT_ATTR_NODIRATIME),
     ("rdiratime", true, MOUNT_ATTR_NODIRATIME),
-    ("rrelatime", false, MOUNT_ATTR_RELATIME),
-    ("rnorelatime", true, MOUNT_ATTR_RELATIME),
-    ("rnoatime", false, MOUNT_ATTR_NOATIME),
-    ("ratime", true, MOUNT_ATTR_NOATIME),
-    ("rstrictatime", false, MOUNT_ATTR_STRICTATIME),
-    ("rnostrictatime", true, MOUNT_ATTR_STRICTATIME),
     ("rnosymfollow", false, MOUNT_ATTR_NOSYMFOLLOW),
     ("rsymfollow", true, MOUNT_ATTR_NOSYMFOLLOW),
+];
+
+/// The recursive access-time options. The kernel's access time is one mode, not flags: it is
+/// changed by clearing the whole MOUNT_ATTR__ATIME field and setting the new mode (a partial clear
+/// is EINVAL), so each option names the mode it leaves, and the last one wins. Clearing noatime
+/// or strictatime leaves the kernel's default, relatime (as `atime` does for mount(2)); clearing
+/// relatime leaves every access recorded, strictatime.
+const RECURSIVE_ATIME_OPTIONS: &[(&str, u64)] = &[
+    ("rrelatime", MOUNT_ATTR_RELATIME),
+    ("rnorelatime", MOUNT_ATTR_STRICTATIME),
+    ("rnoatime", MOUNT_ATTR_NOATIME),
+    ("ratime", MOUNT_ATTR_RELATIME),
+    ("rstrictatime", MOUNT_ATTR_STRICTATIME),
+    ("rnostrictatime", MOUNT_ATTR_RELATIME),
 ];
 
 const PROPAGATION_OPTIONS: &[&str] = &["private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable"];
@@ -110,6 +118,7 @@ const PROPAGATION_OPTIONS: &[&str] = &["private", "rprivate", "shared", "rshared
 pub fn known_options() -> Vec<&'static str> {
     let mut v: Vec<&str> = FLAG_OPTIONS.iter().map(|(n, _, _)| *n).collect();
     v.extend(RECURSIVE_OPTIONS.iter().map(|(n, _, _)| *n));
+    v.extend(RECURSIVE_ATIME_OPTIONS.iter().map(|(n, _)| *n));
     v.extend(PROPAGATION_OPTIONS);
     v.extend(["bind", "rbind", "tmpcopyup"]);
     v.sort_unstable();
@@ -136,13 +145,16 @@ pub fn parse_options(options: &[String]) -> MountOptions {
         if let Some((_, clear, flag)) = RECURSIVE_OPTIONS.iter().find(|(n, _, _)| n == opt) {
             if *clear {
                 o.attr_clr |= flag;
+                o.attr_set &= !flag;
             } else {
                 o.attr_set |= flag;
-                // An access-time mode is set by also clearing the whole access-time field.
-                if flag & MOUNT_ATTR_ATIME_MASK == *flag {
-                    o.attr_clr |= MOUNT_ATTR_ATIME_MASK;
-                }
+                o.attr_clr &= !flag;
             }
+            continue;
+        }
+        if let Some((_, mode)) = RECURSIVE_ATIME_OPTIONS.iter().find(|(n, _)| n == opt) {
+            o.attr_set = (o.attr_set & !MOUNT_ATTR_ATIME_MASK) | mode;
+            o.attr_clr |= MOUNT_ATTR_ATIME_MASK;
             continue;
         }
         match opt.as_str() {
@@ -325,14 +337,20 @@ pub struct RootfsPlan<'a> {
 
 pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
     let linux = plan.spec.linux().clone().unwrap_or_default();
+    let root_propagation = rootfs_propagation(plan.spec)?;
     // Nothing done here may propagate back to the host's mounts.
     do_mount(None, Path::new("/"), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    // With a rootfsPropagation, the new root's parent mount is made private, or slave for `slave`
+    // (runc's rootfsParentMountPropagation), so that the root starts from it. Without one the
+    // root stays the slave of the host's mount that `/` made it, as runc 1.1.5 leaves it.
+    if let Some(flag) = root_propagation {
+        let parent = if flag.contains(MsFlags::MS_SLAVE) { MsFlags::MS_SLAVE } else { MsFlags::MS_PRIVATE };
+        parent_mount_propagation(plan.rootfs, parent)?;
+    }
     // pivot_root needs the new root to be a mount point.
     do_mount(Some(plan.rootfs), plan.rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-    if let Some(p) = linux.rootfs_propagation() {
-        let flag = propagation_flag(p).ok_or_else(|| {
-            InitError::new(format!("linux.rootfsPropagation {p:?}: not a propagation mode"))
-        })?;
+    // private and slave now; shared and unbindable once the root is `/` (root_propagation_last).
+    if let Some(flag) = root_propagation.filter(|f| f.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE)) {
         do_mount(None, plan.rootfs, None, flag, None)?;
     }
     let mounts = plan.spec.mounts().clone().unwrap_or_default();
@@ -367,6 +385,30 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
         remount_readonly(&target)?;
     }
     Ok(())
+}
+
+/// `linux.rootfsPropagation` as mount(2) flags.
+pub fn rootfs_propagation(spec: &Spec) -> Result<Option<MsFlags>, InitError> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()) else { return Ok(None) };
+    propagation_flag(&p)
+        .map(Some)
+        .ok_or_else(|| InitError::new(format!("linux.rootfsPropagation {p:?}: not a propagation mode (shared, slave, private, unbindable, or r-)")))
+}
+
+/// Set the propagation of the mount `path` is on: mount(2) says EINVAL for a path that is not a
+/// mount point, so walk up until one is found.
+fn parent_mount_propagation(path: &Path, flag: MsFlags) -> Result<(), InitError> {
+    let mut at = path;
+    loop {
+        match (mount(None::<&str>, at, None::<&str>, flag, None::<&str>), at.parent()) {
+            (Ok(()), _) => return Ok(()),
+            (Err(nix::errno::Errno::EINVAL), Some(up)) => at = up,
+            (Err(e), _) => {
+                let mode = if flag.contains(MsFlags::MS_SLAVE) { "slave" } else { "private" };
+                return Err(sys(|| format!("make the rootfs's parent mount {} {mode}", at.display()))(e));
+            }
+        }
+    }
 }
 
 /// Whether the init makes this mount as a bind mount.
@@ -577,8 +619,9 @@ fn create_devices(rootfs: &Path, configured: &[LinuxDevice], in_user_ns: bool) -
             fs::create_dir_all(parent).map_err(|e| InitError::new(format!("mkdir {}: {e}", parent.display())))?;
         }
         let _ = fs::remove_file(&target);
-        if in_user_ns {
-            // mknod is refused in a user namespace: bind the host's node instead, as runc does.
+        if in_user_ns && kind != SFlag::S_IFIFO {
+            // mknod of a device is refused in a user namespace: bind the host's node instead, as
+            // runc does (a FIFO needs no privilege).
             fs::File::create(&target).map_err(|e| InitError::new(format!("create {}: {e}", target.display())))?;
             do_mount(Some(&path), &target, None, MsFlags::MS_BIND, None)?;
             continue;
@@ -609,6 +652,16 @@ fn create_devices(rootfs: &Path, configured: &[LinuxDevice], in_user_ns: bool) -
         if fs::symlink_metadata(&p).is_err() {
             let _ = symlink("/proc/kcore", &p);
         }
+    }
+    Ok(())
+}
+
+/// A shared or unbindable `linux.rootfsPropagation`, given to `/` once every mount of the container
+/// is made: pivot_root refuses a shared new root, and the read-only and masked paths are binds, which
+/// an unbindable tree would refuse.
+pub fn root_propagation_last(spec: &Spec) -> Result<(), InitError> {
+    if let Some(flag) = rootfs_propagation(spec)?.filter(|f| !f.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE)) {
+        do_mount(None, Path::new("/"), None, flag, None).map_err(|e| InitError::new(format!("linux.rootfsPropagation: {}", e.0)))?;
     }
     Ok(())
 }
@@ -710,6 +763,25 @@ mod tests {
         assert_eq!(o.data, vec!["mode=755".to_string()]);
         let o = parse_options(&["ro".into(), "rw".into()]);
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn recursive_atime_options_clear_the_whole_field_and_the_last_wins() {
+        let attrs = |opts: &[&str]| {
+            let o = parse_options(&opts.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            (o.attr_set, o.attr_clr)
+        };
+        let field = MOUNT_ATTR_ATIME_MASK;
+        assert_eq!(attrs(&["rnoatime"]), (MOUNT_ATTR_NOATIME, field));
+        assert_eq!(attrs(&["rstrictatime"]), (MOUNT_ATTR_STRICTATIME, field));
+        assert_eq!(attrs(&["rrelatime"]), (MOUNT_ATTR_RELATIME, field));
+        assert_eq!(attrs(&["ratime"]), (MOUNT_ATTR_RELATIME, field));
+        assert_eq!(attrs(&["rnostrictatime"]), (MOUNT_ATTR_RELATIME, field));
+        assert_eq!(attrs(&["rnorelatime"]), (MOUNT_ATTR_STRICTATIME, field));
+        assert_eq!(attrs(&["rnoatime", "ratime"]), (MOUNT_ATTR_RELATIME, field));
+        assert_eq!(attrs(&["rro", "rnoatime", "rnodiratime"]), (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME | MOUNT_ATTR_NODIRATIME, field));
+        assert_eq!(attrs(&["rro", "rrw"]), (0, MOUNT_ATTR_RDONLY));
+        assert_eq!(attrs(&["nosuid"]), (0, 0));
     }
 
     #[test]

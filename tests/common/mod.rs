@@ -434,3 +434,15 @@ impl Drop for TempDir {
         let _ = fs::remove_dir_all(&self.0);
     }
 }
+
+/// One runtime log record as runc's logrus prints it in text form, `time="RFC3339" level=L
+/// msg="..."` (msg bare when it has no space or quote): (level, msg unquoted). None when the line
+/// has any other shape.
+pub fn logrus_text(line: &str) -> Option<(String, String)> {
+    let rest = line.strip_prefix("time=\"")?;
+    let (time, rest) = rest.split_once("\" level=")?;
+    let t = time.as_bytes();
+    let rfc3339 = t.len() >= 20 && t[4] == b'-' && t[7] == b'-' && t[10] == b'T' && t[13] == b':' && (time.ends_with('Z') || time[19..].contains(['+', '-']));
+    let (level, _) = rest.split_once(" msg=")?;
+    (rfc3339 && !line.contains('\n')).then(|| (level.to_string(), molt::logging::messages_of(line)))
+}
