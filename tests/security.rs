@@ -203,6 +203,24 @@ fn an_exec_cwd_through_proc_self_fd_cannot_leave_the_container() {
     assert_eq!(root.ok(&["exec", "ex", "echo", "ok"]), "ok\n");
 }
 
+/// A masked file is covered with the container's /dev/null, which the config or the image can
+/// make anything (here the config makes it the zero device): masking with it would show what it
+/// is. Only the null device 1:3 is used; anything else is a clear error.
+#[test]
+fn masked_paths_are_covered_with_the_null_device_only() {
+    require_root!();
+    // Finite reads only: the zero device never ends.
+    let mut b = Bundle::new(&["sh", "-c", "head -c 4 /etc/passwd | od -An -tx1; echo end"]);
+    b.config["linux"]["maskedPaths"].as_array_mut().unwrap().push(serde_json::json!("/etc/passwd"));
+    let root = Root::new();
+    assert_eq!(root.ok(&["run", "--bundle", &b.write(), "mask"]), "end\n");
+    b.config["linux"]["devices"] = serde_json::json!([{"path": "/dev/null", "type": "c", "major": 1, "minor": 5}]);
+    let out = root.molt(&["run", "--bundle", &b.write(), "zero"]);
+    assert!(!stdout_of(&out).contains("00 00"), "a masked file showed the zero device: {}", stdout_of(&out));
+    assert!(!out.status.success() && stderr_of(&out).contains("not the null device 1:3"), "{}", stderr_of(&out));
+    assert!(!root.path.join("zero").exists());
+}
+
 #[test]
 fn the_runtime_binary_cannot_be_reached_through_proc() {
     require_root!();
