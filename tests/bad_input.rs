@@ -218,3 +218,23 @@ fn listening_sockets_that_cannot_be_made_are_refused() {
     b.config["annotations"] = json!({"io.molt.listen": "unix:/bin/busybox/app.sock"});
     refused(&b, "listenbind", &["listening socket unix:/bin/busybox/app.sock", "bind"]);
 }
+
+#[test]
+fn a_state_under_another_containers_name_is_refused() {
+    require_root!();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let root = Root::new();
+    root.ok(&["create", "--bundle", &b.write(), "real"]);
+    let fake = root.path.join("fake");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::copy(root.path.join("real/state.json"), fake.join("state.json")).unwrap();
+    for cmd in ["state", "kill", "delete"] {
+        let out = root.molt(&[cmd, "fake"]);
+        let err = stderr_of(&out);
+        assert!(!out.status.success(), "{cmd} fake succeeded");
+        assert!(err.contains("fake") && err.contains("records container id \"real\""), "{cmd}: {err}");
+    }
+    // The real one was not touched through the copy.
+    assert_eq!(root.state("real")["status"], "created");
+    std::fs::remove_dir_all(&fake).unwrap();
+}

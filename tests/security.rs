@@ -221,6 +221,32 @@ fn masked_paths_are_covered_with_the_null_device_only() {
     assert!(!root.path.join("zero").exists());
 }
 
+/// The state root holds every container's config and exec fifo: root's alone (runc's 0700). The
+/// pid file goes to a directory others may write: the temporary file molt writes it through
+/// must not be a name known in advance, or a symlink planted there would be written through.
+#[test]
+fn state_root_fifo_and_pid_file_give_nothing_away() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let root = Root::new();
+    let dir = TempDir::new("molt-pidfile");
+    let precious = dir.join("precious");
+    std::fs::write(&precious, "root's own file\n").unwrap();
+    // The name molt used to write the pid file through.
+    std::os::unix::fs::symlink(&precious, dir.join(".pid.molt-tmp")).unwrap();
+    let pid_file = dir.join("pid");
+    root.ok(&["create", "--bundle", &b.write(), "--pid-file", pid_file.to_str().unwrap(), "perm"]);
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&root.path), 0o700, "state root");
+    assert_eq!(mode(&root.path.join("perm/exec.fifo")), 0o600, "exec.fifo");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "root's own file\n", "written through the planted symlink");
+    assert!(std::fs::symlink_metadata(&pid_file).unwrap().file_type().is_file(), "the pid file is a symlink");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), root.state("perm")["pid"].to_string());
+    let leftovers: Vec<_> = std::fs::read_dir(&*dir).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
 #[test]
 fn the_runtime_binary_cannot_be_reached_through_proc() {
     require_root!();

@@ -247,7 +247,7 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     let rootfs = rootfs_of(&bundle, &spec)?;
     validate_listen(&spec, o.preserve_fds)?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
-    fs::DirBuilder::new().recursive(true).mode(0o711).create(root).map_err(io_err(root))?;
+    super::create_root(root).map_err(io_err(root))?;
     let dir = super::state_dir(root, &o.id);
     match fs::DirBuilder::new().mode(0o711).create(&dir) {
         Ok(()) => {}
@@ -312,7 +312,8 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     }
 
     let fifo_path = c.fifo_path();
-    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
+    // 0600: only molt itself opens it by name (`start` writes it); the init has the fd.
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600))
         .map_err(|e| Error::Sys { id: id.clone(), step: format!("mkfifo {}", fifo_path.display()), errno: e })?;
     // O_RDWR: opening never blocks, and the init's read blocks until `start` writes.
     let fifo = nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
@@ -517,9 +518,7 @@ fn write_id_maps(pid: Pid, spec: &Spec) -> std::result::Result<(), String> {
 
 /// Digits only, no newline, replaced atomically: go-runc Atoi()s the whole file.
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.molt-tmp", path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()));
-    super::write_atomic(&tmp, path, pid.to_string().as_bytes())
+    super::write_atomic(path, pid.to_string().as_bytes())
 }
 
 #[cfg(test)]

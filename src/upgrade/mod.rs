@@ -175,7 +175,7 @@ impl Run<'_> {
 pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     let id = &opts.id;
     crate::container::validate_id(id)?;
-    std::fs::create_dir_all(root).map_err(|e| UpgradeError::Precondition { id: id.clone(), reason: format!("{}: {e}", root.display()) })?;
+    crate::container::create_root(root).map_err(|e| UpgradeError::Precondition { id: id.clone(), reason: format!("{}: {e}", root.display()) })?;
     let _lock = journal::try_lock(root, id)?.ok_or_else(|| UpgradeError::Precondition {
         id: id.clone(),
         reason: "another molt is upgrading this container right now".into(),
@@ -453,16 +453,31 @@ fn transfer_id(root: &Path, rec: &Record, back: bool) -> Result<(), String> {
         }
         rename_container(root, incoming, holder_now)?;
     }
+    // A crash between a rename and its id correction leaves a state under a new name still
+    // recording the old one: corrected here on resume (molt refuses such a state otherwise).
+    for id in [holder_now, aside] {
+        if dir(id).exists() {
+            record_own_id(root, id)?;
+        }
+    }
     Ok(())
 }
 
 fn rename_container(root: &Path, from: &str, to: &str) -> Result<(), String> {
     let (a, b) = (crate::container::state_dir(root, from), crate::container::state_dir(root, to));
     std::fs::rename(&a, &b).map_err(|e| format!("rename {} to {}: {e}", a.display(), b.display()))?;
-    let mut c = Container::load(root, to).map_err(|e| e.to_string())?;
-    c.state.id = to.to_string();
-    c.save().map_err(|e| e.to_string())?;
+    record_own_id(root, to)?;
     std::fs::File::open(root).and_then(|d| d.sync_all()).map_err(|e| e.to_string())
+}
+
+/// The state in `id`'s directory records `id`: the second half of a rename.
+fn record_own_id(root: &Path, id: &str) -> Result<(), String> {
+    let mut c = Container::load_renamed(root, id).map_err(|e| e.to_string())?;
+    if c.state.id != id {
+        c.state.id = id.to_string();
+        c.save().map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Step 6.
