@@ -238,3 +238,27 @@ fn a_state_under_another_containers_name_is_refused() {
     assert_eq!(root.state("real")["status"], "created");
     std::fs::remove_dir_all(&fake).unwrap();
 }
+
+/// Durations from the command line: too large, negative or not a number is an error naming the
+/// flag, never a panic (Duration::from_secs_f64 panics on them).
+#[test]
+fn out_of_range_durations_are_refused_without_a_panic() {
+    let root = Root::new();
+    let b = Bundle::new(&["true"]);
+    let bundle = b.write();
+    let huge = "99999999999999999999999";
+    for (args, flag) in [
+        (vec!["upgrade", "--bundle", &bundle, "--stop-timeout", huge, "x"], "--stop-timeout"),
+        (vec!["upgrade", "--bundle", &bundle, "--stop-timeout", "1e300", "x"], "--stop-timeout"),
+        (vec!["upgrade", "--bundle", &bundle, "--stop-timeout=-5s", "x"], "--stop-timeout"),
+        (vec!["upgrade", "--bundle", &bundle, "--health-timeout", "NaN", "x"], "--health-timeout"),
+        (vec!["upgrade", "--bundle", &bundle, "--health-timeout", &format!("{huge}m"), "x"], "--health-timeout"),
+        (vec!["events", "--interval", &format!("{huge}h"), "x"], "--interval"),
+        (vec!["events", "--interval", "1e300s", "x"], "--interval"),
+    ] {
+        let out = root.molt(&args);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(flag) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -71,7 +71,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60.0,
         _ => return Err(format!("duration {s:?}: unit must be ms, s or m")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    seconds(secs).ok_or_else(|| format!("duration {s:?}: out of range (0 up to {} seconds)", u64::MAX))
+}
+
+/// A number of seconds from the user as a Duration; None when negative, not finite or too large
+/// (Duration::from_secs_f64 panics on those).
+pub fn seconds(secs: f64) -> Option<Duration> {
+    if secs < 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[derive(Debug, Clone)]
@@ -778,5 +787,20 @@ pub fn settle(root: &Path, id: &str) -> Result<(), UpgradeError> {
             });
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_from_the_user_never_panic() {
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        for bad in ["99999999999999999999999", "1e300", "-1s", "NaN", "inf", "1e400ms", "5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(seconds(f64::NAN).is_none() && seconds(f64::INFINITY).is_none() && seconds(-0.5).is_none());
     }
 }
