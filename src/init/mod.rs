@@ -113,7 +113,11 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     }
     for (kind, path) in &plan.join {
         let f = std::fs::File::open(path).map_err(|e| InitError::new(format!("open namespace {}: {e}", path.display())))?;
-        setns(&f, *kind).map_err(|e| InitError::new(format!("setns {}: {}", path.display(), e.desc())))?;
+        // A user namespace may be joined already: the helper that cloned a new pid namespace's
+        // init entered it first (setns into one's own user namespace is EINVAL).
+        if !(*kind == CloneFlags::CLONE_NEWUSER && is_own_ns(&f, "user")) {
+            setns(&f, *kind).map_err(|e| InitError::new(format!("setns {}: {}", path.display(), e.desc())))?;
+        }
         if *kind == CloneFlags::CLONE_NEWUSER {
             become_root()?;
         }
@@ -150,7 +154,8 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         volume_binds: &plan.volume_binds,
         deferred: &plan.deferred_mounts,
         bind_fds: &bind_fds,
-        in_user_ns: plan.new_user_ns,
+        // Created or joined, mknod is refused all the same.
+        in_user_ns: plan.new_user_ns || plan.join.iter().any(|(k, _)| *k == CloneFlags::CLONE_NEWUSER),
         own_cgroups: &own_cgroups,
     };
     rootfs::prepare(&rplan)?;
@@ -316,6 +321,15 @@ fn state_seen_inside(state_json: &str, status: &str) -> String {
 
 pub fn hooks_of(spec: &Spec, pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<Hook>>) -> Vec<Hook> {
     spec.hooks().as_ref().and_then(pick).unwrap_or_default()
+}
+
+/// `ns` is the namespace of this kind this process is in already.
+fn is_own_ns(ns: &std::fs::File, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (ns.metadata(), std::fs::metadata(format!("/proc/self/ns/{kind}"))) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn become_root() -> Result<(), InitError> {
