@@ -284,3 +284,47 @@ fn listening_sockets_that_cannot_be_made_are_refused() {
     b.config["annotations"] = json!({"io.molt.listen": "unix:/bin/busybox/app.sock"});
     refused(&b, "listenbind", &["listening socket unix:/bin/busybox/app.sock", "bind"]);
 }
+
+#[test]
+fn a_state_under_another_containers_name_is_refused() {
+    require_root!();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let root = Root::new();
+    root.ok(&["create", "--bundle", &b.write(), "real"]);
+    let fake = root.path.join("fake");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::copy(root.path.join("real/state.json"), fake.join("state.json")).unwrap();
+    for cmd in ["state", "kill", "delete"] {
+        let out = root.molt(&[cmd, "fake"]);
+        let err = stderr_of(&out);
+        assert!(!out.status.success(), "{cmd} fake succeeded");
+        assert!(err.contains("fake") && err.contains("records container id \"real\""), "{cmd}: {err}");
+    }
+    // The real one was not touched through the copy.
+    assert_eq!(root.state("real")["status"], "created");
+    std::fs::remove_dir_all(&fake).unwrap();
+}
+
+/// Durations from the command line: too large, negative or not a number is an error naming the
+/// flag, never a panic (Duration::from_secs_f64 panics on them).
+#[test]
+fn out_of_range_durations_are_refused_without_a_panic() {
+    let root = Root::new();
+    let b = Bundle::new(&["true"]);
+    let bundle = b.write();
+    let huge = "99999999999999999999999";
+    for (args, flag) in [
+        (vec!["upgrade", "--bundle", &bundle, "--stop-timeout", huge, "x"], "--stop-timeout"),
+        (vec!["upgrade", "--bundle", &bundle, "--stop-timeout", "1e300", "x"], "--stop-timeout"),
+        (vec!["upgrade", "--bundle", &bundle, "--stop-timeout=-5s", "x"], "--stop-timeout"),
+        (vec!["upgrade", "--bundle", &bundle, "--health-timeout", "NaN", "x"], "--health-timeout"),
+        (vec!["upgrade", "--bundle", &bundle, "--health-timeout", &format!("{huge}m"), "x"], "--health-timeout"),
+        (vec!["events", "--interval", &format!("{huge}h"), "x"], "--interval"),
+        (vec!["events", "--interval", "1e300s", "x"], "--interval"),
+    ] {
+        let out = root.molt(&args);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(flag) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}

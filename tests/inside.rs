@@ -807,3 +807,35 @@ fn recursive_atime_options_set_one_access_time_mode() {
     // as a partial clear of the field, and fails with EINVAL.
     run_both(&bundle_with(&cases[..3])).assert_same(same);
 }
+
+/// A user namespace joined by path is entered before the pid namespace is made (runc's order): the
+/// new pid namespace belongs to it, so the container's root may mount its /proc.
+#[test]
+fn a_user_namespace_joined_by_path_owns_the_new_pid_namespace() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    require_root!();
+    let root = Root::new();
+    let mut owner = Bundle::new(&["sleep", "1000"]);
+    owner.add_namespace(json!({"type": "user"}));
+    owner.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    owner.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    root.ok(&["run", "-d", "--bundle", &owner.write(), "owner"]);
+    let opid = root.state("owner")["pid"].as_i64().unwrap();
+    let user_ns = std::fs::metadata(format!("/proc/{opid}/ns/user")).unwrap();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.add_namespace(json!({"type": "user", "path": format!("/proc/{opid}/ns/user")}));
+    root.ok(&["create", "--bundle", &b.write(), "joiner"]);
+    let jpid = root.state("joiner")["pid"].as_i64().unwrap();
+    assert_eq!(std::fs::metadata(format!("/proc/{jpid}/ns/user")).unwrap().ino(), user_ns.ino(), "the user namespace was joined");
+    let pid_ns = std::fs::File::open(format!("/proc/{jpid}/ns/pid")).unwrap();
+    assert_ne!(pid_ns.metadata().unwrap().ino(), std::fs::metadata("/proc/self/ns/pid").unwrap().ino(), "a new pid namespace");
+    // SAFETY: NS_GET_USERNS (_IO(0xb7, 0x1)) on an nsfs fd returns a new fd for its owning user namespace.
+    let fd = unsafe { libc::ioctl(pid_ns.as_raw_fd(), 0xb701) };
+    assert!(fd >= 0, "NS_GET_USERNS: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh fd from the kernel.
+    let pid_ns_owner = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    assert_eq!(pid_ns_owner.metadata().unwrap().ino(), user_ns.ino(), "the pid namespace's owner is the joined user namespace");
+    root.ok(&["start", "joiner"]);
+    assert_eq!(root.ok(&["exec", "joiner", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"]), "sleep 1000 ");
+}

@@ -6,17 +6,28 @@ use common::*;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// Run `runtime args` with fds 3, 4 and 5 open on /dev/null and inheritable, as an engine that
-/// passes sockets does; only those --preserve-fds names may reach the container.
+/// Run `runtime args` with fds 3, 4, 5 and 10 open on /dev/null and inheritable, as an engine that
+/// passes sockets does (and as some shells leave fd 10); only those --preserve-fds names may
+/// reach the container.
 fn with_extra_fds(bin: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let null = std::path::Path::new("/dev/null");
+    with_fds(bin, args, &[(3, null), (4, null), (5, null), (10, null)])
+}
+
+/// Run `runtime args` with each path open (read-only, inheritable) on the given fd number.
+fn with_fds(bin: &std::path::Path, args: &[&str], fds: &[(i32, &std::path::Path)]) -> std::process::Output {
+    let opened: Vec<(i32, std::ffi::CString)> = fds
+        .iter()
+        .map(|(n, p)| (*n, std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()))
+        .collect();
     let mut cmd = Command::new(bin);
     cmd.args(args);
     // SAFETY: only async-signal-safe calls (open, dup2) between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
-            for fd in 3..=5 {
-                let f = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-                if f < 0 || (f != fd && libc::dup2(f, fd) < 0) {
+        cmd.pre_exec(move || {
+            for (fd, path) in &opened {
+                let f = libc::open(path.as_ptr(), libc::O_RDONLY);
+                if f < 0 || (f != *fd && libc::dup2(f, *fd) < 0) {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -48,6 +59,19 @@ fn only_stdio_and_preserved_fds_reach_the_container() {
     }
 }
 
+/// The running container's init holds 0, 1 and 2 only, and an exec'd `ls` one more (its own
+/// directory), whatever the caller of molt left open.
+fn assert_only_stdio(root: &Root, id: &str) {
+    let pid = root.state(id)["pid"].as_i64().unwrap();
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2"]);
+    let root_s = root.path.display().to_string();
+    let out = with_extra_fds(&molt_bin(), &["--root", &root_s, "exec", id, "ls", "/proc/self/fd"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "0\n1\n2\n3\n");
+}
+
 #[test]
 fn no_runtime_fd_in_a_running_container_or_exec() {
     require_root!();
@@ -58,13 +82,169 @@ fn no_runtime_fd_in_a_running_container_or_exec() {
     let out = with_extra_fds(&molt_bin(), &["--root", &root_s, "--log", "/dev/null", "create", "--bundle", &bundle, "f"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     root.ok(&["start", "f"]);
-    let pid = root.state("f")["pid"].as_i64().unwrap();
-    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
-    fds.sort();
-    assert_eq!(fds, ["0", "1", "2"]);
-    let out = with_extra_fds(&molt_bin(), &["--root", &root_s, "exec", "f", "ls", "/proc/self/fd"]);
+    assert_only_stdio(&root, "f");
+}
+
+/// A bundle in a new user namespace (0 is host 100000) with a tmpfs at /tmp: the shared rootfs
+/// is read-only to its root, the tmpfs is not.
+fn in_a_user_namespace(args: &[&str]) -> Bundle {
+    let mut b = Bundle::new(args);
+    b.add_namespace(serde_json::json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.tmpfs("/tmp");
+    b
+}
+
+#[test]
+fn only_stdio_and_preserved_fds_reach_a_user_namespace_container_or_exec() {
+    require_root!();
+    let b = in_a_user_namespace(&["ls", "/proc/self/fd"]);
+    let bundle = b.write();
+    let root = Root::new();
+    let root_s = root.path.display().to_string();
+    for (preserve, want) in [("0", "0\n1\n2\n3\n"), ("2", "0\n1\n2\n3\n4\n5\n")] {
+        let out = with_extra_fds(&molt_bin(), &["--root", &root_s, "run", "--preserve-fds", preserve, "--bundle", &bundle, &unique("ufds")]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        assert_eq!(stdout_of(&out), want, "--preserve-fds {preserve}");
+    }
+    let b = in_a_user_namespace(&["sleep", "1000"]);
+    let bundle = b.write();
+    let out = with_extra_fds(&molt_bin(), &["--root", &root_s, "run", "-d", "--bundle", &bundle, "uf"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert_eq!(stdout_of(&out), "0\n1\n2\n3\n");
+    assert_only_stdio(&root, "uf");
+}
+
+/// CVE-2024-21626: a cwd of /proc/self/fd/N names whatever directory the runtime still holds as
+/// fd N at the chdir; the process would start outside the rootfs and walk up to the host's files.
+/// Here the runtime holds a bind source (user namespace: molt opens it for the init) and a host
+/// directory its caller leaked on fd 10; next to both lies a secret.
+struct Escape {
+    dir: TempDir,
+    secret: String,
+}
+
+impl Escape {
+    fn new() -> Escape {
+        let dir = TempDir::new("molt-cwd");
+        let secret = unique("host-secret");
+        std::fs::write(dir.join("secret"), &secret).unwrap();
+        std::fs::create_dir(dir.join("src")).unwrap();
+        std::fs::create_dir(dir.join("leaked")).unwrap();
+        Escape { dir, secret }
+    }
+
+    fn bundle(&self, args: &[&str]) -> Bundle {
+        let mut b = in_a_user_namespace(args);
+        // The same path inside, so the cwd molt creates in advance exists and the chdir is tried.
+        let src = self.dir.join("src");
+        b.mount(serde_json::json!({"destination": src, "type": "bind", "source": src, "options": ["rbind"]}));
+        b
+    }
+
+    fn leaked(&self) -> std::path::PathBuf {
+        self.dir.join("leaked")
+    }
+
+    /// The secret was not read, and the process did not even start.
+    fn assert_refused(&self, out: &std::process::Output, what: &str) {
+        assert!(
+            !stdout_of(out).contains(&self.secret) && !stderr_of(out).contains(&self.secret),
+            "{what}: the process read a host file through its cwd:\n{}{}",
+            stdout_of(out),
+            stderr_of(out)
+        );
+        assert!(!out.status.success(), "{what}: {}", stdout_of(out));
+    }
+}
+
+#[test]
+fn a_cwd_through_proc_self_fd_cannot_leave_the_container() {
+    require_root!();
+    let e = Escape::new();
+    let root = Root::new();
+    let root_s = root.path.display().to_string();
+    let mut b = e.bundle(&["cat", "../secret"]);
+    for n in 3..=20 {
+        b.config["process"]["cwd"] = serde_json::json!(format!("/proc/self/fd/{n}"));
+        let bundle = b.write();
+        let out = with_fds(&molt_bin(), &["--root", &root_s, "run", "--bundle", &bundle, &unique("cwd")], &[(10, &e.leaked())]);
+        e.assert_refused(&out, &format!("run, cwd /proc/self/fd/{n}"));
+    }
+    // A directory the engine passes on purpose (--preserve-fds) stays open: the cwd check refuses it.
+    b.config["process"]["cwd"] = serde_json::json!("/proc/self/fd/3");
+    let bundle = b.write();
+    let out = with_fds(&molt_bin(), &["--root", &root_s, "run", "--preserve-fds", "1", "--bundle", &bundle, "pre"], &[(3, &e.leaked())]);
+    e.assert_refused(&out, "run, preserved fd 3");
+    assert!(stderr_of(&out).contains("outside the container's root"), "{}", stderr_of(&out));
+    assert!(!root.path.join("pre").exists(), "the refused container was left behind");
+}
+
+#[test]
+fn an_exec_cwd_through_proc_self_fd_cannot_leave_the_container() {
+    require_root!();
+    let e = Escape::new();
+    let root = Root::new();
+    let root_s = root.path.display().to_string();
+    root.ok(&["run", "-d", "--bundle", &e.bundle(&["sleep", "1000"]).write(), "ex"]);
+    for n in 3..=20 {
+        let cwd = format!("/proc/self/fd/{n}");
+        let out = with_fds(&molt_bin(), &["--root", &root_s, "exec", "--cwd", &cwd, "ex", "cat", "../secret"], &[(10, &e.leaked())]);
+        e.assert_refused(&out, &format!("exec, cwd {cwd}"));
+    }
+    let out = with_fds(
+        &molt_bin(),
+        &["--root", &root_s, "exec", "--preserve-fds", "1", "--cwd", "/proc/self/fd/3", "ex", "cat", "../secret"],
+        &[(3, &e.leaked())],
+    );
+    e.assert_refused(&out, "exec, preserved fd 3");
+    assert!(stderr_of(&out).contains("outside the container's root"), "{}", stderr_of(&out));
+    // The container itself is unharmed.
+    assert_eq!(root.ok(&["exec", "ex", "echo", "ok"]), "ok\n");
+}
+
+/// A masked file is covered with the container's /dev/null, which the config or the image can
+/// make anything (here the config makes it the zero device): masking with it would show what it
+/// is. Only the null device 1:3 is used; anything else is a clear error.
+#[test]
+fn masked_paths_are_covered_with_the_null_device_only() {
+    require_root!();
+    // Finite reads only: the zero device never ends.
+    let mut b = Bundle::new(&["sh", "-c", "head -c 4 /etc/passwd | od -An -tx1; echo end"]);
+    b.config["linux"]["maskedPaths"].as_array_mut().unwrap().push(serde_json::json!("/etc/passwd"));
+    let root = Root::new();
+    assert_eq!(root.ok(&["run", "--bundle", &b.write(), "mask"]), "end\n");
+    b.config["linux"]["devices"] = serde_json::json!([{"path": "/dev/null", "type": "c", "major": 1, "minor": 5}]);
+    let out = root.molt(&["run", "--bundle", &b.write(), "zero"]);
+    assert!(!stdout_of(&out).contains("00 00"), "a masked file showed the zero device: {}", stdout_of(&out));
+    assert!(!out.status.success() && stderr_of(&out).contains("not the null device 1:3"), "{}", stderr_of(&out));
+    assert!(!root.path.join("zero").exists());
+}
+
+/// The state root holds every container's config and exec fifo: root's alone (runc's 0700). The
+/// pid file goes to a directory others may write: the temporary file molt writes it through
+/// must not be a name known in advance, or a symlink planted there would be written through.
+#[test]
+fn state_root_fifo_and_pid_file_give_nothing_away() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let root = Root::new();
+    let dir = TempDir::new("molt-pidfile");
+    let precious = dir.join("precious");
+    std::fs::write(&precious, "root's own file\n").unwrap();
+    // The name molt used to write the pid file through.
+    std::os::unix::fs::symlink(&precious, dir.join(".pid.molt-tmp")).unwrap();
+    let pid_file = dir.join("pid");
+    root.ok(&["create", "--bundle", &b.write(), "--pid-file", pid_file.to_str().unwrap(), "perm"]);
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&root.path), 0o700, "state root");
+    assert_eq!(mode(&root.path.join("perm/exec.fifo")), 0o600, "exec.fifo");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "root's own file\n", "written through the planted symlink");
+    assert!(std::fs::symlink_metadata(&pid_file).unwrap().file_type().is_file(), "the pid file is a symlink");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), root.state("perm")["pid"].to_string());
+    let leftovers: Vec<_> = std::fs::read_dir(&*dir).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
 #[test]

@@ -32,7 +32,7 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     if secs <= 0.0 {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(secs))
+    crate::upgrade::seconds(secs).ok_or_else(|| format!("--interval {s:?}: too long (at most {} seconds)", u64::MAX))
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
@@ -70,5 +70,8 @@ mod tests {
         assert!(parse_interval("5").is_err());
         assert!(parse_interval("0s").is_err());
         assert!(parse_interval("fast").is_err());
+        for huge in ["99999999999999999999999h", "1e300s", "-1s"] {
+            assert!(parse_interval(huge).is_err(), "{huge}");
+        }
     }
 }

@@ -263,7 +263,7 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     let rootfs = rootfs_of(&bundle, &spec)?;
     validate_listen(&spec, o.preserve_fds)?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
-    fs::DirBuilder::new().recursive(true).mode(0o711).create(root).map_err(io_err(root))?;
+    super::create_root(root).map_err(io_err(root))?;
     let dir = super::state_dir(root, &o.id);
     match fs::DirBuilder::new().mode(0o711).create(&dir) {
         Ok(()) => {}
@@ -328,7 +328,8 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     }
 
     let fifo_path = c.fifo_path();
-    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
+    // 0600: only molt itself opens it by name (`start` writes it); the init has the fd.
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600))
         .map_err(|e| Error::Sys { id: id.clone(), step: format!("mkfifo {}", fifo_path.display()), errno: e })?;
     // O_RDWR: opening never blocks, and the init's read blocks until `start` writes.
     let fifo = nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
@@ -501,10 +502,25 @@ pub fn spawn_init(
         }
         None => None,
     };
+    let user_by_path = plan.join.iter().find(|(k, _)| *k == CloneFlags::CLONE_NEWUSER).map(|(_, p)| p.as_path());
+    let res = match user_by_path {
+        // A new pid namespace is owned by the user namespace of the process that clones it; for
+        // a user namespace joined by path that must be the joined one (as runc orders it), and
+        // molt itself cannot enter it (it could never leave).
+        Some(user) if flags.contains(CloneFlags::CLONE_NEWPID) => clone_in_user_ns(plan, chan, parent_end, flags, user),
+        _ => clone_init(plan, chan, parent_end, flags),
+    };
+    if let Some(own) = own_pid_ns {
+        let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
+    }
+    res.map_err(|e| sys("clone the container's init", e))
+}
+
+fn clone_init(plan: &InitPlan, chan: &Channel, parent_end: &Channel, flags: CloneFlags) -> nix::Result<Pid> {
     let mut stack = vec![0u8; 1 << 20];
     // SAFETY: the child runs `child_main` on its own copy of this address space (no CLONE_VM) and
     // leaves through exec or exit; it never returns into the parent's frames.
-    let res = unsafe {
+    unsafe {
         nix::sched::clone(
             Box::new(|| {
                 parent_end.close_in_child();
@@ -514,11 +530,48 @@ pub fn spawn_init(
             flags,
             Some(libc::SIGCHLD),
         )
-    };
-    if let Some(own) = own_pid_ns {
-        let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
     }
-    res.map_err(|e| sys("clone the container's init", e))
+}
+
+/// A short-lived helper joins the user namespace `user` and clones the init from there with
+/// CLONE_PARENT, so the init is molt's child (molt waits for it) and its pid namespace is owned
+/// by the joined user namespace. The helper reports the init's pid, or the errno, on a pipe.
+fn clone_in_user_ns(plan: &InitPlan, chan: &Channel, parent_end: &Channel, flags: CloneFlags, user: &Path) -> nix::Result<Pid> {
+    use std::os::fd::AsRawFd;
+    let ns = fs::File::open(user).map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let helper = clone_init_helper(&|| {
+        let r = nix::sched::setns(&ns, CloneFlags::CLONE_NEWUSER)
+            .and_then(|_| clone_init(plan, chan, parent_end, flags | CloneFlags::CLONE_PARENT));
+        let v: i64 = match r {
+            Ok(pid) => pid.as_raw() as i64,
+            Err(e) => -(e as i64),
+        };
+        let _ = nix::unistd::write(&wr, &v.to_ne_bytes());
+        0
+    })?;
+    drop(wr);
+    let mut buf = [0u8; 8];
+    let n = loop {
+        match nix::unistd::read(rd.as_raw_fd(), &mut buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    let _ = nix::sys::wait::waitpid(helper, None);
+    match (n, i64::from_ne_bytes(buf)) {
+        (Ok(8), v) if v > 0 => Ok(Pid::from_raw(v as i32)),
+        (Ok(8), v) => Err(nix::errno::Errno::from_raw(-v as i32)),
+        (Err(e), _) => Err(e),
+        _ => Err(nix::errno::Errno::ECHILD),
+    }
+}
+
+fn clone_init_helper(f: &dyn Fn() -> isize) -> nix::Result<Pid> {
+    let mut stack = vec![0u8; 1 << 20];
+    // SAFETY: as in clone_init: the helper has its own copy of the address space and leaves
+    // through the return of `f` (the process exits), never into the parent's frames.
+    unsafe { nix::sched::clone(Box::new(f), &mut stack, CloneFlags::empty(), Some(libc::SIGCHLD)) }
 }
 
 fn write_id_maps(pid: Pid, spec: &Spec) -> std::result::Result<(), String> {
@@ -539,9 +592,7 @@ fn write_id_maps(pid: Pid, spec: &Spec) -> std::result::Result<(), String> {
 
 /// Digits only, no newline, replaced atomically: go-runc Atoi()s the whole file.
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.molt-tmp", path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()));
-    super::write_atomic(&tmp, path, pid.to_string().as_bytes())
+    super::write_atomic(path, pid.to_string().as_bytes())
 }
 
 #[cfg(test)]

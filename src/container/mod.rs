@@ -145,6 +145,22 @@ pub fn derived_dir(root: &Path, id: &str) -> PathBuf {
 
 impl Container {
     pub fn load(root: &Path, id: &str) -> Result<Container> {
+        let c = Container::load_renamed(root, id)?;
+        // A state copied or moved under another name would have molt act on the wrong container
+        // (its pid, cgroup and mounts) while answering for this one.
+        if c.state.id != id {
+            return Err(Error::BadState {
+                id: id.into(),
+                path: state_dir(root, id).join("state.json"),
+                reason: format!("it records container id {:?}; a state directory must carry its container's id", c.state.id),
+            });
+        }
+        Ok(c)
+    }
+
+    /// The state in `id`'s directory whatever id it records: only for the upgrade, which renames
+    /// state directories and then corrects the id inside (also on resume after a crash between).
+    pub fn load_renamed(root: &Path, id: &str) -> Result<Container> {
         validate_id(id)?;
         let path = state_dir(root, id).join("state.json");
         let data = match fs::read(&path) {
@@ -170,14 +186,13 @@ impl Container {
 
     /// Written with fsync and rename so a crash leaves the old or the new state, never half of one.
     pub fn save(&self) -> Result<()> {
-        let dir = self.dir();
-        let tmp = dir.join(".state.json.tmp");
+        let path = self.dir().join("state.json");
         let data = serde_json::to_vec(&self.state).map_err(|e| Error::BadState {
             id: self.state.id.clone(),
-            path: tmp.clone(),
+            path: path.clone(),
             reason: e.to_string(),
         })?;
-        write_atomic(&tmp, &dir.join("state.json"), &data)
+        write_atomic(&path, &data)
     }
 
     /// The status as the kernel sees it now, not as it was last written.
@@ -252,18 +267,47 @@ pub fn usable_process(id: &str, mut p: oci_spec::runtime::Process) -> oci_spec::
     p
 }
 
-pub fn write_atomic(tmp: &Path, dest: &Path, data: &[u8]) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(tmp)
-        .map_err(io_err(tmp))?;
-    f.write_all(data).map_err(io_err(tmp))?;
-    f.sync_all().map_err(io_err(tmp))?;
-    fs::rename(tmp, dest).map_err(io_err(dest))?;
-    Ok(())
+/// The state root, made when missing: only root may look into it (0700, as runc makes it), since
+/// it holds every container's config and exec fifo.
+pub fn create_root(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(root)
+}
+
+pub fn write_atomic(dest: &Path, data: &[u8]) -> Result<()> {
+    write_file_atomic(dest, data).map_err(io_err(dest))
+}
+
+/// `data` to `dest` through a temporary file beside it, fsync'ed and renamed over `dest`. The
+/// temporary name is unique and created with O_EXCL|O_NOFOLLOW: a name known in advance in a
+/// directory others can write (a pid file's) could be a planted symlink, and writing through it
+/// would overwrite whatever it points to.
+pub fn write_file_atomic(dest: &Path, data: &[u8]) -> std::io::Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = dest.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let mut attempt = 0;
+    let (tmp, mut f) = loop {
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}-{nanos:x}-{seq}.tmp", std::process::id()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let res = f.write_all(data).and_then(|_| f.sync_all()).and_then(|_| fs::rename(&tmp, dest));
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
 }
 
 /// Field 22 (starttime) of /proc/PID/stat, None once the process is gone.

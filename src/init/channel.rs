@@ -58,6 +58,10 @@ impl Channel {
         Ok(())
     }
 
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// A message with file descriptors attached (at most `MAX_FDS`).
     pub fn send_with_fds(&self, msg: &Msg, fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};

@@ -113,7 +113,11 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     }
     for (kind, path) in &plan.join {
         let f = std::fs::File::open(path).map_err(|e| InitError::new(format!("open namespace {}: {e}", path.display())))?;
-        setns(&f, *kind).map_err(|e| InitError::new(format!("setns {}: {}", path.display(), e.desc())))?;
+        // A user namespace may be joined already: the helper that cloned a new pid namespace's
+        // init entered it first (setns into one's own user namespace is EINVAL).
+        if !(*kind == CloneFlags::CLONE_NEWUSER && is_own_ns(&f, "user")) {
+            setns(&f, *kind).map_err(|e| InitError::new(format!("setns {}: {}", path.display(), e.desc())))?;
+        }
         if *kind == CloneFlags::CLONE_NEWUSER {
             become_root()?;
         }
@@ -133,7 +137,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
             Some(stream) => Some(console::open_and_send(stream, Path::new("/"), plan.process.console_size().as_ref(), false)?),
             None => None,
         };
-        return prepare_and_exec(plan, console, None, vec![]);
+        return prepare_and_exec(plan, chan, console, None, vec![]);
     }
     chan.send(&Msg::NamespacesReady).map_err(|e| InitError::new(format!("report namespaces ready: {e}")))?;
     let mut bind_fds: Vec<(usize, OwnedFd)> = vec![];
@@ -150,10 +154,13 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         volume_binds: &plan.volume_binds,
         deferred: &plan.deferred_mounts,
         bind_fds: &bind_fds,
-        in_user_ns: plan.new_user_ns,
+        // Created or joined, mknod is refused all the same.
+        in_user_ns: plan.new_user_ns || plan.join.iter().any(|(k, _)| *k == CloneFlags::CLONE_NEWUSER),
         own_cgroups: &own_cgroups,
     };
     rootfs::prepare(&rplan)?;
+    // The bind sources are host directories: not one may still be open at the chdir to the cwd.
+    drop(bind_fds);
     let console = match console_stream {
         Some(stream) => Some(console::open_and_send(stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?),
         None => None,
@@ -171,7 +178,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     rootfs::set_sysctls(&plan.spec)?;
     rootfs::protect_paths(&plan.spec)?;
     rootfs::root_propagation_last(&plan.spec)?;
-    prepare_and_exec(plan, console, Some((chan, state_json)), listeners)
+    prepare_and_exec(plan, chan, console, Some(state_json), listeners)
 }
 
 /// The upgrade's stdio (the old container's 0, 1, 2) replaces what molt was started with.
@@ -208,10 +215,13 @@ fn listen_sockets(plan: &InitPlan) -> Result<Vec<OwnedFd>, InitError> {
 }
 
 /// The part shared with `exec`: session and terminal, process attributes, ready, wait, exec.
+/// `chan` reports errors (and, for the init, Ready); `init_state` is the state for the init's
+/// startContainer hooks, None for `exec`.
 fn prepare_and_exec(
     plan: &InitPlan,
+    chan: &Channel,
     console: Option<OwnedFd>,
-    init: Option<(&Channel, String)>,
+    init_state: Option<String>,
     listeners: Vec<OwnedFd>,
 ) -> Result<std::convert::Infallible, InitError> {
     let p = &plan.process;
@@ -243,15 +253,26 @@ fn prepare_and_exec(
         seccomp::install(s, prog)?;
     }
     process::set_user_and_caps(p)?;
+    // CVE-2024-21626: nothing of the runtime's (bind sources, fds an `exec` inherited from its
+    // caller) may be open when the cwd is entered, and the cwd must then lie inside the root: a
+    // cwd of /proc/self/fd/N naming a host directory would otherwise start the process outside.
+    // What is kept: the preserved fds, and what this process still needs until execve.
+    let mut keep: Vec<std::os::fd::RawFd> = vec![chan.raw_fd()];
+    keep.extend(plan.fifo.as_ref().map(|f| f.as_raw_fd()));
+    keep.extend(console.as_ref().map(|f| f.as_raw_fd()));
+    keep.extend(listeners.iter().map(|f| f.as_raw_fd()));
+    process::close_fds_except(3 + plan.preserve_fds, &keep)?;
     let cwd = p.cwd();
     nix::unistd::chdir(cwd).map_err(|e| InitError::new(format!("process.cwd {}: {}", cwd.display(), e.desc())))?;
+    process::check_cwd_inside_root(cwd)?;
     let exe = process::find_executable(arg0, &process::env_path(&env), cwd)?;
+    // What is left open from 3 + preserve-fds up is molt's own and goes at execve.
     process::close_fds_on_exec(3 + plan.preserve_fds);
     // PR_SET_DUMPABLE 0: until execve replaces this image, /proc/PID/exe (the molt binary) is
     // closed to the container's processes (CVE-2019-5736). execve makes the new image dumpable.
     let _ = nix::sys::prctl::set_dumpable(false);
-    let is_init = init.is_some();
-    if let Some((chan, state_json)) = init {
+    let is_init = init_state.is_some();
+    if let Some(state_json) = init_state {
         chan.send(&Msg::Ready).map_err(|e| InitError::new(format!("report ready: {e}")))?;
         if let Some(fifo) = &plan.fifo {
             wait_for_start(fifo)?;
@@ -302,6 +323,15 @@ fn state_seen_inside(state_json: &str, status: &str) -> String {
 
 pub fn hooks_of(spec: &Spec, pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<Hook>>) -> Vec<Hook> {
     spec.hooks().as_ref().and_then(pick).unwrap_or_default()
+}
+
+/// `ns` is the namespace of this kind this process is in already.
+fn is_own_ns(ns: &std::fs::File, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (ns.metadata(), std::fs::metadata(format!("/proc/self/ns/{kind}"))) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn become_root() -> Result<(), InitError> {

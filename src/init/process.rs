@@ -315,6 +315,61 @@ pub fn set_personality(spec: &oci_spec::runtime::Spec) -> Result<(), InitError> 
     Ok(())
 }
 
+/// Close every fd from `first` up except `keep`, before the process changes into its cwd: an open
+/// directory of the host (a bind source opened by molt, anything an `exec` inherited) would
+/// otherwise be reachable as /proc/self/fd/N, and a cwd of that path lands outside the rootfs
+/// (CVE-2024-21626). Closing, not close-on-exec, since the chdir comes before the execve.
+pub fn close_fds_except(first: i32, keep: &[std::os::fd::RawFd]) -> Result<(), InitError> {
+    let mut keep: Vec<i32> = keep.iter().copied().filter(|fd| *fd >= first).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut ranges = vec![];
+    let mut from = first;
+    for k in keep {
+        if k > from {
+            ranges.push((from, k - 1));
+        }
+        from = k + 1;
+    }
+    ranges.push((from, i32::MAX));
+    for (lo, hi) in ranges {
+        // SAFETY: close_range only closes fds of this process; the ones still needed are skipped,
+        // and no live Rust value owns the others (the caller drops its own first).
+        let r = unsafe { libc::syscall(libc::SYS_close_range, lo as libc::c_uint, hi as libc::c_uint, 0 as libc::c_uint) };
+        if r != 0 {
+            // Kernels before 5.9: the numbers from /proc/self/fd (its own fd is gone once listed).
+            let dir = std::fs::read_dir("/proc/self/fd")
+                .map_err(|e| InitError::new(format!("close the runtime's fds: read /proc/self/fd: {e}")))?;
+            let fds: Vec<i32> = dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+            for fd in fds.into_iter().filter(|fd| (lo..=hi).contains(fd)) {
+                // SAFETY: as above; an fd already closed only makes close fail with EBADF.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After chdir(process.cwd): the cwd must lie inside the container's root. getcwd(2) prefixes a
+/// directory outside the root with "(unreachable)" (glibc's wrapper turns that into ENOENT, so
+/// the raw system call).
+pub fn check_cwd_inside_root(cwd: &Path) -> Result<(), InitError> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: getcwd writes at most buf.len() bytes into the buffer we own.
+    let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if n < 0 {
+        return Err(InitError::new(format!("process.cwd {}: getcwd: {}", cwd.display(), std::io::Error::last_os_error())));
+    }
+    let got = String::from_utf8_lossy(&buf[..(n as usize).saturating_sub(1)]).to_string();
+    if !got.starts_with('/') {
+        return Err(InitError::new(format!(
+            "process.cwd {}: resolves to {got}, outside the container's root; refused (CVE-2024-21626)",
+            cwd.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Mark every fd from `first` up close-on-exec so nothing of the runtime leaks into the container.
 pub fn close_fds_on_exec(first: i32) {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags.

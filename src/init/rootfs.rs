@@ -710,24 +710,50 @@ pub fn protect_paths(spec: &Spec) -> Result<(), InitError> {
             remount_readonly(path)?;
         }
     }
-    for p in linux.masked_paths().clone().unwrap_or_default() {
-        mask(Path::new(&p))?;
+    let masked = linux.masked_paths().clone().unwrap_or_default();
+    // Opened once, and only when a masked file needs it.
+    let mut null: Option<std::os::fd::OwnedFd> = None;
+    for p in masked {
+        let path = Path::new(&p);
+        match fs::metadata(path) {
+            Err(_) => {}
+            Ok(m) if m.is_dir() => do_mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)?,
+            Ok(_) => {
+                let fd = match &null {
+                    Some(fd) => fd,
+                    None => null.insert(open_null_device(Path::new("/dev/null"))?),
+                };
+                let source = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)));
+                do_mount(Some(&source), path, None, MsFlags::MS_BIND, None)
+                    .map_err(|e| InitError::new(format!("linux.maskedPaths {p}: {e}")))?;
+            }
+        }
     }
     Ok(())
 }
 
-fn mask(path: &Path) -> Result<(), InitError> {
-    match fs::metadata(path) {
-        Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => do_mount(
-            Some(Path::new("tmpfs")),
-            path,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            None,
-        ),
-        Ok(_) => do_mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None),
+/// The source of masked files: the container's /dev/null is the image's or the config's to
+/// choose (a bind mount, a symlink, a regular file), and bound by name a masked file would
+/// show whatever it is. Opened without following a symlink and checked to be the null device
+/// (character 1:3); the mount then goes through the fd, so the checked inode is what is bound.
+pub fn open_null_device(path: &Path) -> Result<std::os::fd::OwnedFd, InitError> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let raw = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(sys(|| format!("linux.maskedPaths: open {}", path.display())))?;
+    // SAFETY: `open` just returned this fd; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(sys(|| format!("linux.maskedPaths: stat {}", path.display())))?;
+    let is_chr = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    let (major, minor) = (nix::sys::stat::major(st.st_rdev), nix::sys::stat::minor(st.st_rdev));
+    if !is_chr || (major, minor) != (1, 3) {
+        let what = if is_chr { format!("character device {major}:{minor}") } else { "not a character device".to_string() };
+        return Err(InitError::new(format!(
+            "linux.maskedPaths: {} is {what}, not the null device 1:3; refusing to mask with it",
+            path.display()
+        )));
     }
+    Ok(fd)
 }
 
 pub fn set_sysctls(spec: &Spec) -> Result<(), InitError> {
@@ -797,6 +823,24 @@ mod tests {
         assert!(e.contains("outside the rootfs"), "{e}");
         // A final symlink is not followed, and not mounted on either.
         assert!(pin_target(&root, &root.join("a")).is_err());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn only_the_null_device_masks_a_path() {
+        assert!(open_null_device(Path::new("/dev/null")).is_ok());
+        let e = open_null_device(Path::new("/dev/zero")).err().expect("/dev/zero refused").0;
+        assert!(e.contains("character device 1:5") && e.contains("not the null device 1:3"), "{e}");
+        let base = std::env::temp_dir().join(format!("molt-null-test-{}", std::process::id()));
+        fs::create_dir_all(&base).unwrap();
+        fs::write(base.join("file"), "x").unwrap();
+        symlink("/dev/null", base.join("link")).unwrap();
+        let e = open_null_device(&base.join("file")).err().expect("a regular file refused").0;
+        assert!(e.contains("not a character device"), "{e}");
+        // A symlink to the real device is refused too: it is not followed.
+        let e = open_null_device(&base.join("link")).err().expect("a symlink refused").0;
+        assert!(e.contains("not a character device"), "{e}");
+        assert!(open_null_device(&base.join("absent")).is_err());
         fs::remove_dir_all(&base).unwrap();
     }
 

@@ -120,13 +120,9 @@ pub fn load(root: &Path, id: &str) -> Result<Option<Record>, UpgradeError> {
 
 pub fn save(root: &Path, rec: &Record) -> Result<(), UpgradeError> {
     let p = path(root, &rec.id);
-    let tmp = p.with_extension("json.tmp");
     let err = |e: std::io::Error| UpgradeError::Journal { path: p.clone(), reason: e.to_string() };
     let data = serde_json::to_vec_pretty(rec).map_err(|e| UpgradeError::Journal { path: p.clone(), reason: e.to_string() })?;
-    let mut f = fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&data).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    fs::rename(&tmp, &p).map_err(err)?;
+    crate::container::write_file_atomic(&p, &data).map_err(err)?;
     // The rename itself must reach the disk before the step it records runs.
     fs::File::open(root).and_then(|d| d.sync_all()).map_err(err)?;
     Ok(())

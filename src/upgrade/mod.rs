@@ -72,7 +72,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60.0,
         _ => return Err(format!("duration {s:?}: unit must be ms, s or m")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    seconds(secs).ok_or_else(|| format!("duration {s:?}: out of range (0 up to {} seconds)", u64::MAX))
+}
+
+/// A number of seconds from the user as a Duration; None when negative, not finite or too large
+/// (Duration::from_secs_f64 panics on those).
+pub fn seconds(secs: f64) -> Option<Duration> {
+    if secs < 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[derive(Debug, Clone)]
@@ -198,7 +207,7 @@ impl Run<'_> {
 pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     let id = &opts.id;
     crate::container::validate_id(id)?;
-    std::fs::create_dir_all(root).map_err(|e| UpgradeError::Precondition { id: id.clone(), reason: format!("{}: {e}", root.display()) })?;
+    crate::container::create_root(root).map_err(|e| UpgradeError::Precondition { id: id.clone(), reason: format!("{}: {e}", root.display()) })?;
     let _lock = journal::try_lock(root, id)?.ok_or_else(|| UpgradeError::Precondition {
         id: id.clone(),
         reason: "another molt is upgrading this container right now".into(),
@@ -484,16 +493,31 @@ fn transfer_id(root: &Path, rec: &Record, back: bool) -> Result<(), String> {
         }
         rename_container(root, incoming, holder_now)?;
     }
+    // A crash between a rename and its id correction leaves a state under a new name still
+    // recording the old one: corrected here on resume (molt refuses such a state otherwise).
+    for id in [holder_now, aside] {
+        if dir(id).exists() {
+            record_own_id(root, id)?;
+        }
+    }
     Ok(())
 }
 
 fn rename_container(root: &Path, from: &str, to: &str) -> Result<(), String> {
     let (a, b) = (crate::container::state_dir(root, from), crate::container::state_dir(root, to));
     std::fs::rename(&a, &b).map_err(|e| format!("rename {} to {}: {e}", a.display(), b.display()))?;
-    let mut c = Container::load(root, to).map_err(|e| e.to_string())?;
-    c.state.id = to.to_string();
-    c.save().map_err(|e| e.to_string())?;
+    record_own_id(root, to)?;
     std::fs::File::open(root).and_then(|d| d.sync_all()).map_err(|e| e.to_string())
+}
+
+/// The state in `id`'s directory records `id`: the second half of a rename.
+fn record_own_id(root: &Path, id: &str) -> Result<(), String> {
+    let mut c = Container::load_renamed(root, id).map_err(|e| e.to_string())?;
+    if c.state.id != id {
+        c.state.id = id.to_string();
+        c.save().map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Step 6.
@@ -798,5 +822,20 @@ pub fn settle(root: &Path, id: &str) -> Result<(), UpgradeError> {
             });
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_from_the_user_never_panic() {
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        for bad in ["99999999999999999999999", "1e300", "-1s", "NaN", "inf", "1e400ms", "5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(seconds(f64::NAN).is_none() && seconds(f64::INFINITY).is_none() && seconds(-0.5).is_none());
     }
 }
