@@ -191,8 +191,10 @@ pub fn try_lock(root: &Path, id: &str) -> Result<Option<Lock>, UpgradeError> {
     Ok(None)
 }
 
-/// Test-only fault injection: MOLT_TEST_CRASH_AT=<step>:<before|after> makes molt SIGKILL itself
-/// right there, so tests can prove recovery from every step.
+/// Test-only fault injection: MOLT_TEST_CRASH_AT=<step>:<point> makes molt SIGKILL itself
+/// right there, so tests can prove recovery from every step. Only with the `fault-injection`
+/// feature (on for `cargo test`): a release build ignores the variable.
+#[cfg(feature = "fault-injection")]
 pub fn maybe_crash(step: Step, when: &str) {
     if let Ok(spec) = std::env::var("MOLT_TEST_CRASH_AT") {
         if spec == format!("{}:{when}", step.name()) {
@@ -201,3 +203,7 @@ pub fn maybe_crash(step: Step, when: &str) {
         }
     }
 }
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn maybe_crash(_step: Step, _when: &str) {}
