@@ -12,7 +12,12 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     let c = Container::load(&ctx.root, &a.id)?;
-    let doc = c.oci_state(c.status());
+    let mut doc = c.oci_state(c.status());
+    // The state of a container whose upgrade a crash interrupted says so (settle printed a note
+    // on stderr): what runs may be either version until a command that acts settles it.
+    if crate::upgrade::interrupted(&ctx.root, &a.id) {
+        doc.annotations.get_or_insert_with(Default::default).insert(crate::upgrade::INTERRUPTED_ANNOTATION.into(), "interrupted".into());
+    }
     let text = serde_json::to_string_pretty(&doc)?;
     std::io::stdout().write_all(format!("{text}\n").as_bytes())?;
     Ok(0)

@@ -735,10 +735,53 @@ fn upgrade_wait() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Called by every command that touches a container. A running upgrade is waited for, so no
-/// command acts on a half-moved container (an engine that saw the old init exit would delete
-/// right then); an upgrade interrupted by a crash is finished or rolled back first.
-pub fn settle(root: &Path, id: &str) -> Result<(), UpgradeError> {
+/// What a command may do about an upgrade a crash interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// A command that acts on the container (start, kill, delete, exec, ...): finish or roll back
+    /// first, so it acts on one whole container.
+    Recover,
+    /// A query (state, ps, events, list): it must not change anything; it reports the
+    /// interrupted upgrade and leaves it to a command that acts.
+    Report,
+}
+
+/// Set to "interrupted" in `molt state`'s annotations while an interrupted upgrade is unsettled.
+pub const INTERRUPTED_ANNOTATION: &str = "io.molt.upgrade";
+
+/// The ids whose upgrade a crash interrupted, from the journals in `root` (for `molt list`).
+pub fn interrupted_ids(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else { return vec![] };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_prefix(".upgrade-").and_then(|r| r.strip_suffix(".json")).map(str::to_string)
+        })
+        .filter(|id| interrupted(root, id))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Whether an upgrade of `id` was interrupted: a journal nobody is working on.
+pub fn interrupted(root: &Path, id: &str) -> bool {
+    journal::path(root, id).exists() && journal::holder(root, id).is_none()
+}
+
+/// The note a query prints about an interrupted upgrade.
+pub fn interrupted_note(id: &str) -> String {
+    format!(
+        "container {id}: an upgrade was interrupted and is not settled; `molt upgrade --resume {id}` (or any command that acts \
+         on the container) finishes or rolls it back"
+    )
+}
+
+/// Called by every command that names a container. A running upgrade is waited for, so no
+/// command sees or acts on a half-moved container (an engine that saw the old init exit would
+/// delete right then); an upgrade interrupted by a crash is finished or rolled back first when
+/// `mode` is Recover, and only reported (stderr) when it is Report.
+pub fn settle(root: &Path, id: &str, mode: Settle) -> Result<(), UpgradeError> {
     if crate::container::validate_id(id).is_err() {
         return Ok(());
     }
@@ -747,13 +790,21 @@ pub fn settle(root: &Path, id: &str) -> Result<(), UpgradeError> {
         if !journal::path(root, id).exists() && !journal::lock_path(root, id).exists() {
             return Ok(());
         }
-        if let Some(_lock) = journal::try_lock(root, id)? {
-            if !journal::path(root, id).exists() {
+        if mode == Settle::Report && journal::holder(root, id).is_none() {
+            if journal::path(root, id).exists() {
+                crate::logging::warn(&interrupted_note(id));
+            }
+            return Ok(());
+        }
+        if mode == Settle::Recover {
+            if let Some(_lock) = journal::try_lock(root, id)? {
+                if !journal::path(root, id).exists() {
+                    return Ok(());
+                }
+                let outcome = resume_locked(root, id, false)?;
+                crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
                 return Ok(());
             }
-            let outcome = resume_locked(root, id, false)?;
-            crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
-            return Ok(());
         }
         if Instant::now() >= deadline {
             let by = journal::holder(root, id).map(|p| format!(" (molt pid {p})")).unwrap_or_default();

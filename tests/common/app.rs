@@ -466,8 +466,19 @@ pub fn scenario_crash_at_every_step(s: &Setup) {
             let out = run_to_files(&mut cmd);
             use std::os::unix::process::ExitStatusExt;
             assert_eq!(out.status.signal(), Some(9), "{step}:{when} did not crash: {}", stderr_of(&out));
-            // Settled by `upgrade --resume`, or by the next command that touches the container.
-            let out = if when == "before" { s.net.molt(&s.root, &["upgrade", "--resume", id]) } else { s.net.molt(&s.root, &["state", id]) };
+            // Settled by `upgrade --resume`, or by the next command that acts on the container;
+            // a query (state, list) reports it and changes nothing.
+            let journal = s.root.path.join(format!(".upgrade-{id}.json"));
+            if when == "after" && journal.exists() {
+                let st = s.net.molt(&s.root, &["state", id]);
+                assert!(st.status.success(), "state after {step}:{when}: {}", stderr_of(&st));
+                assert!(stderr_of(&st).contains("interrupted"), "state names the interrupted upgrade: {}", stderr_of(&st));
+                assert!(stdout_of(&st).contains("\"io.molt.upgrade\": \"interrupted\""), "{}", stdout_of(&st));
+                let ls = s.net.molt(&s.root, &["list"]);
+                assert!(ls.status.success() && stderr_of(&ls).contains("interrupted"), "list: {}", stderr_of(&ls));
+                assert!(journal.exists(), "a query settled the upgrade after {step}:{when}");
+            }
+            let out = if when == "before" { s.net.molt(&s.root, &["upgrade", "--resume", id]) } else { s.net.molt(&s.root, &["kill", id, "SIGCONT"]) };
             assert!(out.status.success(), "resume after {step}:{when}: {}", stderr_of(&out));
             let outcome = stdout_of(&out);
             let want = if step == "commit" { "committed" } else { "rolled back" };
@@ -481,7 +492,7 @@ pub fn scenario_crash_at_every_step(s: &Setup) {
             assert!(s.answers(), "nothing answers after {step}:{when}");
             assert_eq!(s.version(), format!("version={expect_version} hostname=app-one"), "after {step}:{when}");
             assert_eq!(s.ask("COUNT"), "1", "records after {step}:{when}");
-            assert!(!s.root.path.join(format!(".upgrade-{id}.json")).exists());
+            assert!(!journal.exists());
         }
     }
 }
