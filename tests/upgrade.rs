@@ -345,3 +345,39 @@ fn scenario_move_under_load(s: Setup) {
     let t = load.stop();
     assert_eq!((t.timed_out, t.other.len(), t.lost_syn), (0, 0, 0), "{t:?}");
 }
+
+/// The id's cgroup is where engines and monitoring find the container: the same path after an
+/// upgrade, and after a crashed one that `--resume` rolled back, and a `linux.cgroupsPath` (here
+/// systemd's "slice:prefix:name") is honoured as given, by the old and the new version alike.
+/// The rollback, run without `--systemd-cgroup`, uses the driver the upgrade journaled.
+#[test]
+fn the_id_keeps_its_cgroup_path_across_an_upgrade_and_a_resumed_rollback() {
+    require_root!();
+    let with_path = |b: &mut Bundle| b.config["linux"]["cgroupsPath"] = serde_json::json!("molttest.slice:molt:cgp");
+    let s = Setup::start_v1("cgp", &["--systemd-cgroup"], &with_path);
+    let before = cgroup_of(&s.root, "cgp");
+    assert!(before.contains(":/molttest.slice/molt-cgp.scope\n"), "{before}");
+    let mut v2 = s.bundle("2.0.0", "app-two", &[]);
+    with_path(&mut v2);
+    let dir = v2.write();
+    let out = s.net.molt(&s.root, &["--systemd-cgroup", "upgrade", "cgp", "--bundle", &dir]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
+    assert_eq!(cgroup_of(&s.root, "cgp"), before, "the new init is in the id's cgroup");
+    assert!(cgroups_named("scope.next").is_empty(), "{:?}", cgroups_named("scope.next"));
+    assert!(!s.root.path.join(".upgrade-cgp.json").exists(), "a committed upgrade leaves no journal");
+
+    let mut v3 = s.bundle("3.0.0", "app-three", &[]);
+    with_path(&mut v3);
+    let dir = v3.write();
+    s.crashed_upgrade(&["--systemd-cgroup"], &["--bundle", &dir], "start-new:after");
+    let out = s.net.molt(&s.root, &["upgrade", "--resume", "cgp"]);
+    assert!(out.status.success() && stdout_of(&out).contains("rolled back"), "{}", stderr_of(&out));
+    assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
+    assert_eq!(cgroup_of(&s.root, "cgp"), before, "the restored init is in the id's cgroup");
+    assert!(cgroups_named("scope.next").is_empty(), "{:?}", cgroups_named("scope.next"));
+    assert_eq!(s.ids(), vec!["cgp".to_string()]);
+    // The slice v1 made goes with the id, as it would have without the upgrades.
+    s.root.ok(&["delete", "--force", "cgp"]);
+    assert!(cgroups_named("molttest.slice").is_empty(), "{:?}", cgroups_named("molttest.slice"));
+}

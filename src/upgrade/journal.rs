@@ -89,6 +89,19 @@ pub struct Record {
     pub restore_netns_pins: Vec<PathBuf>,
     pub links: Vec<crate::net::LinkIdentity>,
     pub volumes: Vec<String>,
+    /// The upgrade's --systemd-cgroup: a rollback by `--resume` or by another command builds the
+    /// old version again with the driver it was made with, whatever flags that command has.
+    #[serde(default)]
+    pub systemd_cgroup: Option<bool>,
+    /// The id's cgroup as the old container had it, before the upgrade.
+    #[serde(default)]
+    pub old_cgroup: Option<crate::cgroups::Cgroup>,
+    /// The id's cgroup for the new version (its config's linux.cgroupsPath, honoured as given)...
+    #[serde(default)]
+    pub new_cgroup: Option<crate::cgroups::Cgroup>,
+    /// ...and the one beside it where the new container waits until transfer-id moves it in.
+    #[serde(default)]
+    pub new_cgroup_temp: Option<crate::cgroups::Cgroup>,
     pub entries: Vec<Entry>,
 }
 

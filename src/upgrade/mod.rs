@@ -213,6 +213,11 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         return Ok(report);
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    // The id keeps its cgroup path (engines and monitoring read it): the new container is built
+    // beside it and moved in once the old one is gone (transfer-id).
+    let new_cgroups_path = new_spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).map(|p| p.to_string_lossy().to_string());
+    let new_cgroup = crate::cgroups::Cgroup::resolve(new_cgroups_path.as_deref(), id, opts.systemd_cgroup).map_err(crate::container::Error::from)?;
+    let new_cgroup_temp = new_cgroup.beside(&format!(".next-{stamp}"));
     let rec = Record {
         id: id.clone(),
         next_id: format!("{id}.next-{stamp}"),
@@ -226,6 +231,10 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         restore_netns_pins: vec![],
         links: vec![],
         volumes: old.state.volumes.clone(),
+        systemd_cgroup: Some(opts.systemd_cgroup),
+        old_cgroup: old.state.cgroup.clone(),
+        new_cgroup: Some(new_cgroup),
+        new_cgroup_temp: Some(new_cgroup_temp),
         entries: vec![],
     };
     journal::save(root, &rec)?;
@@ -264,7 +273,7 @@ fn engine_parent(pid: i32) -> Option<(i32, String)> {
     (comm == "conmon" || comm.starts_with("containerd-shim")).then_some((ppid, comm))
 }
 
-fn check_new_config(old: &Container, new_spec: &oci_spec::runtime::Spec, opts: &Options) -> Result<(), UpgradeError> {
+fn check_new_config(_old: &Container, new_spec: &oci_spec::runtime::Spec, opts: &Options) -> Result<(), UpgradeError> {
     let err = |reason: String| UpgradeError::Precondition { id: opts.id.clone(), reason };
     let new_linux = new_spec.linux().clone().unwrap_or_default();
     let new_net = new_linux.namespaces().clone().unwrap_or_default().into_iter().find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network);
@@ -275,13 +284,6 @@ fn check_new_config(old: &Container, new_spec: &oci_spec::runtime::Spec, opts: &
         }
         _ => {}
     }
-    let old_path = old.state.config.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-    if old_path.is_some() && old_path == new_linux.cgroups_path().clone() {
-        return Err(err(format!(
-            "the new bundle's linux.cgroupsPath {:?} is the running container's own; give the new container its own cgroup",
-            old_path.unwrap_or_default()
-        )));
-    }
     Ok(())
 }
 
@@ -291,7 +293,11 @@ fn forward(run: &mut Run) -> Result<(), (Step, String)> {
     run.step(Step::StopOld, stop_old)?;
     run.step(Step::HandOverVolumes, hand_over_volumes)?;
     run.step(Step::MoveNetwork, move_network)?;
-    run.step(Step::TransferId, |r| transfer_id(r.root, &r.rec, false).map(|_| ((), format!("{} is now the new container", r.rec.id))))?;
+    run.step(Step::TransferId, |r| {
+        let moved = move_cgroup_in(r.root, &r.rec)?;
+        transfer_id(r.root, &r.rec, false)?;
+        Ok(((), format!("{} is now the new container{moved}", r.rec.id)))
+    })?;
     run.step(Step::StartNew, start_new)?;
     run.step(Step::HealthGate, health_gate)?;
     run.step(Step::Commit, |r| commit(r.root, &r.rec).map(|_| ((), "old container removed".to_string())))?;
@@ -330,6 +336,7 @@ fn create_new(r: &mut Run) -> Result<((), String), String> {
             skip_net_setup: true,
             listen_fds,
             stdio: Some(stdio),
+            cgroup: r.rec.new_cgroup_temp.clone(),
         }),
         ..CreateOptions::default()
     };
@@ -440,6 +447,31 @@ fn move_network(r: &mut Run) -> Result<((), String), String> {
     new.save().map_err(|e| e.to_string())?;
     old.save().map_err(|e| e.to_string())?;
     Ok(((), note))
+}
+
+/// Step 5, first half: the new container takes the id's cgroup path. The old container's
+/// processes are all gone (stop-old), so when both versions use the same path its cgroup is
+/// removed first; its record forgets it before, so no later teardown of the old record can
+/// touch the new container's cgroup.
+fn move_cgroup_in(root: &Path, rec: &Record) -> Result<String, String> {
+    let (Some(temp), Some(fin)) = (&rec.new_cgroup_temp, &rec.new_cgroup) else { return Ok(String::new()) };
+    let mut old = Container::load(root, &rec.id).map_err(|e| e.to_string())?;
+    // The same path: the new record takes the old one's cgroup as it is, with the parents it
+    // made, so deleting the id later removes those too.
+    let mut target = fin.clone();
+    if old.state.cgroup.as_ref().is_some_and(|c| c.same_place(fin)) {
+        if let Some(cg) = old.state.cgroup.take() {
+            old.save().map_err(|e| e.to_string())?;
+            cg.remove_dirs().map_err(|e| format!("remove the old container's cgroup: {e}"))?;
+            target = cg;
+        }
+    }
+    let mut new = Container::load(root, &rec.next_id).map_err(|e| e.to_string())?;
+    let limits = crate::container::create::with_default_device_rules(&new.state.config.linux().clone().unwrap_or_default());
+    temp.move_to(&target, &limits).map_err(|e| format!("move the new container into the cgroup {}: {e}", fin.path()))?;
+    new.state.cgroup = Some(target);
+    new.save().map_err(|e| e.to_string())?;
+    Ok(format!(" in cgroup {}", fin.path()))
 }
 
 /// Step 5 (and its undo with `back`): the id names the new container; the old is kept aside.
@@ -558,6 +590,10 @@ fn commit(root: &Path, rec: &Record) -> Result<(), String> {
         old.state.net = None;
         crate::container::delete::teardown(&mut old, false);
     }
+    // Nothing of the upgrade stays: transfer-id moved the new container out of this one.
+    if let Some(tmp) = &rec.new_cgroup_temp {
+        tmp.remove_dirs().map_err(|e| format!("remove the cgroup the new container was built in: {e}"))?;
+    }
     unpin_all(rec);
     journal::remove(root, &rec.id);
     Ok(())
@@ -569,8 +605,9 @@ fn unpin_all(rec: &Record) {
     }
 }
 
-/// Undo: the old version runs again under the id, with the same volumes and network identity.
-/// Works from any point of the journal (after a failure, or with --resume after a crash).
+/// Undo: the old version runs again under the id, with the same volumes, network identity and
+/// cgroup path. Works from any point of the journal (after a failure, or with --resume after a
+/// crash). If it cannot, it says so (Err) and keeps the journal.
 fn rollback(run: &mut Run) -> Result<(), String> {
     let root = run.root;
     run.rec.entries.push(Entry { step: Step::Rollback, done: false, at: crate::logging::now_rfc3339(), millis: None, note: None });
@@ -607,17 +644,21 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         stale.state.net = None;
         crate::container::delete::teardown(&mut stale, false);
     }
+    // Built beside the id's cgroup path, moved into it once the failed container is gone.
+    let suffix = rec.next_id.strip_prefix(rec.id.as_str()).unwrap_or(".next");
+    let restore_cgroup = rec.old_cgroup.as_ref().map(|c| c.beside(&format!("{suffix}.restore")));
     let (listen_fds, stdio) = run.held.prep(|e| hands_over(rec.network, e))?;
     let co = CreateOptions {
         id: restore_id.clone(),
         bundle: rec.old_bundle.clone(),
-        systemd_cgroup: run.opts.systemd_cgroup,
+        systemd_cgroup: rec.systemd_cgroup.unwrap_or(run.opts.systemd_cgroup),
         upgrade: Some(UpgradePrep {
             defer_volumes: true,
             join_netns: (rec.network == NetworkMode::Keep).then(|| rec.old_netns_pin.clone()).flatten(),
             skip_net_setup: true,
             listen_fds,
             stdio: Some(stdio),
+            cgroup: restore_cgroup.clone(),
         }),
         ..CreateOptions::default()
     };
@@ -664,6 +705,17 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         f.state.net = None;
         crate::container::delete::teardown(&mut f, false);
     }
+    if let (Some(tmp), Some(orig)) = (&restore_cgroup, &rec.old_cgroup) {
+        // What a crash may have left of the new container's cgroups (its record named one of
+        // them only); the id's own path is emptied by the move below.
+        for left in [&rec.new_cgroup_temp, &rec.new_cgroup].into_iter().flatten().filter(|c| !c.same_place(orig)) {
+            left.remove_dirs().map_err(|e| format!("remove the failed version's cgroup: {e}"))?;
+        }
+        let limits = crate::container::create::with_default_device_rules(&restored.state.config.linux().clone().unwrap_or_default());
+        tmp.move_to(orig, &limits).map_err(|e| format!("move the old version back into the cgroup {}: {e}", orig.path()))?;
+        restored.state.cgroup = Some(orig.clone());
+        restored.save().map_err(|e| e.to_string())?;
+    }
     rename_container(root, &restore_id, &rec.id)?;
     let mut back = Container::load(root, &rec.id).map_err(|e| e.to_string())?;
     back.start().map_err(|e| format!("start the old version again: {e}"))?;
@@ -698,7 +750,8 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
         health_timeout: Duration::from_secs(10),
         rollback: true,
         dry_run: false,
-        systemd_cgroup,
+        // Journals written before the flag was recorded fall back to this command's.
+        systemd_cgroup: rec.systemd_cgroup.unwrap_or(systemd_cgroup),
     };
     let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None, held: Default::default() };
     rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false })?;
@@ -722,6 +775,12 @@ pub fn abandon(root: &Path, id: &str) -> Result<(), UpgradeError> {
             c.state.net = None;
             crate::container::delete::teardown(&mut c, false);
         }
+    }
+    // The cgroups the new and the restored container were built in, if a crash left them there.
+    let suffix = rec.next_id.strip_prefix(rec.id.as_str()).unwrap_or(".next");
+    let restore = rec.old_cgroup.as_ref().map(|c| c.beside(&format!("{suffix}.restore")));
+    for left in [&rec.new_cgroup_temp, &restore].into_iter().flatten() {
+        let _ = left.remove_dirs();
     }
     unpin_all(&rec);
     journal::remove(root, id);

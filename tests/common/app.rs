@@ -136,7 +136,15 @@ impl Setup {
 
     /// v1 running as `id` with the given volume mount on the given host.
     pub fn start_with(id: &str, net: HostNet, volume: serde_json::Value, img_dir: PathBuf) -> Setup {
-        Setup::start_full(id, net, volume, img_dir, None)
+        Setup::start_full(id, net, volume, img_dir, None, &[], &|_| {})
+    }
+
+    /// v1 as `start`, its bundle changed by `edit` and `molt run` given the global flags `global`.
+    pub fn start_v1(id: &str, global: &[&str], edit: &dyn Fn(&mut Bundle)) -> Setup {
+        let img_dir = std::env::temp_dir().join(unique("molt-vol"));
+        std::fs::create_dir_all(&img_dir).unwrap();
+        let img = make_volume(&img_dir);
+        Setup::start_full(id, HostNet::new(), loop_volume(&img), img_dir, None, global, edit)
     }
 
     /// v1 as `start`, every version with molt's listening sockets (`io.molt.listen`).
@@ -144,10 +152,18 @@ impl Setup {
         let img_dir = std::env::temp_dir().join(unique("molt-vol"));
         std::fs::create_dir_all(&img_dir).unwrap();
         let img = make_volume(&img_dir);
-        Setup::start_full(id, HostNet::new(), loop_volume(&img), img_dir, Some(listen.to_string()))
+        Setup::start_full(id, HostNet::new(), loop_volume(&img), img_dir, Some(listen.to_string()), &[], &|_| {})
     }
 
-    fn start_full(id: &str, net: HostNet, volume: serde_json::Value, img_dir: PathBuf, listen: Option<String>) -> Setup {
+    fn start_full(
+        id: &str,
+        net: HostNet,
+        volume: serde_json::Value,
+        img_dir: PathBuf,
+        listen: Option<String>,
+        global: &[&str],
+        edit: &dyn Fn(&mut Bundle),
+    ) -> Setup {
         let root = Root::new();
         let env = vec![format!("APP_DATA=/data/{}.log", unique(id))];
         let envs: Vec<&str> = env.iter().map(String::as_str).collect();
@@ -155,8 +171,11 @@ impl Setup {
         if let Some(l) = &listen {
             v1.config["annotations"]["io.molt.listen"] = serde_json::json!(l);
         }
+        edit(&mut v1);
         let dir = v1.write();
-        let out = net.molt(&root, &["run", "--detach", "--bundle", &dir, id]);
+        let mut args = global.to_vec();
+        args.extend_from_slice(&["run", "--detach", "--bundle", &dir, id]);
+        let out = net.molt(&root, &args);
         assert!(out.status.success(), "run v1: {}", stderr_of(&out));
         // The bridge exists now (molt made it); give the test host an address on it.
         net.ip(&["addr", "add", &format!("{GW}/24"), "dev", &net.bridge]);
@@ -180,6 +199,30 @@ impl Setup {
         let mut all = vec!["upgrade", self.id.as_str()];
         all.extend_from_slice(args);
         self.net.molt(&self.root, &all)
+    }
+
+    /// `molt GLOBAL... upgrade ID ARGS...` with MOLT_TEST_CRASH_AT=`crash_at`; asserts it died there.
+    pub fn crashed_upgrade(&self, global: &[&str], args: &[&str], crash_at: &str) {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.net.path.display()))
+            .arg(molt_bin())
+            .args(["--root", self.root.path.to_str().unwrap()])
+            .args(global)
+            .args(["upgrade", &self.id])
+            .args(args)
+            .env("MOLT_TEST_CRASH_AT", crash_at);
+        let out = run_to_files(&mut cmd);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(9), "did not crash at {crash_at}: {}", stderr_of(&out));
+    }
+
+    /// v1 answers again under the id, alone, with the record the test appended.
+    pub fn assert_v1_back(&self) {
+        assert_eq!(self.root.state(&self.id)["status"], "running");
+        assert!(self.answers());
+        assert_eq!(self.version(), "version=1.0.0 hostname=app-one");
+        assert_eq!(self.ask("COUNT"), "1");
+        assert_eq!(self.ids(), vec![self.id.clone()]);
     }
 
     pub fn answers(&self) -> bool {
@@ -446,11 +489,19 @@ pub fn scenario_failed_health_rolls_back(s: &Setup) {
 }
 
 /// molt killed at every step, before and after it: `--resume` or the next command settles it.
+/// /proc/PID/cgroup of the container's init: its path in every hierarchy.
+pub fn cgroup_of(root: &Root, id: &str) -> String {
+    let pid = root.state(id)["pid"].as_i64().unwrap();
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap()
+}
+
 pub fn scenario_crash_at_every_step(s: &Setup) {
     let id = s.id.as_str();
     assert!(s.ask("APPEND kept").starts_with("OK"));
     let v2 = s.bundle("2.0.0", "app-two", &[]);
     let dir = v2.write();
+    let cgroup_before = cgroup_of(&s.root, id);
+    assert!(cgroup_before.contains(&format!(":/molt/{id}\n")), "{cgroup_before}");
     let steps = ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"];
     let mut expect_version = "1.0.0";
     for step in steps {
@@ -493,6 +544,10 @@ pub fn scenario_crash_at_every_step(s: &Setup) {
             assert_eq!(s.version(), format!("version={expect_version} hostname=app-one"), "after {step}:{when}");
             assert_eq!(s.ask("COUNT"), "1", "records after {step}:{when}");
             assert!(!journal.exists());
+            // The id keeps its cgroup path and nothing of the upgrade is left in any hierarchy.
+            assert_eq!(cgroup_of(&s.root, id), cgroup_before, "cgroup after {step}:{when}");
+            let left = cgroups_named(&format!("{id}.next"));
+            assert!(left.is_empty(), "cgroups left after {step}:{when}: {left:?}");
         }
     }
 }
