@@ -381,3 +381,25 @@ fn the_id_keeps_its_cgroup_path_across_an_upgrade_and_a_resumed_rollback() {
     s.root.ok(&["delete", "--force", "cgp"]);
     assert!(cgroups_named("molttest.slice").is_empty(), "{:?}", cgroups_named("molttest.slice"));
 }
+
+/// A volume only v2 declares is attached at hand-over; the rollback must detach it again.
+#[test]
+fn a_rollback_releases_a_volume_only_the_new_version_declared() {
+    require_root!();
+    let s = Setup::start("nvl");
+    let extra_dir = s.img_dir.join("extra");
+    std::fs::create_dir_all(&extra_dir).unwrap();
+    let extra = make_volume(&extra_dir);
+    let mut v2 = s.bundle("2.0.0", "app-two", &["APP_FAIL=1"]);
+    let mut m = loop_volume(&extra);
+    m["destination"] = serde_json::json!("/extra");
+    v2.config["mounts"].as_array_mut().unwrap().push(m);
+    let dir = v2.write();
+    let out = s.upgrade(&["--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("rolled back"), "{}", stderr_of(&out));
+    let vols: serde_json::Value = serde_json::from_str(&s.root.ok(&["volume", "list", "--format", "json"])).unwrap();
+    assert_eq!(vols.as_array().map(Vec::len), Some(1), "only v1's volume stays attached: {vols}");
+    assert!(s.answers());
+    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+}

@@ -633,6 +633,7 @@ fn rollback(run: &mut Run) -> Result<(), String> {
             f.state.net = None;
             crate::container::delete::teardown(&mut f, false);
         }
+        release_new_only_volumes(root, &rec, &old.state.volumes)?;
         unpin_all(&rec);
         journal::remove(root, &rec.id);
         return Ok(());
@@ -678,7 +679,7 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         handover::attach_volume(restored.state.pid, &staging, m.destination(), &v.bind_options)?;
         keys.push(v.key);
     }
-    restored.state.volumes = keys;
+    restored.state.volumes = keys.clone();
     if rec.network == NetworkMode::Move && !rec.links.is_empty() {
         let to = crate::init::ns_path(restored.state.pid, "net");
         // Wherever the links are now: a restore container of an interrupted rollback (newest
@@ -705,6 +706,7 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         f.state.net = None;
         crate::container::delete::teardown(&mut f, false);
     }
+    release_new_only_volumes(root, &rec, &keys)?;
     if let (Some(tmp), Some(orig)) = (&restore_cgroup, &rec.old_cgroup) {
         // What a crash may have left of the new container's cgroups (its record named one of
         // them only); the id's own path is emptied by the move below.
@@ -721,6 +723,21 @@ fn rollback(run: &mut Run) -> Result<(), String> {
     back.start().map_err(|e| format!("start the old version again: {e}"))?;
     unpin_all(&rec);
     journal::remove(root, &rec.id);
+    Ok(())
+}
+
+/// Volumes only the new version declared were attached for the id at hand-over: a rollback
+/// releases those the old version (`kept`) does not use. Read from the new bundle, not from the
+/// failed container's record, which a crash may not have reached.
+fn release_new_only_volumes(root: &Path, rec: &Record, kept: &[String]) -> Result<(), String> {
+    let Ok(spec) = load_spec(&rec.new_bundle) else { return Ok(()) };
+    let registry = crate::volume::Registry::new(root);
+    for m in spec.mounts().clone().unwrap_or_default() {
+        let Ok(Some(v)) = crate::volume::from_mount(&m) else { continue };
+        if !kept.contains(&v.key) && !rec.volumes.contains(&v.key) {
+            registry.release(&v.key, &rec.id).map_err(|e| format!("release volume {} of the new version: {e}", v.key))?;
+        }
+    }
     Ok(())
 }
 
