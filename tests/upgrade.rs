@@ -382,6 +382,22 @@ fn the_id_keeps_its_cgroup_path_across_an_upgrade_and_a_resumed_rollback() {
     assert!(cgroups_named("molttest.slice").is_empty(), "{:?}", cgroups_named("molttest.slice"));
 }
 
+/// A crash of `molt upgrade` right after the stop signal reached the old app (which takes 1.5 s
+/// to exit): `--resume` must not take the still-running old app for one that never stopped.
+#[test]
+fn a_crash_after_the_stop_signal_is_rolled_back_to_a_running_old_version() {
+    require_root!();
+    let s = Setup::start_slow_exit("sks", 1500);
+    let v2 = s.bundle("2.0.0", "app-two", &[]);
+    let dir = v2.write();
+    s.crashed_upgrade(&[], &["--bundle", &dir], "stop-old:signalled");
+    let out = s.net.molt(&s.root, &["upgrade", "--resume", "sks"]);
+    assert!(out.status.success() && stdout_of(&out).contains("rolled back"), "{}", stderr_of(&out));
+    // Past the moment the signalled old process exits: the old version runs all the same.
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    s.assert_v1_back();
+}
+
 /// A volume only v2 declares is attached at hand-over; the rollback must detach it again.
 #[test]
 fn a_rollback_releases_a_volume_only_the_new_version_declared() {

@@ -93,6 +93,10 @@ pub struct Record {
     /// old version again with the driver it was made with, whatever flags that command has.
     #[serde(default)]
     pub systemd_cgroup: Option<bool>,
+    /// The upgrade's --stop-timeout: how long a rollback waits for an old process that got its
+    /// stop signal to exit before taking it for one that outlived it.
+    #[serde(default)]
+    pub stop_timeout_ms: Option<u64>,
     /// The id's cgroup as the old container had it, before the upgrade.
     #[serde(default)]
     pub old_cgroup: Option<crate::cgroups::Cgroup>,

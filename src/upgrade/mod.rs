@@ -232,6 +232,7 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         links: vec![],
         volumes: old.state.volumes.clone(),
         systemd_cgroup: Some(opts.systemd_cgroup),
+        stop_timeout_ms: Some(opts.stop_timeout.as_millis() as u64),
         old_cgroup: old.state.cgroup.clone(),
         new_cgroup: Some(new_cgroup),
         new_cgroup_temp: Some(new_cgroup_temp),
@@ -383,6 +384,7 @@ pub fn stop_container(c: &Container, signal: i32, timeout: Duration) -> Result<S
         return Ok("already stopped".into());
     }
     let _ = c.kill(signal, false);
+    journal::maybe_crash(Step::StopOld, "signalled");
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline && c.status() != Status::Stopped {
         std::thread::sleep(Duration::from_millis(5));
@@ -626,8 +628,20 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         let _ = crate::container::delete::stop_all(f, Duration::from_secs(10));
     }
     let mut old = Container::load(root, &rec.id).map_err(|e| format!("the old container's record is gone: {e}"))?;
-    if old.status() == Status::Running {
-        // The old container never stopped: its links and volumes never left it.
+    // Once stop-old began, the old process may have its stop signal (a crash or an interrupt can
+    // come right after it): it is given its stop timeout to exit, then rebuilt like a stopped one.
+    if old.status() != Status::Stopped && rec.started(Step::StopOld) {
+        // Its listening sockets, taken while it still has them, go to the rebuilt old version.
+        run.held.take_from(&old, &eps);
+        let timeout = rec.stop_timeout_ms.map(Duration::from_millis).unwrap_or(run.opts.stop_timeout);
+        let deadline = Instant::now() + timeout;
+        while old.status() != Status::Stopped && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if old.status() != Status::Stopped {
+        // The old container never stopped (or outlived its stop signal): its links and volumes
+        // never left it.
         if let Some(mut f) = failed {
             f.state.volumes.clear();
             f.state.net = None;
@@ -637,6 +651,10 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         unpin_all(&rec);
         journal::remove(root, &rec.id);
         return Ok(());
+    }
+    // Every process of the old container is gone before its volumes are attached again.
+    if !crate::container::delete::stop_all(&old, Duration::from_secs(10)) {
+        return Err(format!("processes of {} still alive after SIGKILL", old.state.id));
     }
     // 3. The old container stopped: build it again from its bundle and give everything back.
     let restore_id = format!("{}.restore", rec.next_id);
@@ -762,7 +780,7 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
         new_bundle: rec.new_bundle.clone(),
         network: rec.network,
         stop_signal: libc::SIGTERM,
-        stop_timeout: Duration::from_secs(10),
+        stop_timeout: rec.stop_timeout_ms.map(Duration::from_millis).unwrap_or(Duration::from_secs(10)),
         health: Health::None,
         health_timeout: Duration::from_secs(10),
         rollback: true,

@@ -155,6 +155,15 @@ impl Setup {
         Setup::start_full(id, HostNet::new(), loop_volume(&img), img_dir, Some(listen.to_string()), &[], &|_| {})
     }
 
+    /// v1 as `start`, taking `ms` from its stop signal to its exit (APP_STOP_DELAY_MS), with one
+    /// record appended.
+    pub fn start_slow_exit(id: &str, ms: u64) -> Setup {
+        let env = serde_json::json!(format!("APP_STOP_DELAY_MS={ms}"));
+        let s = Setup::start_v1(id, &[], &|b| b.config["process"]["env"].as_array_mut().unwrap().push(env.clone()));
+        assert!(s.ask("APPEND kept").starts_with("OK"));
+        s
+    }
+
     fn start_full(
         id: &str,
         net: HostNet,
