@@ -419,3 +419,37 @@ fn a_rollback_releases_a_volume_only_the_new_version_declared() {
     assert!(s.answers());
     assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
 }
+
+/// Ctrl-C while `molt upgrade` waits for the old app to stop (it takes 2.5 s after its stop
+/// signal): the upgrade rolls back, says so, and exits 130; the old version runs again.
+#[test]
+fn sigint_during_the_stop_timeout_rolls_back_and_exits_130() {
+    require_root!();
+    let s = Setup::start_slow_exit("sgi", 2500);
+    let v2 = s.bundle("2.0.0", "app-two", &[]);
+    let dir = v2.write();
+    let out_file = s.root.path.with_extension("upgrade-out");
+    let err_file = s.root.path.with_extension("upgrade-err");
+    // nsenter without --fork execs molt: the child's pid is molt's.
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", s.net.path.display()))
+        .arg(molt_bin())
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "sgi", "--bundle", &dir])
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    let journal = s.root.path.join(".upgrade-sgi.json");
+    let stopping = wait_until(30, || std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("stop-old")));
+    // SAFETY: kill(2) of the child we just spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_file);
+    let _ = std::fs::remove_file(&err_file);
+    assert!(stopping, "the upgrade never reached stop-old: {err}");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted by SIGINT") && err.contains("rolled back"), "{err}");
+    assert!(!journal.exists());
+    s.assert_v1_back();
+}

@@ -94,7 +94,27 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
         return Ok(0);
     }
     let opts = options(ctx, &a)?;
+    if !a.dry_run {
+        upgrade::catch_interrupts().map_err(|e| format!("install the SIGINT/SIGTERM handler: {e}"))?;
+    }
     let res = upgrade::upgrade(&ctx.root, &opts);
+    if let Some(sig) = upgrade::interrupted_by() {
+        // The interrupted upgrade was rolled back (the error says so), or its commit had begun
+        // and was finished: either way the user asked to stop, and the exit status says so.
+        match &res {
+            Ok(r) => {
+                let text = if a.format == "json" { format!("{}\n", serde_json::to_string_pretty(r)?) } else { print_text(r) };
+                std::io::stdout().write_all(text.as_bytes())?;
+                crate::logging::error(&format!(
+                    "upgrade of {}: interrupted by {} during the commit, which was finished: the new version runs",
+                    a.id,
+                    upgrade::signal_name(sig)
+                ));
+            }
+            Err(e) => crate::logging::error(&e.to_string()),
+        }
+        return Ok(128 + sig);
+    }
     let report = match res {
         Ok(r) => r,
         Err(UpgradeError::Refused { id, decision }) if a.format == "json" || a.dry_run => {

@@ -8,6 +8,7 @@ pub mod handover;
 pub mod journal;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -133,6 +134,43 @@ pub fn decide(root: &Path, id: &str, new_bundle: &Path) -> Result<(Container, oc
     Ok((old, new_spec, decision))
 }
 
+/// The SIGINT or SIGTERM that reached `molt upgrade` (0: none). The handler only notes it; the
+/// upgrade acts on it at its next step or wait, where it can still roll back cleanly.
+static INTERRUPT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn note_interrupt(sig: libc::c_int) {
+    let _ = INTERRUPT.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// From now on SIGINT and SIGTERM interrupt the upgrade instead of killing molt: it rolls back
+/// (or finishes a commit that had begun) and the command exits 128 + the signal.
+pub fn catch_interrupts() -> Result<(), nix::Error> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    // SA_RESTART: a system call the signal lands in goes on; the flag is read between steps.
+    let act = SigAction::new(SigHandler::Handler(note_interrupt), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &act) }?;
+    }
+    Ok(())
+}
+
+/// The signal that interrupted this upgrade, if one did.
+pub fn interrupted_by() -> Option<i32> {
+    Some(INTERRUPT.load(Ordering::SeqCst)).filter(|s| *s != 0)
+}
+
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+fn check_interrupt() -> Result<(), String> {
+    match interrupted_by() {
+        Some(sig) => Err(format!("interrupted by {}", signal_name(sig))),
+        None => Ok(()),
+    }
+}
+
 fn pins_dir(root: &Path) -> PathBuf {
     root.join(".pins")
 }
@@ -150,6 +188,8 @@ struct Run<'a> {
 impl Run<'_> {
     /// Journal the start, run, journal the end: the shape every step has.
     fn step<T>(&mut self, step: Step, f: impl FnOnce(&mut Self) -> Result<(T, String), String>) -> Result<T, (Step, String)> {
+        // An interrupt before a step rolls back; one during the commit lets it finish.
+        check_interrupt().map_err(|e| (step, e))?;
         self.rec.entries.push(Entry { step, done: false, at: crate::logging::now_rfc3339(), millis: None, note: None });
         journal::save(self.root, &self.rec).map_err(|e| (step, e.to_string()))?;
         journal::maybe_crash(step, "before");
@@ -387,6 +427,7 @@ pub fn stop_container(c: &Container, signal: i32, timeout: Duration) -> Result<S
     journal::maybe_crash(Step::StopOld, "signalled");
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline && c.status() != Status::Stopped {
+        check_interrupt()?;
         std::thread::sleep(Duration::from_millis(5));
     }
     let graceful = c.status() == Status::Stopped;
@@ -521,13 +562,18 @@ fn health_gate(r: &mut Run) -> Result<((), String), String> {
             "no gate; the process is running".to_string()
         }
         Health::Running(d) => {
-            std::thread::sleep(*d);
+            let until = Instant::now() + *d;
+            while Instant::now() < until {
+                check_interrupt()?;
+                std::thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())));
+            }
             if !alive(&new) {
                 return Err(format!("the new application did not stay up for {}ms", d.as_millis()));
             }
             format!("still running after {}ms", d.as_millis())
         }
         Health::Tcp(port) => loop {
+            check_interrupt()?;
             match handover::tcp_probe(new.state.pid, *port).and_then(|()| app_accepts(&new, *port, deadline)) {
                 Ok(note) => break note,
                 Err(e) if Instant::now() >= deadline || !alive(&new) => return Err(format!("health gate tcp:{port}: {e}")),
@@ -535,6 +581,7 @@ fn health_gate(r: &mut Run) -> Result<((), String), String> {
             }
         },
         Health::Exec(args) => loop {
+            check_interrupt()?;
             let res = exec_probe(&new, args);
             match res {
                 Ok(()) => break format!("`{}` exited 0", args.join(" ")),
