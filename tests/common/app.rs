@@ -381,6 +381,7 @@ pub fn scenario_upgrade_keeps_identity_and_records(s: &Setup) {
     assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
     let mac_before = s.mac(id);
     let old_pid = s.root.state(id)["pid"].as_i64().unwrap();
+    let cgroup_before = cgroup_of(&s.root, id);
 
     // A writer keeps appending through the upgrade; it remembers what was acknowledged.
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -416,6 +417,10 @@ pub fn scenario_upgrade_keeps_identity_and_records(s: &Setup) {
     assert!(out.status.success(), "upgrade: {}\n{}", stderr_of(&out), stdout_of(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("json report");
     assert_eq!(report["outcome"], "upgraded");
+    // The id's cgroup is the same directory, and the upgrade left no other (engines and
+    // monitoring read it by the id).
+    assert_eq!(cgroup_of(&s.root, id), cgroup_before);
+    assert!(cgroups_named(&format!("{id}.next")).is_empty(), "{:?}", cgroups_named(&format!("{id}.next")));
     let steps: Vec<&str> = report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(steps, ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"]);
     assert!(report["unavailable_ms"].as_u64().is_some());
