@@ -364,7 +364,7 @@ fn the_id_keeps_its_cgroup_path_across_an_upgrade_and_a_resumed_rollback() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
     assert_eq!(cgroup_of(&s.root, "cgp"), before, "the new init is in the id's cgroup");
-    assert!(cgroups_named("scope.next").is_empty(), "{:?}", cgroups_named("scope.next"));
+    assert!(cgroups_named("molt-cgp.scope.next").is_empty(), "{:?}", cgroups_named("molt-cgp.scope.next"));
     assert!(!s.root.path.join(".upgrade-cgp.json").exists(), "a committed upgrade leaves no journal");
 
     let mut v3 = s.bundle("3.0.0", "app-three", &[]);
@@ -375,7 +375,7 @@ fn the_id_keeps_its_cgroup_path_across_an_upgrade_and_a_resumed_rollback() {
     assert!(out.status.success() && stdout_of(&out).contains("rolled back"), "{}", stderr_of(&out));
     assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
     assert_eq!(cgroup_of(&s.root, "cgp"), before, "the restored init is in the id's cgroup");
-    assert!(cgroups_named("scope.next").is_empty(), "{:?}", cgroups_named("scope.next"));
+    assert!(cgroups_named("molt-cgp.scope.next").is_empty(), "{:?}", cgroups_named("molt-cgp.scope.next"));
     assert_eq!(s.ids(), vec!["cgp".to_string()]);
     // The slice v1 made goes with the id, as it would have without the upgrades.
     s.root.ok(&["delete", "--force", "cgp"]);
@@ -434,7 +434,7 @@ fn sigint_during_the_stop_timeout_rolls_back_and_exits_130() {
     let mut child = std::process::Command::new("nsenter")
         .arg(format!("--net={}", s.net.path.display()))
         .arg(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "sgi", "--bundle", &dir])
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "sgi", "--bundle", &dir, "--format", "json"])
         .stdout(std::fs::File::create(&out_file).unwrap())
         .stderr(std::fs::File::create(&err_file).unwrap())
         .spawn()
@@ -445,11 +445,13 @@ fn sigint_during_the_stop_timeout_rolls_back_and_exits_130() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+    let doc = std::fs::read_to_string(&out_file).unwrap_or_default();
     let _ = std::fs::remove_file(&out_file);
     let _ = std::fs::remove_file(&err_file);
     assert!(stopping, "the upgrade never reached stop-old: {err}");
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted by SIGINT") && err.contains("rolled back"), "{err}");
+    assert!(doc.contains("\"outcome\": \"rolled-back\""), "one JSON document all the same: {doc}");
     assert!(!journal.exists());
     s.assert_v1_back();
 }

@@ -98,23 +98,6 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
         upgrade::catch_interrupts().map_err(|e| format!("install the SIGINT/SIGTERM handler: {e}"))?;
     }
     let res = upgrade::upgrade(&ctx.root, &opts);
-    if let Some(sig) = upgrade::interrupted_by() {
-        // The interrupted upgrade was rolled back (the error says so), or its commit had begun
-        // and was finished: either way the user asked to stop, and the exit status says so.
-        match &res {
-            Ok(r) => {
-                let text = if a.format == "json" { format!("{}\n", serde_json::to_string_pretty(r)?) } else { print_text(r) };
-                std::io::stdout().write_all(text.as_bytes())?;
-                crate::logging::error(&format!(
-                    "upgrade of {}: interrupted by {} during the commit, which was finished: the new version runs",
-                    a.id,
-                    upgrade::signal_name(sig)
-                ));
-            }
-            Err(e) => crate::logging::error(&e.to_string()),
-        }
-        return Ok(128 + sig);
-    }
     let report = match res {
         Ok(r) => r,
         Err(UpgradeError::Refused { id, decision }) if a.format == "json" || a.dry_run => {
@@ -133,10 +116,25 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
                 let doc = serde_json::json!({"id": a.id, "outcome": outcome, "error": e.to_string()});
                 std::io::stdout().write_all(format!("{}\n", serde_json::to_string_pretty(&doc)?).as_bytes())?;
             }
+            // Interrupted: the error says it was rolled back (or why not); the status says why.
+            if let Some(sig) = upgrade::interrupted_by() {
+                crate::logging::error(&e.to_string());
+                return Ok(128 + sig);
+            }
             return Err(e.into());
         }
     };
     let text = if a.format == "json" { format!("{}\n", serde_json::to_string_pretty(&report)?) } else { print_text(&report) };
     std::io::stdout().write_all(text.as_bytes())?;
+    if let Some(sig) = upgrade::interrupted_by() {
+        // The signal came once the commit had begun, which was finished: the user asked to stop
+        // and is told what happened instead.
+        crate::logging::error(&format!(
+            "upgrade of {}: interrupted by {} during the commit, which was finished: the new version runs",
+            a.id,
+            upgrade::signal_name(sig)
+        ));
+        return Ok(128 + sig);
+    }
     Ok(0)
 }

@@ -420,7 +420,10 @@ pub fn scenario_upgrade_keeps_identity_and_records(s: &Setup) {
     // The id's cgroup is the same directory, and the upgrade left no other (engines and
     // monitoring read it by the id).
     assert_eq!(cgroup_of(&s.root, id), cgroup_before);
-    assert!(cgroups_named(&format!("{id}.next")).is_empty(), "{:?}", cgroups_named(&format!("{id}.next")));
+    // Named by this upgrade's stamp: other checkouts on the machine may run the same test ids.
+    let next = report["steps"][0]["note"].as_str().and_then(|n| n.split_whitespace().next()).unwrap_or_default().to_string();
+    assert!(next.starts_with(&format!("{id}.next-")), "{report}");
+    assert!(cgroups_named(&next).is_empty(), "{:?}", cgroups_named(&next));
     let steps: Vec<&str> = report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(steps, ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"]);
     assert!(report["unavailable_ms"].as_u64().is_some());
@@ -534,7 +537,14 @@ pub fn scenario_crash_at_every_step(s: &Setup) {
             // Settled by `upgrade --resume`, or by the next command that acts on the container;
             // a query (state, list) reports it and changes nothing.
             let journal = s.root.path.join(format!(".upgrade-{id}.json"));
-            if when == "after" && journal.exists() {
+            let interrupted = journal.exists();
+            // This upgrade's stamp names every cgroup it makes (other checkouts on the machine
+            // may run the same test ids at the same time).
+            let next = std::fs::read(&journal)
+                .ok()
+                .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
+                .and_then(|j| j["next_id"].as_str().map(String::from));
+            if when == "after" && interrupted {
                 let st = s.net.molt(&s.root, &["state", id]);
                 assert!(st.status.success(), "state after {step}:{when}: {}", stderr_of(&st));
                 assert!(stderr_of(&st).contains("interrupted"), "state names the interrupted upgrade: {}", stderr_of(&st));
@@ -549,6 +559,9 @@ pub fn scenario_crash_at_every_step(s: &Setup) {
             let want = if step == "commit" { "committed" } else { "rolled back" };
             if when == "before" {
                 assert!(outcome.contains(want), "{step}:{when}: {outcome}");
+            } else if interrupted {
+                // The command that settled it says so.
+                assert!(stderr_of(&out).contains(&format!("an interrupted upgrade was found and {want}")), "{step}:{when}: {}", stderr_of(&out));
             }
             if step == "commit" {
                 expect_version = "2.0.0";
@@ -560,8 +573,10 @@ pub fn scenario_crash_at_every_step(s: &Setup) {
             assert!(!journal.exists());
             // The id keeps its cgroup path and nothing of the upgrade is left in any hierarchy.
             assert_eq!(cgroup_of(&s.root, id), cgroup_before, "cgroup after {step}:{when}");
-            let left = cgroups_named(&format!("{id}.next"));
-            assert!(left.is_empty(), "cgroups left after {step}:{when}: {left:?}");
+            if let Some(next) = &next {
+                let left = cgroups_named(next);
+                assert!(left.is_empty(), "cgroups left after {step}:{when}: {left:?}");
+            }
         }
     }
 }
