@@ -147,8 +147,11 @@ fn delete_force_clears_an_upgrade_that_cannot_be_settled() {
     let out = s.net.molt(&s.root, &["state", "gone"]);
     assert!(stderr_of(&out).contains("interrupted"), "an unsettled upgrade is reported, not hidden: {}", stderr_of(&out));
     assert!(s.root.path.join(".upgrade-gone.json").exists(), "a query leaves it as it is");
+    let journal: serde_json::Value = serde_json::from_slice(&std::fs::read(s.root.path.join(".upgrade-gone.json")).unwrap()).unwrap();
+    let next = journal["next_id"].as_str().unwrap().to_string();
     let out = s.net.molt(&s.root, &["delete", "--force", "gone"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(cgroups_named(&next).is_empty(), "{:?}", cgroups_named(&next));
     assert!(s.ids().is_empty(), "{:?}", s.ids());
     assert_eq!(s.root.ok(&["volume", "list", "--format", "json"]).trim(), "[]");
     let pins = std::fs::read_dir(s.root.path.join(".pins")).map(|d| d.count()).unwrap_or(0);
