@@ -378,6 +378,8 @@ fn the_id_keeps_its_cgroup_path_across_an_upgrade_and_a_resumed_rollback() {
     assert!(out.status.success() && stdout_of(&out).contains("rolled back"), "{}", stderr_of(&out));
     assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
     assert_eq!(cgroup_of(&s.root, "cgp"), before, "the restored init is in the id's cgroup");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(s.root.path.join("cgp/state.json")).unwrap()).unwrap();
+    assert_eq!(state["use_systemd_cgroup"], true, "the restored container keeps the journaled driver");
     assert!(cgroups_named("molt-cgp.scope.next").is_empty(), "{:?}", cgroups_named("molt-cgp.scope.next"));
     assert_eq!(s.ids(), vec!["cgp".to_string()]);
     // The slice v1 made goes with the id, as it would have without the upgrades.
