@@ -191,9 +191,13 @@ fn delete_force_clears_an_upgrade_that_cannot_be_settled() {
     assert!(!out.status.success());
     assert!(stderr_of(&out).contains("re-create the old version"), "{}", stderr_of(&out));
     let out = s.net.molt(&s.root, &["state", "gone"]);
-    assert!(!out.status.success(), "an unsettled upgrade is reported, not hidden");
+    assert!(stderr_of(&out).contains("interrupted"), "an unsettled upgrade is reported, not hidden: {}", stderr_of(&out));
+    assert!(s.root.path.join(".upgrade-gone.json").exists(), "a query leaves it as it is");
+    let journal: serde_json::Value = serde_json::from_slice(&std::fs::read(s.root.path.join(".upgrade-gone.json")).unwrap()).unwrap();
+    let next = journal["next_id"].as_str().unwrap().to_string();
     let out = s.net.molt(&s.root, &["delete", "--force", "gone"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(cgroups_named(&next).is_empty(), "{:?}", cgroups_named(&next));
     assert!(s.ids().is_empty(), "{:?}", s.ids());
     assert_eq!(s.root.ok(&["volume", "list", "--format", "json"]).trim(), "[]");
     let pins = std::fs::read_dir(s.root.path.join(".pins")).map(|d| d.count()).unwrap_or(0);
@@ -389,4 +393,116 @@ fn scenario_move_under_load(s: Setup) {
     assert!(load.wait_answers("version=2.0.0", 20), "v2 under load: {:?}", load.tally());
     let t = load.stop();
     assert_eq!((t.timed_out, t.other.len(), t.lost_syn), (0, 0, 0), "{t:?}");
+}
+
+/// The id's cgroup is where engines and monitoring find the container: the same path after an
+/// upgrade, and after a crashed one that `--resume` rolled back, and a `linux.cgroupsPath` (here
+/// systemd's "slice:prefix:name") is honoured as given, by the old and the new version alike.
+/// The rollback, run without `--systemd-cgroup`, uses the driver the upgrade journaled.
+#[test]
+fn the_id_keeps_its_cgroup_path_across_an_upgrade_and_a_resumed_rollback() {
+    require_root!();
+    let with_path = |b: &mut Bundle| b.config["linux"]["cgroupsPath"] = serde_json::json!("molttest.slice:molt:cgp");
+    let s = Setup::start_v1("cgp", &["--systemd-cgroup"], &with_path);
+    let before = cgroup_of(&s.root, "cgp");
+    assert!(before.contains(":/molttest.slice/molt-cgp.scope\n"), "{before}");
+    let mut v2 = s.bundle("2.0.0", "app-two", &[]);
+    with_path(&mut v2);
+    let dir = v2.write();
+    let out = s.net.molt(&s.root, &["--systemd-cgroup", "upgrade", "cgp", "--bundle", &dir]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
+    assert_eq!(cgroup_of(&s.root, "cgp"), before, "the new init is in the id's cgroup");
+    assert!(cgroups_named("molt-cgp.scope.next").is_empty(), "{:?}", cgroups_named("molt-cgp.scope.next"));
+    assert!(!s.root.path.join(".upgrade-cgp.json").exists(), "a committed upgrade leaves no journal");
+
+    let mut v3 = s.bundle("3.0.0", "app-three", &[]);
+    with_path(&mut v3);
+    let dir = v3.write();
+    s.crashed_upgrade(&["--systemd-cgroup"], &["--bundle", &dir], "start-new:after");
+    let out = s.net.molt(&s.root, &["upgrade", "--resume", "cgp"]);
+    assert!(out.status.success() && stdout_of(&out).contains("rolled back"), "{}", stderr_of(&out));
+    assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
+    assert_eq!(cgroup_of(&s.root, "cgp"), before, "the restored init is in the id's cgroup");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(s.root.path.join("cgp/state.json")).unwrap()).unwrap();
+    assert_eq!(state["use_systemd_cgroup"], true, "the restored container keeps the journaled driver");
+    assert!(cgroups_named("molt-cgp.scope.next").is_empty(), "{:?}", cgroups_named("molt-cgp.scope.next"));
+    assert_eq!(s.ids(), vec!["cgp".to_string()]);
+    // The slice v1 made goes with the id, as it would have without the upgrades.
+    s.root.ok(&["delete", "--force", "cgp"]);
+    assert!(cgroups_named("molttest.slice").is_empty(), "{:?}", cgroups_named("molttest.slice"));
+}
+
+/// A crash of `molt upgrade` right after the stop signal reached the old app (which takes 1.5 s
+/// to exit): `--resume` must not take the still-running old app for one that never stopped.
+#[test]
+fn a_crash_after_the_stop_signal_is_rolled_back_to_a_running_old_version() {
+    require_root!();
+    let s = Setup::start_slow_exit("sks", 1500);
+    let v2 = s.bundle("2.0.0", "app-two", &[]);
+    let dir = v2.write();
+    s.crashed_upgrade(&[], &["--bundle", &dir], "stop-old:signalled");
+    let out = s.net.molt(&s.root, &["upgrade", "--resume", "sks"]);
+    assert!(out.status.success() && stdout_of(&out).contains("rolled back"), "{}", stderr_of(&out));
+    // Past the moment the signalled old process exits: the old version runs all the same.
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    s.assert_v1_back();
+}
+
+/// A volume only v2 declares is attached at hand-over; the rollback must detach it again.
+#[test]
+fn a_rollback_releases_a_volume_only_the_new_version_declared() {
+    require_root!();
+    let s = Setup::start("nvl");
+    let extra_dir = s.img_dir.join("extra");
+    std::fs::create_dir_all(&extra_dir).unwrap();
+    let extra = make_volume(&extra_dir);
+    let mut v2 = s.bundle("2.0.0", "app-two", &["APP_FAIL=1"]);
+    let mut m = loop_volume(&extra);
+    m["destination"] = serde_json::json!("/extra");
+    v2.config["mounts"].as_array_mut().unwrap().push(m);
+    let dir = v2.write();
+    let out = s.upgrade(&["--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("rolled back"), "{}", stderr_of(&out));
+    let vols: serde_json::Value = serde_json::from_str(&s.root.ok(&["volume", "list", "--format", "json"])).unwrap();
+    assert_eq!(vols.as_array().map(Vec::len), Some(1), "only v1's volume stays attached: {vols}");
+    assert!(s.answers());
+    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+}
+
+/// Ctrl-C while `molt upgrade` waits for the old app to stop (it takes 2.5 s after its stop
+/// signal): the upgrade rolls back, says so, and exits 130; the old version runs again.
+#[test]
+fn sigint_during_the_stop_timeout_rolls_back_and_exits_130() {
+    require_root!();
+    let s = Setup::start_slow_exit("sgi", 2500);
+    let v2 = s.bundle("2.0.0", "app-two", &[]);
+    let dir = v2.write();
+    let out_file = s.root.path.with_extension("upgrade-out");
+    let err_file = s.root.path.with_extension("upgrade-err");
+    // nsenter without --fork execs molt: the child's pid is molt's.
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", s.net.path.display()))
+        .arg(molt_bin())
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "sgi", "--bundle", &dir, "--format", "json"])
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    let journal = s.root.path.join(".upgrade-sgi.json");
+    let stopping = wait_until(30, || std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("stop-old")));
+    // SAFETY: kill(2) of the child we just spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+    let doc = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_file);
+    let _ = std::fs::remove_file(&err_file);
+    assert!(stopping, "the upgrade never reached stop-old: {err}");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted by SIGINT") && err.contains("rolled back"), "{err}");
+    assert!(doc.contains("\"outcome\": \"rolled-back\""), "one JSON document all the same: {doc}");
+    assert!(!journal.exists());
+    s.assert_v1_back();
 }

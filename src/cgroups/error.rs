@@ -21,6 +21,9 @@ pub enum CgroupError {
     #[error("cgroup: mkdir {path}: {errno}")]
     Mkdir { path: PathBuf, errno: Errno },
 
+    #[error("cgroup: rename {from} to {to}: {errno}")]
+    Rename { from: PathBuf, to: PathBuf, errno: Errno },
+
     #[error("cgroup: rmdir {path}: {errno}")]
     Rmdir { path: PathBuf, errno: Errno },
 

@@ -460,6 +460,77 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Whether both are the same directories (however each was resolved).
+    pub fn same_place(&self, other: &Cgroup) -> bool {
+        self.hierarchies.iter().map(|h| &h.dir).eq(other.hierarchies.iter().map(|h| &h.dir))
+    }
+
+    /// The cgroup of the same name plus `suffix`, beside this one in every hierarchy. The upgrade
+    /// builds a replacement there and moves it into this path once the old container is gone.
+    pub fn beside(&self, suffix: &str) -> Cgroup {
+        let mut c = self.clone();
+        c.path.push_str(suffix);
+        for h in &mut c.hierarchies {
+            let mut name = h.dir.file_name().unwrap_or_default().to_os_string();
+            name.push(suffix);
+            h.dir.set_file_name(name);
+        }
+        c
+    }
+
+    /// Moves this cgroup, with its processes and limits, to `to` (a cgroup `beside` it; what `to`
+    /// still holds is removed first, so its processes must be gone). On v1 the directory is
+    /// renamed: the processes, the limits and a cgroup namespace rooted there all move along. v2
+    /// has no rename: `to` is made, given `limits`, and the processes migrate (a cgroup
+    /// namespace of theirs keeps its old root). Repeatable after a crash: a hierarchy where the
+    /// move is done is skipped.
+    pub fn move_to(&self, to: &Cgroup, limits: &LinuxResources) -> Result<(), CgroupError> {
+        let mut migrated = false;
+        for (from, to_h) in self.hierarchies.iter().zip(&to.hierarchies) {
+            if !from.dir.exists() {
+                continue;
+            }
+            if to_h.dir.exists() {
+                fsio::remove_tree(&to_h.dir)?;
+            }
+            match from.version {
+                Version::V1 => std::fs::rename(&from.dir, &to_h.dir).map_err(|e| CgroupError::Rename {
+                    from: from.dir.clone(),
+                    to: to_h.dir.clone(),
+                    errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                })?,
+                Version::V2 => {
+                    mkdir_p(to_h)?;
+                    let delegated = fsio::read(&to_h.mount_point.join("cgroup.subtree_control"))?;
+                    enable_controllers(to_h, &delegated.split_whitespace().collect::<Vec<_>>())?;
+                    let procs = fsio::read(&from.dir.join("cgroup.procs"))?;
+                    for pid in procs.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                        match fsio::write(&to_h.dir.join("cgroup.procs"), pid, "move process") {
+                            // Exited meanwhile.
+                            Err(e) if e.errno() == Some(Errno::ESRCH) => {}
+                            other => other?,
+                        }
+                    }
+                    fsio::remove_tree(&from.dir)?;
+                    migrated = true;
+                }
+            }
+        }
+        if migrated {
+            to.apply(limits)?;
+        }
+        Ok(())
+    }
+
+    /// Removes this cgroup's own directories (empty of processes) but no ancestor: the upgrade
+    /// frees the id's path for the new container while the parent may hold it.
+    pub fn remove_dirs(&self) -> Result<(), CgroupError> {
+        for h in &self.hierarchies {
+            fsio::remove_tree(&h.dir)?;
+        }
+        Ok(())
+    }
+
     /// Removes the cgroup (and any child cgroups) in every hierarchy, then the ancestors it
     /// owns once they are empty. Missing directories are fine, so this can be repeated; all
     /// hierarchies are attempted and the first failure is returned.
@@ -663,6 +734,20 @@ mod tests {
         let e = Cgroup::resolve_on(&mounts(), &[], Some("pod/c1"), "c1", false)
             .expect_err("no own cgroup");
         assert!(e.to_string().contains("\"pod/c1\""), "{e}");
+    }
+
+    #[test]
+    fn beside_is_a_sibling_in_every_hierarchy() {
+        let cg = Cgroup::resolve_on(&mounts(), &own(), Some("machine.slice:libpod:c1"), "c1", true).expect("resolve");
+        let next = cg.beside(".next-7");
+        assert_eq!(next.path(), "/machine.slice/libpod-c1.scope.next-7");
+        assert_eq!(next.dir_for("memory"), Some(Path::new("/cg/memory/machine.slice/libpod-c1.scope.next-7")));
+        for (a, b) in cg.hierarchies().iter().zip(next.hierarchies()) {
+            assert_eq!(a.dir.parent(), b.dir.parent());
+            assert_eq!(a.owned_ancestors, b.owned_ancestors);
+        }
+        assert!(!next.same_place(&cg));
+        assert!(next.same_place(&Cgroup::resolve_on(&mounts(), &own(), Some("/machine.slice/libpod-c1.scope.next-7"), "x", false).expect("resolve")));
     }
 
     #[test]

@@ -368,3 +368,34 @@ fn docker_zero_values_change_nothing() {
     assert_eq!(snapshot(&cg), want, "update changed more than pids.max");
     assert_eq!(cg.pids().expect("pids"), vec![pid], "the process survived");
 }
+
+/// The upgrade's move: a cgroup with a process in it becomes the cgroup beside it, on every
+/// hierarchy of the host (renamed on v1, migrated on the unified v2), and leaves nothing behind.
+#[test]
+fn move_to_takes_the_process_along_and_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let target = Cgroup::resolve(Some(&format!("/{}", name("move"))), "x", false).expect("resolve");
+    let temp = target.beside(".next-1");
+    let mut g = Guard::new(temp.clone());
+    let mut gt = Guard::new(target.clone());
+    temp.create().expect("create");
+    let pid = g.spawn();
+    temp.add_process(pid).expect("add");
+    temp.move_to(&target, &LinuxResources::default()).expect("move");
+    for h in temp.hierarchies() {
+        assert!(!h.dir.exists(), "{} left behind", h.dir.display());
+    }
+    assert_eq!(target.pids().expect("pids"), vec![pid]);
+    let own = read(Path::new(&format!("/proc/{pid}/cgroup")));
+    for line in own.lines().filter(|l| l.contains(&name("move"))) {
+        assert!(line.ends_with(&format!("/{}", name("move"))), "{own}");
+    }
+    // Repeating it (a resumed upgrade) changes nothing.
+    temp.move_to(&target, &LinuxResources::default()).expect("move again");
+    gt.child = g.child.take();
+    drop(gt);
+    assert_gone(&target);
+    assert_gone(&temp);
+}

@@ -15,6 +15,10 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     let containers = crate::container::list(&ctx.root)?;
+    // Listed as they are now (a query changes nothing); each interrupted upgrade is named.
+    for id in crate::upgrade::interrupted_ids(&ctx.root) {
+        crate::logging::warn(&crate::upgrade::interrupted_note(&id));
+    }
     let mut out = String::new();
     if a.quiet {
         for c in &containers {

@@ -109,6 +109,14 @@ impl Command {
         !matches!(self, Command::Spec(_) | Command::Features | Command::Bundle(_) | Command::Completion(_) | Command::Man(_))
     }
 
+    /// Queries report an interrupted upgrade; every other command settles it first.
+    fn settle_mode(&self) -> crate::upgrade::Settle {
+        match self {
+            Command::State(_) | Command::Ps(_) | Command::Events(_) => crate::upgrade::Settle::Report,
+            _ => crate::upgrade::Settle::Recover,
+        }
+    }
+
     fn container_id(&self) -> Option<&str> {
         Some(match self {
             Command::Start(a) => &a.id,
@@ -203,8 +211,9 @@ pub fn main() -> i32 {
     }
     let ctx = Ctx { root: cli.root.clone().unwrap_or_else(default_root), systemd_cgroup: cli.systemd_cgroup };
     if let Some(id) = command.container_id() {
-        // An upgrade interrupted by a crash is finished or rolled back before anything else.
-        if let Err(e) = crate::upgrade::settle(&ctx.root, id) {
+        // An upgrade interrupted by a crash is finished or rolled back before a command acts on
+        // the container; a query only reports it (runc users expect `state` to change nothing).
+        if let Err(e) = crate::upgrade::settle(&ctx.root, id, command.settle_mode()) {
             // delete --force must still be able to clear everything away.
             let forced = matches!(&command, Command::Delete(a) if a.force);
             if !forced {

@@ -114,6 +114,9 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
         return Ok(0);
     }
     let opts = options(ctx, &a)?;
+    if !a.dry_run {
+        upgrade::catch_interrupts().map_err(|e| format!("install the SIGINT/SIGTERM handler: {e}"))?;
+    }
     let res = upgrade::upgrade(&ctx.root, &opts);
     let report = match res {
         Ok(r) => r,
@@ -133,10 +136,25 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
                 let doc = serde_json::json!({"id": a.id, "outcome": outcome, "error": e.to_string()});
                 std::io::stdout().write_all(format!("{}\n", serde_json::to_string_pretty(&doc)?).as_bytes())?;
             }
+            // Interrupted: the error says it was rolled back (or why not); the status says why.
+            if let Some(sig) = upgrade::interrupted_by() {
+                crate::logging::error(&e.to_string());
+                return Ok(128 + sig);
+            }
             return Err(e.into());
         }
     };
     let text = if a.format == "json" { format!("{}\n", serde_json::to_string_pretty(&report)?) } else { print_text(&report) };
     std::io::stdout().write_all(text.as_bytes())?;
+    if let Some(sig) = upgrade::interrupted_by() {
+        // The signal came once the commit had begun, which was finished: the user asked to stop
+        // and is told what happened instead.
+        crate::logging::error(&format!(
+            "upgrade of {}: interrupted by {} during the commit, which was finished: the new version runs",
+            a.id,
+            upgrade::signal_name(sig)
+        ));
+        return Ok(128 + sig);
+    }
     Ok(0)
 }

@@ -43,6 +43,9 @@ pub struct UpgradePrep {
     pub listen_fds: Vec<(crate::listen::Endpoint, std::os::fd::RawFd)>,
     /// molt's fds to become the new process's 0, 1, 2 instead of molt's own.
     pub stdio: Option<[std::os::fd::RawFd; 3]>,
+    /// Built in this cgroup instead of the config's: the id's own path is the old container's
+    /// until it stops, so the replacement waits beside it and moves in at transfer-id.
+    pub cgroup: Option<crate::cgroups::Cgroup>,
 }
 
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
@@ -305,7 +308,10 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     c.save()?;
 
     let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().to_string());
-    let cg = crate::cgroups::Cgroup::resolve(cgroups_path.as_deref(), &id, o.systemd_cgroup)?;
+    let cg = match o.upgrade.as_ref().and_then(|u| u.cgroup.clone()) {
+        Some(cg) => cg,
+        None => crate::cgroups::Cgroup::resolve(cgroups_path.as_deref(), &id, o.systemd_cgroup)?,
+    };
     c.state.cgroup = Some(cg.clone());
     c.save()?;
     cg.create()?;
@@ -425,7 +431,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
 /// devices the config creates (runc appends the same), so a deny-all rule cannot break /dev/null.
 /// Without rules of its own the config gets none: a new devices cgroup already allows everything
 /// its parent does, and no rules means nothing to warn about where they cannot be applied.
-fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResources {
+pub(crate) fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResources {
     use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType as T};
     let mut r = linux.resources().clone().unwrap_or_default();
     let mut rules = r.devices().clone().unwrap_or_default();

@@ -89,6 +89,23 @@ pub struct Record {
     pub restore_netns_pins: Vec<PathBuf>,
     pub links: Vec<crate::net::LinkIdentity>,
     pub volumes: Vec<String>,
+    /// The upgrade's --systemd-cgroup: a rollback by `--resume` or by another command builds the
+    /// old version again with the driver it was made with, whatever flags that command has.
+    #[serde(default)]
+    pub systemd_cgroup: Option<bool>,
+    /// The upgrade's --stop-timeout: how long a rollback waits for an old process that got its
+    /// stop signal to exit before taking it for one that outlived it.
+    #[serde(default)]
+    pub stop_timeout_ms: Option<u64>,
+    /// The id's cgroup as the old container had it, before the upgrade.
+    #[serde(default)]
+    pub old_cgroup: Option<crate::cgroups::Cgroup>,
+    /// The id's cgroup for the new version (its config's linux.cgroupsPath, honoured as given)...
+    #[serde(default)]
+    pub new_cgroup: Option<crate::cgroups::Cgroup>,
+    /// ...and the one beside it where the new container waits until transfer-id moves it in.
+    #[serde(default)]
+    pub new_cgroup_temp: Option<crate::cgroups::Cgroup>,
     pub entries: Vec<Entry>,
 }
 
@@ -187,8 +204,10 @@ pub fn try_lock(root: &Path, id: &str) -> Result<Option<Lock>, UpgradeError> {
     Ok(None)
 }
 
-/// Test-only fault injection: MOLT_TEST_CRASH_AT=<step>:<before|after> makes molt SIGKILL itself
-/// right there, so tests can prove recovery from every step.
+/// Test-only fault injection: MOLT_TEST_CRASH_AT=<step>:<point> makes molt SIGKILL itself
+/// right there, so tests can prove recovery from every step. Only with the `fault-injection`
+/// feature (on for `cargo test`): a release build ignores the variable.
+#[cfg(feature = "fault-injection")]
 pub fn maybe_crash(step: Step, when: &str) {
     if let Ok(spec) = std::env::var("MOLT_TEST_CRASH_AT") {
         if spec == format!("{}:{when}", step.name()) {
@@ -197,3 +216,7 @@ pub fn maybe_crash(step: Step, when: &str) {
         }
     }
 }
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn maybe_crash(_step: Step, _when: &str) {}

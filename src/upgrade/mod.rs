@@ -9,6 +9,7 @@ pub mod handover;
 pub mod journal;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -165,6 +166,43 @@ pub fn decide(root: &Path, id: &str, new_bundle: &Path, force: Option<&str>) -> 
     Ok((old, new_spec, decision))
 }
 
+/// The SIGINT or SIGTERM that reached `molt upgrade` (0: none). The handler only notes it; the
+/// upgrade acts on it at its next step or wait, where it can still roll back cleanly.
+static INTERRUPT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn note_interrupt(sig: libc::c_int) {
+    let _ = INTERRUPT.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// From now on SIGINT and SIGTERM interrupt the upgrade instead of killing molt: it rolls back
+/// (or finishes a commit that had begun) and the command exits 128 + the signal.
+pub fn catch_interrupts() -> Result<(), nix::Error> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    // SA_RESTART: a system call the signal lands in goes on; the flag is read between steps.
+    let act = SigAction::new(SigHandler::Handler(note_interrupt), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &act) }?;
+    }
+    Ok(())
+}
+
+/// The signal that interrupted this upgrade, if one did.
+pub fn interrupted_by() -> Option<i32> {
+    Some(INTERRUPT.load(Ordering::SeqCst)).filter(|s| *s != 0)
+}
+
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+fn check_interrupt() -> Result<(), String> {
+    match interrupted_by() {
+        Some(sig) => Err(format!("interrupted by {}", signal_name(sig))),
+        None => Ok(()),
+    }
+}
+
 fn pins_dir(root: &Path) -> PathBuf {
     root.join(".pins")
 }
@@ -182,6 +220,8 @@ struct Run<'a> {
 impl Run<'_> {
     /// Journal the start, run, journal the end: the shape every step has.
     fn step<T>(&mut self, step: Step, f: impl FnOnce(&mut Self) -> Result<(T, String), String>) -> Result<T, (Step, String)> {
+        // An interrupt before a step rolls back; one during the commit lets it finish.
+        check_interrupt().map_err(|e| (step, e))?;
         self.rec.entries.push(Entry { step, done: false, at: crate::logging::now_rfc3339(), millis: None, note: None });
         journal::save(self.root, &self.rec).map_err(|e| (step, e.to_string()))?;
         journal::maybe_crash(step, "before");
@@ -252,6 +292,11 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         return Ok(report);
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    // The id keeps its cgroup path (engines and monitoring read it): the new container is built
+    // beside it and moved in once the old one is gone (transfer-id).
+    let new_cgroups_path = new_spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).map(|p| p.to_string_lossy().to_string());
+    let new_cgroup = crate::cgroups::Cgroup::resolve(new_cgroups_path.as_deref(), id, opts.systemd_cgroup).map_err(crate::container::Error::from)?;
+    let new_cgroup_temp = new_cgroup.beside(&format!(".next-{stamp}"));
     let rec = Record {
         id: id.clone(),
         next_id: format!("{id}.next-{stamp}"),
@@ -265,6 +310,11 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         restore_netns_pins: vec![],
         links: vec![],
         volumes: old.state.volumes.clone(),
+        systemd_cgroup: Some(opts.systemd_cgroup),
+        stop_timeout_ms: Some(opts.stop_timeout.as_millis() as u64),
+        old_cgroup: old.state.cgroup.clone(),
+        new_cgroup: Some(new_cgroup),
+        new_cgroup_temp: Some(new_cgroup_temp),
         entries: vec![],
     };
     journal::save(root, &rec)?;
@@ -304,7 +354,7 @@ fn engine_parent(pid: i32) -> Option<(i32, String)> {
     (comm == "conmon" || comm.starts_with("containerd-shim")).then_some((ppid, comm))
 }
 
-fn check_new_config(old: &Container, new_spec: &oci_spec::runtime::Spec, opts: &Options) -> Result<(), UpgradeError> {
+fn check_new_config(_old: &Container, new_spec: &oci_spec::runtime::Spec, opts: &Options) -> Result<(), UpgradeError> {
     let err = |reason: String| UpgradeError::Precondition { id: opts.id.clone(), reason };
     let new_linux = new_spec.linux().clone().unwrap_or_default();
     let new_net = new_linux.namespaces().clone().unwrap_or_default().into_iter().find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network);
@@ -315,13 +365,6 @@ fn check_new_config(old: &Container, new_spec: &oci_spec::runtime::Spec, opts: &
         }
         _ => {}
     }
-    let old_path = old.state.config.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-    if old_path.is_some() && old_path == new_linux.cgroups_path().clone() {
-        return Err(err(format!(
-            "the new bundle's linux.cgroupsPath {:?} is the running container's own; give the new container its own cgroup",
-            old_path.unwrap_or_default()
-        )));
-    }
     Ok(())
 }
 
@@ -331,7 +374,11 @@ fn forward(run: &mut Run) -> Result<(), (Step, String)> {
     run.step(Step::StopOld, stop_old)?;
     run.step(Step::HandOverVolumes, hand_over_volumes)?;
     run.step(Step::MoveNetwork, move_network)?;
-    run.step(Step::TransferId, |r| transfer_id(r.root, &r.rec, false).map(|_| ((), format!("{} is now the new container", r.rec.id))))?;
+    run.step(Step::TransferId, |r| {
+        let moved = move_cgroup_in(r.root, &r.rec)?;
+        transfer_id(r.root, &r.rec, false)?;
+        Ok(((), format!("{} is now the new container{moved}", r.rec.id)))
+    })?;
     run.step(Step::StartNew, start_new)?;
     run.step(Step::HealthGate, health_gate)?;
     run.step(Step::Commit, |r| commit(r.root, &r.rec).map(|_| ((), "old container removed".to_string())))?;
@@ -370,6 +417,7 @@ fn create_new(r: &mut Run) -> Result<((), String), String> {
             skip_net_setup: true,
             listen_fds,
             stdio: Some(stdio),
+            cgroup: r.rec.new_cgroup_temp.clone(),
         }),
         ..CreateOptions::default()
     };
@@ -416,8 +464,10 @@ pub fn stop_container(c: &Container, signal: i32, timeout: Duration) -> Result<S
         return Ok("already stopped".into());
     }
     let _ = c.kill(signal, false);
+    journal::maybe_crash(Step::StopOld, "signalled");
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline && c.status() != Status::Stopped {
+        check_interrupt()?;
         std::thread::sleep(Duration::from_millis(5));
     }
     let graceful = c.status() == Status::Stopped;
@@ -482,6 +532,31 @@ fn move_network(r: &mut Run) -> Result<((), String), String> {
     Ok(((), note))
 }
 
+/// Step 5, first half: the new container takes the id's cgroup path. The old container's
+/// processes are all gone (stop-old), so when both versions use the same path its cgroup is
+/// removed first; its record forgets it before, so no later teardown of the old record can
+/// touch the new container's cgroup.
+fn move_cgroup_in(root: &Path, rec: &Record) -> Result<String, String> {
+    let (Some(temp), Some(fin)) = (&rec.new_cgroup_temp, &rec.new_cgroup) else { return Ok(String::new()) };
+    let mut old = Container::load(root, &rec.id).map_err(|e| e.to_string())?;
+    // The same path: the new record takes the old one's cgroup as it is, with the parents it
+    // made, so deleting the id later removes those too.
+    let mut target = fin.clone();
+    if old.state.cgroup.as_ref().is_some_and(|c| c.same_place(fin)) {
+        if let Some(cg) = old.state.cgroup.take() {
+            old.save().map_err(|e| e.to_string())?;
+            cg.remove_dirs().map_err(|e| format!("remove the old container's cgroup: {e}"))?;
+            target = cg;
+        }
+    }
+    let mut new = Container::load(root, &rec.next_id).map_err(|e| e.to_string())?;
+    let limits = crate::container::create::with_default_device_rules(&new.state.config.linux().clone().unwrap_or_default());
+    temp.move_to(&target, &limits).map_err(|e| format!("move the new container into the cgroup {}: {e}", fin.path()))?;
+    new.state.cgroup = Some(target);
+    new.save().map_err(|e| e.to_string())?;
+    Ok(format!(" in cgroup {}", fin.path()))
+}
+
 /// Step 5 (and its undo with `back`): the id names the new container; the old is kept aside.
 fn transfer_id(root: &Path, rec: &Record, back: bool) -> Result<(), String> {
     let (holder_now, aside, incoming) = if back { (&rec.id, &rec.next_id, &rec.prev_id) } else { (&rec.id, &rec.prev_id, &rec.next_id) };
@@ -542,13 +617,18 @@ fn health_gate(r: &mut Run) -> Result<((), String), String> {
             "no gate; the process is running".to_string()
         }
         Health::Running(d) => {
-            std::thread::sleep(*d);
+            let until = Instant::now() + *d;
+            while Instant::now() < until {
+                check_interrupt()?;
+                std::thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())));
+            }
             if !alive(&new) {
                 return Err(format!("the new application did not stay up for {}ms", d.as_millis()));
             }
             format!("still running after {}ms", d.as_millis())
         }
         Health::Tcp(port) => loop {
+            check_interrupt()?;
             match handover::tcp_probe(new.state.pid, *port).and_then(|()| app_accepts(&new, *port, deadline)) {
                 Ok(note) => break note,
                 Err(e) if Instant::now() >= deadline || !alive(&new) => return Err(format!("health gate tcp:{port}: {e}")),
@@ -556,6 +636,7 @@ fn health_gate(r: &mut Run) -> Result<((), String), String> {
             }
         },
         Health::Exec(args) => loop {
+            check_interrupt()?;
             let res = exec_probe(&new, args);
             match res {
                 Ok(()) => break format!("`{}` exited 0", args.join(" ")),
@@ -613,6 +694,10 @@ fn commit(root: &Path, rec: &Record) -> Result<(), String> {
         old.state.net = None;
         crate::container::delete::teardown(&mut old, false);
     }
+    // Nothing of the upgrade stays: transfer-id moved the new container out of this one.
+    if let Some(tmp) = &rec.new_cgroup_temp {
+        tmp.remove_dirs().map_err(|e| format!("remove the cgroup the new container was built in: {e}"))?;
+    }
     unpin_all(rec);
     derive::prune(root, &rec.id, &rec.new_bundle);
     journal::remove(root, &rec.id);
@@ -625,8 +710,9 @@ fn unpin_all(rec: &Record) {
     }
 }
 
-/// Undo: the old version runs again under the id, with the same volumes and network identity.
-/// Works from any point of the journal (after a failure, or with --resume after a crash).
+/// Undo: the old version runs again under the id, with the same volumes, network identity and
+/// cgroup path. Works from any point of the journal (after a failure, or with --resume after a
+/// crash). If it cannot, it says so (Err) and keeps the journal.
 fn rollback(run: &mut Run) -> Result<(), String> {
     let root = run.root;
     run.rec.entries.push(Entry { step: Step::Rollback, done: false, at: crate::logging::now_rfc3339(), millis: None, note: None });
@@ -645,16 +731,33 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         let _ = crate::container::delete::stop_all(f, Duration::from_secs(10));
     }
     let mut old = Container::load(root, &rec.id).map_err(|e| format!("the old container's record is gone: {e}"))?;
-    if old.status() == Status::Running {
-        // The old container never stopped: its links and volumes never left it.
+    // Once stop-old began, the old process may have its stop signal (a crash or an interrupt can
+    // come right after it): it is given its stop timeout to exit, then rebuilt like a stopped one.
+    if old.status() != Status::Stopped && rec.started(Step::StopOld) {
+        // Its listening sockets, taken while it still has them, go to the rebuilt old version.
+        run.held.take_from(&old, &eps);
+        let timeout = rec.stop_timeout_ms.map(Duration::from_millis).unwrap_or(run.opts.stop_timeout);
+        let deadline = Instant::now() + timeout;
+        while old.status() != Status::Stopped && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if old.status() != Status::Stopped {
+        // The old container never stopped (or outlived its stop signal): its links and volumes
+        // never left it.
         if let Some(mut f) = failed {
             f.state.volumes.clear();
             f.state.net = None;
             crate::container::delete::teardown(&mut f, false);
         }
+        release_new_only_volumes(root, &rec, &old.state.volumes)?;
         unpin_all(&rec);
         journal::remove(root, &rec.id);
         return Ok(());
+    }
+    // Every process of the old container is gone before its volumes are attached again.
+    if !crate::container::delete::stop_all(&old, Duration::from_secs(10)) {
+        return Err(format!("processes of {} still alive after SIGKILL", old.state.id));
     }
     // 3. The old container stopped: build it again from its bundle and give everything back.
     let restore_id = format!("{}.restore", rec.next_id);
@@ -663,17 +766,21 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         stale.state.net = None;
         crate::container::delete::teardown(&mut stale, false);
     }
+    // Built beside the id's cgroup path, moved into it once the failed container is gone.
+    let suffix = rec.next_id.strip_prefix(rec.id.as_str()).unwrap_or(".next");
+    let restore_cgroup = rec.old_cgroup.as_ref().map(|c| c.beside(&format!("{suffix}.restore")));
     let (listen_fds, stdio) = run.held.prep(|e| hands_over(rec.network, e))?;
     let co = CreateOptions {
         id: restore_id.clone(),
         bundle: rec.old_bundle.clone(),
-        systemd_cgroup: run.opts.systemd_cgroup,
+        systemd_cgroup: rec.systemd_cgroup.unwrap_or(run.opts.systemd_cgroup),
         upgrade: Some(UpgradePrep {
             defer_volumes: true,
             join_netns: (rec.network == NetworkMode::Keep).then(|| rec.old_netns_pin.clone()).flatten(),
             skip_net_setup: true,
             listen_fds,
             stdio: Some(stdio),
+            cgroup: restore_cgroup.clone(),
         }),
         ..CreateOptions::default()
     };
@@ -693,7 +800,7 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         handover::attach_volume(restored.state.pid, &staging, m.destination(), &v.bind_options)?;
         keys.push(v.key);
     }
-    restored.state.volumes = keys;
+    restored.state.volumes = keys.clone();
     if rec.network == NetworkMode::Move && !rec.links.is_empty() {
         let to = crate::init::ns_path(restored.state.pid, "net");
         // Wherever the links are now: a restore container of an interrupted rollback (newest
@@ -720,12 +827,39 @@ fn rollback(run: &mut Run) -> Result<(), String> {
         f.state.net = None;
         crate::container::delete::teardown(&mut f, false);
     }
+    release_new_only_volumes(root, &rec, &keys)?;
+    if let (Some(tmp), Some(orig)) = (&restore_cgroup, &rec.old_cgroup) {
+        // What a crash may have left of the new container's cgroups (its record named one of
+        // them only); the id's own path is emptied by the move below.
+        for left in [&rec.new_cgroup_temp, &rec.new_cgroup].into_iter().flatten().filter(|c| !c.same_place(orig)) {
+            left.remove_dirs().map_err(|e| format!("remove the failed version's cgroup: {e}"))?;
+        }
+        let limits = crate::container::create::with_default_device_rules(&restored.state.config.linux().clone().unwrap_or_default());
+        tmp.move_to(orig, &limits).map_err(|e| format!("move the old version back into the cgroup {}: {e}", orig.path()))?;
+        restored.state.cgroup = Some(orig.clone());
+        restored.save().map_err(|e| e.to_string())?;
+    }
     rename_container(root, &restore_id, &rec.id)?;
     let mut back = Container::load(root, &rec.id).map_err(|e| e.to_string())?;
     back.start().map_err(|e| format!("start the old version again: {e}"))?;
     unpin_all(&rec);
     derive::prune(root, &rec.id, &rec.old_bundle);
     journal::remove(root, &rec.id);
+    Ok(())
+}
+
+/// Volumes only the new version declared were attached for the id at hand-over: a rollback
+/// releases those the old version (`kept`) does not use. Read from the new bundle, not from the
+/// failed container's record, which a crash may not have reached.
+fn release_new_only_volumes(root: &Path, rec: &Record, kept: &[String]) -> Result<(), String> {
+    let Ok(spec) = load_spec(&rec.new_bundle) else { return Ok(()) };
+    let registry = crate::volume::Registry::new(root);
+    for m in spec.mounts().clone().unwrap_or_default() {
+        let Ok(Some(v)) = crate::volume::from_mount(&m) else { continue };
+        if !kept.contains(&v.key) && !rec.volumes.contains(&v.key) {
+            registry.release(&v.key, &rec.id).map_err(|e| format!("release volume {} of the new version: {e}", v.key))?;
+        }
+    }
     Ok(())
 }
 
@@ -750,12 +884,13 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
         new_bundle: rec.new_bundle.clone(),
         network: rec.network,
         stop_signal: libc::SIGTERM,
-        stop_timeout: Duration::from_secs(10),
+        stop_timeout: rec.stop_timeout_ms.map(Duration::from_millis).unwrap_or(Duration::from_secs(10)),
         health: Health::None,
         health_timeout: Duration::from_secs(10),
         rollback: true,
         dry_run: false,
-        systemd_cgroup,
+        // Journals written before the flag was recorded fall back to this command's.
+        systemd_cgroup: rec.systemd_cgroup.unwrap_or(systemd_cgroup),
         force: None,
         derive: false,
     };
@@ -782,6 +917,12 @@ pub fn abandon(root: &Path, id: &str) -> Result<(), UpgradeError> {
             crate::container::delete::teardown(&mut c, false);
         }
     }
+    // The cgroups the new and the restored container were built in, if a crash left them there.
+    let suffix = rec.next_id.strip_prefix(rec.id.as_str()).unwrap_or(".next");
+    let restore = rec.old_cgroup.as_ref().map(|c| c.beside(&format!("{suffix}.restore")));
+    for left in [&rec.new_cgroup_temp, &restore].into_iter().flatten() {
+        let _ = left.remove_dirs();
+    }
     unpin_all(&rec);
     journal::remove(root, id);
     Ok(())
@@ -794,10 +935,53 @@ fn upgrade_wait() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Called by every command that touches a container. A running upgrade is waited for, so no
-/// command acts on a half-moved container (an engine that saw the old init exit would delete
-/// right then); an upgrade interrupted by a crash is finished or rolled back first.
-pub fn settle(root: &Path, id: &str) -> Result<(), UpgradeError> {
+/// What a command may do about an upgrade a crash interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// A command that acts on the container (start, kill, delete, exec, ...): finish or roll back
+    /// first, so it acts on one whole container.
+    Recover,
+    /// A query (state, ps, events, list): it must not change anything; it reports the
+    /// interrupted upgrade and leaves it to a command that acts.
+    Report,
+}
+
+/// Set to "interrupted" in `molt state`'s annotations while an interrupted upgrade is unsettled.
+pub const INTERRUPTED_ANNOTATION: &str = "io.molt.upgrade";
+
+/// The ids whose upgrade a crash interrupted, from the journals in `root` (for `molt list`).
+pub fn interrupted_ids(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else { return vec![] };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_prefix(".upgrade-").and_then(|r| r.strip_suffix(".json")).map(str::to_string)
+        })
+        .filter(|id| interrupted(root, id))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Whether an upgrade of `id` was interrupted: a journal nobody is working on.
+pub fn interrupted(root: &Path, id: &str) -> bool {
+    journal::path(root, id).exists() && journal::holder(root, id).is_none()
+}
+
+/// The note a query prints about an interrupted upgrade.
+pub fn interrupted_note(id: &str) -> String {
+    format!(
+        "container {id}: an upgrade was interrupted and is not settled; `molt upgrade --resume {id}` (or any command that acts \
+         on the container) finishes or rolls it back"
+    )
+}
+
+/// Called by every command that names a container. A running upgrade is waited for, so no
+/// command sees or acts on a half-moved container (an engine that saw the old init exit would
+/// delete right then); an upgrade interrupted by a crash is finished or rolled back first when
+/// `mode` is Recover, and only reported (stderr) when it is Report.
+pub fn settle(root: &Path, id: &str, mode: Settle) -> Result<(), UpgradeError> {
     if crate::container::validate_id(id).is_err() {
         return Ok(());
     }
@@ -806,13 +990,21 @@ pub fn settle(root: &Path, id: &str) -> Result<(), UpgradeError> {
         if !journal::path(root, id).exists() && !journal::lock_path(root, id).exists() {
             return Ok(());
         }
-        if let Some(_lock) = journal::try_lock(root, id)? {
-            if !journal::path(root, id).exists() {
+        if mode == Settle::Report && journal::holder(root, id).is_none() {
+            if journal::path(root, id).exists() {
+                crate::logging::warn(&interrupted_note(id));
+            }
+            return Ok(());
+        }
+        if mode == Settle::Recover {
+            if let Some(_lock) = journal::try_lock(root, id)? {
+                if !journal::path(root, id).exists() {
+                    return Ok(());
+                }
+                let outcome = resume_locked(root, id, false)?;
+                crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
                 return Ok(());
             }
-            let outcome = resume_locked(root, id, false)?;
-            crate::logging::warn(&format!("container {id}: an interrupted upgrade was found and {outcome}"));
-            return Ok(());
         }
         if Instant::now() >= deadline {
             let by = journal::holder(root, id).map(|p| format!(" (molt pid {p})")).unwrap_or_default();

@@ -7,7 +7,8 @@
 //!                                   COUNT -> "N" (records in the file)
 //! Environment: APP_VERSION (required), APP_PORT (8080), APP_DATA (/data/records.log),
 //! APP_START_DELAY_MS (0: simulates a slow start), APP_FAIL=1 (exit at once: a broken release),
-//! APP_NO_ACCEPT=1 (listen but never accept: a hung release).
+//! APP_NO_ACCEPT=1 (listen but never accept: a hung release), APP_STOP_DELAY_MS (0: simulates a slow
+//! shutdown, the time from the stop signal to the exit).
 //! Socket activation: with LISTEN_FDS=1 and LISTEN_PID = its pid it serves the socket on fd 3
 //! instead of opening one (systemd's protocol, which `io.molt.listen` speaks).
 //! SIGTERM/SIGINT stop it gracefully: no new connection is accepted (they stay queued for whoever
@@ -151,6 +152,9 @@ fn main() {
             let _ = serve(stream, &version, &data, &path);
             OPEN.fetch_sub(1, Ordering::SeqCst);
         });
+    }
+    if let Ok(ms) = std::env::var("APP_STOP_DELAY_MS").unwrap_or_default().parse::<u64>() {
+        std::thread::sleep(Duration::from_millis(ms));
     }
     // Graceful stop: the open connections finish (at most 5 s), then exit.
     for _ in 0..500 {

@@ -136,7 +136,15 @@ impl Setup {
 
     /// v1 running as `id` with the given volume mount on the given host.
     pub fn start_with(id: &str, net: HostNet, volume: serde_json::Value, img_dir: PathBuf) -> Setup {
-        Setup::start_full(id, net, volume, img_dir, None)
+        Setup::start_full(id, net, volume, img_dir, None, &[], &|_| {})
+    }
+
+    /// v1 as `start`, its bundle changed by `edit` and `molt run` given the global flags `global`.
+    pub fn start_v1(id: &str, global: &[&str], edit: &dyn Fn(&mut Bundle)) -> Setup {
+        let img_dir = std::env::temp_dir().join(unique("molt-vol"));
+        std::fs::create_dir_all(&img_dir).unwrap();
+        let img = make_volume(&img_dir);
+        Setup::start_full(id, HostNet::new(), loop_volume(&img), img_dir, None, global, edit)
     }
 
     /// v1 as `start`, every version with molt's listening sockets (`io.molt.listen`).
@@ -144,10 +152,27 @@ impl Setup {
         let img_dir = std::env::temp_dir().join(unique("molt-vol"));
         std::fs::create_dir_all(&img_dir).unwrap();
         let img = make_volume(&img_dir);
-        Setup::start_full(id, HostNet::new(), loop_volume(&img), img_dir, Some(listen.to_string()))
+        Setup::start_full(id, HostNet::new(), loop_volume(&img), img_dir, Some(listen.to_string()), &[], &|_| {})
     }
 
-    fn start_full(id: &str, net: HostNet, volume: serde_json::Value, img_dir: PathBuf, listen: Option<String>) -> Setup {
+    /// v1 as `start`, taking `ms` from its stop signal to its exit (APP_STOP_DELAY_MS), with one
+    /// record appended.
+    pub fn start_slow_exit(id: &str, ms: u64) -> Setup {
+        let env = serde_json::json!(format!("APP_STOP_DELAY_MS={ms}"));
+        let s = Setup::start_v1(id, &[], &|b| b.config["process"]["env"].as_array_mut().unwrap().push(env.clone()));
+        assert!(s.ask("APPEND kept").starts_with("OK"));
+        s
+    }
+
+    fn start_full(
+        id: &str,
+        net: HostNet,
+        volume: serde_json::Value,
+        img_dir: PathBuf,
+        listen: Option<String>,
+        global: &[&str],
+        edit: &dyn Fn(&mut Bundle),
+    ) -> Setup {
         let root = Root::new();
         let env = vec![format!("APP_DATA=/data/{}.log", unique(id))];
         let envs: Vec<&str> = env.iter().map(String::as_str).collect();
@@ -155,8 +180,11 @@ impl Setup {
         if let Some(l) = &listen {
             v1.config["annotations"]["io.molt.listen"] = serde_json::json!(l);
         }
+        edit(&mut v1);
         let dir = v1.write();
-        let out = net.molt(&root, &["run", "--detach", "--bundle", &dir, id]);
+        let mut args = global.to_vec();
+        args.extend_from_slice(&["run", "--detach", "--bundle", &dir, id]);
+        let out = net.molt(&root, &args);
         assert!(out.status.success(), "run v1: {}", stderr_of(&out));
         // The bridge exists now (molt made it); give the test host an address on it.
         net.ip(&["addr", "add", &format!("{GW}/24"), "dev", &net.bridge]);
@@ -180,6 +208,30 @@ impl Setup {
         let mut all = vec!["upgrade", self.id.as_str()];
         all.extend_from_slice(args);
         self.net.molt(&self.root, &all)
+    }
+
+    /// `molt GLOBAL... upgrade ID ARGS...` with MOLT_TEST_CRASH_AT=`crash_at`; asserts it died there.
+    pub fn crashed_upgrade(&self, global: &[&str], args: &[&str], crash_at: &str) {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.net.path.display()))
+            .arg(molt_bin())
+            .args(["--root", self.root.path.to_str().unwrap()])
+            .args(global)
+            .args(["upgrade", &self.id])
+            .args(args)
+            .env("MOLT_TEST_CRASH_AT", crash_at);
+        let out = run_to_files(&mut cmd);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(9), "did not crash at {crash_at}: {}", stderr_of(&out));
+    }
+
+    /// v1 answers again under the id, alone, with the record the test appended.
+    pub fn assert_v1_back(&self) {
+        assert_eq!(self.root.state(&self.id)["status"], "running");
+        assert!(self.answers());
+        assert_eq!(self.version(), "version=1.0.0 hostname=app-one");
+        assert_eq!(self.ask("COUNT"), "1");
+        assert_eq!(self.ids(), vec![self.id.clone()]);
     }
 
     pub fn answers(&self) -> bool {
@@ -329,6 +381,7 @@ pub fn scenario_upgrade_keeps_identity_and_records(s: &Setup) {
     assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
     let mac_before = s.mac(id);
     let old_pid = s.root.state(id)["pid"].as_i64().unwrap();
+    let cgroup_before = cgroup_of(&s.root, id);
 
     // A writer keeps appending through the upgrade; it remembers what was acknowledged.
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -364,6 +417,13 @@ pub fn scenario_upgrade_keeps_identity_and_records(s: &Setup) {
     assert!(out.status.success(), "upgrade: {}\n{}", stderr_of(&out), stdout_of(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("json report");
     assert_eq!(report["outcome"], "upgraded");
+    // The id's cgroup is the same directory, and the upgrade left no other (engines and
+    // monitoring read it by the id).
+    assert_eq!(cgroup_of(&s.root, id), cgroup_before);
+    // Named by this upgrade's stamp: other checkouts on the machine may run the same test ids.
+    let next = report["steps"][0]["note"].as_str().and_then(|n| n.split_whitespace().next()).unwrap_or_default().to_string();
+    assert!(next.starts_with(&format!("{id}.next-")), "{report}");
+    assert!(cgroups_named(&next).is_empty(), "{:?}", cgroups_named(&next));
     let steps: Vec<&str> = report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(steps, ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"]);
     assert!(report["unavailable_ms"].as_u64().is_some());
@@ -458,11 +518,19 @@ pub fn scenario_failed_health_rolls_back(s: &Setup) {
 }
 
 /// molt killed at every step, before and after it: `--resume` or the next command settles it.
+/// /proc/PID/cgroup of the container's init: its path in every hierarchy.
+pub fn cgroup_of(root: &Root, id: &str) -> String {
+    let pid = root.state(id)["pid"].as_i64().unwrap();
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap()
+}
+
 pub fn scenario_crash_at_every_step(s: &Setup) {
     let id = s.id.as_str();
     assert!(s.ask("APPEND kept").starts_with("OK"));
     let v2 = s.bundle("2.0.0", "app-two", &[]);
     let dir = v2.write();
+    let cgroup_before = cgroup_of(&s.root, id);
+    assert!(cgroup_before.contains(&format!(":/molt/{id}\n")), "{cgroup_before}");
     let steps = ["create-new", "stop-old", "hand-over-volumes", "move-network", "transfer-id", "start-new", "health-gate", "commit"];
     let mut expect_version = "1.0.0";
     for step in steps {
@@ -478,13 +546,34 @@ pub fn scenario_crash_at_every_step(s: &Setup) {
             let out = run_to_files(&mut cmd);
             use std::os::unix::process::ExitStatusExt;
             assert_eq!(out.status.signal(), Some(9), "{step}:{when} did not crash: {}", stderr_of(&out));
-            // Settled by `upgrade --resume`, or by the next command that touches the container.
-            let out = if when == "before" { s.net.molt(&s.root, &["upgrade", "--resume", id]) } else { s.net.molt(&s.root, &["state", id]) };
+            // Settled by `upgrade --resume`, or by the next command that acts on the container;
+            // a query (state, list) reports it and changes nothing.
+            let journal = s.root.path.join(format!(".upgrade-{id}.json"));
+            let interrupted = journal.exists();
+            // This upgrade's stamp names every cgroup it makes (other checkouts on the machine
+            // may run the same test ids at the same time).
+            let next = std::fs::read(&journal)
+                .ok()
+                .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
+                .and_then(|j| j["next_id"].as_str().map(String::from));
+            if when == "after" && interrupted {
+                let st = s.net.molt(&s.root, &["state", id]);
+                assert!(st.status.success(), "state after {step}:{when}: {}", stderr_of(&st));
+                assert!(stderr_of(&st).contains("interrupted"), "state names the interrupted upgrade: {}", stderr_of(&st));
+                assert!(stdout_of(&st).contains("\"io.molt.upgrade\": \"interrupted\""), "{}", stdout_of(&st));
+                let ls = s.net.molt(&s.root, &["list"]);
+                assert!(ls.status.success() && stderr_of(&ls).contains("interrupted"), "list: {}", stderr_of(&ls));
+                assert!(journal.exists(), "a query settled the upgrade after {step}:{when}");
+            }
+            let out = if when == "before" { s.net.molt(&s.root, &["upgrade", "--resume", id]) } else { s.net.molt(&s.root, &["kill", id, "SIGCONT"]) };
             assert!(out.status.success(), "resume after {step}:{when}: {}", stderr_of(&out));
             let outcome = stdout_of(&out);
             let want = if step == "commit" { "committed" } else { "rolled back" };
             if when == "before" {
                 assert!(outcome.contains(want), "{step}:{when}: {outcome}");
+            } else if interrupted {
+                // The command that settled it says so.
+                assert!(stderr_of(&out).contains(&format!("an interrupted upgrade was found and {want}")), "{step}:{when}: {}", stderr_of(&out));
             }
             if step == "commit" {
                 expect_version = "2.0.0";
@@ -493,7 +582,13 @@ pub fn scenario_crash_at_every_step(s: &Setup) {
             assert!(s.answers(), "nothing answers after {step}:{when}");
             assert_eq!(s.version(), format!("version={expect_version} hostname=app-one"), "after {step}:{when}");
             assert_eq!(s.ask("COUNT"), "1", "records after {step}:{when}");
-            assert!(!s.root.path.join(format!(".upgrade-{id}.json")).exists());
+            assert!(!journal.exists());
+            // The id keeps its cgroup path and nothing of the upgrade is left in any hierarchy.
+            assert_eq!(cgroup_of(&s.root, id), cgroup_before, "cgroup after {step}:{when}");
+            if let Some(next) = &next {
+                let left = cgroups_named(next);
+                assert!(left.is_empty(), "cgroups left after {step}:{when}: {left:?}");
+            }
         }
     }
 }
