@@ -298,7 +298,8 @@ fn a_state_under_another_containers_name_is_refused() {
         let out = root.molt(&[cmd, "fake"]);
         let err = stderr_of(&out);
         assert!(!out.status.success(), "{cmd} fake succeeded");
-        assert!(err.contains("fake") && err.contains("records container id \"real\""), "{cmd}: {err}");
+        let msg = err.lines().find_map(logrus_text).map(|(_, m)| m).unwrap_or_else(|| panic!("{cmd}: no log record: {err}"));
+        assert!(msg.contains("fake") && msg.contains("records container id \"real\""), "{cmd}: {msg}");
     }
     // The real one was not touched through the copy.
     assert_eq!(root.state("real")["status"], "created");

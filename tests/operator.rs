@@ -56,10 +56,11 @@ fn state_and_list_agree_on_oci_version_and_a_missing_command_is_said_once() {
     let list: serde_json::Value = serde_json::from_str(&stdout_of(&root.molt(&["list", "--format", "json"]))).unwrap();
     assert_eq!(list[0]["ociVersion"], "1.0.2", "{list}");
     let out = root.molt(&["exec", "ov", "nosuchcmd"]);
-    let err = stderr_of(&out);
     assert!(!out.status.success());
-    assert!(err.contains(r#"unable to start container process: exec: "nosuchcmd": executable file not found in $PATH"#), "{err}");
-    assert!(!err.contains("exec: exec:"), "{err}");
+    let err = stderr_of(&out);
+    let msg = err.lines().find_map(logrus_text).map(|(_, m)| m).unwrap_or_else(|| panic!("no log record: {err}"));
+    assert!(msg.contains(r#"unable to start container process: exec: "nosuchcmd": executable file not found in $PATH"#), "{msg}");
+    assert!(!msg.contains("exec: exec:"), "{msg}");
 }
 
 #[test]

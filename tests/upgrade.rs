@@ -506,3 +506,38 @@ fn sigint_during_the_stop_timeout_rolls_back_and_exits_130() {
     assert!(!journal.exists());
     s.assert_v1_back();
 }
+
+#[test]
+fn progress_is_told_step_by_step_and_a_failed_upgrade_shows_its_steps() {
+    require_root!();
+    let s = Setup::start("prog");
+    let b = s.bundle("1.1.0", "app-one", &[]);
+    let dir = b.write();
+    // Piped: a plain line as each step starts and ends, on stderr; stdout keeps the report.
+    let out = s.upgrade(&["--bundle", &dir]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    for step in ["create-new", "stop-old", "start-new", "commit"] {
+        assert!(err.contains(&format!("upgrade prog: {step} ...")) && err.contains(&format!("upgrade prog: {step} done")), "{step}:\n{err}");
+    }
+    assert!(err.find("stop-old ...") < err.find("start-new ..."), "in order:\n{err}");
+    assert!(stdout_of(&out).contains("prog: upgraded"));
+    // JSON: one event object a line on stderr; stdout still one report document.
+    let b = s.bundle("1.2.0", "app-one", &[]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let events: Vec<serde_json::Value> = stderr_of(&out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let starts = events.iter().filter(|e| e["phase"] == "start").count();
+    let dones = events.iter().filter(|e| e["phase"] == "done" && e["millis"].is_u64()).count();
+    assert!(starts == 8 && dones == 8, "{events:?}");
+    let _: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("one report document");
+    // A failed upgrade shows the steps that ran, the one that failed and the rollback.
+    let b = s.bundle("2.0.0", "app-two", &["APP_FAIL=1"]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--health", "tcp:8080", "--health-timeout", "2s"]);
+    assert!(!out.status.success());
+    let text = stdout_of(&out);
+    assert!(text.contains("create-new") && text.contains("FAILED") && text.contains("prog: rolled back"), "{text}");
+    assert!(stderr_of(&out).contains("upgrade prog: rollback done"), "{}", stderr_of(&out));
+}

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::{CmdResult, Ctx};
-use crate::upgrade::{self, Health, NetworkMode, Options, Report, UpgradeError, PLAN};
+use crate::upgrade::{self, Health, NetworkMode, Options, Report, StepEvent, StepReport, UpgradeError, PLAN};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -78,7 +78,36 @@ fn options(ctx: &Ctx, a: &Args) -> Result<Options, String> {
             f => f.map(String::from),
         },
         derive: a.derive,
+        progress: Some(if a.format == "json" { progress_json } else { progress_text }),
     })
+}
+
+/// The live display on stderr (stdout keeps the report): on a terminal one line per step,
+/// rewritten when it ends; piped, a plain line as each step starts and ends.
+fn progress_text(e: &StepEvent) {
+    use std::io::IsTerminal;
+    let mut err = std::io::stderr().lock();
+    let tty = err.is_terminal();
+    let timing = e.millis.map(|ms| format!("{ms:>6} ms")).unwrap_or_default();
+    let note = e.note.unwrap_or("");
+    let _ = match (tty, e.phase) {
+        (true, "start") => write!(err, "  {:<18} ...", e.step),
+        (true, phase) => writeln!(err, "\r\x1b[K  {:<18} {timing}  {}{note}", e.step, if phase == "failed" { "FAILED: " } else { "" }),
+        (false, "start") => writeln!(err, "upgrade {}: {} ...", e.id, e.step),
+        (false, phase) => writeln!(err, "upgrade {}: {} {phase} {}  {note}", e.id, e.step, timing.trim_start()),
+    };
+    let _ = err.flush();
+}
+
+/// With --format json: one JSON object per step event on stderr, as it happens.
+fn progress_json(e: &StepEvent) {
+    if let Ok(line) = serde_json::to_string(e) {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}
+
+fn steps_text(steps: &[StepReport]) -> String {
+    steps.iter().map(|s| format!("  {:<18} {:>6} ms  {}\n", s.step, s.millis, s.note)).collect()
 }
 
 fn print_text(r: &Report) -> String {
@@ -93,9 +122,7 @@ fn print_text(r: &Report) -> String {
         }
         return out;
     }
-    for s in &r.steps {
-        out.push_str(&format!("  {:<18} {:>6} ms  {}\n", s.step, s.millis, s.note));
-    }
+    out.push_str(&steps_text(&r.steps));
     if let Some(ms) = r.unavailable_ms {
         out.push_str(&format!("unavailable: {ms} ms (old process stopped -> new process started)\n"));
     }
@@ -133,8 +160,17 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
                     UpgradeError::StepFailed { rolled_back: true, .. } => "rolled-back",
                     _ => "failed",
                 };
-                let doc = serde_json::json!({"id": a.id, "outcome": outcome, "error": e.to_string()});
+                let steps = match &e {
+                    UpgradeError::StepFailed { steps, .. } => steps.clone(),
+                    _ => vec![],
+                };
+                let doc = serde_json::json!({"id": a.id, "outcome": outcome, "error": e.to_string(), "steps": steps});
                 std::io::stdout().write_all(format!("{}\n", serde_json::to_string_pretty(&doc)?).as_bytes())?;
+            } else if let UpgradeError::StepFailed { steps, step, rolled_back, .. } = &e {
+                // The steps that did finish, then the one that failed, as the report would show them.
+                let end = if *rolled_back { "rolled back" } else { "failed" };
+                let text = format!("{}  {:<18} FAILED\n{}: {end}\n", steps_text(steps), step, a.id);
+                std::io::stdout().write_all(text.as_bytes())?;
             }
             // Interrupted: the error says it was rolled back (or why not); the status says why.
             if let Some(sig) = upgrade::interrupted_by() {

@@ -30,7 +30,7 @@ pub enum UpgradeError {
     #[error("upgrade journal {path}: {reason}")]
     Journal { path: PathBuf, reason: String },
     #[error("upgrade of {id} failed at step {step}: {reason}{rollback}")]
-    StepFailed { id: String, step: &'static str, reason: String, rollback: String, rolled_back: bool },
+    StepFailed { id: String, step: &'static str, reason: String, rollback: String, rolled_back: bool, steps: Vec<StepReport> },
     #[error(transparent)]
     Container(#[from] crate::container::Error),
 }
@@ -103,6 +103,8 @@ pub struct Options {
     /// Take only the application from the new bundle; the running container keeps its
     /// deployment (derive.rs).
     pub derive: bool,
+    /// Told of every step as it starts and ends (the CLI's live display).
+    pub progress: Option<fn(&StepEvent)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +112,19 @@ pub struct StepReport {
     pub step: &'static str,
     pub millis: u128,
     pub note: String,
+}
+
+/// A step as it happens, for a live display (`Options::progress`): `phase` is start, done or
+/// failed; `millis` and `note` come with done and failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepEvent<'a> {
+    pub id: &'a str,
+    pub step: &'static str,
+    pub phase: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub millis: Option<u128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -222,11 +237,25 @@ impl Run<'_> {
     fn step<T>(&mut self, step: Step, f: impl FnOnce(&mut Self) -> Result<(T, String), String>) -> Result<T, (Step, String)> {
         // An interrupt before a step rolls back; one during the commit lets it finish.
         check_interrupt().map_err(|e| (step, e))?;
+        let tell = |phase: &'static str, millis: Option<u128>, note: Option<&str>| {
+            if let Some(p) = self.opts.progress {
+                p(&StepEvent { id: &self.opts.id, step: step.name(), phase, millis, note });
+            }
+        };
+        tell("start", None, None);
         self.rec.entries.push(Entry { step, done: false, at: crate::logging::now_rfc3339(), millis: None, note: None });
         journal::save(self.root, &self.rec).map_err(|e| (step, e.to_string()))?;
         journal::maybe_crash(step, "before");
         let t = Instant::now();
-        let (value, note) = f(self).map_err(|e| (step, e))?;
+        let (value, note) = match f(self) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(p) = self.opts.progress {
+                    p(&StepEvent { id: &self.opts.id, step: step.name(), phase: "failed", millis: Some(t.elapsed().as_millis()), note: Some(&e) });
+                }
+                return Err((step, e));
+            }
+        };
         journal::maybe_crash(step, "after");
         let millis = t.elapsed().as_millis();
         self.rec.entries.push(Entry { step, done: true, at: crate::logging::now_rfc3339(), millis: Some(millis), note: Some(note.clone()) });
@@ -234,6 +263,9 @@ impl Run<'_> {
         // upgrade for the next command to "settle".
         if step != Step::Commit {
             journal::save(self.root, &self.rec).map_err(|e| (step, e.to_string()))?;
+        }
+        if let Some(p) = self.opts.progress {
+            p(&StepEvent { id: &self.opts.id, step: step.name(), phase: "done", millis: Some(millis), note: Some(&note) });
         }
         self.steps.push(StepReport { step: step.name(), millis, note });
         Ok(value)
@@ -325,6 +357,14 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
             report.outcome = "upgraded";
         }
         Err((step, reason)) => {
+            let tell = |phase: &'static str, note: Option<&str>| {
+                if let Some(p) = opts.progress {
+                    p(&StepEvent { id, step: "rollback", phase, millis: None, note });
+                }
+            };
+            if opts.rollback {
+                tell("start", None);
+            }
             let (rollback, rolled_back) = if opts.rollback {
                 match rollback(&mut run) {
                     Ok(()) => ("; rolled back: the old version runs again under the same id".to_string(), true),
@@ -333,7 +373,10 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
             } else {
                 (format!("; --no-rollback: left as it is, the journal is kept; run `molt upgrade --resume {id}` to roll back"), false)
             };
-            return Err(UpgradeError::StepFailed { id: id.clone(), step: step.name(), reason, rollback, rolled_back });
+            if opts.rollback {
+                tell(if rolled_back { "done" } else { "failed" }, Some(rollback.trim_start_matches("; ")));
+            }
+            return Err(UpgradeError::StepFailed { id: id.clone(), step: step.name(), reason, rollback, rolled_back, steps: run.steps });
         }
     }
     report.steps = run.steps;
@@ -876,7 +919,7 @@ pub fn resume(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static st
 fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static str, UpgradeError> {
     let rec = journal::load(root, id)?.ok_or_else(|| UpgradeError::Precondition { id: id.into(), reason: "no upgrade in progress".into() })?;
     if rec.started(Step::Commit) {
-        commit(root, &rec).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "commit", reason, rollback: String::new(), rolled_back: false })?;
+        commit(root, &rec).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "commit", reason, rollback: String::new(), rolled_back: false, steps: vec![] })?;
         return Ok("committed");
     }
     let opts = Options {
@@ -893,9 +936,10 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
         systemd_cgroup: rec.systemd_cgroup.unwrap_or(systemd_cgroup),
         force: None,
         derive: false,
+        progress: None,
     };
     let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None, held: Default::default() };
-    rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false })?;
+    rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false, steps: vec![] })?;
     Ok("rolled back")
 }
 

@@ -96,15 +96,8 @@ pub fn sleep_bundle(version: &str, args: &[&str]) -> Bundle {
 impl Lab {
     /// `ssh_hosts` hosts with sshd, `down` more with an address and no sshd (unreachable).
     pub fn new(ssh_hosts: usize, down: usize) -> Lab {
-        assert!(Path::new("/usr/sbin/sshd").exists(), "/usr/sbin/sshd missing: scripts/setup installs openssh-server");
-        // Debian's sshd insists on its privilege separation directory.
-        let _ = fs::create_dir_all("/run/sshd");
-        let keys = TempDir::new("molt-lab-keys");
-        ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "molt-lab", "-f"]).arg(keys.join("id")));
         let op = HostNet::new();
         op.ip(&["link", "set", "lo", "up"]);
-        let mut known = String::new();
-        let mut config = format!("Host *\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n", keys.join("known_hosts").display());
         let mut hosts = vec![];
         for i in 1..=ssh_hosts + down {
             let net = HostNet::new();
@@ -116,27 +109,53 @@ impl Lab {
             net.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
             net.ip(&["link", "set", "eth0", "up"]);
             net.ip(&["link", "set", "lo", "up"]);
+            hosts.push((format!("h{i}"), net, addr, i <= ssh_hosts));
+        }
+        Lab::assemble(op, hosts)
+    }
+
+    /// Over network namespaces that exist already (the VM lab's app hosts, reached from `op`):
+    /// (name, namespace, address); every one gets sshd.
+    pub fn on(op: HostNet, hosts: Vec<(String, HostNet, String)>) -> Lab {
+        Lab::assemble(op, hosts.into_iter().map(|(n, net, a)| (n, net, a, true)).collect())
+    }
+
+    /// Keys, the ssh config and known hosts, sshd on each host marked to run it.
+    fn assemble(op: HostNet, hosts: Vec<(String, HostNet, String, bool)>) -> Lab {
+        assert!(Path::new("/usr/sbin/sshd").exists(), "/usr/sbin/sshd missing: scripts/setup installs openssh-server");
+        // Debian's sshd insists on its privilege separation directory.
+        let _ = fs::create_dir_all("/run/sshd");
+        let keys = TempDir::new("molt-lab-keys");
+        ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "molt-lab", "-f"]).arg(keys.join("id")));
+        let mut known = String::new();
+        let mut config = format!("Host *\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n", keys.join("known_hosts").display());
+        let mut out = vec![];
+        for (name, net, addr, up) in hosts {
             let dir = TempDir::new("molt-lab-sshd");
-            let name = format!("h{i}");
             let mut host = SshHost { name: name.clone(), addr: addr.clone(), net, root: Root::new(), sshd: None, dir };
             config.push_str(&format!(
                 "Host {name}\n  HostName {addr}\n  Port {PORT}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n",
                 keys.join("id").display()
             ));
-            if i <= ssh_hosts {
+            if up {
                 host.sshd = Some(start_sshd(&host, &keys));
                 let pubkey = fs::read_to_string(host.dir.join("host_key.pub")).unwrap();
                 known.push_str(&format!("[{addr}]:{PORT} {pubkey}"));
                 let a = format!("{addr}:{PORT}");
-                let up = op.client(move || wait_until(20, || std::net::TcpStream::connect(a.as_str()).is_ok()));
-                assert!(up, "sshd of {name} never listened: {}", fs::read_to_string(host.dir.join("sshd.log")).unwrap_or_default());
+                let listening = op.client(move || wait_until(20, || std::net::TcpStream::connect(a.as_str()).is_ok()));
+                assert!(listening, "sshd of {name} never listened: {}", fs::read_to_string(host.dir.join("sshd.log")).unwrap_or_default());
             }
-            hosts.push(host);
+            out.push(host);
         }
         fs::write(keys.join("known_hosts"), known).unwrap();
         fs::write(keys.join("ssh_config"), config).unwrap();
         let tag = format!("b{}x{}", std::process::id() % 100_000, unique("").rsplit('-').next().unwrap_or("0"));
-        Lab { tag, op, keys, hosts, local: Root::new(), containers: vec![], files: TempDir::new("molt-lab-docs") }
+        Lab { tag, op, keys, hosts: out, local: Root::new(), containers: vec![], files: TempDir::new("molt-lab-docs") }
+    }
+
+    /// Every sshd's log (for a failure message).
+    pub fn sshd_logs(&self) -> String {
+        self.hosts.iter().map(|h| format!("--- sshd of {}:\n{}", h.name, fs::read_to_string(h.dir.join("sshd.log")).unwrap_or_default())).collect()
     }
 
     pub fn host(&self, name: &str) -> &SshHost {
@@ -172,13 +191,18 @@ impl Lab {
     /// As `start`, on a loop volume of its own at /data holding a file `who` with its id: each
     /// container of a role has its own volume, as in the mission's bundle.
     pub fn start_with_volume(&mut self, short: &str, role: &str, host: &str, version: &str) {
-        let id = self.id(short);
         let img = self.files.join(format!("{short}.img"));
         let f = fs::File::create(&img).unwrap();
         f.set_len(16 << 20).unwrap();
         ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+        self.start_on(short, role, host, version, super::app::loop_volume(&img));
+    }
+
+    /// As `start`, with `volume` (an OCI mount at /data: loop, NFS, iSCSI) written with its id.
+    pub fn start_on(&mut self, short: &str, role: &str, host: &str, version: &str, volume: serde_json::Value) {
+        let id = self.id(short);
         let mut b = sleep_bundle(version, &["sleep", "3600"]);
-        b.config["mounts"].as_array_mut().unwrap().push(super::app::loop_volume(&img));
+        b.config["mounts"].as_array_mut().unwrap().push(volume);
         b.write();
         let dir = b.dir.display().to_string();
         let out = self.molt_on(host, &["run", "--detach", "--bundle", &dir, &id]);
@@ -282,7 +306,7 @@ fn start_sshd(h: &SshHost, keys: &Path) -> Child {
     let config = format!(
         "ListenAddress {}:{PORT}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nStrictModes no\nUsePAM no\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-         MaxSessions 100\nMaxStartups 100\nLogLevel ERROR\n",
+         MaxSessions 100\nMaxStartups 100\nLogLevel VERBOSE\n",
         h.addr,
         d.join("host_key").display(),
         d.join("sshd.pid").display(),
