@@ -541,3 +541,40 @@ fn progress_is_told_step_by_step_and_a_failed_upgrade_shows_its_steps() {
     assert!(text.contains("create-new") && text.contains("FAILED") && text.contains("prog: rolled back"), "{text}");
     assert!(stderr_of(&out).contains("upgrade prog: rollback done"), "{}", stderr_of(&out));
 }
+
+#[test]
+fn dry_run_checks_what_create_would_and_lists_the_steps() {
+    require_root!();
+    let s = Setup::start("dry");
+    let pid = s.root.state("dry")["pid"].clone();
+    let dry = |b: &Bundle| s.upgrade(&["--bundle", b.dir.to_str().unwrap(), "--dry-run", "--format", "json"]);
+    // A good bundle: the checks it passed and the eight steps, none taken.
+    let good = s.bundle("1.1.0", "app-one", &[]);
+    good.write();
+    let out = dry(&good);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("JSON report");
+    assert_eq!(doc["outcome"], "dry-run");
+    assert_eq!(doc["steps"].as_array().map(Vec::len), Some(8), "{doc}");
+    let checks = doc["checks"].to_string();
+    assert!(checks.contains("molt-testapp") && checks.contains("volume"), "{doc}");
+    // What create would refuse, refused now, naming the field; the container untouched.
+    let mut no_exe = s.bundle("1.1.0", "app-one", &[]);
+    no_exe.config["process"]["args"] = serde_json::json!(["/bin/not-there"]);
+    no_exe.write();
+    let mut no_root = s.bundle("1.1.0", "app-one", &[]);
+    no_root.config["root"]["path"] = serde_json::json!("/nonexistent-rootfs");
+    no_root.write();
+    let mut no_src = s.bundle("1.1.0", "app-one", &[]);
+    no_src.config["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/x", "type": "bind", "source": "/nonexistent-src", "options": ["rbind"]}));
+    no_src.write();
+    for (b, want) in [(&no_exe, "process.args[0] \"/bin/not-there\""), (&no_root, "root.path /nonexistent-rootfs"), (&no_src, "bind source /nonexistent-src")] {
+        let out = dry(b);
+        assert!(!out.status.success(), "{want}");
+        let err = stderr_of(&out);
+        let msg = err.lines().filter_map(logrus_text).map(|(_, m)| m).collect::<Vec<_>>().join("\n");
+        assert!(msg.contains(want), "{want}: {err}");
+    }
+    assert_eq!(s.root.state("dry")["pid"], pid);
+    assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
+}

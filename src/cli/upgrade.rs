@@ -116,7 +116,11 @@ fn print_text(r: &Report) -> String {
         out.push_str(&format!("upgrade {}: {} -> {} ({})\n", r.id, d.running, d.new, d.reason));
     }
     if r.outcome == "dry-run" {
-        out.push_str("dry run: these steps would run, each journaled before and after:\n");
+        out.push_str("dry run: the new bundle passes what create checks:\n");
+        for c in &r.checks {
+            out.push_str(&format!("  ok  {c}\n"));
+        }
+        out.push_str("these steps would run, each journaled before and after:\n");
         for (i, (step, what)) in PLAN.iter().enumerate() {
             out.push_str(&format!("  {}. {:<18} {what}\n", i + 1, step.name()));
         }
@@ -148,7 +152,7 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     let report = match res {
         Ok(r) => r,
         Err(UpgradeError::Refused { id, decision }) if a.format == "json" || a.dry_run => {
-            let r = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: Some(decision.reason.clone()) };
+            let r = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: Some(decision.reason.clone()), checks: vec![] };
             let text = if a.format == "json" { format!("{}\n", serde_json::to_string_pretty(&r)?) } else { print_text(&r) };
             std::io::stdout().write_all(text.as_bytes())?;
             return Err(UpgradeError::Refused { id, decision }.into());

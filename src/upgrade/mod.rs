@@ -5,6 +5,7 @@
 
 pub mod derive;
 pub mod eligibility;
+pub mod preflight;
 pub mod handover;
 pub mod journal;
 
@@ -136,6 +137,9 @@ pub struct Report {
     /// Old process stopped to new process started.
     pub unavailable_ms: Option<u128>,
     pub error: Option<String>,
+    /// --dry-run: what was checked of the new bundle (preflight.rs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 pub const PLAN: &[(Step, &str)] = &[
@@ -300,7 +304,7 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         opts.new_bundle.canonicalize().map_err(|e| precondition(format!("new bundle {}: {e}", opts.new_bundle.display())))?
     };
     let (old, new_spec, decision) = decide(root, id, &new_bundle, opts.force.as_deref())?;
-    let mut report = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: None };
+    let mut report = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: None, checks: vec![] };
     if !decision.eligible {
         return Err(UpgradeError::Refused { id: id.clone(), decision });
     }
@@ -320,6 +324,9 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     }
     check_new_config(&old, &new_spec, opts)?;
     if opts.dry_run {
+        // Everything create would need, then the steps that would run, none of them taken.
+        report.checks = preflight::check(&new_bundle, &new_spec).map_err(precondition)?;
+        report.steps = PLAN.iter().map(|(step, what)| StepReport { step: step.name(), millis: 0, note: format!("would {what}") }).collect();
         report.outcome = "dry-run";
         return Ok(report);
     }
