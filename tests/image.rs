@@ -1,0 +1,258 @@
+//! The new application as an OCI image: layouts and archives written by the tests from the
+//! busybox rootfs fixture, an upgrade of a running container from each (the container keeps its
+//! volume and identity), `image unpack` then `run`, `image inspect`, and hostile images, each
+//! refused with a clear error, nothing half-unpacked left, the running container untouched.
+
+mod common;
+use common::*;
+
+use common::app::*;
+use common::image::*;
+use serde_json::json;
+use tar::EntryType;
+
+fn labels(version: &str, from: Option<&str>) -> serde_json::Value {
+    let mut l = json!({"org.opencontainers.image.version": version});
+    if let Some(f) = from {
+        l["io.molt.upgrade.from"] = json!(f);
+    }
+    l
+}
+
+/// The test application at `version` as an image config for this host.
+fn app_config(version: &str) -> serde_json::Value {
+    let env = format!("APP_VERSION={version}");
+    config(host_arch(), &["/bin/molt-testapp"], &["PATH=/bin:/sbin:/usr/bin", &env], "", "/", labels(version, Some(">=1.0.0, <2.0.0")))
+}
+
+/// What is in `<root>/images` besides the store lock.
+fn store_entries(root: &Root) -> Vec<String> {
+    std::fs::read_dir(root.path.join("images"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n != ".lock").collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn upgrade_from_an_oci_layout_keeps_the_volume_and_hostname() {
+    require_root!();
+    let s = Setup::start("imgl");
+    assert!(s.ask("APPEND one").starts_with("OK"));
+    let mut l = Layout::new();
+    let m = l.image(&app_config("1.1.0"), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m.clone(), Some("1.1.0"));
+    let reference = l.reference(Some("1.1.0"));
+    // The dry run names what changes and leaves nothing in the store.
+    let out = s.upgrade(&["--image", &reference, "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(text.contains("1.0.0 -> 1.1.0") && text.contains("APP_VERSION=1.1.0") && text.contains("version  1.0.0 -> 1.1.0"), "{text}");
+    assert!(store_entries(&s.root).is_empty(), "{:?}", store_entries(&s.root));
+    let out = s.upgrade(&["--image", &reference]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(s.version(), "version=1.1.0 hostname=app-one");
+    assert_eq!(s.ask("COUNT"), "1", "the container's own volume came along");
+    let hex = m["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let store = s.root.path.join("images").join(format!("sha256-{hex}"));
+    assert_eq!(store_entries(&s.root), vec![format!("sha256-{hex}")]);
+    let st = s.root.state("imgl");
+    assert_eq!(st["annotations"]["io.molt.upgrade.from"], ">=1.0.0, <2.0.0", "{st}");
+    // The image dir goes with its last container.
+    let out = s.net.molt(&s.root, &["delete", "--force", "imgl"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!store.exists() && store_entries(&s.root).is_empty(), "{:?}", store_entries(&s.root));
+}
+
+#[test]
+fn upgrade_from_an_oci_archive_picks_this_hosts_platform() {
+    require_root!();
+    let s = Setup::start("imga");
+    assert!(s.ask("APPEND one").starts_with("OK"));
+    let mut l = Layout::new();
+    // A multi-platform image: an index with a manifest for another platform and one for this host.
+    let other = l.image(&config("s390x", &["/bin/true"], &[], "", "/", labels("1.2.0", None)), &[(LAYER_TAR, layer(vec![file("x", b"x")]))]);
+    let mine = l.image(&app_config("1.2.0"), &[(LAYER_GZIP, rootfs_layer())]);
+    let mut other = other;
+    other["platform"] = json!({"os": "linux", "architecture": "s390x"});
+    let mut mine = mine;
+    mine["platform"] = json!({"os": "linux", "architecture": host_arch()});
+    let idx = json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": [other, mine]});
+    let idx = l.blob(INDEX, &serde_json::to_vec(&idx).unwrap());
+    l.add(idx, Some("v1.2.0"));
+    let tmp = TempDir::new("molt-archive");
+    let file = tmp.join("app.tar");
+    l.archive(&file);
+    let out = s.upgrade(&["--image", &format!("oci-archive:{}:v1.2.0", file.display())]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(s.version(), "version=1.2.0 hostname=app-one");
+    assert_eq!(s.ask("COUNT"), "1");
+    let left = store_entries(&s.root);
+    assert!(left.len() == 1 && left[0].starts_with("sha256-"), "the archive's scratch copy is gone: {left:?}");
+}
+
+#[test]
+fn image_unpack_writes_a_bundle_that_runs_and_inspect_names_the_image() {
+    require_root!();
+    let mut l = Layout::new();
+    let cfg = config(host_arch(), &["sh", "-c", "echo $GREETING $(id -u):$(id -g) $(pwd)"], &["GREETING=hello"], "nobody", "/tmp", labels("3.0.0", Some(">=2.0.0")));
+    let m = l.image(&cfg, &[(LAYER_GZIP, rootfs_layer()), (LAYER_TAR, layer(vec![file("etc/motd", b"layer two\n")]))]);
+    l.add(m.clone(), None);
+    let out = Root::new().molt(&["image", "inspect", &l.reference(None), "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["version"].as_str(), v["constraint"].as_str()), (Some("3.0.0"), Some(">=2.0.0")), "{v}");
+    assert_eq!(v["manifest"], m["digest"]);
+    assert_eq!(v["platform"], format!("linux/{}", host_arch()));
+    assert_eq!(v["layers"].as_array().map(Vec::len), Some(2));
+    let tmp = TempDir::new("molt-unpack");
+    let dir = tmp.join("bundle");
+    let root = Root::new();
+    root.ok(&["image", "unpack", &l.reference(None), dir.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(dir.join("rootfs/etc/motd")).unwrap(), "layer two\n");
+    let out = root.molt(&["run", "--bundle", dir.to_str().unwrap(), &unique("unp")]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out).trim(), "hello 65534:65534 /tmp");
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["annotations"]["org.opencontainers.image.version"], "3.0.0");
+    // A second unpack into the same (now full) directory is refused.
+    let out = root.molt(&["image", "unpack", &l.reference(None), dir.to_str().unwrap()]);
+    assert!(!out.status.success() && stderr_of(&out).contains("not empty"), "{}", stderr_of(&out));
+}
+
+/// A running container (busybox, v1.0.0) and an upgrade to `reference` that must fail with
+/// `expect` in its message, leaving the container as it was and the store empty.
+fn refused(reference: &str, expect: &str) {
+    let root = Root::new();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["annotations"] = json!({"org.opencontainers.image.version": "1.0.0"});
+    let id = unique("hostile");
+    root.ok(&["run", "--detach", "--bundle", &b.write(), &id]);
+    let before = root.state(&id);
+    let out = root.molt(&["upgrade", &id, "--image", reference]);
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "must fail: {}", stdout_of(&out));
+    assert!(err.contains(expect), "expected {expect:?} in: {err}");
+    assert!(store_entries(&root).is_empty(), "left in the store: {:?}", store_entries(&root));
+    assert!(!root.path.join(".derived").join(&id).exists(), "no derived config left");
+    let after = root.state(&id);
+    assert_eq!((after["status"].as_str(), &after["pid"], &after["bundle"]), (Some("running"), &before["pid"], &before["bundle"]));
+}
+
+/// A layout holding one image with the given layer, tagged "bad".
+fn one_layer(layer_bytes: Vec<u8>) -> Layout {
+    let mut l = Layout::new();
+    let m = l.image(&config(host_arch(), &["/bin/sh"], &[], "", "/", labels("2.0.0", None)), &[(LAYER_TAR, layer_bytes)]);
+    l.add(m, Some("bad"));
+    l
+}
+
+/// The blob of the first layer of the layout's first image.
+fn first_layer(l: &Layout) -> std::path::PathBuf {
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(l.blob_path(&l.entries[0])).unwrap()).unwrap();
+    l.blob_path(&m["layers"][0])
+}
+
+#[test]
+fn a_blob_whose_digest_does_not_match_is_refused() {
+    require_root!();
+    let l = one_layer(layer(vec![file("etc/app", b"v2")]));
+    // Same size, other content.
+    let p = first_layer(&l);
+    let mut data = std::fs::read(&p).unwrap();
+    data[600] ^= 0xff;
+    std::fs::write(&p, data).unwrap();
+    refused(&l.reference(Some("bad")), "not the descriptor's");
+}
+
+#[test]
+fn a_truncated_blob_is_refused() {
+    require_root!();
+    let l = one_layer(layer(vec![file("etc/app", b"v2")]));
+    let p = first_layer(&l);
+    let data = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &data[..data.len() / 2]).unwrap();
+    refused(&l.reference(Some("bad")), "the descriptor says");
+}
+
+#[test]
+fn a_manifest_only_for_another_platform_is_refused_naming_the_platforms() {
+    require_root!();
+    let mut l = Layout::new();
+    let mut m = l.image(&config("s390x", &["/bin/sh"], &[], "", "/", labels("2.0.0", None)), &[(LAYER_TAR, layer(vec![file("x", b"x")]))]);
+    m["platform"] = json!({"os": "linux", "architecture": "s390x"});
+    let idx = json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": [m]});
+    let idx = l.blob(INDEX, &serde_json::to_vec(&idx).unwrap());
+    l.add(idx, Some("bad"));
+    refused(&l.reference(Some("bad")), &format!("no manifest for this host's platform linux/{}; platforms found: linux/s390x", host_arch()));
+}
+
+#[test]
+fn a_missing_tag_is_refused_naming_the_tags() {
+    require_root!();
+    let l = one_layer(layer(vec![file("etc/app", b"v2")]));
+    refused(&l.reference(Some("v9")), "no manifest tagged \"v9\"");
+}
+
+#[test]
+fn a_layer_with_dotdot_traversal_is_refused() {
+    require_root!();
+    let victim = TempDir::new("molt-victim");
+    let name = format!("../../../../../../../..{}/pwned", victim.display());
+    let l = one_layer(layer(vec![file("etc/ok", b"ok"), file(&name, b"pwned")]));
+    refused(&l.reference(Some("bad")), "would leave the rootfs");
+    assert!(!victim.join("pwned").exists());
+}
+
+#[test]
+fn an_absolute_symlink_followed_by_a_file_under_it_is_refused() {
+    require_root!();
+    let victim = TempDir::new("molt-victim");
+    let l = one_layer(layer(vec![link("evil", EntryType::Symlink, victim.to_str().unwrap()), file("evil/pwned", b"pwned")]));
+    refused(&l.reference(Some("bad")), "is a symlink to the absolute path");
+    assert!(!victim.join("pwned").exists());
+}
+
+#[test]
+fn a_hard_link_to_a_host_path_is_refused() {
+    require_root!();
+    let victim = TempDir::new("molt-victim");
+    std::fs::write(victim.join("secret"), "host").unwrap();
+    let target = victim.join("secret");
+    let l = one_layer(layer(vec![link("etc/stolen", EntryType::Link, target.to_str().unwrap())]));
+    refused(&l.reference(Some("bad")), "hard link to the absolute path");
+    let l = one_layer(layer(vec![link("etc/stolen", EntryType::Link, "../../../../etc/shadow")]));
+    refused(&l.reference(Some("bad")), "would leave the rootfs");
+}
+
+#[test]
+fn a_device_node_is_refused() {
+    require_root!();
+    let mut h = header("dev/sda-copy", EntryType::Block, 0);
+    h.set_device_major(8).unwrap();
+    h.set_device_minor(0).unwrap();
+    let l = one_layer(layer(vec![file("etc/ok", b"ok"), (h, vec![])]));
+    refused(&l.reference(Some("bad")), "a device node");
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_hide_what_lower_layers_wrote() {
+    require_root!();
+    let mut l = Layout::new();
+    let low = layer(vec![file("a/keep", b"1"), file("a/gone", b"1"), file("b/old", b"1"), file("c/hard", b"same")]);
+    let high = layer(vec![
+        file("a/.wh.gone", b""),
+        (header("b", EntryType::Directory, 0), vec![]),
+        file("b/.wh..wh..opq", b""),
+        file("b/new", b"2"),
+        link("c/linked", EntryType::Link, "c/hard"),
+    ]);
+    let m = l.image(&config(host_arch(), &["/bin/sh"], &[], "", "/", labels("1.0.0", None)), &[(LAYER_TAR, low), (LAYER_TAR, high)]);
+    l.add(m, None);
+    let tmp = TempDir::new("molt-unpack");
+    let dir = tmp.join("b");
+    Root::new().ok(&["image", "unpack", &l.reference(None), dir.to_str().unwrap()]);
+    let r = dir.join("rootfs");
+    assert!(r.join("a/keep").exists() && !r.join("a/gone").exists() && !r.join("a/.wh.gone").exists());
+    assert!(!r.join("b/old").exists() && r.join("b/new").exists() && !r.join("b/.wh..wh..opq").exists());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(r.join("c/linked")).unwrap().ino(), std::fs::metadata(r.join("c/hard")).unwrap().ino());
+}
