@@ -224,6 +224,15 @@ fn a_hard_link_to_a_host_path_is_refused() {
 }
 
 #[test]
+fn a_whiteout_of_the_directory_itself_or_its_parent_is_refused() {
+    require_root!();
+    for name in ["etc/.wh..", "etc/.wh...", ".wh..."] {
+        let l = one_layer(layer(vec![file("etc/ok", b"ok"), file(name, b"")]));
+        refused(&l.reference(Some("bad")), "a whiteout that names no file of its directory");
+    }
+}
+
+#[test]
 fn a_device_node_is_refused() {
     require_root!();
     let mut h = header("dev/sda-copy", EntryType::Block, 0);

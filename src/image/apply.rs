@@ -128,6 +128,11 @@ impl Layer<'_> {
             return Ok(());
         }
         if let Some(hidden) = name_str.strip_prefix(WHITEOUT) {
+            // `.wh..` and `.wh...` would hide the directory itself or its parent: the rootfs, or
+            // whatever holds it.
+            if matches!(hidden, "" | "." | "..") {
+                return Err(self.err(&raw, "a whiteout that names no file of its directory"));
+            }
             let p = parent.join(hidden);
             return remove_any(&p).map_err(|x| self.err(&raw, format!("remove {}: {x}", p.display())));
         }

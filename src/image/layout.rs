@@ -122,7 +122,19 @@ pub fn verify_blob(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> R
     Ok(path)
 }
 
+/// Larger JSON blobs (an index, a manifest, a config) are refused before they are read into
+/// memory: containerd's limit for manifests, and far above what image tools write.
+const JSON_LIMIT: u64 = 4 << 20;
+
 fn read_verified(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    if d.size() > JSON_LIMIT {
+        return Err(ImageError::Blob {
+            reference: reference.into(),
+            digest: d.digest().to_string(),
+            what: what.into(),
+            reason: format!("the descriptor says {} bytes; a {what} may have {JSON_LIMIT} at most", d.size()),
+        });
+    }
     let path = verify_blob(reference, dir, d, what)?;
     fs::read(&path).map_err(|e| ImageError::Io { reference: reference.into(), path, reason: e.to_string() })
 }
