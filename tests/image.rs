@@ -94,7 +94,8 @@ fn image_unpack_writes_a_bundle_that_runs_and_inspect_names_the_image() {
     require_root!();
     let mut l = Layout::new();
     let cfg = config(host_arch(), &["sh", "-c", "echo $GREETING $(id -u):$(id -g) $(pwd)"], &["GREETING=hello"], "nobody", "/tmp", labels("3.0.0", Some(">=2.0.0")));
-    let m = l.image(&cfg, &[(LAYER_GZIP, rootfs_layer()), (LAYER_TAR, layer(vec![file("etc/motd", b"layer two\n")]))]);
+    let zst = zstd::encode_all(layer(vec![file("etc/motd", b"layer two\n")]).as_slice(), 1).unwrap();
+    let m = l.image(&cfg, &[(LAYER_GZIP, rootfs_layer()), (LAYER_ZSTD, zst), (LAYER_TAR, layer(vec![file("etc/issue", b"three\n")]))]);
     l.add(m.clone(), None);
     let out = Root::new().molt(&["image", "inspect", &l.reference(None), "--format", "json"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
@@ -102,12 +103,13 @@ fn image_unpack_writes_a_bundle_that_runs_and_inspect_names_the_image() {
     assert_eq!((v["version"].as_str(), v["constraint"].as_str()), (Some("3.0.0"), Some(">=2.0.0")), "{v}");
     assert_eq!(v["manifest"], m["digest"]);
     assert_eq!(v["platform"], format!("linux/{}", host_arch()));
-    assert_eq!(v["layers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["layers"].as_array().map(Vec::len), Some(3));
     let tmp = TempDir::new("molt-unpack");
     let dir = tmp.join("bundle");
     let root = Root::new();
     root.ok(&["image", "unpack", &l.reference(None), dir.to_str().unwrap()]);
-    assert_eq!(std::fs::read_to_string(dir.join("rootfs/etc/motd")).unwrap(), "layer two\n");
+    assert_eq!(std::fs::read_to_string(dir.join("rootfs/etc/motd")).unwrap(), "layer two\n", "the zstd layer");
+    assert_eq!(std::fs::read_to_string(dir.join("rootfs/etc/issue")).unwrap(), "three\n", "the plain tar layer");
     let out = root.molt(&["run", "--bundle", dir.to_str().unwrap(), &unique("unp")]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(stdout_of(&out).trim(), "hello 65534:65534 /tmp");

@@ -1,4 +1,4 @@
-//! Applying image layers to a rootfs, in order: tar or tar+gzip, whiteouts (`.wh.NAME`) and opaque
+//! Applying image layers to a rootfs, in order: tar, tar+gzip or tar+zstd, whiteouts (`.wh.NAME`) and opaque
 //! directories (`.wh..wh..opq`), modes, ownership, xattrs and hard links within. Anything that
 //! would write outside the rootfs is refused: `..` in a name, a path through a symlink that is
 //! absolute or leads out, a hard link to a path outside, and device nodes.
@@ -228,18 +228,21 @@ pub fn apply_layer(reference: &str, d: &Descriptor, blob: &Path, rootfs: &Path) 
     let digest = d.digest().to_string();
     let media = d.media_type().to_string();
     let f = fs::File::open(blob).map_err(|e| ImageError::Io { reference: reference.into(), path: blob.into(), reason: e.to_string() })?;
+    let blob_err = |reason: String| ImageError::Blob { reference: reference.into(), digest: digest.clone(), what: "layer".into(), reason };
     let reader: Box<dyn Read> = if media.ends_with("gzip") {
         Box::new(flate2::read::GzDecoder::new(f))
+    } else if media.ends_with("zstd") {
+        Box::new(zstd::stream::read::Decoder::new(f).map_err(|e| blob_err(format!("zstd: {e}")))?)
     } else if media.ends_with(".tar") || media.ends_with("diff.tar") {
         Box::new(f)
     } else {
-        return Err(ImageError::Blob { reference: reference.into(), digest, what: "layer".into(), reason: format!("media type {media} is not supported (tar or tar+gzip)") });
+        return Err(blob_err(format!("media type {media} is not supported (tar, tar+gzip, tar+zstd)")));
     };
     let mut layer = Layer { reference, digest: digest.clone(), rootfs, written: HashSet::new() };
     let mut ar = tar::Archive::new(reader);
-    let entries = ar.entries().map_err(|e| ImageError::Blob { reference: reference.into(), digest: digest.clone(), what: "layer".into(), reason: e.to_string() })?;
+    let entries = ar.entries().map_err(|e| blob_err(e.to_string()))?;
     for e in entries {
-        let e = e.map_err(|e| ImageError::Blob { reference: reference.into(), digest: digest.clone(), what: "layer".into(), reason: format!("not a readable tar: {e}") })?;
+        let e = e.map_err(|e| blob_err(format!("not a readable tar: {e}")))?;
         layer.entry(e)?;
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! OCI image layouts written by hand for the image tests: blobs, manifests, configs and
-//! index.json from the busybox rootfs fixture (or hostile layers), with the `tar`, `flate2` and
-//! `sha2` crates, so no image tool is needed and nothing is pulled.
+//! index.json from the busybox rootfs fixture (or hostile layers), with the `tar`, `flate2`,
+//! `zstd` and `sha2` crates, so no image tool is needed and nothing is pulled.
 
 use std::fs;
 use std::io::Write;
@@ -16,6 +16,7 @@ pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Go's name of this host's architecture, as image configs carry it.
 pub fn host_arch() -> &'static str {
