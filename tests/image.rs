@@ -33,7 +33,7 @@ fn store_entries(root: &Root) -> Vec<String> {
 }
 
 #[test]
-fn upgrade_from_an_oci_layout_keeps_the_volume_and_hostname() {
+fn upgrade_from_an_oci_layout_keeps_the_volume_and_hostname_and_the_store_only_images_in_use() {
     require_root!();
     let s = Setup::start("imgl");
     assert!(s.ask("APPEND one").starts_with("OK"));
@@ -56,10 +56,28 @@ fn upgrade_from_an_oci_layout_keeps_the_volume_and_hostname() {
     assert_eq!(store_entries(&s.root), vec![format!("sha256-{hex}")]);
     let st = s.root.state("imgl");
     assert_eq!(st["annotations"]["io.molt.upgrade.from"], ">=1.0.0, <2.0.0", "{st}");
+    // A release that fails its gate is rolled back, and its unpacked image goes with it.
+    let mut bad = app_config("1.2.0");
+    bad["config"]["Env"].as_array_mut().unwrap().push(json!("APP_FAIL=1"));
+    let m_bad = l.image(&bad, &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m_bad, Some("1.2.0-bad"));
+    let out = s.upgrade(&["--image", &l.reference(Some("1.2.0-bad")), "--health", "tcp:8080", "--health-timeout", "2s"]);
+    assert!(!out.status.success() && stderr_of(&out).contains("rolled back"), "{}", stderr_of(&out));
+    assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.1.0 hostname=app-one", "1"));
+    assert_eq!(store_entries(&s.root), vec![format!("sha256-{hex}")]);
+    // The next release replaces the image dir of the one it upgrades from.
+    let m2 = l.image(&app_config("1.3.0"), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m2.clone(), Some("1.3.0"));
+    let out = s.upgrade(&["--image", &l.reference(Some("1.3.0"))]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.3.0 hostname=app-one", "1"));
+    let hex2 = m2["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    assert_eq!(store_entries(&s.root), vec![format!("sha256-{hex2}")], "the 1.1.0 image had its last user");
+    assert!(!store.exists());
     // The image dir goes with its last container.
     let out = s.net.molt(&s.root, &["delete", "--force", "imgl"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(!store.exists() && store_entries(&s.root).is_empty(), "{:?}", store_entries(&s.root));
+    assert!(store_entries(&s.root).is_empty(), "{:?}", store_entries(&s.root));
 }
 
 #[test]
