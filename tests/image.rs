@@ -263,11 +263,17 @@ fn a_device_node_is_refused() {
 }
 
 #[test]
-fn whiteouts_and_opaque_dirs_hide_what_lower_layers_wrote() {
+fn whiteouts_and_opaque_dirs_hide_what_lower_layers_wrote_and_modes_owners_xattrs_links_are_kept() {
     require_root!();
     let mut l = Layout::new();
     let low = layer(vec![file("a/keep", b"1"), file("a/gone", b"1"), file("b/old", b"1"), file("c/hard", b"same")]);
+    let mut suid = file("c/suid", b"#!/bin/sh\n");
+    suid.0.set_mode(0o4755);
+    suid.0.set_uid(1000);
+    suid.0.set_gid(1001);
     let high = layer(vec![
+        pax(&[("SCHILY.xattr.user.molt", b"kept")]),
+        suid,
         file("a/.wh.gone", b""),
         (header("b", EntryType::Directory, 0), vec![]),
         file("b/.wh..wh..opq", b""),
@@ -284,4 +290,34 @@ fn whiteouts_and_opaque_dirs_hide_what_lower_layers_wrote() {
     assert!(!r.join("b/old").exists() && r.join("b/new").exists() && !r.join("b/.wh..wh..opq").exists());
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(r.join("c/linked")).unwrap().ino(), std::fs::metadata(r.join("c/hard")).unwrap().ino());
+    let m = std::fs::metadata(r.join("c/suid")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o4755, 1000, 1001), "mode with set-uid and ownership kept");
+    let mut buf = [0u8; 16];
+    let path = std::ffi::CString::new(r.join("c/suid").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings and a buffer of buf.len() bytes.
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), c"user.molt".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(&buf[..n.max(0) as usize], b"kept", "the xattr from the pax header");
+}
+
+#[test]
+fn image_prune_removes_interrupted_unpacks_and_images_no_container_uses() {
+    require_root!();
+    let root = Root::new();
+    let images = root.path.join("images");
+    let mut l = Layout::new();
+    let m = l.image(&config(host_arch(), &["sleep", "1000"], &[], "", "/", labels("1.0.0", None)), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m, None);
+    // One image dir a running container uses, one nothing uses, one unpack that was interrupted.
+    let used = images.join("sha256-used");
+    root.ok(&["image", "unpack", &l.reference(None), used.to_str().unwrap()]);
+    let id = unique("pr");
+    root.ok(&["run", "--detach", "--bundle", used.to_str().unwrap(), &id]);
+    for stray in ["sha256-unused/rootfs/bin", ".tmp-sha256-abc-1-2/rootfs"] {
+        std::fs::create_dir_all(images.join(stray)).unwrap();
+    }
+    let out = root.ok(&["image", "prune"]);
+    assert!(out.contains("sha256-unused") && out.contains(".tmp-sha256-abc"), "{out}");
+    assert_eq!(store_entries(&root), vec!["sha256-used".to_string()]);
+    root.ok(&["delete", "--force", &id]);
+    assert!(store_entries(&root).is_empty(), "removed with its last container: {:?}", store_entries(&root));
 }

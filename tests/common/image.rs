@@ -155,6 +155,23 @@ pub fn link(name: &str, kind: tar::EntryType, target: &str) -> (tar::Header, Vec
     (h, vec![])
 }
 
+/// A pax extended header for the entry that follows it (`SCHILY.xattr.NAME` records, say).
+pub fn pax(records: &[(&str, &[u8])]) -> (tar::Header, Vec<u8>) {
+    let mut data = vec![];
+    for (k, v) in records {
+        // "LEN KEY=VALUE\n", where LEN counts its own digits too.
+        let rest = k.len() + v.len() + 3;
+        let mut len = rest + 1;
+        while len != rest + len.to_string().len() {
+            len = rest + len.to_string().len();
+        }
+        data.extend(format!("{len} {k}=").as_bytes());
+        data.extend(*v);
+        data.push(b'\n');
+    }
+    (header("PaxHeaders/entry", tar::EntryType::XHeader, data.len() as u64), data)
+}
+
 /// A short-lived writer used by tests that want to append to a blob.
 pub fn append(path: &Path, data: &[u8]) {
     fs::OpenOptions::new().append(true).open(path).unwrap().write_all(data).unwrap();
