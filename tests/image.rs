@@ -74,9 +74,13 @@ fn upgrade_from_an_oci_layout_keeps_the_volume_and_hostname_and_the_store_only_i
     let hex2 = m2["digest"].as_str().unwrap().trim_start_matches("sha256:");
     assert_eq!(store_entries(&s.root), vec![format!("sha256-{hex2}")], "the 1.1.0 image had its last user");
     assert!(!store.exists());
-    // The image dir goes with its last container.
-    let out = s.net.molt(&s.root, &["delete", "--force", "imgl"]);
+    // Back to a plain application bundle: the last image dir has no user any more.
+    let mut app = Bundle::new(&["/bin/molt-testapp"]);
+    app.config["process"]["env"] = json!(["PATH=/bin", "APP_VERSION=1.4.0"]);
+    app.config["annotations"] = json!({"org.opencontainers.image.version": "1.4.0"});
+    let out = s.upgrade(&["--bundle", &app.write(), "--derive"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.4.0 hostname=app-one", "1"));
     assert!(store_entries(&s.root).is_empty(), "{:?}", store_entries(&s.root));
 }
 

@@ -218,16 +218,15 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     let precondition = |reason: String| UpgradeError::Precondition { id: id.clone(), reason };
     // A derived bundle lives only as long as this upgrade does, until the journal owns it.
     // An image is unpacked (or found) in the store and held from prunes until this upgrade ends;
-    // then whatever it left unreferenced (a refused or rolled-back image, the old version's) is
-    // pruned. Declared before the scratch so the derived config is gone before that prune.
-    let _image_use: Option<crate::image::store::InUse>;
+    // then whatever it left unreferenced (a refused or rolled-back image, the old version's, also
+    // when the new version comes as a bundle) is pruned. Declared before the scratch so the
+    // derived config is gone before that prune.
+    let image_err = |source| UpgradeError::Image { id: id.clone(), source };
+    let uses_store = opts.image.is_some() || crate::image::store::images_dir(root).is_dir();
+    let _image_use = if uses_store { Some(crate::image::store::InUse::take(root).map_err(image_err)?) } else { None };
     let mut scratch = derive::Scratch(None);
     let app_bundle = match &opts.image {
-        Some(r) => {
-            let image_err = |source| UpgradeError::Image { id: id.clone(), source };
-            _image_use = Some(crate::image::store::InUse::take(root).map_err(image_err)?);
-            crate::image::store::unpack(root, r).map_err(image_err)?
-        }
+        Some(r) => crate::image::store::unpack(root, r).map_err(image_err)?,
         None => opts.new_bundle.clone(),
     };
     let new_bundle = if opts.derive || opts.image.is_some() {
