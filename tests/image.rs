@@ -325,3 +325,32 @@ fn image_prune_removes_interrupted_unpacks_and_images_no_container_uses() {
     root.ok(&["delete", "--force", &id]);
     assert!(store_entries(&root).is_empty(), "removed with its last container: {:?}", store_entries(&root));
 }
+
+#[test]
+fn a_crash_during_an_image_upgrade_is_rolled_back_or_committed_and_the_store_follows() {
+    require_root!();
+    let s = Setup::start("imgc");
+    assert!(s.ask("APPEND one").starts_with("OK"));
+    let mut l = Layout::new();
+    let m = l.image(&app_config("1.1.0"), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m.clone(), None);
+    let hex = m["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    for (crash_at, outcome, version, store) in [
+        ("start-new:before", "rolled back", "1.0.0", vec![]),
+        ("commit:before", "committed", "1.1.0", vec![format!("sha256-{hex}")]),
+    ] {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net={}", s.net.path.display()))
+            .arg(molt_bin())
+            .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "imgc", "--image", &l.reference(None)])
+            .env("MOLT_TEST_CRASH_AT", crash_at);
+        let out = run_to_files(&mut cmd);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(9), "{crash_at} did not crash: {}", stderr_of(&out));
+        let out = s.net.molt(&s.root, &["upgrade", "--resume", "imgc"]);
+        assert!(out.status.success() && stdout_of(&out).contains(outcome), "{crash_at}: {}{}", stdout_of(&out), stderr_of(&out));
+        assert_eq!(s.version(), format!("version={version} hostname=app-one"), "after {crash_at}");
+        assert_eq!(s.ask("COUNT"), "1", "after {crash_at}");
+        assert_eq!(store_entries(&s.root), store, "after {crash_at}");
+    }
+}
