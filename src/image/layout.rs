@@ -192,8 +192,7 @@ fn select(r: &Reference, dir: &Path) -> Result<Descriptor> {
         }
         (None, []) => return Err(ImageError::Select { reference: text.into(), reason: format!("{} lists no manifests", index_path.display()) }),
         // Several entries: one image for several platforms, unless they carry different tags.
-        (None, many) if tags.len() > 1 => {
-            let _ = many;
+        (None, _) if tags.len() > 1 => {
             return Err(ImageError::Select { reference: text.into(), reason: format!("{} holds several images; name one by its tag ({})", index_path.display(), tags.join(", ")) });
         }
         (_, many) => pick_platform(text, many, &index_path.display().to_string())?.clone(),
@@ -337,6 +336,25 @@ mod tests {
         assert!(e.contains("only sha256"), "{e}");
         let d = desc(format!("sha256:{}", "a".repeat(64))).unwrap();
         assert_eq!(blob_path("r", Path::new("/l"), &d, "manifest").unwrap(), Path::new("/l/blobs/sha256").join("a".repeat(64)));
+    }
+
+    #[test]
+    fn several_tagged_images_need_a_tag_and_a_tag_picks_one() {
+        let dir = std::env::temp_dir().join(format!("molt-select-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let entry = |c: &str, tag: &str| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1,
+            "digest": format!("sha256:{}", c.repeat(64)), "annotations": {REF_NAME: tag}
+        });
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [entry("a", "1.0"), entry("b", "2.0")]});
+        fs::write(dir.join("index.json"), index.to_string()).unwrap();
+        let r = |s: &str| Reference::parse(&format!("oci:{}{s}", dir.display())).unwrap();
+        let untagged = select(&r(""), &dir).map(|d| d.digest().to_string());
+        let tagged = select(&r(":2.0"), &dir).map(|d| d.digest().to_string());
+        fs::remove_dir_all(&dir).unwrap();
+        let e = untagged.unwrap_err().to_string();
+        assert!(e.contains("several images") && e.contains("1.0, 2.0"), "{e}");
+        assert_eq!(tagged.unwrap(), format!("sha256:{}", "b".repeat(64)));
     }
 
     #[test]
