@@ -6,6 +6,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod hooks;
+pub mod image;
 pub mod init;
 pub mod listen;
 pub mod logging;

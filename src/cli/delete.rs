@@ -13,7 +13,11 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     match Container::load(&ctx.root, &a.id) {
-        Ok(mut c) => c.delete(a.force)?,
+        Ok(mut c) => {
+            c.delete(a.force)?;
+            // The image it ran from may have had its last user.
+            crate::image::store::prune_quietly(&ctx.root);
+        }
         // Engines delete --force twice; the second finds nothing, which is what they asked for.
         Err(Error::NotFound(_)) if a.force => {}
         Err(e) => return Err(e.into()),

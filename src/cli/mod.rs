@@ -9,6 +9,7 @@ mod docs;
 mod events;
 mod exec;
 mod features;
+mod image;
 mod kill;
 mod list;
 mod pause;
@@ -93,6 +94,9 @@ enum Command {
     /// Volumes attached on this host
     #[command(subcommand)]
     Volume(volume::Cmd),
+    /// OCI images: unpack one into a bundle, inspect it, prune unpacked images nothing uses
+    #[command(subcommand)]
+    Image(image::Cmd),
     /// A bundled application over many hosts: plan and roll out an upgrade of every container
     #[command(subcommand)]
     Bundle(bundle::Cmd),
@@ -106,7 +110,10 @@ impl Command {
     /// Everything but writing a config, printing features and the operator's bundle commands
     /// (which reach hosts over ssh, where molt runs as root) makes namespaces, cgroups or mounts.
     fn needs_root(&self) -> bool {
-        !matches!(self, Command::Spec(_) | Command::Features | Command::Bundle(_) | Command::Completion(_) | Command::Man(_))
+        match self {
+            Command::Image(c) => c.needs_root(),
+            _ => !matches!(self, Command::Spec(_) | Command::Features | Command::Bundle(_) | Command::Completion(_) | Command::Man(_)),
+        }
     }
 
     /// Queries report an interrupted upgrade; every other command settles it first.
@@ -244,6 +251,7 @@ pub fn main() -> i32 {
         Command::Resume(a) => pause::run(&ctx, a, false),
         Command::Upgrade(a) => upgrade::run(&ctx, a),
         Command::Volume(c) => volume::run(&ctx, c),
+        Command::Image(c) => image::run(&ctx, c),
         Command::Bundle(c) => bundle::run(c),
         Command::Completion(a) => docs::completion(a),
         Command::Man(a) => docs::man(a),

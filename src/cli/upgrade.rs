@@ -11,8 +11,13 @@ pub struct Args {
     /// The running container to upgrade; it keeps this id
     pub id: String,
     /// Bundle of the new version
-    #[arg(long, short = 'b', required_unless_present = "resume")]
+    #[arg(long, short = 'b', required_unless_present_any = ["resume", "image"], conflicts_with = "image")]
     pub bundle: Option<PathBuf>,
+    /// The new version as an OCI image: oci:DIR[:TAG] (an image layout) or oci-archive:FILE[:TAG];
+    /// unpacked into <root>/images/ and upgraded to as with --derive (the container keeps its
+    /// deployment)
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
     /// keep (default): the new container joins the old network namespace, with its veth, IP, MAC
     /// and routes, and takes over the listening sockets of io.molt.listen, so no client is refused;
     /// move: the veth moves into the new container's own namespace (the host holds packets while it
@@ -79,6 +84,7 @@ fn options(ctx: &Ctx, a: &Args) -> Result<Options, String> {
         },
         derive: a.derive,
         progress: Some(if a.format == "json" { progress_json } else { progress_text }),
+        image: a.image.clone(),
     })
 }
 
@@ -116,6 +122,12 @@ fn print_text(r: &Report) -> String {
         out.push_str(&format!("upgrade {}: {} -> {} ({})\n", r.id, d.running, d.new, d.reason));
     }
     if r.outcome == "dry-run" {
+        if !r.changes.is_empty() {
+            out.push_str("the new config differs from the running one in:\n");
+            for c in &r.changes {
+                out.push_str(&format!("  {:<8} {} -> {}\n", c.field, c.from, c.to));
+            }
+        }
         out.push_str("dry run: the new bundle passes what create checks:\n");
         for c in &r.checks {
             out.push_str(&format!("  ok  {c}\n"));
@@ -152,7 +164,7 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     let report = match res {
         Ok(r) => r,
         Err(UpgradeError::Refused { id, decision }) if a.format == "json" || a.dry_run => {
-            let r = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: Some(decision.reason.clone()), checks: vec![] };
+            let r = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: Some(decision.reason.clone()), checks: vec![], changes: vec![] };
             let text = if a.format == "json" { format!("{}\n", serde_json::to_string_pretty(&r)?) } else { print_text(&r) };
             std::io::stdout().write_all(text.as_bytes())?;
             return Err(UpgradeError::Refused { id, decision }.into());

@@ -69,6 +69,34 @@ pub fn merge(old: &Spec, old_bundle: &Path, app: &Spec, app_bundle: &Path) -> Re
     Ok(out)
 }
 
+/// One field of the running config that the upgrade changes (what a dry run shows).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Change {
+    pub field: &'static str,
+    pub from: String,
+    pub to: String,
+}
+
+/// How `new` differs from `old` in what an application brings: args, env, cwd, user, version
+/// (and the rootfs). Pure, for the dry run.
+pub fn changes(old: &Spec, new: &Spec) -> Vec<Change> {
+    let proc = |s: &Spec| s.process().clone().unwrap_or_default();
+    let (a, b) = (proc(old), proc(new));
+    let json = |v: &Option<Vec<String>>| serde_json::to_string(&v.clone().unwrap_or_default()).unwrap_or_default();
+    let user = |p: &oci_spec::runtime::Process| format!("{}:{}", p.user().uid(), p.user().gid());
+    let version = |s: &Spec| s.annotations().as_ref().and_then(|a| a.get(super::eligibility::VERSION_ANNOTATION).cloned()).unwrap_or_else(|| "-".into());
+    let root = |s: &Spec| s.root().as_ref().map(|r| r.path().display().to_string()).unwrap_or_default();
+    let fields = [
+        ("version", version(old), version(new)),
+        ("args", json(a.args()), json(b.args())),
+        ("env", json(a.env()), json(b.env())),
+        ("cwd", a.cwd().display().to_string(), b.cwd().display().to_string()),
+        ("user", user(&a), user(&b)),
+        ("root", root(old), root(new)),
+    ];
+    fields.into_iter().filter(|(_, f, t)| f != t).map(|(field, from, to)| Change { field, from, to }).collect()
+}
+
 /// Write the derived bundle for container `id` and return its directory.
 pub fn write(root: &Path, id: &str, old: &Spec, old_bundle: &Path, app_bundle: &Path) -> Result<PathBuf, String> {
     let app_bundle = app_bundle.canonicalize().map_err(|e| format!("new bundle {}: {e}", app_bundle.display()))?;
@@ -153,5 +181,11 @@ mod tests {
         assert_eq!(ann["io.molt.upgrade.from"], ">=1.0.0");
         assert_eq!(ann["io.molt.listen"], "tcp:0.0.0.0:80");
         assert_eq!(ann[APP_BUNDLE_ANNOTATION], "/apps/v2");
+        let ch = changes(&old, &m);
+        let names: Vec<&str> = ch.iter().map(|c| c.field).collect();
+        assert_eq!(names, ["version", "args", "env", "cwd", "user", "root"]);
+        assert_eq!((ch[0].from.as_str(), ch[0].to.as_str()), ("1.0.0", "1.1.0"));
+        assert_eq!(ch[4].to, "1000:1000");
+        assert!(changes(&m, &m).is_empty());
     }
 }

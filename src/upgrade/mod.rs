@@ -32,6 +32,8 @@ pub enum UpgradeError {
     Journal { path: PathBuf, reason: String },
     #[error("upgrade of {id} failed at step {step}: {reason}{rollback}")]
     StepFailed { id: String, step: &'static str, reason: String, rollback: String, rolled_back: bool, steps: Vec<StepReport> },
+    #[error("upgrade of {id}: {source}")]
+    Image { id: String, source: crate::image::ImageError },
     #[error(transparent)]
     Container(#[from] crate::container::Error),
 }
@@ -106,6 +108,9 @@ pub struct Options {
     pub derive: bool,
     /// Told of every step as it starts and ends (the CLI's live display).
     pub progress: Option<fn(&StepEvent)>,
+    /// The new application as an OCI image reference (`oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`):
+    /// unpacked into the image store, then upgraded to as with `derive` (`new_bundle` unused).
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +145,9 @@ pub struct Report {
     /// --dry-run: what was checked of the new bundle (preflight.rs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
+    /// Dry run: how the new config differs from the running one (args, env, cwd, user, version).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<derive::Change>,
 }
 
 pub const PLAN: &[(Step, &str)] = &[
@@ -294,17 +302,28 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     }
     let precondition = |reason: String| UpgradeError::Precondition { id: id.clone(), reason };
     // A derived bundle lives only as long as this upgrade does, until the journal owns it.
+    // An image is unpacked (or found) in the store and held from prunes until this upgrade ends;
+    // then whatever it left unreferenced (a refused or rolled-back image, the old version's, also
+    // when the new version comes as a bundle) is pruned. Declared before the scratch so the
+    // derived config is gone before that prune.
+    let image_err = |source| UpgradeError::Image { id: id.clone(), source };
+    let uses_store = opts.image.is_some() || crate::image::store::images_dir(root).is_dir();
+    let _image_use = if uses_store { Some(crate::image::store::InUse::take(root).map_err(image_err)?) } else { None };
     let mut scratch = derive::Scratch(None);
-    let new_bundle = if opts.derive {
+    let app_bundle = match &opts.image {
+        Some(r) => crate::image::store::unpack(root, r).map_err(image_err)?,
+        None => opts.new_bundle.clone(),
+    };
+    let new_bundle = if opts.derive || opts.image.is_some() {
         let running = Container::load(root, id)?;
-        let dir = derive::write(root, id, &running.state.config, &running.state.bundle, &opts.new_bundle).map_err(precondition)?;
+        let dir = derive::write(root, id, &running.state.config, &running.state.bundle, &app_bundle).map_err(precondition)?;
         scratch.0 = Some(dir.clone());
         dir
     } else {
         opts.new_bundle.canonicalize().map_err(|e| precondition(format!("new bundle {}: {e}", opts.new_bundle.display())))?
     };
     let (old, new_spec, decision) = decide(root, id, &new_bundle, opts.force.as_deref())?;
-    let mut report = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: None, checks: vec![] };
+    let mut report = Report { id: id.clone(), outcome: "refused", decision: Some(decision.clone()), steps: vec![], unavailable_ms: None, error: None, checks: vec![], changes: vec![] };
     if !decision.eligible {
         return Err(UpgradeError::Refused { id: id.clone(), decision });
     }
@@ -328,6 +347,7 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         report.checks = preflight::check(&new_bundle, &new_spec).map_err(precondition)?;
         report.steps = PLAN.iter().map(|(step, what)| StepReport { step: step.name(), millis: 0, note: format!("would {what}") }).collect();
         report.outcome = "dry-run";
+        report.changes = derive::changes(&old.state.config, &new_spec);
         return Ok(report);
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
@@ -927,6 +947,7 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
     let rec = journal::load(root, id)?.ok_or_else(|| UpgradeError::Precondition { id: id.into(), reason: "no upgrade in progress".into() })?;
     if rec.started(Step::Commit) {
         commit(root, &rec).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "commit", reason, rollback: String::new(), rolled_back: false, steps: vec![] })?;
+        crate::image::store::prune_quietly(root);
         return Ok("committed");
     }
     let opts = Options {
@@ -944,9 +965,11 @@ fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static
         force: None,
         derive: false,
         progress: None,
+        image: None,
     };
     let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None, held: Default::default() };
     rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false, steps: vec![] })?;
+    crate::image::store::prune_quietly(root);
     Ok("rolled back")
 }
 

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod bundle;
+pub mod image;
 
 use std::fs;
 use std::path::{Path, PathBuf};
