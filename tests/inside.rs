@@ -560,6 +560,15 @@ fn personality_linux32() {
     let root = Root::new();
     let out = root.molt(&["run", "--bundle", &b.write(), "p32"]);
     assert_eq!(stdout_of(&out), "i686\n", "{}", stderr_of(&out));
+    // And from the host: PER_LINUX32 is 0x0008 in /proc/PID/personality of the running process.
+    b.config["process"]["args"] = json!(["sleep", "1000"]);
+    root.ok(&["run", "-d", "--bundle", &b.write(), "p32d"]);
+    assert_eq!(std::fs::read_to_string(format!("/proc/{}/personality", container_pid(&root, "p32d"))).unwrap(), "00000008\n");
+}
+
+/// The host pid of a running container's process.
+fn container_pid(root: &Root, id: &str) -> i64 {
+    root.state(id)["pid"].as_i64().expect("state has a pid")
 }
 
 #[test]

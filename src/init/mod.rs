@@ -7,6 +7,7 @@ pub mod channel;
 pub mod console;
 mod copyup;
 pub mod process;
+pub mod process_attrs;
 pub mod rootfs;
 pub mod seccomp;
 mod syscalls_x86_64;
@@ -239,7 +240,7 @@ fn prepare_and_exec(
     process::add_home(&mut env, p.user().uid());
     let args = p.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
-    process::set_personality(&plan.spec)?;
+    process_attrs::set_personality(&plan.spec).map_err(|e| InitError::new(e.to_string()))?;
     // Compiled now so a bad profile fails create, not start.
     let filter = match plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(s) => Some((s, seccomp::compile(s)?)),
