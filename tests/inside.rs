@@ -848,3 +848,29 @@ fn a_user_namespace_joined_by_path_owns_the_new_pid_namespace() {
     root.ok(&["start", "joiner"]);
     assert_eq!(root.ok(&["exec", "joiner", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"]), "sleep 1000 ");
 }
+
+/// ioprio_get(IOPRIO_WHO_PROCESS, pid) from the test process: busybox has no ionice.
+fn ioprio_of(pid: i64) -> i64 {
+    // SAFETY: ioprio_get(2) reads nothing of ours.
+    unsafe { libc::syscall(libc::SYS_ioprio_get, 1, pid as libc::c_int) as i64 }
+}
+
+#[test]
+fn io_priority_is_set_before_exec() {
+    require_root!();
+    // runc 1.1.5 ignores process.ioPriority: molt alone, against the spec's text.
+    let root = Root::new();
+    for (class, prio, id, want) in [("IOPRIO_CLASS_RT", 3, "iort", (1 << 13) | 3), ("IOPRIO_CLASS_IDLE", 0, "ioidle", 3 << 13)] {
+        let mut b = Bundle::new(&["sleep", "1000"]);
+        b.config["process"]["ioPriority"] = json!({"class": class, "priority": prio});
+        root.ok(&["run", "-d", "--bundle", &b.write(), id]);
+        let pid = container_pid(&root, id);
+        assert_eq!(ioprio_of(pid), want, "{class} {prio}");
+        // exec takes the process of config.json, ioPriority included.
+        let out = root.molt(&["exec", "-d", id, "sleep", "1000"]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let execd: Vec<i64> = serde_json::from_str(&root.ok(&["ps", "--format", "json", id])).expect("ps json");
+        assert_eq!(execd.len(), 2, "{execd:?}");
+        assert!(execd.iter().all(|p| ioprio_of(*p) == want), "{execd:?}");
+    }
+}

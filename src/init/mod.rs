@@ -240,7 +240,11 @@ fn prepare_and_exec(
     process::add_home(&mut env, p.user().uid());
     let args = p.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
-    process_attrs::set_personality(&plan.spec).map_err(|e| InitError::new(e.to_string()))?;
+    let attr_err = |e: process_attrs::AttrError| InitError::new(e.to_string());
+    process_attrs::set_personality(&plan.spec).map_err(attr_err)?;
+    // While the process still has CAP_SYS_ADMIN and CAP_SYS_NICE: the real-time I/O class and
+    // scheduling policies need them.
+    process_attrs::set_io_priority(p).map_err(attr_err)?;
     // Compiled now so a bad profile fails create, not start.
     let filter = match plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(s) => Some((s, seccomp::compile(s)?)),
