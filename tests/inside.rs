@@ -906,3 +906,35 @@ fn scheduler_is_set_before_exec() {
     let out = root.ok(&["exec", "fifo", "sh", "-c", "cut -d' ' -f40,41 /proc/self/stat; cut -d' ' -f40,41 /proc/$$/stat"]);
     assert_eq!(out, "0 0\n10 1\n");
 }
+
+#[test]
+fn exec_cpu_affinity_final_is_the_execd_process_cpus() {
+    require_root!();
+    // runc 1.1.5 ignores process.execCPUAffinity: molt alone, against the spec's text. Two CPUs
+    // on the test machine: 0 and 1.
+    let root = Root::new();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.config["process"]["execCPUAffinity"] = json!({"initial": "1", "final": "0"});
+    root.ok(&["run", "-d", "--bundle", &b.write(), "aff"]);
+    let cpus = |pid: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:\t")).unwrap_or_default().to_string()
+    };
+    // "not applicable to the container's init process": it keeps the host's CPUs.
+    assert_eq!(cpus(&container_pid(&root, "aff").to_string()), cpus("self"));
+    let grep = ["grep", "Cpus_allowed_list", "/proc/self/status"];
+    assert_eq!(root.ok(&[&["exec", "aff"][..], &grep].concat()), "Cpus_allowed_list:\t0\n");
+    // An exec --process with its own. initial alone leaves the final CPUs to the kernel, which
+    // keeps them when the process joins a cgroup whose cpuset allows them all (as here): the
+    // initial CPUs show through, where molt's own (0-1) would without it.
+    let dir = TempDir::new("aff");
+    for (aff, want) in [(json!({"final": "1"}), "1"), (json!({"initial": "1"}), "1"), (json!({"initial": "0", "final": "1"}), "1")] {
+        let mut p = b.config["process"].clone();
+        p["args"] = json!(grep);
+        p["execCPUAffinity"] = aff;
+        let file = dir.0.join("process.json");
+        std::fs::write(&file, p.to_string()).unwrap();
+        let out = root.ok(&["exec", "--process", &file.display().to_string(), "aff"]);
+        assert_eq!(out, format!("Cpus_allowed_list:\t{want}\n"));
+    }
+}

@@ -277,6 +277,11 @@ fn prepare_and_exec(
     // PR_SET_DUMPABLE 0: until execve replaces this image, /proc/PID/exe (the molt binary) is
     // closed to the container's processes (CVE-2019-5736). execve makes the new image dumpable.
     let _ = nix::sys::prctl::set_dumpable(false);
+    // runtime-spec: execCPUAffinity is for exec'd processes, not the container's init. Last, in
+    // the container's cgroup (joining a cpuset resets the affinity).
+    if plan.is_exec {
+        process_attrs::set_final_affinity(p.exec_cpu_affinity().as_ref()).map_err(attr_err)?;
+    }
     let is_init = init_state.is_some();
     if let Some(state_json) = init_state {
         chan.send(&Msg::Ready).map_err(|e| InitError::new(format!("report ready: {e}")))?;
