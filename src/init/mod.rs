@@ -246,6 +246,7 @@ fn prepare_and_exec(
     // scheduling policies need them.
     process_attrs::set_io_priority(p).map_err(attr_err)?;
     process_attrs::set_scheduler(p).map_err(attr_err)?;
+    process_attrs::set_memory_policy(&plan.spec).map_err(attr_err)?;
     // Compiled now so a bad profile fails create, not start.
     let filter = match plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(s) => Some((s, seccomp::compile(s)?)),
