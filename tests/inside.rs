@@ -873,6 +873,13 @@ fn io_priority_is_set_before_exec() {
         assert_eq!(execd.len(), 2, "{execd:?}");
         assert!(execd.iter().all(|p| ioprio_of(*p) == want), "{execd:?}");
     }
+    // An exec --process with its own, seen by busybox's ionice inside.
+    let mut b = Bundle::new(&["ionice"]);
+    b.config["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 6});
+    let dir = TempDir::new("io");
+    let file = dir.0.join("process.json");
+    std::fs::write(&file, b.config["process"].to_string()).unwrap();
+    assert_eq!(root.ok(&["exec", "--process", &file.display().to_string(), "ioidle"]), "best-effort: prio 6\n");
 }
 
 /// Fields of /proc/PID/stat after the command: (nice, rt_priority, policy), proc(5) fields 19, 40, 41.
@@ -905,6 +912,23 @@ fn scheduler_is_set_before_exec() {
     // child of the process (the first cut) back to SCHED_OTHER.
     let out = root.ok(&["exec", "fifo", "sh", "-c", "cut -d' ' -f40,41 /proc/self/stat; cut -d' ' -f40,41 /proc/$$/stat"]);
     assert_eq!(out, "0 0\n10 1\n");
+    // The others through exec --process (in the cgroup with real-time time): nice, rt_priority
+    // and policy of SCHED_OTHER (0, a negative nice needs CAP_SYS_NICE), SCHED_IDLE (5),
+    // SCHED_RR (2), SCHED_DEADLINE (6).
+    let dir = TempDir::new("sched");
+    for (s, want) in [
+        (json!({"policy": "SCHED_OTHER", "nice": -5}), "-5 0 0"),
+        (json!({"policy": "SCHED_IDLE"}), "0 0 5"),
+        (json!({"policy": "SCHED_RR", "priority": 5}), "0 5 2"),
+        (json!({"policy": "SCHED_DEADLINE", "runtime": 1000000, "deadline": 10000000, "period": 10000000}), "0 0 6"),
+    ] {
+        let mut p = b.config["process"].clone();
+        p["args"] = json!(["cut", "-d ", "-f19,40,41", "/proc/self/stat"]);
+        p["scheduler"] = s;
+        let file = dir.0.join("process.json");
+        std::fs::write(&file, p.to_string()).unwrap();
+        assert_eq!(root.ok(&["exec", "--process", &file.display().to_string(), "fifo"]), format!("{want}\n"));
+    }
 }
 
 #[test]
