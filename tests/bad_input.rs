@@ -351,4 +351,15 @@ fn bad_runtime_spec_1_3_process_attributes_are_refused_naming_the_field() {
         b.config[section][key] = value.clone();
         refused(&b, "badattr", &["config.json", field]);
     }
+    // exec --process is checked the same way.
+    let b = Bundle::new(&["sleep", "1000"]);
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &b.write(), "attrexec"]);
+    let mut p = b.config["process"].clone();
+    p["scheduler"] = json!({"policy": "SCHED_FIFO"});
+    let file = b.dir.join("process.json");
+    std::fs::write(&file, p.to_string()).unwrap();
+    let out = root.molt(&["exec", "--process", &file.display().to_string(), "attrexec"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("process.scheduler.priority: SCHED_FIFO needs a priority of 1..=99"), "{}", stderr_of(&out));
 }

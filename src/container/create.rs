@@ -73,10 +73,11 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
     Ok(spec)
 }
 
-pub fn attr_error(e: crate::init::process_attrs::AttrError) -> Error {
+/// A runtime-spec 1.3 attribute the config gets wrong (the checks make no system call).
+fn attr_error(e: crate::init::process_attrs::AttrError) -> Error {
     match e {
         crate::init::process_attrs::AttrError::Invalid { field, reason } => Error::Config { field, reason },
-        other => Error::Config { field: String::new(), reason: other.to_string() },
+        kernel @ crate::init::process_attrs::AttrError::Kernel { field, .. } => Error::Config { field: field.into(), reason: kernel.to_string() },
     }
 }
 
