@@ -329,3 +329,37 @@ fn out_of_range_durations_are_refused_without_a_panic() {
         assert!(err.contains(flag) && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn bad_runtime_spec_1_3_process_attributes_are_refused_naming_the_field() {
+    require_root!();
+    // runc 1.1.5 ignores all of these; the spec's value sets and ranges are checked at create.
+    let cases: Vec<(&str, &str, serde_json::Value, &str)> = vec![
+        ("process", "ioPriority", json!({"class": "IOPRIO_CLASS_FAST", "priority": 0}), "process.ioPriority.class"),
+        ("process", "ioPriority", json!({"class": "IOPRIO_CLASS_BE", "priority": 8}), "process.ioPriority.priority"),
+        ("process", "scheduler", json!({"policy": "SCHED_FAST"}), "process.scheduler.policy"),
+        ("process", "scheduler", json!({"policy": "SCHED_RR", "priority": 100}), "process.scheduler.priority"),
+        ("process", "scheduler", json!({"policy": "SCHED_OTHER", "nice": -21}), "process.scheduler.nice"),
+        ("process", "execCPUAffinity", json!({"final": "0-"}), "process.execCPUAffinity.final"),
+        ("process", "execCPUAffinity", json!({"initial": "one"}), "process.execCPUAffinity.initial"),
+        ("linux", "personality", json!({"domain": "LINUX64"}), "linux.personality.domain"),
+        ("linux", "memoryPolicy", json!({"mode": "MPOL_FAST", "nodes": "0"}), "linux.memoryPolicy.mode"),
+        ("linux", "memoryPolicy", json!({"mode": "MPOL_BIND", "nodes": "0-x"}), "linux.memoryPolicy.nodes"),
+    ];
+    for (section, key, value, field) in cases {
+        let mut b = Bundle::new(&["true"]);
+        b.config[section][key] = value.clone();
+        refused(&b, "badattr", &["config.json", field]);
+    }
+    // exec --process is checked the same way.
+    let b = Bundle::new(&["sleep", "1000"]);
+    let root = Root::new();
+    root.ok(&["run", "-d", "--bundle", &b.write(), "attrexec"]);
+    let mut p = b.config["process"].clone();
+    p["scheduler"] = json!({"policy": "SCHED_FIFO"});
+    let file = b.dir.join("process.json");
+    std::fs::write(&file, p.to_string()).unwrap();
+    let out = root.molt(&["exec", "--process", &file.display().to_string(), "attrexec"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("process.scheduler.priority: SCHED_FIFO needs a priority of 1..=99"), "{}", stderr_of(&out));
+}

@@ -213,6 +213,12 @@ fn features_lists_what_molt_supports() {
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
     assert_eq!(f["linux"]["seccomp"]["archs"], serde_json::json!(["SCMP_ARCH_X86_64"]));
     assert_eq!(f["linux"]["apparmor"]["enabled"], false, "molt has no AppArmor and must not claim it");
+    // runtime-spec 1.3 attributes, each proved in tests/inside.rs.
+    let modes = f["linux"]["memoryPolicy"]["modes"].as_array().unwrap();
+    assert!(modes.iter().any(|m| m == "MPOL_BIND") && modes.iter().any(|m| m == "MPOL_INTERLEAVE"), "{modes:?}");
+    for key in ["process.ioPriority", "process.scheduler", "process.execCPUAffinity", "linux.personality"] {
+        assert!(f["annotations"][format!("io.molt.features.{key}")].is_string(), "{key}");
+    }
 }
 
 #[test]

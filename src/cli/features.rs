@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use super::CmdResult;
+use crate::init::process_attrs as attrs;
 
 pub fn run() -> CmdResult {
     let caps: Vec<String> = {
@@ -37,13 +38,20 @@ pub fn run() -> CmdResult {
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
             "mountExtensions": {"idmap": {"enabled": false}},
-            "netDevices": {"enabled": true}
+            "netDevices": {"enabled": true},
+            "memoryPolicy": {"modes": attrs::MEMORY_MODES, "flags": attrs::MEMORY_FLAGS}
         },
         "annotations": {
             "io.molt.upgrade": "in-place upgrade keeping volumes and network identity",
             "io.molt.net.bridge": "bridge for a veth set up by molt",
             "io.molt.net.address": "CIDR address of the container's eth0",
-            "io.molt.net.gateway": "default gateway of the container"
+            "io.molt.net.gateway": "default gateway of the container",
+            // The features document has no field for these runtime-spec 1.3 process attributes;
+            // each is listed once tests/inside.rs proves it.
+            "io.molt.features.process.ioPriority": "IOPRIO_CLASS_RT, IOPRIO_CLASS_BE, IOPRIO_CLASS_IDLE",
+            "io.molt.features.process.scheduler": "SCHED_OTHER, SCHED_BATCH, SCHED_IDLE, SCHED_FIFO, SCHED_RR, SCHED_DEADLINE",
+            "io.molt.features.process.execCPUAffinity": "initial, final",
+            "io.molt.features.linux.personality": "LINUX, LINUX32"
         }
     });
     std::io::stdout().write_all(format!("{}\n", serde_json::to_string_pretty(&doc)?).as_bytes())?;

@@ -57,12 +57,28 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
         bundle: bundle.into(),
         reason: format!("config.json: {e}"),
     })?;
-    let spec: Spec = serde_json::from_slice(&data).map_err(|e| Error::Bundle {
+    let not_oci = |e: serde_json::Error| Error::Bundle {
         bundle: bundle.into(),
         reason: format!("config.json is not a valid OCI runtime config: {e}"),
-    })?;
+    };
+    // The runtime-spec 1.3 process attributes are checked on the raw JSON first: serde's
+    // "unknown variant" would not say which field holds it.
+    let mut raw: serde_json::Value = serde_json::from_slice(&data).map_err(not_oci)?;
+    crate::init::process_attrs::check_config(&raw).map_err(attr_error)?;
+    if let Some(p) = raw.get_mut("process") {
+        crate::init::process_attrs::translate_sched_flags(p);
+    }
+    let spec: Spec = serde_json::from_value(raw).map_err(not_oci)?;
     check_oci_version(spec.version())?;
     Ok(spec)
+}
+
+/// A runtime-spec 1.3 attribute the config gets wrong (the checks make no system call).
+fn attr_error(e: crate::init::process_attrs::AttrError) -> Error {
+    match e {
+        crate::init::process_attrs::AttrError::Invalid { field, reason } => Error::Config { field, reason },
+        kernel @ crate::init::process_attrs::AttrError::Kernel { field, .. } => Error::Config { field: field.into(), reason: kernel.to_string() },
+    }
 }
 
 /// runtime-spec: ociVersion is REQUIRED and MUST be SemVer 2.0.0; versions are compatible within

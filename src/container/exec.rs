@@ -78,18 +78,19 @@ impl Container {
         drop(child_end);
         // runc's words; the reason carries the init's own `exec: "x": ...` (never "exec: exec:").
         let fail = |reason: String| Error::Step { id: id.clone(), step: "unable to start container process", reason };
-        if let Some(cg) = &self.state.cgroup {
-            if let Err(e) = cg.add_process(child.as_raw()) {
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(child, None);
-                return Err(e.into());
-            }
-        }
-        if let Err(reason) = crate::init::process::set_oom_score_adj(child.as_raw(), &plan.process) {
+        // The new process dies with a set-up error of the runtime's before it is told to go on.
+        let abort = |e: Error| {
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(child, None);
-            return Err(fail(reason));
+            e
+        };
+        // execCPUAffinity.initial: the new process's CPUs until it is in the container's cgroup.
+        crate::init::process_attrs::set_initial_affinity(child.as_raw(), plan.process.exec_cpu_affinity().as_ref())
+            .map_err(|e| abort(fail(e.to_string())))?;
+        if let Some(cg) = &self.state.cgroup {
+            cg.add_process(child.as_raw()).map_err(|e| abort(e.into()))?;
         }
+        crate::init::process::set_oom_score_adj(child.as_raw(), &plan.process).map_err(|reason| abort(fail(reason)))?;
         parent_end.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
         // The channel is close-on-exec: EOF means the process exec'd, a message means it failed.
         match parent_end.recv() {

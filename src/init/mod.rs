@@ -7,6 +7,7 @@ pub mod channel;
 pub mod console;
 mod copyup;
 pub mod process;
+pub mod process_attrs;
 pub mod rootfs;
 pub mod seccomp;
 mod syscalls_x86_64;
@@ -239,7 +240,13 @@ fn prepare_and_exec(
     process::add_home(&mut env, p.user().uid());
     let args = p.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
-    process::set_personality(&plan.spec)?;
+    let attr_err = |e: process_attrs::AttrError| InitError::new(e.to_string());
+    process_attrs::set_personality(&plan.spec).map_err(attr_err)?;
+    // While the process still has CAP_SYS_ADMIN and CAP_SYS_NICE: the real-time I/O class and
+    // scheduling policies need them.
+    process_attrs::set_io_priority(p).map_err(attr_err)?;
+    process_attrs::set_scheduler(p).map_err(attr_err)?;
+    process_attrs::set_memory_policy(&plan.spec).map_err(attr_err)?;
     // Compiled now so a bad profile fails create, not start.
     let filter = match plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(s) => Some((s, seccomp::compile(s)?)),
@@ -271,6 +278,11 @@ fn prepare_and_exec(
     // PR_SET_DUMPABLE 0: until execve replaces this image, /proc/PID/exe (the molt binary) is
     // closed to the container's processes (CVE-2019-5736). execve makes the new image dumpable.
     let _ = nix::sys::prctl::set_dumpable(false);
+    // runtime-spec: execCPUAffinity is for exec'd processes, not the container's init. Last, in
+    // the container's cgroup (joining a cpuset resets the affinity).
+    if plan.is_exec {
+        process_attrs::set_final_affinity(p.exec_cpu_affinity().as_ref()).map_err(attr_err)?;
+    }
     let is_init = init_state.is_some();
     if let Some(state_json) = init_state {
         chan.send(&Msg::Ready).map_err(|e| InitError::new(format!("report ready: {e}")))?;

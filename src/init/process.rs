@@ -301,20 +301,6 @@ fn in_user_ns_with_setgroups_denied() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
 }
 
-/// linux.personality: the execution domain (LINUX32 makes uname report i686 and the like).
-pub fn set_personality(spec: &oci_spec::runtime::Spec) -> Result<(), InitError> {
-    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().clone()) else { return Ok(()) };
-    let persona = match p.domain() {
-        oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000,
-        oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
-    };
-    // SAFETY: personality(2) takes a plain integer.
-    if unsafe { libc::personality(persona) } < 0 {
-        return Err(InitError::new(format!("linux.personality {:?}: {}", p.domain(), std::io::Error::last_os_error())));
-    }
-    Ok(())
-}
-
 /// Close every fd from `first` up except `keep`, before the process changes into its cwd: an open
 /// directory of the host (a bind source opened by molt, anything an `exec` inherited) would
 /// otherwise be reachable as /proc/self/fd/N, and a cwd of that path lands outside the rootfs
