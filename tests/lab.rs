@@ -6,6 +6,7 @@
 
 mod common;
 use common::app::*;
+use common::bundle::{sleep_bundle, Lab};
 use common::*;
 
 use std::path::PathBuf;
@@ -230,4 +231,50 @@ fn iscsi_absent_lun_is_a_clear_error_and_leaves_nothing() {
     let source = format!("iscsi://{}/{}/9", lab_var("MOLT_LAB_ISCSI_PORTAL"), lab_var("MOLT_LAB_ISCSI_IQN"));
     let v = serde_json::json!({"destination": "/data", "type": "ext4", "source": source, "options": ["x-molt.timeout=5s"]});
     refused_volume(&guest_host(), v, &["lun-9"]);
+}
+
+/// The mission's bundle for real: one db role over two ssh hosts (the lab's app1 and app2, each
+/// on its own NFS directory) and the operator's own host (on the iSCSI LUN, which only the root
+/// namespace can log in to); one rollout, and each container is on its own volume after it.
+#[test]
+#[ignore = "VM lab only (scripts/lab-suite runs it): this host kernel has no NFS client and no iSCSI initiator"]
+fn bundle_rollout_keeps_each_containers_own_nfs_or_iscsi_volume() {
+    require_lab!();
+    let hosts = vec![
+        ("h1".to_string(), app1(), lab_var("MOLT_LAB_APP_IP")),
+        ("h2".to_string(), HostNet::existing(&lab_var("MOLT_LAB_APP2_NETNS")), lab_var("MOLT_LAB_APP2_IP")),
+    ];
+    let mut lab = Lab::on(guest_host(), hosts);
+    let export = PathBuf::from(lab_var("MOLT_LAB_NFS_EXPORT_DIR"));
+    let mut dirs = vec![];
+    for (short, host) in [("db-1", "h1"), ("db-2", "h2")] {
+        let sub = lab.id(short);
+        std::fs::create_dir_all(export.join(&sub)).unwrap();
+        dirs.push(export.join(&sub));
+        let mut v = nfs_volume();
+        v["source"] = serde_json::json!(format!("{}/{sub}", lab_var("MOLT_LAB_NFS_SOURCE")));
+        lab.start_on(short, "db", host, "1.0.0", v);
+    }
+    lab.start_on("db-3", "db", "local", "1.0.0", iscsi_volume());
+    let manifest = lab.manifest(&["db"]).display().to_string();
+    let db = sleep_bundle("1.1.0", &["sleep", "3600"]);
+    let doc = serde_json::json!({"version": "1.1.0", "roles": {"db": {"bundle": db.dir}}, "order": ["db"], "batch_size": 3, "stop_signal": "SIGKILL"});
+    let upgrade = lab.upgrade_doc("upgrade.json", doc).display().to_string();
+    let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    println!("{text}");
+    assert!(out.status.success(), "{text}\n{}\n{}", stderr_of(&out), lab.sshd_logs());
+    for short in ["db-1", "db-2", "db-3"] {
+        assert_eq!(lab.version(short), "running 1.1.0", "{short}\n{text}");
+        assert_eq!(lab.volume_of(short), lab.id(short), "{short} on its own volume\n{text}");
+    }
+    // Seen from the storage host: each NFS directory holds its own container's file.
+    for (dir, short) in dirs.iter().zip(["db-1", "db-2"]) {
+        assert_eq!(std::fs::read_to_string(dir.join("who")).unwrap_or_default().trim(), lab.id(short));
+    }
+    drop(lab);
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    assert!(no_molt_mounts_of("nfs"), "NFS attachments are gone with their containers");
 }

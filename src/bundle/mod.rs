@@ -65,34 +65,57 @@ pub fn observe_one(t: &Transport, id: &str) -> Observed {
         return Observed::Unreachable { reason: format!("host {}: molt state {id}: {}", t.name, crate::logging::messages_of(&stderr)) };
     }
     match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
-        Ok(v) => Observed::Found {
-            status: v["status"].as_str().unwrap_or("unknown").to_string(),
-            version: v["annotations"][crate::upgrade::eligibility::VERSION_ANNOTATION].as_str().map(String::from),
-            // The application it runs: what a rollback-batch derives from again.
-            bundle: v["annotations"][crate::upgrade::derive::APP_BUNDLE_ANNOTATION].as_str().or(v["bundle"].as_str()).map(String::from),
-        },
+        Ok(v) => observed_from(&v),
         Err(e) => Observed::Unreachable { reason: format!("host {}: molt state {id}: not JSON: {e}", t.name) },
     }
 }
 
+/// The fields of one container in `molt list --format json` (runc's list) that a plan needs.
+fn observed_from(v: &serde_json::Value) -> Observed {
+    let ann = &v["annotations"];
+    Observed::Found {
+        status: v["status"].as_str().unwrap_or("unknown").to_string(),
+        version: ann[crate::upgrade::eligibility::VERSION_ANNOTATION].as_str().map(String::from),
+        // The application it runs: what a rollback-batch derives from again.
+        bundle: ann[crate::upgrade::derive::APP_BUNDLE_ANNOTATION].as_str().or(v["bundle"].as_str()).map(String::from),
+    }
+}
+
+/// What one host says about `ids`: one `molt list --format json` there, however many
+/// containers it holds (a round trip per container would make the plan grow with N).
+fn observe_host(t: &Transport, ids: &[&str]) -> Vec<Observed> {
+    let all = |o: Observed| ids.iter().map(|_| o.clone()).collect();
+    let out = match t.molt(&["list", "--format", "json"]) {
+        Ok(o) => o,
+        Err(e) => return all(Observed::Unreachable { reason: e.to_string() }),
+    };
+    if !out.status.success() {
+        let why = crate::logging::messages_of(&String::from_utf8_lossy(&out.stderr));
+        return all(Observed::Unreachable { reason: format!("host {}: molt list: {}", t.name, why.trim()) });
+    }
+    // runc prints `null` for no container.
+    let list: Vec<serde_json::Value> = match serde_json::from_slice::<Option<Vec<serde_json::Value>>>(&out.stdout) {
+        Ok(l) => l.unwrap_or_default(),
+        Err(e) => return all(Observed::Unreachable { reason: format!("host {}: molt list: not JSON: {e}", t.name) }),
+    };
+    ids.iter().map(|id| list.iter().find(|c| c["id"] == *id).map(observed_from).unwrap_or(Observed::NotFound)).collect()
+}
+
 /// Every container of the manifest as its host sees it now, in manifest order; hosts are asked
-/// in parallel.
+/// in parallel, each once.
 pub fn observe(manifest: &Manifest, hosts: &[(Transport, Option<String>)]) -> Vec<Observed> {
     let per_host: Vec<Vec<(usize, Observed)>> = std::thread::scope(|s| {
         let handles: Vec<_> = hosts
             .iter()
             .map(|(t, down)| {
                 s.spawn(move || {
-                    manifest
-                        .containers
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| c.host == t.name)
-                        .map(|(i, c)| match down {
-                            Some(reason) => (i, Observed::Unreachable { reason: reason.clone() }),
-                            None => (i, observe_one(t, &c.id)),
-                        })
-                        .collect()
+                    let mine: Vec<(usize, &str)> = manifest.containers.iter().enumerate().filter(|(_, c)| c.host == t.name).map(|(i, c)| (i, c.id.as_str())).collect();
+                    let found = match down {
+                        Some(reason) => mine.iter().map(|_| Observed::Unreachable { reason: reason.clone() }).collect(),
+                        None if mine.is_empty() => vec![],
+                        None => observe_host(t, &mine.iter().map(|(_, id)| *id).collect::<Vec<_>>()),
+                    };
+                    mine.iter().map(|(i, _)| *i).zip(found).collect()
                 })
             })
             .collect();
