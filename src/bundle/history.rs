@@ -46,31 +46,39 @@ fn ok_or_stderr(o: std::process::Output) -> Result<std::process::Output, String>
 /// named in a warning (the rollout's outcome stands).
 pub fn record(docs: &Documents, hosts: &[(Transport, Option<String>)], session: &Session, s: &Summary, say: Say) {
     let at = crate::logging::now_rfc3339();
-    for (t, down) in hosts {
-        let mine: Vec<Done> = s.containers.iter().filter(|d| d.host == t.name && d.millis > 0).cloned().collect();
-        if down.is_some() || mine.is_empty() {
-            continue;
+    let at = &at;
+    // Every host at once: a rollout's end should not grow with the number of hosts.
+    std::thread::scope(|scope| {
+        for (t, down) in hosts {
+            scope.spawn(move || record_on(docs, t, down.is_some(), session, s, at, say));
         }
-        let rec = Record {
-            at: at.clone(),
-            who: who(),
-            bundle: s.bundle.clone(),
-            version: s.version.clone(),
-            constraint: docs.upgrade.constraint.clone(),
-            upgrade_document: Some(docs.upgrade_file.clone()),
-            completed: s.completed,
-            containers: mine,
-        };
-        let file = session.path().join(format!("{}.history.json", t.name.replace('/', "_")));
-        let root = quote(&t.host.root.display().to_string());
-        let res = serde_json::to_string(&rec)
-            .map_err(|e| e.to_string())
-            .and_then(|line| std::fs::write(&file, line + "\n").map_err(|e| e.to_string()))
-            .and_then(|_| t.run(&format!("mkdir -p {root} && cat >> {root}/{FILE}"), Some(&file)).map_err(|e| e.to_string()))
-            .and_then(ok_or_stderr);
-        if let Err(e) = res {
-            say(&format!("warning: history record on {} not written: {e}", t.name));
-        }
+    });
+}
+
+fn record_on(docs: &Documents, t: &Transport, down: bool, session: &Session, s: &Summary, at: &str, say: Say) {
+    let mine: Vec<Done> = s.containers.iter().filter(|d| d.host == t.name && d.millis > 0).cloned().collect();
+    if down || mine.is_empty() {
+        return;
+    }
+    let rec = Record {
+        at: at.to_string(),
+        who: who(),
+        bundle: s.bundle.clone(),
+        version: s.version.clone(),
+        constraint: docs.upgrade.constraint.clone(),
+        upgrade_document: Some(docs.upgrade_file.clone()),
+        completed: s.completed,
+        containers: mine,
+    };
+    let file = session.path().join(format!("{}.history.json", t.name.replace('/', "_")));
+    let root = quote(&t.host.root.display().to_string());
+    let res = serde_json::to_string(&rec)
+        .map_err(|e| e.to_string())
+        .and_then(|line| std::fs::write(&file, line + "\n").map_err(|e| e.to_string()))
+        .and_then(|_| t.run(&format!("mkdir -p {root} && cat >> {root}/{FILE}"), Some(&file)).map_err(|e| e.to_string()))
+        .and_then(ok_or_stderr);
+    if let Err(e) = res {
+        say(&format!("warning: history record on {} not written: {e}", t.name));
     }
 }
 

@@ -48,24 +48,44 @@ fn host_of<'a>(hosts: &'a [(Transport, Option<String>)], name: &str) -> Result<&
 
 /// Ship every role's bundle to every host with a container of that role to upgrade.
 fn ship(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], session: &Session, say: Say) -> Result<BTreeMap<(String, String), PathBuf>, BundleError> {
-    let mut shipped = BTreeMap::new();
+    // Each role's archive once, here; then every host is sent its roles at the same time.
     let mut archives = BTreeMap::new();
+    let mut per_host: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for row in plan.to_upgrade() {
-        let key = (row.role.clone(), row.host.clone());
-        if shipped.contains_key(&key) {
-            continue;
-        }
         if !archives.contains_key(&row.role) {
             let src = &docs.upgrade.roles[&row.role].bundle;
             archives.insert(row.role.clone(), Archive::make(session, src, &row.role)?);
         }
-        let a = &archives[&row.role];
-        let t = host_of(hosts, &row.host)?;
-        let t0 = Instant::now();
-        let (dir, sent) = t.ship(a)?;
-        let how = if sent { format!("sent, sha256 verified on arrival, {} ms", t0.elapsed().as_millis()) } else { "already there".into() };
-        say(&format!("ship  {:<8} -> {:<8} sha256:{}  {how}", row.role, row.host, &a.digest[..12]));
-        shipped.insert(key, dir);
+        let roles = per_host.entry(row.host.as_str()).or_default();
+        if !roles.contains(&row.role.as_str()) {
+            roles.push(row.role.as_str());
+        }
+    }
+    let archives = &archives;
+    let results: Vec<Result<Vec<((String, String), PathBuf)>, BundleError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = per_host
+            .into_iter()
+            .map(|(host, roles)| {
+                s.spawn(move || {
+                    let t = host_of(hosts, host)?;
+                    let mut out = vec![];
+                    for role in roles {
+                        let a = &archives[role];
+                        let t0 = Instant::now();
+                        let (dir, sent) = t.ship(a)?;
+                        let how = if sent { format!("sent, sha256 verified on arrival, {} ms", t0.elapsed().as_millis()) } else { "already there".into() };
+                        say(&format!("ship  {role:<8} -> {host:<8} sha256:{}  {how}", &a.digest[..12]));
+                        out.push(((role.to_string(), host.to_string()), dir));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(BundleError::Refused("a shipping thread panicked".into())))).collect()
+    });
+    let mut shipped = BTreeMap::new();
+    for r in results {
+        shipped.extend(r?);
     }
     Ok(shipped)
 }
@@ -358,13 +378,15 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
         .collect();
     let summary = Summary { bundle: plan.bundle.clone(), version: plan.version.clone(), completed, containers };
     super::history::record(docs, hosts, session, &summary, say);
-    for (t, _) in hosts.iter().filter(|(_, down)| down.is_none()) {
-        match t.prune_bundles(started) {
-            Ok(gone) if gone.is_empty() => {}
-            Ok(gone) => say(&format!("host {}: removed {} shipped bundle(s) nothing uses any more: {}", t.name, gone.len(), gone.join(", "))),
-            Err(e) => say(&format!("warning: {e}")),
+    std::thread::scope(|s| {
+        for (t, _) in hosts.iter().filter(|(_, down)| down.is_none()) {
+            s.spawn(move || match t.prune_bundles(started) {
+                Ok(gone) if gone.is_empty() => {}
+                Ok(gone) => say(&format!("host {}: removed {} shipped bundle(s) nothing uses any more: {}", t.name, gone.len(), gone.join(", "))),
+                Err(e) => say(&format!("warning: {e}")),
+            });
         }
-    }
+    });
     Ok(summary)
 }
 
