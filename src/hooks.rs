@@ -46,6 +46,7 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), Hook
         None => None,
     };
     let args = hook.args().clone().unwrap_or_default();
+    crate::logging::debug(&format!("hook {kind}: run {path} {args:?} (timeout {timeout:?} s)"));
     let mut cmd = Command::new(hook.path());
     if let Some(argv0) = args.first() {
         cmd.arg0(argv0);

@@ -120,3 +120,31 @@ fn man_pages_and_completions_come_from_the_same_flags() {
     let st = Command::new("bash").arg("-n").arg(&script).status().unwrap();
     assert!(st.success(), "the bash completion does not parse");
 }
+
+#[test]
+fn debug_logs_namespaces_mounts_cgroup_writes_and_hooks() {
+    require_root!();
+    let root = Root::new();
+    let dir = TempDir::new("molt-debug");
+    let log = dir.join("log.json");
+    let mut b = Bundle::new(&["true"]);
+    b.config["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]});
+    let bundle = b.write();
+    let molt = |args: &[&str], debug: bool| {
+        let mut cmd = Command::new(molt_bin());
+        cmd.arg("--root").arg(&root.path).arg("--log").arg(&log).args(["--log-format", "json"]);
+        if debug {
+            cmd.arg("--debug");
+        }
+        let out = cmd.args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
+    };
+    molt(&["run", "--bundle", &bundle, "quiet"], false);
+    assert!(!std::fs::read_to_string(&log).unwrap_or_default().contains("\"debug\""), "no debug records without --debug");
+    molt(&["run", "--bundle", &bundle, "dbg"], true);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let debug: Vec<String> = records.iter().filter(|r| r["level"] == "debug").map(|r| r["msg"].as_str().unwrap_or("").to_string()).collect();
+    for want in ["namespace: unshare", "mount: ", "cgroup: mkdir", "cgroup: write", "hook prestart: run /bin/true"] {
+        assert!(debug.iter().any(|m| m.starts_with(want)), "no {want:?} record in {debug:#?}");
+    }
+}

@@ -21,6 +21,7 @@ pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
 /// One write(2) of the whole value: cgroupfs parses each write separately, so a value must
 /// never be split. No O_CREAT: a missing file means a missing controller, and must say so.
 pub(crate) fn write(path: &Path, value: &str, context: &str) -> Result<(), CgroupError> {
+    crate::logging::debug(&format!("cgroup: write {value:?} to {} ({context})", path.display()));
     let err = |e: std::io::Error| CgroupError::Write {
         path: path.to_path_buf(),
         value: value.to_string(),
@@ -37,6 +38,7 @@ pub(crate) fn write(path: &Path, value: &str, context: &str) -> Result<(), Cgrou
 
 /// Returns whether this call created the directory (false when it already existed).
 pub(crate) fn mkdir(path: &Path) -> Result<bool, CgroupError> {
+    crate::logging::debug(&format!("cgroup: mkdir {}", path.display()));
     match fs::create_dir(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),

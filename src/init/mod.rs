@@ -117,6 +117,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         // A user namespace may be joined already: the helper that cloned a new pid namespace's
         // init entered it first (setns into one's own user namespace is EINVAL).
         if !(*kind == CloneFlags::CLONE_NEWUSER && is_own_ns(&f, "user")) {
+            crate::logging::debug(&format!("namespace: join {kind:?} {}", path.display()));
             setns(&f, *kind).map_err(|e| InitError::new(format!("setns {}: {}", path.display(), e.desc())))?;
         }
         if *kind == CloneFlags::CLONE_NEWUSER {
@@ -125,6 +126,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     }
     let own_cgroups = cgroupfs::own_membership();
     if !plan.unshare.is_empty() {
+        crate::logging::debug(&format!("namespace: unshare {:?}", plan.unshare));
         unshare(plan.unshare).map_err(|e| InitError::new(format!("unshare namespaces {:?}: {}", plan.unshare, e.desc())))?;
     }
     if plan.unshare.contains(CloneFlags::CLONE_NEWNET) {

@@ -437,6 +437,8 @@ fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>
     let opts = parse_options(&options);
     let typ = m.typ().clone().unwrap_or_default();
     let dest = m.destination();
+    // Written before pivot_root, while the log file's host path is still reachable.
+    crate::logging::debug(&format!("mount: {typ:?} {:?} on {} with {options:?}", m.source(), dest.display()));
     if !dest.is_absolute() {
         return Err(InitError::new(format!(
             "mount destination {}: must be an absolute path",

@@ -255,6 +255,7 @@ impl Run<'_> {
             }
         };
         tell("start", None, None);
+        crate::logging::debug(&format!("upgrade {}: step {} starts", self.opts.id, step.name()));
         self.rec.entries.push(Entry { step, done: false, at: crate::logging::now_rfc3339(), millis: None, note: None });
         journal::save(self.root, &self.rec).map_err(|e| (step, e.to_string()))?;
         journal::maybe_crash(step, "before");
