@@ -132,6 +132,26 @@ fn time_namespace_offsets() {
     assert!(inside - host >= 864000.0 && inside - host < 864000.0 + 30.0, "host {host}, exec {inside}");
 }
 
+/// With a new user namespace too: the offsets are written by the init as the namespace's root
+/// (it used to fail with EACCES: the kernel makes the init non-dumpable after its setresuid, and a
+/// non-dumpable task's /proc/self files belong to the host's root).
+#[test]
+fn time_namespace_offsets_with_a_new_user_namespace() {
+    require_root!();
+    let mut b = Bundle::new(&["cat", "/proc/self/timens_offsets"]);
+    b.add_namespace(json!({"type": "time"}));
+    b.add_namespace(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 864000, "nanosecs": 0}, "monotonic": {"secs": 3600}});
+    let root = Root::new();
+    let out = root.molt(&["run", "--bundle", &b.write(), "tnu"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    let offset = |clock: &str| text.lines().find(|l| l.starts_with(clock)).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("").to_string();
+    assert_eq!((offset("monotonic").as_str(), offset("boottime").as_str()), ("3600", "864000"), "{text}");
+}
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 struct NetNs(String);
 

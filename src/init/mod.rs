@@ -415,8 +415,15 @@ fn set_time_offsets(spec: &Spec) -> Result<(), InitError> {
         text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
     }
     if !text.is_empty() {
-        std::fs::write("/proc/self/timens_offsets", &text)
-            .map_err(|e| InitError::new(format!("linux.timeOffsets: write /proc/self/timens_offsets: {e}")))?;
+        // After setresuid in a new user namespace the kernel made this process non-dumpable, and
+        // a non-dumpable task's /proc/self files belong to the host's root, not to its own uid:
+        // the write would be refused (EACCES). Dumpable for the write only; nothing else lives in
+        // the container yet, and the init is made non-dumpable again before it execs.
+        let was = nix::sys::prctl::get_dumpable().unwrap_or(false);
+        let _ = nix::sys::prctl::set_dumpable(true);
+        let res = std::fs::write("/proc/self/timens_offsets", &text);
+        let _ = nix::sys::prctl::set_dumpable(was);
+        res.map_err(|e| InitError::new(format!("linux.timeOffsets: write /proc/self/timens_offsets: {e}")))?;
     }
     // unshare only prepares the namespace for children; kernels before 6.x do not move the
     // caller in at execve either. Entering it here works on every kernel with time namespaces.
