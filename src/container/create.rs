@@ -281,6 +281,8 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     warn_unsupported(&o.id, &spec);
     let rootfs = rootfs_of(&bundle, &spec)?;
     validate_listen(&spec, o.preserve_fds)?;
+    // A notify profile without an agent would hang its process at the first trapped call.
+    super::notify::listener_path(&spec).map_err(|reason| Error::Config { field: "linux.seccomp".into(), reason })?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
     super::create_root(root).map_err(io_err(root))?;
     let dir = super::state_dir(root, &o.id);
@@ -432,8 +434,21 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     let state_json = c.oci_state(Status::Creating).to_string();
     crate::hooks::run_all("prestart", &init::hooks_of(&spec, |h| h.prestart().clone()), &state_json)?;
     crate::hooks::run_all("createRuntime", &init::hooks_of(&spec, |h| h.create_runtime().clone()), &state_json)?;
-    parent_end.send(&Msg::Continue { state_json }).map_err(fail)?;
-    expect(&parent_end, &id, Msg::Ready)?;
+    parent_end.send(&Msg::Continue { state_json: state_json.clone() }).map_err(fail)?;
+    // A notify profile's listener arrives before Ready: it goes on to the seccomp agent.
+    loop {
+        match parent_end.recv_with_fds() {
+            Ok(Some((Msg::SeccompListener, fds))) => {
+                let fd = fds.into_iter().next().ok_or_else(|| Error::Step { id: id.clone(), step: "seccomp agent", reason: "the listener came without its fd".into() })?;
+                super::notify::send_to_agent(&spec, pid.as_raw(), &state_json, &fd).map_err(|reason| Error::Step { id: id.clone(), step: "seccomp agent", reason })?;
+            }
+            Ok(Some((Msg::Ready, _))) => break,
+            Ok(Some((Msg::Error(e), _))) => return Err(Error::Step { id: id.clone(), step: "set up the container", reason: e }),
+            Ok(Some((m, _))) => return Err(Error::Step { id: id.clone(), step: "set up the container", reason: format!("unexpected message {m:?}") }),
+            Ok(None) => return Err(Error::Step { id: id.clone(), step: "set up the container", reason: "the container's init exited".into() }),
+            Err(e) => return Err(fail(e)),
+        }
+    }
 
     c.state.status = Status::Created;
     c.save()?;

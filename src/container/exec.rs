@@ -92,16 +92,26 @@ impl Container {
         }
         crate::init::process::set_oom_score_adj(child.as_raw(), &plan.process).map_err(|reason| abort(fail(reason)))?;
         parent_end.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
-        // The channel is close-on-exec: EOF means the process exec'd, a message means it failed.
-        match parent_end.recv() {
-            Ok(None) => {}
-            Ok(Some(Msg::Error(e))) => {
-                let _ = nix::sys::wait::waitpid(child, None);
-                return Err(fail(e));
-            }
-            other => {
-                let _ = nix::sys::wait::waitpid(child, None);
-                return Err(fail(format!("unexpected answer from the new process: {other:?}")));
+        // The channel is close-on-exec: EOF means the process exec'd, a message means it failed
+        // (or, first, hands over a seccomp notify listener for the agent).
+        loop {
+            match parent_end.recv_with_fds() {
+                Ok(None) => break,
+                Ok(Some((Msg::SeccompListener, fds))) => {
+                    let state = self.oci_state(self.status()).to_string();
+                    let sent = fds.first().ok_or_else(|| "the listener came without its fd".to_string()).and_then(|fd| super::notify::send_to_agent(&self.state.config, child.as_raw(), &state, fd));
+                    if let Err(reason) = sent {
+                        return Err(abort(fail(reason)));
+                    }
+                }
+                Ok(Some((Msg::Error(e), _))) => {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    return Err(fail(e));
+                }
+                other => {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    return Err(fail(format!("unexpected answer from the new process: {:?}", other.map(|o| o.map(|(m, _)| m)))));
+                }
             }
         }
         if let Some(pf) = &o.pid_file {

@@ -6,6 +6,7 @@ pub mod create;
 pub mod delete;
 pub mod exec;
 pub mod kill;
+pub mod notify;
 pub mod sealed_exe;
 pub mod start;
 pub mod terminal;

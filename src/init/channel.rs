@@ -20,6 +20,9 @@ pub enum Msg {
     Continue { state_json: String },
     /// Child to parent: everything is set up; the child now waits on the exec fifo.
     Ready,
+    /// Child to parent, with one fd: the seccomp filter's notify listener, for the agent at
+    /// linux.seccomp.listenerPath.
+    SeccompListener,
     /// Either side: a step failed; the text names it.
     Error(String),
 }

@@ -258,8 +258,14 @@ fn prepare_and_exec(
     process::give_stdio_to_user(p)?;
     // Without no_new_privs the filter needs CAP_SYS_ADMIN, so it goes on before the caps are
     // dropped (as runc does); with it, as late as possible, just before execve.
-    if let (Some((s, prog)), false) = (&filter, nnp) {
-        seccomp::install(s, prog)?;
+    // A notify profile goes on here too, whatever no_new_privs says: its listener must reach the
+    // agent through the runtime, which listens only until the process is ready (or exec'd).
+    let notify = filter.as_ref().is_some_and(|(s, _)| seccomp::uses_notify(s));
+    if let (Some((s, prog)), true) = (&filter, !nnp || notify) {
+        if let Some(listener) = seccomp::install(s, prog)? {
+            chan.send_with_fds(&Msg::SeccompListener, &[listener.as_raw_fd()])
+                .map_err(|e| InitError::new(format!("linux.seccomp: send the notify listener to the runtime: {e}")))?;
+        }
     }
     process::set_user_and_caps(p)?;
     // CVE-2024-21626: nothing of the runtime's (bind sources, fds an `exec` inherited from its
@@ -308,7 +314,7 @@ fn prepare_and_exec(
         }
         return Err(e);
     }
-    let late = filter.as_ref().filter(|_| nnp).map(|(s, prog)| (*s, prog));
+    let late = filter.as_ref().filter(|_| nnp && !notify).map(|(s, prog)| (*s, prog));
     Err(process::exec(&exe, &args, &env, late))
 }
 

@@ -405,6 +405,7 @@ pub fn exec(
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     if let Some((s, prog)) = seccomp {
+        // Never a notify profile here: those are installed early, their listener sent out.
         if let Err(e) = super::seccomp::install(s, prog) {
             return e;
         }

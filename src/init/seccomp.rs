@@ -16,6 +16,7 @@ const RET_ERRNO: u32 = 0x0005_0000;
 const RET_TRACE: u32 = 0x7ff0_0000;
 const RET_LOG: u32 = 0x7ffc_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 const EPERM: u32 = 1;
 
 // Classic BPF opcodes.
@@ -55,8 +56,10 @@ fn action_ret(action: Action, errno: Option<u32>, default_errno: u32, what: &str
         Action::ScmpActTrace => RET_TRACE | (errno.unwrap_or(0) & 0xffff),
         Action::ScmpActLog => RET_LOG,
         Action::ScmpActAllow => RET_ALLOW,
+        // The listener fd goes to the agent at linux.seccomp.listenerPath (notify.rs).
         Action::ScmpActNotify => {
-            return Err(InitError::new(format!("linux.seccomp {what}: SCMP_ACT_NOTIFY needs a seccomp agent, which molt does not have")))
+            let _ = what;
+            RET_USER_NOTIF
         }
     })
 }
@@ -162,16 +165,24 @@ fn filter_flags(s: &LinuxSeccomp) -> Result<libc::c_ulong, InitError> {
     Ok(flags)
 }
 
-/// Install the filter on this thread (and, with TSYNC, the others).
-pub fn install(s: &LinuxSeccomp, prog: &Program) -> Result<(), InitError> {
+/// Whether any action of the profile is SCMP_ACT_NOTIFY (then the filter has a listener).
+pub fn uses_notify(s: &LinuxSeccomp) -> bool {
+    s.default_action() == Action::ScmpActNotify || s.syscalls().iter().flatten().any(|r| r.action() == Action::ScmpActNotify)
+}
+
+/// Install the filter on this thread (and, with TSYNC, the others); with a notify action, the
+/// kernel's listener fd for the agent comes back.
+pub fn install(s: &LinuxSeccomp, prog: &Program) -> Result<Option<std::os::fd::OwnedFd>, InitError> {
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
-    let flags = filter_flags(s)?;
+    let notify = uses_notify(s);
+    let flags = filter_flags(s)? | if notify { 8 /* SECCOMP_FILTER_FLAG_NEW_LISTENER */ } else { 0 };
     // SAFETY: seccomp(2) reads the program through a pointer to our live Vec.
     let r = unsafe { libc::syscall(libc::SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, flags, &fprog as *const _) };
-    if r != 0 {
+    if r < 0 {
         return Err(InitError::new(format!("linux.seccomp: install the filter: {}", std::io::Error::last_os_error())));
     }
-    Ok(())
+    // SAFETY: with NEW_LISTENER the return value is a new fd that we own.
+    Ok(notify.then(|| unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r as i32) }))
 }
 
 #[cfg(test)]
@@ -278,6 +289,7 @@ mod tests {
         let prog = compile(&p).unwrap();
         assert_eq!(run(&prog, AUDIT_ARCH_X86_64, 0, [0; 6]), RET_ERRNO | 38);
         let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"}));
-        assert!(compile(&p).unwrap_err().0.contains("SCMP_ACT_NOTIFY"));
+        assert!(uses_notify(&p));
+        assert_eq!(run(&compile(&p).unwrap(), AUDIT_ARCH_X86_64, 0, [0; 6]), RET_USER_NOTIF);
     }
 }
