@@ -446,3 +446,40 @@ fn bench_bundle_scaling() {
         fs::write(&path, &md).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 }
+
+/// A role's new application as an OCI image (an archive on the operator's machine): shipped once
+/// per host, each container upgraded with `molt upgrade --image`, keeping its own volume.
+#[test]
+fn a_role_ships_an_oci_image_and_each_container_keeps_its_volume() {
+    require_root!();
+    use common::image::*;
+    let mut lab = Lab::new(1, 0);
+    lab.start_with_volume("db-1", "db", "h1", "1.0.0");
+    lab.start_with_volume("db-2", "db", "local", "1.0.0");
+    let manifest = lab.manifest(&["db"]).display().to_string();
+    let mut l = Layout::new();
+    let labels = serde_json::json!({"org.opencontainers.image.version": "1.2.0", "io.molt.upgrade.from": ">=1.0.0"});
+    let img = l.image(&config(host_arch(), &["sleep", "3600"], &["PATH=/bin:/sbin"], "", "/", labels), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(img, Some("v1.2.0"));
+    l.write_index();
+    let file = lab.files.join("db-1.2.0.tar");
+    l.archive(&file);
+    let doc = serde_json::json!({"version": "1.2.0", "constraint": ">=1.0.0", "roles": {"db": {"image": format!("oci-archive:{}:v1.2.0", file.display())}},
+        "order": ["db"], "batch_size": 2, "stop_signal": "SIGKILL"});
+    let upgrade = lab.upgrade_doc("upgrade-image.json", doc).display().to_string();
+    let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr_of(&out));
+    assert!(text.contains("ship  db       -> h1") && text.contains("sha256 verified on arrival"), "{text}");
+    for short in ["db-1", "db-2"] {
+        assert_eq!(lab.version(short), "running 1.2.0", "{short}\n{text}");
+        assert_eq!(lab.volume_of(short), lab.id(short), "{short} kept its own volume");
+    }
+    // Both the bundle and the image named: one clear error before any host is asked.
+    let both = serde_json::json!({"version": "1.2.0", "roles": {"db": {"bundle": "x", "image": "oci:y"}}, "order": ["db"]});
+    let bad = lab.upgrade_doc("both.json", both).display().to_string();
+    let out = lab.bundle(&["plan", &manifest, &bad]);
+    assert!(!out.status.success());
+    let msg = stderr_of(&out).lines().filter_map(logrus_text).map(|(_, m)| m).collect::<Vec<_>>().join("\n");
+    assert!(msg.contains("roles.db") && msg.contains("both a bundle and an image"), "{msg}");
+}

@@ -113,8 +113,13 @@ fn one() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct RoleUpgrade {
     /// The new application: an OCI bundle directory on the operator's machine, relative to the
-    /// upgrade document's directory.
-    pub bundle: PathBuf,
+    /// upgrade document's directory...
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// ...or an OCI image there: `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]` (each host then
+    /// runs `molt upgrade --image`, which keeps the container's deployment).
+    #[serde(default)]
+    pub image: Option<String>,
     pub health: Option<String>,
     /// Shell commands run on the container's host before its upgrade (MOLT_CONTAINER, MOLT_ROLE set).
     #[serde(default)]
@@ -168,7 +173,12 @@ impl Documents {
         let manifest = Manifest::load(manifest_file)?;
         let mut upgrade: UpgradeDoc = read_json(upgrade_file)?;
         for r in upgrade.roles.values_mut() {
-            r.bundle = relative_to(upgrade_file, &r.bundle);
+            r.bundle = r.bundle.as_deref().map(|b| relative_to(upgrade_file, b));
+            // The image's path, like a bundle's, is relative to the document.
+            r.image = r.image.as_deref().map(|i| match i.split_once(':') {
+                Some((kind, rest)) if !rest.starts_with('/') => format!("{kind}:{}", relative_to(upgrade_file, Path::new(rest)).display()),
+                _ => i.to_string(),
+            });
         }
         let docs = Documents { manifest_file: manifest_file.into(), upgrade_file: upgrade_file.into(), manifest, upgrade };
         docs.validate()?;
@@ -292,12 +302,28 @@ pub fn validate_upgrade(file: &Path, u: &UpgradeDoc, m: &Manifest) -> Result<(),
 /// The role's bundle must be the version the document announces: `molt upgrade` on the host
 /// decides by the bundle's own annotations, and the plan must decide the same way.
 fn check_role_bundle(file: &Path, role: &str, r: &RoleUpgrade, u: &UpgradeDoc) -> Result<(), BundleError> {
-    let field = format!("roles.{role}.bundle");
-    let config = r.bundle.join("config.json");
-    let text = std::fs::read_to_string(&config).map_err(|e| invalid(file, &field, format!("{}: {e}", config.display())))?;
-    let spec: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| invalid(file, &field, format!("{}: not JSON: {e}", config.display())))?;
-    let ann = |k: &str| spec.get("annotations").and_then(|a| a.get(k)).and_then(|v| v.as_str()).map(String::from);
+    let (field, config, ann): (String, String, std::collections::HashMap<String, String>) = match (&r.bundle, &r.image) {
+        (Some(b), None) => {
+            let field = format!("roles.{role}.bundle");
+            let config = b.join("config.json");
+            let text = std::fs::read_to_string(&config).map_err(|e| invalid(file, &field, format!("{}: {e}", config.display())))?;
+            let spec: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| invalid(file, &field, format!("{}: not JSON: {e}", config.display())))?;
+            let ann = spec.get("annotations").and_then(|a| serde_json::from_value(a.clone()).ok()).unwrap_or_default();
+            (field, config.display().to_string(), ann)
+        }
+        (None, Some(i)) => {
+            let field = format!("roles.{role}.image");
+            let reference = crate::image::layout::Reference::parse(i).map_err(|e| invalid(file, &field, e.to_string()))?;
+            // The whole image is checked here (digests, platform), before any host is asked.
+            let img = crate::image::layout::Image::open(&reference, &std::env::temp_dir()).map_err(|e| invalid(file, &field, e.to_string()))?;
+            (field, format!("image {i}"), img.labels())
+        }
+        (Some(_), Some(_)) => return Err(invalid(file, format!("roles.{role}"), "names both a bundle and an image: one new application per role")),
+        (None, None) => return Err(invalid(file, format!("roles.{role}"), "needs \"bundle\" (a bundle directory) or \"image\" (oci:DIR[:TAG] or oci-archive:FILE[:TAG])")),
+    };
+    let config = PathBuf::from(config);
+    let ann = |k: &str| ann.get(k).cloned();
     match ann(VERSION_ANNOTATION) {
         Some(v) if parse_semver(&v).ok() == parse_semver(&u.version).ok() => {}
         Some(v) => {
@@ -392,7 +418,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("molt-bundle-doc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let u: UpgradeDoc = serde_json::from_str(UP).unwrap();
-        let r = RoleUpgrade { bundle: dir.clone(), health: None, pre_upgrade: vec![], post_upgrade: vec![] };
+        let r = RoleUpgrade { bundle: Some(dir.clone()), image: None, health: None, pre_upgrade: vec![], post_upgrade: vec![] };
         let file = Path::new("u.json");
         let e = check_role_bundle(file, "db", &r, &u).unwrap_err().to_string();
         assert!(e.contains("roles.db.bundle") && e.contains("config.json"), "{e}");

@@ -53,8 +53,8 @@ fn ship(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], se
     let mut per_host: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for row in plan.to_upgrade() {
         if !archives.contains_key(&row.role) {
-            let src = &docs.upgrade.roles[&row.role].bundle;
-            archives.insert(row.role.clone(), Archive::make(session, src, &row.role)?);
+            let src = app_of(&docs.upgrade.roles[&row.role])?.local_dir(session, &row.role)?;
+            archives.insert(row.role.clone(), Archive::make(session, &src, &row.role)?);
         }
         let roles = per_host.entry(row.host.as_str()).or_default();
         if !roles.contains(&row.role.as_str()) {
@@ -88,6 +88,69 @@ fn ship(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], se
         shipped.extend(r?);
     }
     Ok(shipped)
+}
+
+/// A role's new application, as shipped: a bundle directory, an OCI layout directory, or an
+/// OCI archive (shipped inside a directory of its own as `image.tar`).
+enum App {
+    Bundle,
+    Layout { tag: Option<String> },
+    Archive { file: PathBuf, tag: Option<String> },
+}
+
+fn app_of(r: &super::doc::RoleUpgrade) -> Result<(App, PathBuf), BundleError> {
+    use crate::image::layout::{Reference, Source};
+    match (&r.bundle, &r.image) {
+        (Some(b), _) => Ok((App::Bundle, b.clone())),
+        (None, Some(i)) => {
+            let r = Reference::parse(i).map_err(|e| BundleError::Refused(e.to_string()))?;
+            Ok(match r.source {
+                Source::Dir(d) => (App::Layout { tag: r.tag }, d),
+                Source::Archive(f) => (App::Archive { file: f.clone(), tag: r.tag }, f),
+            })
+        }
+        (None, None) => Err(BundleError::Refused("a role without a bundle or an image".into())),
+    }
+}
+
+trait LocalDir {
+    fn local_dir(self, session: &Session, role: &str) -> Result<PathBuf, BundleError>;
+}
+
+impl LocalDir for (App, PathBuf) {
+    /// The directory whose tar goes to the hosts.
+    fn local_dir(self, session: &Session, role: &str) -> Result<PathBuf, BundleError> {
+        match self {
+            (App::Archive { file, .. }, _) => {
+                let dir = session.path().join(format!("{role}.image"));
+                let err = |e: std::io::Error| BundleError::Ship { dir: file.clone(), reason: e.to_string() };
+                std::fs::create_dir_all(&dir).map_err(err)?;
+                let dest = dir.join("image.tar");
+                // A hard link when the file system allows it; a copy otherwise.
+                if std::fs::hard_link(&file, &dest).is_err() {
+                    std::fs::copy(&file, &dest).map_err(err)?;
+                }
+                Ok(dir)
+            }
+            (_, dir) => Ok(dir),
+        }
+    }
+}
+
+/// `molt upgrade` arguments naming the shipped application on its host.
+fn app_args(r: &super::doc::RoleUpgrade, shipped: &std::path::Path, derive: bool) -> Result<Vec<String>, BundleError> {
+    let tagged = |p: String, tag: &Option<String>| tag.as_ref().map(|t| format!("{p}:{t}")).unwrap_or(p);
+    Ok(match app_of(r)?.0 {
+        App::Bundle => {
+            let mut a = vec!["--bundle".to_string(), shipped.display().to_string()];
+            if derive {
+                a.push("--derive".into());
+            }
+            a
+        }
+        App::Layout { tag } => vec!["--image".into(), tagged(format!("oci:{}", shipped.display()), &tag)],
+        App::Archive { tag, .. } => vec!["--image".into(), tagged(format!("oci-archive:{}", shipped.join("image.tar").display()), &tag)],
+    })
 }
 
 /// Role commands with the container named in the environment; the first failure ends them.
@@ -133,11 +196,12 @@ fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf)
     if let Err(e) = hooks(t, "pre_upgrade", &role.pre_upgrade, row, &u.version) {
         return finish(done, "failed", e);
     }
-    let dir = bundle_dir.display().to_string();
-    let mut args = vec!["upgrade", &row.id, "--bundle", &dir, "--format", "json"];
-    if u.derive {
-        args.push("--derive");
-    }
+    let app = match app_args(role, bundle_dir, u.derive) {
+        Ok(a) => a,
+        Err(e) => return finish(done, "failed", e.to_string()),
+    };
+    let mut args = vec!["upgrade", &row.id, "--format", "json"];
+    args.extend(app.iter().map(String::as_str));
     let health = role.health.as_ref().or(u.health.as_ref());
     if let Some(h) = health {
         args.extend(["--health", h]);
