@@ -420,3 +420,125 @@ fn an_allow_list_profile_with_a_default_errno() {
     c.assert_same(|s| s.to_string());
     assert_eq!(c.molt_out(), "hi\n can't create directory '/w/x': Function not implemented\nend\n");
 }
+
+fn sha256(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum {}: {}", path.display(), stderr_of(&out));
+    stdout_of(&out).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// A bundle run by a copy of molt (its path, and a runner for it), the container given
+/// CAP_SYS_PTRACE when `ptrace` is set, and a host directory bound at /w with `files` in it.
+struct ExeAttack {
+    bin: BinaryCopy,
+    root: Root,
+    dir: TempDir,
+}
+
+impl ExeAttack {
+    fn new() -> ExeAttack {
+        ExeAttack { bin: BinaryCopy::new(), root: Root::new(), dir: TempDir::new("molt-exe-attack") }
+    }
+
+    fn bundle(&self, args: &[&str], ptrace: bool) -> Bundle {
+        let mut b = Bundle::new(args);
+        if ptrace {
+            for set in ["bounding", "effective", "permitted"] {
+                b.config["process"]["capabilities"][set].as_array_mut().unwrap().push(serde_json::json!("CAP_SYS_PTRACE"));
+            }
+        }
+        b.mount(serde_json::json!({"destination": "/w", "type": "bind", "source": &*self.dir, "options": ["rbind", "rw"]}));
+        b
+    }
+
+    fn molt(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(&self.bin.0);
+        cmd.arg("--root").arg(&self.root.path).args(args);
+        run_to_files(&mut cmd)
+    }
+}
+
+/// CVE-2019-5736's entry: a container file whose interpreter is `/proc/self/exe`, run as the
+/// init and by `exec`, would execute the runtime's binary inside the container. In the busybox
+/// rootfs it fails with ENOENT (molt's ELF interpreter, glibc's loader, is not in the container's
+/// root: see the README's security section) as a clear error, the container stays usable, and
+/// the binary is unchanged. A rootfs with glibc's loader is not covered (open).
+#[test]
+fn a_proc_self_exe_interpreter_runs_nothing_of_molt() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    for ptrace in [false, true] {
+        let a = ExeAttack::new();
+        let before = sha256(&a.bin.0);
+        let evil = a.dir.join("evil");
+        std::fs::write(&evil, "#!/proc/self/exe\n").unwrap();
+        std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let what = if ptrace { "with CAP_SYS_PTRACE" } else { "without CAP_SYS_PTRACE" };
+        let out = a.molt(&["run", "--bundle", &a.bundle(&["/w/evil"], ptrace).write(), "evil-init"]);
+        assert!(!out.status.success(), "{what}: the init ran /w/evil ({}): {}{}", out.status, stdout_of(&out), stderr_of(&out));
+        assert!(stderr_of(&out).contains("exec /w/evil: No such file or directory"), "{what}: {}", stderr_of(&out));
+        assert!(!a.root.path.join("evil-init").exists(), "{what}: the failed container was left behind");
+        a.molt(&["run", "-d", "--bundle", &a.bundle(&["sleep", "1000"], ptrace).write(), "evil-exec"]);
+        let out = a.molt(&["exec", "evil-exec", "/w/evil"]);
+        assert!(!out.status.success(), "{what}: exec ran /w/evil: {}", stdout_of(&out));
+        assert!(stderr_of(&out).contains("exec /w/evil: No such file or directory"), "{what}: {}", stderr_of(&out));
+        let out = a.molt(&["exec", "evil-exec", "echo", "ok"]);
+        assert_eq!(stdout_of(&out), "ok\n", "{what}: the container after the attempt: {}", stderr_of(&out));
+        assert_eq!(sha256(&a.bin.0), before, "{what}: the molt binary changed");
+    }
+}
+
+/// The attacker program (tests/app/exe-attacker.rs), built once per checkout like the rootfs.
+fn exe_attacker() -> std::path::PathBuf {
+    let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = top.join("tests/app/exe-attacker.rs");
+    let bin = top.join("target/fixtures/exe-attacker");
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if bin.exists() && mtime(&bin) >= mtime(&src) {
+        return bin;
+    }
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    let tmp = bin.with_extension(unique("new"));
+    let st = Command::new("rustc")
+        .args(["--edition", "2021", "-C", "target-feature=+crt-static", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .status()
+        .expect("run rustc");
+    assert!(st.success(), "rustc {}", src.display());
+    std::fs::rename(&tmp, &bin).unwrap();
+    bin
+}
+
+/// CVE-2019-5736's write: while `molt exec` runs again and again, a process in the container
+/// opens /proc/PID/exe of every runtime process it sees (O_PATH), keeps the fds and keeps
+/// reopening them for writing through /proc/self/fd. With or without CAP_SYS_PTRACE, the
+/// binary of the molt that ran never changes.
+#[test]
+fn an_attacker_holding_proc_pid_exe_never_writes_molt() {
+    require_root!();
+    let attacker = exe_attacker();
+    for ptrace in [false, true] {
+        let a = ExeAttack::new();
+        std::fs::copy(&attacker, a.dir.join("attacker")).unwrap();
+        let before = sha256(&a.bin.0);
+        let what = if ptrace { "with CAP_SYS_PTRACE" } else { "without CAP_SYS_PTRACE" };
+        let out = a.molt(&["run", "-d", "--bundle", &a.bundle(&["sleep", "1000"], ptrace).write(), "att"]);
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        let out = a.molt(&["exec", "-d", "att", "/w/attacker", "2500", "/w/report"]);
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        let report = a.dir.join("report");
+        let mut execs = 0;
+        while !report.exists() && execs < 200 {
+            let out = a.molt(&["exec", "att", "true"]);
+            assert!(out.status.success(), "{what}: exec during the attack: {}", stderr_of(&out));
+            execs += 1;
+        }
+        assert!(wait_until(10, || report.exists()), "{what}: the attacker never reported");
+        let text = std::fs::read_to_string(&report).unwrap();
+        eprintln!("{what}, {execs} execs: {text}");
+        assert!(!text.starts_with("seen=0 "), "{what}: the attacker never saw a runtime process, so proved nothing: {text}");
+        assert!(text.contains(" written=0 "), "{what}: the attacker wrote to a runtime binary: {text}");
+        assert_eq!(sha256(&a.bin.0), before, "{what}: the molt binary changed ({text})");
+    }
+}

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -285,12 +284,7 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     super::notify::listener_path(&spec).map_err(|reason| Error::Config { field: "linux.seccomp".into(), reason })?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
     super::create_root(root).map_err(io_err(root))?;
-    let dir = super::state_dir(root, &o.id);
-    match fs::DirBuilder::new().mode(0o711).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::Exists(o.id.clone())),
-        Err(e) => return Err(Error::Io { path: dir, source: e }),
-    }
+    let me = std::process::id() as i32;
     let mut c = Container {
         root: root.to_path_buf(),
         state: State {
@@ -308,8 +302,11 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
             volumes: vec![],
             netns_pin: None,
             use_systemd_cgroup: o.systemd_cgroup,
+            creator_pid: me,
+            creator_start_time: super::start_time(me).unwrap_or(0),
         },
     };
+    super::publish_state_dir(root, &c.state)?;
     match build(&mut c, o, ns) {
         Ok(()) => Ok(c),
         Err(e) => {
@@ -323,8 +320,9 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     let spec = c.state.config.clone();
     let id = c.state.id.clone();
     let linux = spec.linux().clone().unwrap_or_default();
-    c.save()?;
 
+    // Each thing is recorded in the state before it is made, so that whenever molt is killed, a
+    // delete finds all of it (releasing what was never made is a no-op).
     let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().to_string());
     let cg = match o.upgrade.as_ref().and_then(|u| u.cgroup.clone()) {
         Some(cg) => cg,
@@ -345,9 +343,9 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
             deferred.push(i);
             continue;
         }
-        let staging = registry.acquire(&v, &id)?;
         c.state.volumes.push(v.key.clone());
         c.save()?;
+        let staging = registry.acquire(&v, &id)?;
         volume_binds.push((i, staging, v.bind_options.clone()));
     }
 

@@ -105,10 +105,9 @@ pub fn teardown(c: &mut Container, poststop: bool) {
         let hooks = crate::init::hooks_of(&c.state.config, |h| h.poststop().clone());
         crate::hooks::run_all_logged("poststop", &hooks, &c.oci_state(Status::Stopped).to_string());
     }
+    // Last, so that a delete killed before this point finds the state again and repeats the rest.
     let dir = c.dir();
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn(&format!("remove {}", dir.display()), &e);
-        }
+    if let Err(e) = super::remove_state_dir(&c.root, &dir) {
+        warn(&format!("remove {}", dir.display()), &e);
     }
 }

@@ -27,6 +27,12 @@ pub enum Error {
     InvalidId(String),
     #[error("container {0} already exists")]
     Exists(String),
+    /// Keeps runc's "already exists" words (engines match them) and says how to get the id back.
+    #[error("container {0} already exists: a create of it was interrupted; `molt delete --force {0}` removes what it left")]
+    ExistsInterrupted(String),
+    /// A state directory without its state: made by a molt older than the staged create, or by hand.
+    #[error("container {id}: {dir} holds no state.json (a create or delete was interrupted); `molt delete --force {id}` removes it")]
+    NoState { id: String, dir: PathBuf },
     #[error("container {0} does not exist")]
     NotFound(String),
     #[error("container {id} is {status}, {action} needs it {wanted}")]
@@ -110,6 +116,12 @@ pub struct State {
     pub netns_pin: Option<PathBuf>,
     #[serde(default)]
     pub use_systemd_cgroup: bool,
+    /// The `molt create` building the container (pid and start time): while it lives, a pid of 0
+    /// means the init is not cloned yet; once it is gone, the create was interrupted.
+    #[serde(default)]
+    pub creator_pid: i32,
+    #[serde(default)]
+    pub creator_start_time: u64,
 }
 
 impl State {
@@ -163,9 +175,11 @@ impl Container {
     /// state directories and then corrects the id inside (also on resume after a crash between).
     pub fn load_renamed(root: &Path, id: &str) -> Result<Container> {
         validate_id(id)?;
-        let path = state_dir(root, id).join("state.json");
+        let dir = state_dir(root, id);
+        let path = dir.join("state.json");
         let data = match fs::read(&path) {
             Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() => return Err(Error::NoState { id: id.into(), dir }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(id.into())),
             Err(e) => return Err(Error::Io { path, source: e }),
         };
@@ -199,6 +213,9 @@ impl Container {
     /// The status as the kernel sees it now, not as it was last written.
     pub fn status(&self) -> Status {
         let s = &self.state;
+        if s.status == Status::Creating && s.pid <= 0 && !self.create_interrupted() {
+            return Status::Creating;
+        }
         if s.pid <= 0 || !process_is(s.pid, s.pid_start_time) {
             return Status::Stopped;
         }
@@ -215,6 +232,13 @@ impl Container {
         } else {
             Status::Running
         }
+    }
+
+    /// The state says "creating" but the `molt create` that wrote it is gone (killed, or a crash):
+    /// nothing will finish it, and only a delete can free the id.
+    pub fn create_interrupted(&self) -> bool {
+        let s = &self.state;
+        s.status == Status::Creating && (s.creator_pid <= 0 || !process_is(s.creator_pid, s.creator_start_time))
     }
 
     /// The runtime-spec state document (`molt state`, and hooks' stdin).
@@ -275,6 +299,85 @@ pub fn create_root(root: &Path) -> std::io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(root)
 }
 
+/// Names in the root for a state directory on its way in (`create`) or out (`delete`): a leading
+/// dot keeps them apart from ids, and the pid and start time of the molt at work let the next
+/// molt remove what a killed one left.
+const STAGED_PREFIXES: [&str; 2] = [".creating-", ".deleting-"];
+
+fn staged_name(prefix: &str) -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let me = std::process::id() as i32;
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{me}-{}-{seq}", start_time(me).unwrap_or(0))
+}
+
+/// `state`'s directory made and given its first state.json under a staged name, then renamed to
+/// the id with RENAME_NOREPLACE: the id appears with a state in it or not at all, so a create
+/// killed at any point never leaves an empty directory that no command would own.
+pub fn publish_state_dir(root: &Path, state: &State) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    sweep_staged(root);
+    let staged = root.join(staged_name(STAGED_PREFIXES[0]));
+    // 0711: the init, maybe in a user namespace, opens the exec fifo inside by path.
+    fs::DirBuilder::new().mode(0o711).create(&staged).map_err(io_err(&staged))?;
+    let data = serde_json::to_vec(state).map_err(|e| Error::BadState {
+        id: state.id.clone(),
+        path: staged.join("state.json"),
+        reason: e.to_string(),
+    })?;
+    let dir = state_dir(root, &state.id);
+    let res = write_atomic(&staged.join("state.json"), &data).and_then(|_| {
+        nix::fcntl::renameat2(None, &staged, None, &dir, nix::fcntl::RenameFlags::RENAME_NOREPLACE).map_err(|errno| match errno {
+            nix::errno::Errno::EEXIST => exists_error(root, &state.id),
+            errno => Error::Sys { id: state.id.clone(), step: format!("rename {} to {}", staged.display(), dir.display()), errno },
+        })
+    });
+    if res.is_err() {
+        let _ = fs::remove_dir_all(&staged);
+    }
+    res
+}
+
+/// Why `id` cannot be created again, with what to do when nothing is at work on it.
+fn exists_error(root: &Path, id: &str) -> Error {
+    match Container::load(root, id) {
+        Err(e @ Error::NoState { .. }) => e,
+        Ok(c) if c.create_interrupted() => Error::ExistsInterrupted(id.into()),
+        _ => Error::Exists(id.into()),
+    }
+}
+
+/// The id's directory renamed away in one step, then removed: a delete killed while removing
+/// leaves the id free (and a staged name the next create or delete removes), never a directory
+/// whose state.json is gone but whose fifo or pid file keeps the id taken.
+pub fn remove_state_dir(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let gone = root.join(staged_name(STAGED_PREFIXES[1]));
+    match fs::rename(dir, &gone) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let res = fs::remove_dir_all(&gone);
+    sweep_staged(root);
+    res
+}
+
+/// Staged directories of a molt that is gone. Nothing outside them refers to one: a creating one
+/// holds only the first state (no cgroup or process was made for it yet), a deleting one what
+/// was left after everything was released.
+pub fn sweep_staged(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = STAGED_PREFIXES.iter().find_map(|p| name.strip_prefix(p)) else { continue };
+        let mut it = rest.split('-').map(|w| w.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(start))) = (it.next(), it.next()) else { continue };
+        if !process_is(pid as i32, start) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 pub fn write_atomic(dest: &Path, data: &[u8]) -> Result<()> {
     write_file_atomic(dest, data).map_err(io_err(dest))
 }
@@ -331,7 +434,8 @@ pub fn process_is(pid: i32, start: u64) -> bool {
     start_time(pid) == Some(start) && !matches!(proc_state(pid), Some('Z') | Some('X') | None)
 }
 
-/// All containers under a root, sorted by id; unreadable entries are skipped.
+/// All containers under a root, sorted by id; unreadable entries are skipped, with a warning
+/// for a directory that has no state (it keeps its id taken until deleted).
 pub fn list(root: &Path) -> Result<Vec<Container>> {
     let entries = match fs::read_dir(root) {
         Ok(e) => e,
@@ -341,11 +445,13 @@ pub fn list(root: &Path) -> Result<Vec<Container>> {
     let mut out = vec![];
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if validate_id(&name).is_err() || !entry.path().join("state.json").exists() {
+        if validate_id(&name).is_err() || !entry.path().is_dir() {
             continue;
         }
-        if let Ok(c) = Container::load(root, &name) {
-            out.push(c);
+        match Container::load(root, &name) {
+            Ok(c) => out.push(c),
+            Err(e @ Error::NoState { .. }) => crate::logging::warn(&e.to_string()),
+            Err(_) => {}
         }
     }
     out.sort_by(|a, b| a.state.id.cmp(&b.state.id));

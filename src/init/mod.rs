@@ -315,7 +315,15 @@ fn prepare_and_exec(
         return Err(e);
     }
     let late = filter.as_ref().filter(|_| nnp && !notify).map(|(s, prog)| (*s, prog));
-    Err(process::exec(&exe, &args, &env, late))
+    let e = process::exec(&exe, &args, &env, late);
+    if is_init {
+        // After Ready nobody reads the channel: the container's stderr gets it. An execve can
+        // fail only here even though the file was found, as for an interpreter the kernel cannot
+        // open (`#!/proc/self/exe`, CVE-2019-5736).
+        eprintln!("molt: {}", e.0);
+        std::process::exit(1);
+    }
+    Err(e)
 }
 
 fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {

@@ -153,14 +153,21 @@ pub fn remove(root: &Path, id: &str) {
 }
 
 /// Held by the process running (or resuming) an upgrade, so that no other molt settles a
-/// journal that is still being written. The file names its owner by pid and start time: not an
-/// flock, because the new container's init is forked from the owner and would inherit the lock.
+/// journal that is still being written. The kernel decides who holds it: an exclusive flock on
+/// the lock file, which dies with its holder, so a stale lock is taken over by exactly one
+/// process (deciding "stale" from the file and then replacing it let two racers both win). The
+/// fd is close-on-exec, and the init of a container the holder creates closes every inherited fd
+/// before it waits for `start`, so no container keeps the lock. The file's text, "pid
+/// start_time", only names the holder in messages.
 pub struct Lock {
     path: PathBuf,
+    _file: fs::File,
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
+        // Unlinked while still locked: a waiter that opened this file sees it is no longer the
+        // one at the path and tries again, instead of holding a lock nobody else can see.
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -179,29 +186,41 @@ pub fn holder(root: &Path, id: &str) -> Option<i32> {
 
 /// Ok(None): another live process holds it.
 pub fn try_lock(root: &Path, id: &str) -> Result<Option<Lock>, UpgradeError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let p = lock_path(root, id);
+    let err = |e: std::io::Error| UpgradeError::Journal { path: p.clone(), reason: e.to_string() };
     let me = std::process::id() as i32;
     let stamp = format!("{me} {}", crate::container::start_time(me).unwrap_or(0));
-    for _ in 0..2 {
-        match fs::OpenOptions::new().write(true).create_new(true).open(&p) {
-            Ok(mut f) => {
-                f.write_all(stamp.as_bytes()).map_err(|e| UpgradeError::Journal { path: p.clone(), reason: e.to_string() })?;
-                return Ok(Some(Lock { path: p }));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let text = fs::read_to_string(&p).unwrap_or_default();
-                let mut it = text.split_whitespace().map(|w| w.parse::<u64>().unwrap_or(0));
-                let (pid, start) = (it.next().unwrap_or(0) as i32, it.next().unwrap_or(0));
-                if pid > 0 && crate::container::process_is(pid, start) {
-                    return Ok(None);
-                }
-                // The owner died (crash): the lock is stale.
-                let _ = fs::remove_file(&p);
-            }
-            Err(e) => return Err(UpgradeError::Journal { path: p, reason: e.to_string() }),
+    loop {
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&p)
+            .map_err(err)?;
+        // SAFETY: flock on an fd this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => Ok(None),
+                _ => Err(err(e)),
+            };
         }
+        // The holder before us may have unlinked the file between our open and our flock: a
+        // lock on a file no longer at the path excludes nobody.
+        let held = f.metadata().map_err(err)?;
+        match fs::symlink_metadata(&p) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {}
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(e)),
+        }
+        f.set_len(0).and_then(|_| f.write_all(stamp.as_bytes())).map_err(err)?;
+        return Ok(Some(Lock { path: p, _file: f }));
     }
-    Ok(None)
 }
 
 /// Test-only fault injection: MOLT_TEST_CRASH_AT=<step>:<point> makes molt SIGKILL itself
@@ -220,3 +239,52 @@ pub fn maybe_crash(step: Step, when: &str) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn maybe_crash(_step: Step, _when: &str) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Racers for a lock its dead holder left behind: the kernel gives it to exactly one, and
+    /// the others are told it is held (before, both of two racers could decide it was stale,
+    /// remove it and each create their own).
+    #[test]
+    fn a_stale_lock_is_taken_over_by_exactly_one_racer() {
+        let root = std::env::temp_dir().join(format!("molt-lock-race-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        for round in 0..40 {
+            let id = format!("c{round}");
+            // What a holder killed with SIGKILL leaves: its stamp, a pid no process has now.
+            fs::write(lock_path(&root, &id), "2147483647 1").unwrap();
+            let racers = 8;
+            let barrier = std::sync::Barrier::new(racers);
+            let (won, unnamed, failed) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+            std::thread::scope(|s| {
+                for _ in 0..racers {
+                    // No assert in here: a panicking racer would leave the others at the barrier.
+                    s.spawn(|| {
+                        barrier.wait();
+                        let lock = try_lock(&root, &id);
+                        if let Ok(Some(_)) = &lock {
+                            won.fetch_add(1, Ordering::SeqCst);
+                            if holder(&root, &id) != Some(std::process::id() as i32) {
+                                unnamed.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        if lock.is_err() {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Every racer has tried before the winner lets go.
+                        barrier.wait();
+                        drop(lock);
+                    });
+                }
+            });
+            assert_eq!(failed.load(Ordering::SeqCst), 0, "round {round}: try_lock failed");
+            assert_eq!(won.load(Ordering::SeqCst), 1, "round {round}: racers that took the stale lock");
+            assert_eq!(unnamed.load(Ordering::SeqCst), 0, "round {round}: the lock file does not name the winner");
+            assert!(!lock_path(&root, &id).exists(), "round {round}: the released lock file is left");
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
+}
