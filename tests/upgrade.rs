@@ -68,6 +68,8 @@ fn derive_takes_only_the_application_and_the_container_keeps_its_volume_and_iden
     let dir = app.write();
     let out = s.upgrade(&["--bundle", &dir, "--derive"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    // The new app may still be starting (no health gate here): wait until it answers.
+    assert!(s.answers());
     assert_eq!(s.version(), "version=1.3.0 hostname=app-one");
     assert_eq!(s.mac("drv"), mac);
     assert_eq!(s.ask("COUNT"), "1", "the container's own volume came along");
@@ -83,6 +85,7 @@ fn derive_takes_only_the_application_and_the_container_keeps_its_volume_and_iden
     let dir = app.write();
     let out = s.upgrade(&["--bundle", &dir, "--derive"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(s.answers());
     assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.4.0 hostname=app-one", "1"));
     assert_eq!(std::fs::read_dir(&derived).map(|d| d.count()).unwrap_or(0), 1);
     // One that fails its gate is rolled back, and its derived config goes with it.
@@ -91,6 +94,8 @@ fn derive_takes_only_the_application_and_the_container_keeps_its_volume_and_iden
     let dir = app.write();
     let out = s.upgrade(&["--bundle", &dir, "--derive", "--health", "tcp:8080", "--health-timeout", "2s"]);
     assert!(!out.status.success() && stderr_of(&out).contains("rolled back"), "{}", stderr_of(&out));
+    // The old version is started again by the rollback: it answers once it listens.
+    assert!(s.answers());
     assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.4.0 hostname=app-one", "1"));
     let kept: Vec<_> = std::fs::read_dir(&derived).unwrap().flatten().map(|e| e.path().display().to_string()).collect();
     assert_eq!(kept, vec![s.root.state("drv")["bundle"].as_str().unwrap_or("").to_string()]);
