@@ -129,12 +129,32 @@ fn net_devices_move_a_host_interface_in_with_its_address() {
     let net = HostNet::new();
     net.ip(&["link", "add", "nd0", "type", "veth", "peer", "name", "nd0peer"]);
     net.ip(&["addr", "add", "10.90.0.2/24", "dev", "nd0"]);
-    let mut b = Bundle::new(&["sh", "-c", "ip -o addr show dev eth1"]);
-    b.config["linux"]["netDevices"] = serde_json::json!({"nd0": {"name": "eth1"}});
+    // runtime-spec 1.3: permanent addresses of global scope come along, not the others.
+    net.ip(&["addr", "add", "10.91.0.2/24", "dev", "nd0", "scope", "link"]);
+    net.ip(&["link", "add", "nd1", "type", "veth", "peer", "name", "nd1peer"]);
+    // The device is down on the host and must be up inside; a template takes the first free number.
+    let mut b = Bundle::new(&["sh", "-c", "ip -o addr show dev eth1; ip -o link show dev eth1; ip -o link show | grep -o 'net[0-9]*@'"]);
+    b.config["linux"]["netDevices"] = serde_json::json!({"nd0": {"name": "eth1"}, "nd1": {"name": "net%d"}});
     let dir = b.write();
     let out = net.molt(&root, &["run", "--bundle", &dir, "nd"]);
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(stdout_of(&out).contains("10.90.0.2/24"), "{}", stdout_of(&out));
+    assert!(out.status.success(), "{}{}", stdout_of(&out), stderr_of(&out));
+    let inside = stdout_of(&out);
+    assert!(inside.contains("10.90.0.2/24"), "{inside}");
+    assert!(!inside.contains("10.91.0.2"), "a link-scope address came along: {inside}");
+    assert!(inside.contains("MULTICAST,UP"), "eth1 is not up: {inside}");
+    assert!(inside.contains("net0@"), "the template did not become net0: {inside}");
+    // A name already taken in the container's namespace is an error naming it; the device stays.
+    net.ip(&["link", "add", "nd2", "type", "veth", "peer", "name", "nd2peer"]);
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["netDevices"] = serde_json::json!({"nd2": {"name": "lo"}});
+    let dir = b.write();
+    let out = net.molt(&root, &["run", "--bundle", &dir, "nd-taken"]);
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("interface lo already exists") && err.contains("nd2"), "{err}");
+    assert!(net.ip(&["-o", "link", "show", "dev", "nd2"]).contains("nd2"), "the device left the host");
+    let list = root.ok(&["list", "-q"]);
+    assert!(list.trim().is_empty(), "a refused container stayed: {list}");
 }
 
 #[test]

@@ -323,18 +323,31 @@ fn announce_moved(dst: &mut Netlink, arp: &std::os::fd::OwnedFd, id: &LinkIdenti
     }
 }
 
+/// `linux.netDevices` (runtime-spec 1.3): move the host's device `name` into the container's
+/// namespace as `new_name` (or under its own name). A name already taken there is an error,
+/// unless it is a template with `%d` (the kernel picks the number); the device's permanent
+/// addresses of global scope come along (a move to another namespace drops every address) and
+/// it is up afterwards. Host routes through it are the host's policy, not the device's: they stay.
 pub fn move_host_device(name: &str, new_name: Option<&str>, netns: &Path) -> Result<(), NetError> {
-    if let Some(n) = new_name {
-        super::spec::check_ifname(n).map_err(|why| {
-            NetError::netlink(
-                "rename",
-                format!("{name} -> {n}"),
-                &netns.display().to_string(),
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
-            )
-        })?;
-    }
+    let wanted = new_name.filter(|n| !n.is_empty()).unwrap_or(name);
+    super::spec::check_ifname(wanted).map_err(|why| {
+        NetError::netlink(
+            "rename",
+            format!("{name} -> {wanted}"),
+            &netns.display().to_string(),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+        )
+    })?;
     let target = NetnsFile::open(netns)?;
+    let mut ns = target.socket()?;
+    let before = ns.links().map_err(|e| NetError::netlink("list", "links", &ns.netns, e))?;
+    if !wanted.contains('%') && before.iter().any(|l| l.name == wanted) {
+        return Err(NetError::LinkExists {
+            iface: wanted.to_string(),
+            netns: ns.netns.clone(),
+            why: format!("linux.netDevices cannot move {name} in under that name (a template such as \"eth%d\" lets the kernel pick a free one)"),
+        });
+    }
     let mut host = current_socket()?;
     let (link, id) = snapshot_with(&mut host)?
         .into_iter()
@@ -343,38 +356,46 @@ pub fn move_host_device(name: &str, new_name: Option<&str>, netns: &Path) -> Res
             iface: name.to_string(),
             netns: host.netns.clone(),
         })?;
-    host.move_to_netns(link.index, target.fd(), new_name)
-        .map_err(|e| {
-            NetError::netlink("move into container namespace", name, &target.label(), e)
-        })?;
-
-    let mut ns = target.socket()?;
-    let final_name = new_name.unwrap_or(name);
-    // The kernel renames during the move; if an older kernel ignored the name, rename now.
-    if ns
-        .link_by_name(final_name)
-        .map_err(|e| NetError::netlink("look up", final_name, &ns.netns, e))?
-        .is_none()
-    {
-        let moved = ns
-            .link_by_name(name)
-            .map_err(|e| NetError::netlink("look up", name, &ns.netns, e))?
-            .ok_or_else(|| NetError::LinkMissing {
-                iface: name.to_string(),
-                netns: ns.netns.clone(),
-            })?;
-        ns.rename(moved.index, final_name).map_err(|e| {
-            NetError::netlink("rename", format!("{name} -> {final_name}"), &ns.netns, e)
-        })?;
+    // The kernel takes the name only where the device's own is taken in the namespace.
+    host.move_to_netns(link.index, target.fd(), Some(wanted))
+        .map_err(|e| NetError::netlink("move into container namespace", name, &target.label(), e))?;
+    // The moved device is the one that was not there before (its index may change on the way).
+    let after = ns.links().map_err(|e| NetError::netlink("list", "links", &ns.netns, e))?;
+    let moved = after
+        .into_iter()
+        .find(|l| !before.iter().any(|b| b.index == l.index))
+        .ok_or_else(|| NetError::LinkMissing { iface: name.to_string(), netns: ns.netns.clone() })?;
+    let mut final_name = moved.name.clone();
+    if !name_fits(&moved.name, wanted) {
+        ns.rename(moved.index, wanted)
+            .map_err(|e| NetError::netlink("rename", format!("{name} -> {wanted}"), &ns.netns, e))?;
+        final_name = ns
+            .links()
+            .map_err(|e| NetError::netlink("list", "links", &ns.netns, e))?
+            .into_iter()
+            .find(|l| l.index == moved.index)
+            .map(|l| l.name)
+            .ok_or_else(|| NetError::LinkMissing { iface: wanted.to_string(), netns: ns.netns.clone() })?;
     }
-    // Only configured addresses: learnt ones will be learnt again in the container.
-    // Host routes through the device are the host's policy, not the device's; leave them.
     let id = LinkIdentity {
-        addresses: id.addresses.into_iter().filter(|a| a.permanent).collect(),
+        addresses: id.addresses.into_iter().filter(|a| a.permanent && a.scope == libc::RT_SCOPE_UNIVERSE).collect(),
         routes: Vec::new(),
+        up: true,
         ..id
     };
-    restore(&mut ns, final_name, &id)
+    restore(&mut ns, &final_name, &id)
+}
+
+/// Whether a device's name is `wanted`, or what the kernel makes of the template `wanted`
+/// ("eth%d" -> "eth0", "eth1", ...).
+fn name_fits(name: &str, wanted: &str) -> bool {
+    match wanted.split_once("%d") {
+        None => name == wanted,
+        Some((head, tail)) => name
+            .strip_prefix(head)
+            .and_then(|rest| rest.strip_suffix(tail))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+    }
 }
 
 #[cfg(test)]
@@ -391,6 +412,16 @@ mod tests {
             metric: None,
             table: 254,
         }
+    }
+
+    #[test]
+    fn a_template_name_fits_what_the_kernel_makes_of_it() {
+        assert!(name_fits("eth1", "eth1"));
+        assert!(!name_fits("eth10", "eth1"));
+        assert!(name_fits("eth0", "eth%d"));
+        assert!(name_fits("net12x", "net%dx"));
+        assert!(!name_fits("eth", "eth%d"));
+        assert!(!name_fits("ethx", "eth%d"));
     }
 
     #[test]
