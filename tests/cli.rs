@@ -219,6 +219,11 @@ fn features_lists_what_molt_supports() {
     for key in ["process.ioPriority", "process.scheduler", "process.execCPUAffinity", "linux.personality"] {
         assert!(f["annotations"][format!("io.molt.features.{key}")].is_string(), "{key}");
     }
+    // runtime-spec 1.2: the annotations that change what molt does, as prefixes ending in ".".
+    let unsafe_prefixes: Vec<&str> = f["potentiallyUnsafeConfigAnnotations"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for key in ["io.molt.listen", "io.molt.net.address", "io.molt.net.bridge", "io.molt.net.gateway", "io.molt.upgrade.from"] {
+        assert!(unsafe_prefixes.iter().any(|p| key == *p || (p.ends_with('.') && key.starts_with(p))), "{key} is not listed: {unsafe_prefixes:?}");
+    }
 }
 
 #[test]

@@ -16,6 +16,9 @@ pub fn run() -> CmdResult {
         "ociVersionMax": "1.2.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": crate::init::rootfs::known_options(),
+        // Every annotation molt acts on (network identity, listening sockets, upgrade versions
+        // and constraints) is under this prefix.
+        "potentiallyUnsafeConfigAnnotations": ["io.molt."],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
