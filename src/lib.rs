@@ -10,6 +10,7 @@ pub mod image;
 pub mod init;
 pub mod listen;
 pub mod logging;
+pub mod mount_api;
 pub mod net;
 pub mod nsutil;
 pub mod spec;

@@ -2,47 +2,16 @@
 //! started) container with open_tree + move_mount, and set the hostname in its UTS namespace.
 //! Both run in a short-lived child that joined the container's namespaces.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-
-/// A detached copy of the mount tree at `path` (which may then be attached in another namespace).
-fn open_tree_clone(path: &Path) -> Result<OwnedFd, String> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: open_tree with a valid NUL-terminated path; returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint)
-    };
-    if fd < 0 {
-        return Err(format!("open_tree {}: {}", path.display(), std::io::Error::last_os_error()));
-    }
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn move_mount_to(fd: &OwnedFd, dest: &Path) -> Result<(), String> {
-    let empty = std::ffi::CString::default();
-    let c = std::ffi::CString::new(dest.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: move_mount of the detached tree `fd` onto an absolute path in our mount namespace.
-    let r = unsafe {
-        libc::syscall(libc::SYS_move_mount, fd.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, c.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
-    };
-    if r != 0 {
-        return Err(format!("move_mount onto {}: {}", dest.display(), std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 /// Mount the staging directory at `dest` inside the container whose init is `pid`, with the
 /// bind options of the new config (ro, nosuid, nodev, noexec, propagation).
 pub fn attach_volume(pid: i32, staging: &Path, dest: &Path, bind_options: &[String]) -> Result<(), String> {
-    let tree = open_tree_clone(staging)?;
+    let tree = crate::mount_api::open_tree_clone(staging, true)?;
     let ns: Vec<(CloneFlags, PathBuf)> = vec![(CloneFlags::CLONE_NEWNS, crate::init::ns_path(pid, "mnt"))];
     let dest = dest.to_path_buf();
     let opts = crate::init::rootfs::parse_options(bind_options);
@@ -50,7 +19,7 @@ pub fn attach_volume(pid: i32, staging: &Path, dest: &Path, bind_options: &[Stri
         // After setns the root is the container's pivoted rootfs, so "/" is its root.
         let target = crate::init::rootfs::resolve_in_root(Path::new("/"), &dest).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
-        move_mount_to(&tree, &target)?;
+        crate::mount_api::move_mount_to(&tree, &target)?;
         let extra = opts.flags & !MsFlags::MS_REMOUNT;
         if !extra.is_empty() {
             nix::mount::mount(None::<&str>, &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, None::<&str>)
