@@ -40,7 +40,7 @@ pub fn run() -> CmdResult {
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}},
+            "mountExtensions": {"idmap": {"enabled": true}},
             "netDevices": {"enabled": true},
             "memoryPolicy": {"modes": attrs::MEMORY_MODES, "flags": attrs::MEMORY_FLAGS}
         },

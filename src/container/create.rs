@@ -283,6 +283,7 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     // A notify profile without an agent would hang its process at the first trapped call.
     super::notify::listener_path(&spec).map_err(|reason| Error::Config { field: "linux.seccomp".into(), reason })?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
+    let idmaps = idmap_requests(&spec, &bundle, ns.new_user)?;
     super::create_root(root).map_err(io_err(root))?;
     let me = std::process::id() as i32;
     let mut c = Container {
@@ -307,7 +308,7 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
         },
     };
     super::publish_state_dir(root, &c.state)?;
-    match build(&mut c, o, ns) {
+    match build(&mut c, o, ns, &idmaps) {
         Ok(()) => Ok(c),
         Err(e) => {
             super::delete::teardown(&mut c, false);
@@ -316,7 +317,18 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     }
 }
 
-fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
+/// The idmapped mounts the config asks for (checked before anything is made).
+fn idmap_requests(spec: &Spec, bundle: &Path, new_user_ns: bool) -> Result<Vec<init::idmap::Request>> {
+    let mut volumes = vec![];
+    for (i, m) in spec.mounts().clone().unwrap_or_default().iter().enumerate() {
+        if crate::volume::from_mount(m)?.is_some() {
+            volumes.push(i);
+        }
+    }
+    init::idmap::requests(spec, bundle, new_user_ns, &volumes).map_err(|(field, reason)| Error::Config { field, reason })
+}
+
+fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan, idmaps: &[init::idmap::Request]) -> Result<()> {
     let spec = c.state.config.clone();
     let id = c.state.id.clone();
     let linux = spec.linux().clone().unwrap_or_default();
@@ -408,6 +420,9 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan) -> Result<()> {
     if !bind_sources.is_empty() {
         send_bind_sources(&parent_end, pid.as_raw(), &bind_sources)
             .map_err(|reason| Error::Step { id: id.clone(), step: "open bind mount sources", reason })?;
+    }
+    if !idmaps.is_empty() {
+        init::idmap::send(&parent_end, pid.as_raw(), idmaps).map_err(|reason| Error::Step { id: id.clone(), step: "make idmapped mounts", reason })?;
     }
 
     let netns = init::ns_path(pid.as_raw(), "net");
@@ -611,13 +626,7 @@ fn clone_init_helper(f: &dyn Fn() -> isize) -> nix::Result<Pid> {
 
 fn write_id_maps(pid: Pid, spec: &Spec) -> std::result::Result<(), String> {
     let l = spec.linux().clone().unwrap_or_default();
-    let fmt = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        maps.clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-            .collect::<String>()
-    };
+    let fmt = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| init::idmap::map_text(maps.as_deref().unwrap_or_default());
     for (file, text) in [("uid_map", fmt(l.uid_mappings())), ("gid_map", fmt(l.gid_mappings()))] {
         let path = format!("/proc/{pid}/{file}");
         fs::write(&path, &text).map_err(|e| format!("{path} <- {text:?}: {e}"))?;

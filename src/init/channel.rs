@@ -16,6 +16,9 @@ pub enum Msg {
     /// these bind mounts (indexes into `mounts`), opened by molt in the child's mount namespace
     /// with the host's credentials (a new user namespace's root may not walk to them).
     BindSources { mounts: Vec<usize> },
+    /// Parent to child, before Continue, with one fd per index: detached idmapped copies of
+    /// these bind mounts' sources, to attach with move_mount (see init::idmap).
+    IdmappedMounts { mounts: Vec<usize> },
     /// Parent to child: network and createRuntime hooks are done; here is the state for hooks.
     Continue { state_json: String },
     /// Child to parent: everything is set up; the child now waits on the exec fifo.

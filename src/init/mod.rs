@@ -5,6 +5,7 @@
 pub mod cgroupfs;
 pub mod channel;
 pub mod console;
+pub mod idmap;
 mod copyup;
 pub mod process;
 pub mod process_attrs;
@@ -144,9 +145,11 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     }
     chan.send(&Msg::NamespacesReady).map_err(|e| InitError::new(format!("report namespaces ready: {e}")))?;
     let mut bind_fds: Vec<(usize, OwnedFd)> = vec![];
+    let mut idmapped: Vec<(usize, OwnedFd)> = vec![];
     let state_json = loop {
         match expect_with_fds(chan, "network and createRuntime hooks")? {
             (Msg::BindSources { mounts }, fds) if mounts.len() == fds.len() => bind_fds.extend(mounts.into_iter().zip(fds)),
+            (Msg::IdmappedMounts { mounts }, fds) if mounts.len() == fds.len() => idmapped.extend(mounts.into_iter().zip(fds)),
             (Msg::Continue { state_json }, _) => break state_json,
             (other, _) => return Err(InitError::new(format!("unexpected message {other:?}"))),
         }
@@ -157,6 +160,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         volume_binds: &plan.volume_binds,
         deferred: &plan.deferred_mounts,
         bind_fds: &bind_fds,
+        idmapped: &idmapped,
         // Created or joined, mknod is refused all the same.
         in_user_ns: plan.new_user_ns || plan.join.iter().any(|(k, _)| *k == CloneFlags::CLONE_NEWUSER),
         own_cgroups: &own_cgroups,
@@ -164,6 +168,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     rootfs::prepare(&rplan)?;
     // The bind sources are host directories: not one may still be open at the chdir to the cwd.
     drop(bind_fds);
+    drop(idmapped);
     let console = match console_stream {
         Some(stream) => Some(console::open_and_send(stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?),
         None => None,

@@ -120,7 +120,7 @@ pub fn known_options() -> Vec<&'static str> {
     v.extend(RECURSIVE_OPTIONS.iter().map(|(n, _, _)| *n));
     v.extend(RECURSIVE_ATIME_OPTIONS.iter().map(|(n, _)| *n));
     v.extend(PROPAGATION_OPTIONS);
-    v.extend(["bind", "rbind", "tmpcopyup"]);
+    v.extend(["bind", "rbind", "tmpcopyup", "idmap", "ridmap"]);
     v.sort_unstable();
     v
 }
@@ -165,8 +165,9 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             }
             p if PROPAGATION_OPTIONS.contains(&p) => o.propagation.push(propagation_flag(p).unwrap_or(MsFlags::MS_PRIVATE)),
             "tmpcopyup" => o.tmpcopyup = true,
-            // Options handled elsewhere (volumes, idmapped mounts we do not do) never reach mount(2).
+            // Options handled elsewhere (volumes, idmapped mounts) never reach mount(2).
             s if s.starts_with("x-") => {}
+            "idmap" | "ridmap" => {}
             "loop" => {}
             _ => o.data.push(opt.clone()),
         }
@@ -180,28 +181,13 @@ pub fn apply_recursive(target: &Path, o: &MountOptions) -> Result<(), InitError>
     if o.attr_set == 0 && o.attr_clr == 0 {
         return Ok(());
     }
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr { attr_set: o.attr_set, attr_clr: o.attr_clr, propagation: 0, userns_fd: 0 };
-    let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| InitError::new(format!("{}: a NUL byte in the path", target.display())))?;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    // SAFETY: mount_setattr with a valid path and a mount_attr of the size given.
-    let r = unsafe {
-        libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, c.as_ptr(), AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
-    };
-    if r != 0 {
+    let r = crate::mount_api::setattr(None, target, true, o.attr_set, o.attr_clr, None);
+    if let Err(e) = r {
         return Err(InitError::new(format!(
-            "mount_setattr {} (recursive options, set {:#x} clear {:#x}): {}",
+            "mount_setattr {} (recursive options, set {:#x} clear {:#x}): {e}",
             target.display(),
             o.attr_set,
             o.attr_clr,
-            std::io::Error::last_os_error()
         )));
     }
     Ok(())
@@ -274,7 +260,7 @@ fn components(p: &Path) -> Vec<std::ffi::OsString> {
 /// rootfs. Mounting onto `/proc/self/fd/N` hits exactly that inode, even if a path component is
 /// swapped for a symlink between resolving and mounting (the CVE-2021-30465 race).
 pub struct Pinned {
-    _fd: std::os::fd::OwnedFd,
+    fd: std::os::fd::OwnedFd,
     pub path: PathBuf,
 }
 
@@ -295,7 +281,7 @@ pub fn pin_target(rootfs: &Path, target: &Path) -> Result<Pinned, InitError> {
             real.display()
         )));
     }
-    Ok(Pinned { _fd: fd, path })
+    Ok(Pinned { fd, path })
 }
 
 fn sys(step: impl FnOnce() -> String) -> impl FnOnce(nix::errno::Errno) -> InitError {
@@ -330,6 +316,8 @@ pub struct RootfsPlan<'a> {
     pub deferred: &'a [usize],
     /// Mount index -> its bind source, opened by molt (see Msg::BindSources).
     pub bind_fds: &'a [(usize, std::os::fd::OwnedFd)],
+    /// Mount index -> its idmapped source tree, made by molt (see init::idmap).
+    pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
     pub in_user_ns: bool,
     /// The init's cgroups as the host names them, read before the cgroup namespace was entered.
     pub own_cgroups: &'a [crate::cgroups::Membership],
@@ -364,10 +352,11 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
             continue;
         }
         let opened = plan.bind_fds.iter().find(|(idx, _)| *idx == i).map(|(_, fd)| fd);
+        let tree = plan.idmapped.iter().find(|(idx, _)| *idx == i).map(|(_, fd)| fd);
         match plan.volume_binds.iter().find(|(idx, _, _)| *idx == i) {
             Some((_, staging, bind_opts)) => mount_bind(plan.rootfs, m.destination(), &Source::new(staging, opened), bind_opts, true)?,
             None => {
-                if let Some(target) = mount_one(plan, m, opened)? {
+                if let Some(target) = mount_one(plan, m, opened, tree)? {
                     later_readonly.push(target);
                 }
             }
@@ -417,22 +406,28 @@ pub fn is_bind(m: &Mount) -> bool {
 }
 
 /// A bind source: its path as the config names it (for messages) and the path mount(2) uses,
-/// /proc/self/fd/N when molt opened it for us.
-pub struct Source {
+/// /proc/self/fd/N when molt opened it for us; or a detached tree molt made (an idmapped
+/// mount), attached with move_mount instead.
+pub struct Source<'a> {
     pub named: PathBuf,
     pub path: PathBuf,
+    pub tree: Option<&'a std::os::fd::OwnedFd>,
 }
 
-impl Source {
-    pub fn new(named: &Path, opened: Option<&std::os::fd::OwnedFd>) -> Source {
+impl<'a> Source<'a> {
+    pub fn new(named: &Path, opened: Option<&std::os::fd::OwnedFd>) -> Source<'a> {
         use std::os::fd::AsRawFd;
         let path = opened.map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))).unwrap_or_else(|| named.to_path_buf());
-        Source { named: named.to_path_buf(), path }
+        Source { named: named.to_path_buf(), path, tree: None }
+    }
+
+    pub fn tree(named: &Path, tree: &'a std::os::fd::OwnedFd) -> Source<'a> {
+        Source { tree: Some(tree), ..Source::new(named, Some(tree)) }
     }
 }
 
 /// Returns the target when it still has to be made read-only (tmpfs and /dev, as runc delays them).
-fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>) -> Result<Option<PathBuf>, InitError> {
+fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>, tree: Option<&std::os::fd::OwnedFd>) -> Result<Option<PathBuf>, InitError> {
     let options = m.options().clone().unwrap_or_default();
     let opts = parse_options(&options);
     let typ = m.typ().clone().unwrap_or_default();
@@ -449,7 +444,11 @@ fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>
         let source = m.source().clone().ok_or_else(|| {
             InitError::new(format!("bind mount on {}: no source", dest.display()))
         })?;
-        mount_bind(plan.rootfs, dest, &Source::new(&source, opened), &options, false)?;
+        let src = match tree {
+            Some(fd) => Source::tree(&source, fd),
+            None => Source::new(&source, opened),
+        };
+        mount_bind(plan.rootfs, dest, &src, &options, false)?;
         return Ok(None);
     }
     let target = resolve_in_root(plan.rootfs, dest)?;
@@ -526,7 +525,11 @@ pub fn mount_bind(
         flags |= MsFlags::MS_REC;
     }
     let pinned = pin_target(rootfs, &target)?;
-    do_mount(Some(source), &pinned.path, None, flags, None).map_err(|e| {
+    let attached = match src.tree {
+        Some(tree) => crate::mount_api::move_mount_onto_fd(tree, &pinned.fd).map_err(|e| InitError::new(format!("idmapped mount of {}: {e}", src.named.display()))),
+        None => do_mount(Some(source), &pinned.path, None, flags, None),
+    };
+    attached.map_err(|e| {
         let msg = e.0.replace(&pinned.path.display().to_string(), &target.display().to_string());
         InitError::new(msg.replace(&source.display().to_string(), &src.named.display().to_string()))
     })?;

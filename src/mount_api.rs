@@ -1,0 +1,93 @@
+//! The new mount API's calls molt makes on detached mount trees (Linux 5.2; idmapped mounts
+//! 5.12): copy a tree with open_tree, change it with mount_setattr, attach it with move_mount.
+//! A detached tree can be attached in another mount namespace than the one it was copied in,
+//! which is how the upgrade hands a volume over and how idmapped mounts reach the init.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+fn cstring(p: &Path) -> Result<std::ffi::CString, String> {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// A detached copy of the mount at `path` (with every mount under it when `recursive`).
+pub fn open_tree_clone(path: &Path, recursive: bool) -> Result<OwnedFd, String> {
+    let c = cstring(path)?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: open_tree with a valid NUL-terminated path; returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(format!("open_tree {}: {}", path.display(), std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attach the detached tree `fd` on `dest` (a path in the caller's mount namespace).
+pub fn move_mount_to(fd: &OwnedFd, dest: &Path) -> Result<(), String> {
+    let empty = std::ffi::CString::default();
+    let c = cstring(dest)?;
+    // SAFETY: move_mount of the detached tree `fd` onto a path; both strings are NUL-terminated.
+    let r = unsafe {
+        libc::syscall(libc::SYS_move_mount, fd.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, c.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+    };
+    if r != 0 {
+        return Err(format!("move_mount onto {}: {}", dest.display(), std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Attach the detached tree `fd` on the file or directory `target` is open on (O_PATH), so a
+/// path swapped for a symlink in between cannot redirect it (move_mount refuses the
+/// /proc/self/fd/N form of the same).
+pub fn move_mount_onto_fd(fd: &OwnedFd, target: &OwnedFd) -> Result<(), String> {
+    let empty = std::ffi::CString::default();
+    // SAFETY: move_mount between two fds we hold, both paths empty.
+    let r = unsafe {
+        libc::syscall(libc::SYS_move_mount, fd.as_raw_fd(), empty.as_ptr(), target.as_raw_fd(), empty.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+    };
+    if r != 0 {
+        return Err(format!("move_mount: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(2): set and clear MOUNT_ATTR_* flags on the mount at `path` (the mount `at` is
+/// open on when `at` is given and `path` is empty), on every mount under it when `recursive`;
+/// with MOUNT_ATTR_IDMAP, `userns` gives the mapping.
+pub fn setattr(at: Option<&OwnedFd>, path: &Path, recursive: bool, set: u64, clear: u64, userns: Option<&OwnedFd>) -> std::io::Result<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64) };
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let dirfd = at.map_or(libc::AT_FDCWD, |fd| fd.as_raw_fd());
+    let flags = if recursive { AT_RECURSIVE } else { 0 } | if at.is_some() && path.as_os_str().is_empty() { libc::AT_EMPTY_PATH as libc::c_uint } else { 0 };
+    // SAFETY: mount_setattr with a NUL-terminated path and a mount_attr of the size given.
+    let r = unsafe { libc::syscall(libc::SYS_mount_setattr, dirfd, c.as_ptr(), flags, &attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Give the detached tree `fd` the id mapping of the user namespace `userns` (every mount in it
+/// when `recursive`). The kernel refuses an attached mount, one already idmapped, and a
+/// filesystem that does not support idmapped mounts (EINVAL).
+pub fn set_idmap(fd: &OwnedFd, userns: &OwnedFd, recursive: bool) -> Result<(), String> {
+    setattr(Some(fd), Path::new(""), recursive, MOUNT_ATTR_IDMAP, 0, Some(userns)).map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EINVAL) { " (the filesystem may not support idmapped mounts)" } else { "" };
+        format!("mount_setattr MOUNT_ATTR_IDMAP: {e}{hint}")
+    })
+}
