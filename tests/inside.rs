@@ -1006,3 +1006,50 @@ fn memory_policy_shows_in_numa_maps() {
         assert_eq!(policy(&root.ok(&["exec", id, "head", "-1", "/proc/self/numa_maps"])), want);
     }
 }
+
+/// runtime-spec: without a mount namespace the container shares the runtime's mounts. molt
+/// mounts nothing then (the host's mount table is untouched) and chroots the process, and `exec`
+/// into the rootfs too; whatever would mount something is refused naming its field.
+#[test]
+fn without_a_mount_namespace_nothing_is_mounted_and_the_root_is_a_chroot() {
+    require_root!();
+    let root = Root::new();
+    let bare = |args: &[&str]| {
+        let mut b = Bundle::new(args);
+        b.remove_namespace("mount");
+        b.config["mounts"] = json!([]);
+        for key in ["maskedPaths", "readonlyPaths", "devices"] {
+            b.config["linux"].as_object_mut().unwrap().remove(key);
+        }
+        b.config["root"]["readonly"] = json!(false);
+        b
+    };
+    let b = bare(&["sh", "-c", "ls /; echo pid=$$; sleep 30"]);
+    let dir = b.write();
+    root.ok(&["create", "--bundle", &dir, "nomnt"]);
+    root.ok(&["start", "nomnt"]);
+    let fixture = rootfs().display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&fixture), "the rootfs was mounted on the host: {mounts}");
+    let listing = root.ok(&["exec", "nomnt", "ls", "/"]);
+    assert!(listing.contains("linuxrc") && !listing.contains("work"), "exec is not in the rootfs: {listing}");
+    let pid = root.state("nomnt")["pid"].as_i64().unwrap();
+    let chroot = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_eq!(chroot, rootfs(), "the init's root");
+    root.ok(&["delete", "--force", "nomnt"]);
+    // A mount (the default config's /proc first), a masked path, a terminal: refused by name.
+    let mut b = Bundle::new(&["true"]);
+    b.remove_namespace("mount");
+    let out = root.molt(&["run", "--bundle", &b.write(), "nomnt2"]);
+    let err = stderr_of(&out);
+    assert!(!out.status.success() && err.contains("mounts[0] (/proc)") && err.contains("needs a mount namespace"), "{err}");
+    let mut b = bare(&["true"]);
+    b.config["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+    let err = stderr_of(&root.molt(&["run", "--bundle", &b.write(), "nomnt3"]));
+    assert!(err.contains("linux.maskedPaths"), "{err}");
+    let mut b = bare(&["true"]);
+    b.config["process"]["terminal"] = json!(true);
+    let err = stderr_of(&root.molt(&["run", "--bundle", &b.write(), "nomnt4"]));
+    assert!(err.contains("process.terminal"), "{err}");
+    assert!(root.ok(&["list", "-q"]).trim().is_empty());
+}

@@ -118,6 +118,36 @@ struct NsPlan {
     join_pid: Option<PathBuf>,
     new_user: bool,
     new_net: bool,
+    /// No mount namespace in the config: the container shares molt's.
+    shared_mounts: bool,
+}
+
+/// Without a mount namespace the container shares the host's mounts (runtime-spec), so whatever
+/// would mount something is refused rather than done on the host: mounts, devices, masked and
+/// read-only paths, a read-only root, a root propagation, a terminal (its /dev/console).
+fn refuse_mounts_without_namespace(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let given = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let asked: Vec<String> = [
+        mounts.first().map(|m| format!("mounts[0] ({})", m.destination().display())),
+        linux.devices().as_ref().filter(|d| !d.is_empty()).map(|_| "linux.devices".to_string()),
+        given(linux.masked_paths()).then(|| "linux.maskedPaths".to_string()),
+        given(linux.readonly_paths()).then(|| "linux.readonlyPaths".to_string()),
+        spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false).then(|| "root.readonly".to_string()),
+        linux.rootfs_propagation().as_ref().map(|_| "linux.rootfsPropagation".to_string()),
+        spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false).then(|| "process.terminal".to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match asked.first() {
+        None => Ok(()),
+        Some(field) => Err(Error::Config {
+            field: field.clone(),
+            reason: "needs a mount namespace: linux.namespaces has none, so the container shares the host's mounts and this would change them".into(),
+        }),
+    }
 }
 
 fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
@@ -129,6 +159,7 @@ fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
         join_pid: None,
         new_user: false,
         new_net: false,
+        shared_mounts: false,
     };
     let mut seen = vec![];
     for ns in &list {
@@ -170,10 +201,8 @@ fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
         }
     }
     if !seen.contains(&LinuxNamespaceType::Mount) {
-        return Err(Error::Config {
-            field: "linux.namespaces".into(),
-            reason: "a mount namespace is required to set up the rootfs".into(),
-        });
+        refuse_mounts_without_namespace(spec)?;
+        plan.shared_mounts = true;
     }
     if plan.new_user {
         let l = spec.linux().clone().unwrap_or_default();
@@ -398,6 +427,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan, idmaps: &[init::idmap
         deferred_mounts: deferred,
         fifo: Some(fifo),
         is_exec: false,
+        shared_mounts: ns.shared_mounts,
     };
     let (parent_end, child_end) = Channel::pair().map_err(io_err("socketpair"))?;
     let pid = spawn_init(&plan, &child_end, &parent_end, ns.clone_flags(), ns.join_pid.as_deref(), &id)?;

@@ -60,7 +60,7 @@ impl Container {
             stdio: None,
             spec: self.state.config.clone(),
             process: super::usable_process(&self.state.id, o.process),
-            rootfs: PathBuf::from("/"),
+            rootfs: if same_ns(pid, "mnt") { PathBuf::from(format!("/proc/{pid}/root")) } else { PathBuf::from("/") },
             join,
             unshare: CloneFlags::empty(),
             new_user_ns: false,
@@ -71,6 +71,8 @@ impl Container {
             deferred_mounts: vec![],
             fifo: None,
             is_exec: true,
+            // The container shares molt's mounts: its root is the init's chroot.
+            shared_mounts: same_ns(pid, "mnt"),
         };
         let id = &self.state.id;
         let (parent_end, child_end) = Channel::pair().map_err(super::io_err("socketpair"))?;

@@ -56,6 +56,9 @@ pub struct InitPlan {
     pub fifo: Option<OwnedFd>,
     /// `exec` joins a running container: no rootfs work, no hooks.
     pub is_exec: bool,
+    /// No mount namespace of its own (runtime-spec: it shares the runtime's): nothing is
+    /// mounted, the process is chrooted into `rootfs` instead of pivoting.
+    pub shared_mounts: bool,
     /// The `io.molt.listen` sockets, each with an fd of molt's to use instead of a new socket
     /// (an upgrade's handover; the clone inherited molt's fd table).
     pub listen: Vec<(crate::listen::Endpoint, Option<std::os::fd::RawFd>)>,
@@ -137,6 +140,9 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         set_time_offsets(&plan.spec)?;
     }
     if plan.is_exec {
+        if plan.shared_mounts {
+            rootfs::chroot_into(&plan.rootfs)?;
+        }
         let console = match console_stream {
             Some(stream) => Some(console::open_and_send(stream, Path::new("/"), plan.process.console_size().as_ref(), false)?),
             None => None,
@@ -154,6 +160,9 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
             (other, _) => return Err(InitError::new(format!("unexpected message {other:?}"))),
         }
     };
+    if plan.shared_mounts {
+        return finish_in_shared_mounts(plan, chan, state_json);
+    }
     let rplan = rootfs::RootfsPlan {
         spec: &plan.spec,
         rootfs: &plan.rootfs,
@@ -187,6 +196,19 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     rootfs::protect_paths(&plan.spec)?;
     rootfs::root_propagation_last(&plan.spec)?;
     prepare_and_exec(plan, chan, console, Some(state_json), listeners)
+}
+
+/// A container without a mount namespace of its own: create checked that it asks for no mount,
+/// device, masked or read-only path and no terminal, so nothing here touches the host's mounts.
+fn finish_in_shared_mounts(plan: &InitPlan, chan: &Channel, state_json: String) -> Result<std::convert::Infallible, InitError> {
+    crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &state_seen_inside(&state_json, "creating"))
+        .map_err(|e| InitError::new(e.to_string()))?;
+    // /proc is still the host's mount, which shows this process's own namespaces' values.
+    rootfs::set_sysctls(&plan.spec)?;
+    rootfs::chroot_into(&plan.rootfs)?;
+    set_names(&plan.spec)?;
+    let listeners = listen_sockets(plan)?;
+    prepare_and_exec(plan, chan, None, Some(state_json), listeners)
 }
 
 /// The upgrade's stdio (the old container's 0, 1, 2) replaces what molt was started with.

@@ -696,6 +696,12 @@ pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
     Ok(())
 }
 
+/// The root of a container without a mount namespace: chroot, no mount.
+pub fn chroot_into(rootfs: &Path) -> Result<(), InitError> {
+    nix::unistd::chroot(rootfs).map_err(sys(|| format!("chroot {}", rootfs.display())))?;
+    chdir("/").map_err(sys(|| "chdir /".to_string()))
+}
+
 /// After the switch: the read-only root.
 pub fn readonly_root(spec: &Spec) -> Result<(), InitError> {
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
