@@ -376,3 +376,20 @@ fn bad_runtime_spec_1_3_process_attributes_are_refused_naming_the_field() {
     assert!(!out.status.success());
     assert!(stderr_of(&out).contains("process.scheduler.priority: SCHED_FIFO needs a priority of 1..=99"), "{}", stderr_of(&out));
 }
+
+/// `linux.intelRdt` is refused, never silently ignored, as runc refuses it where the host has no
+/// resctrl (this one has none: the test says which case it checked).
+#[test]
+fn intel_rdt_is_refused_not_ignored_as_by_runc() {
+    require_root!();
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["intelRdt"] = json!({"closID": "molt-test", "l3CacheSchema": "L3:0=f"});
+    let resctrl = std::path::Path::new("/sys/fs/resctrl/schemata").exists();
+    let needle = if resctrl { "does not apply Intel RDT yet" } else { "not supported or enabled on this host" };
+    refused(&b, "rdt", &["linux.intelRdt", needle]);
+    let runc_root = format!("/run/{}", unique("runc-rdt"));
+    let runc = std::process::Command::new("runc").args(["--root", &runc_root, "run", "--bundle", &b.write(), "rdt"]).output().expect("runc");
+    let _ = std::fs::remove_dir_all(&runc_root);
+    assert!(!runc.status.success(), "runc took intelRdt");
+    assert!(String::from_utf8_lossy(&runc.stderr).contains("Intel RDT"), "{}", String::from_utf8_lossy(&runc.stderr));
+}
