@@ -199,15 +199,17 @@ pub fn set_lo_up(netns: &Path) -> Result<(), NetError> {
     lo_up(&mut ns)
 }
 
-/// Removes the host end. A missing veth is success: the kernel already removed the pair when
-/// the container's namespace died.
+/// Removes the host end, and the bridge molt made once it has no port left. A missing veth is
+/// success: the kernel already removed the pair when the container's namespace died (the bridge
+/// may still have to go).
 pub fn detach(a: &Attachment) -> Result<(), NetError> {
     let mut host = current_socket()?;
     let Some(link) = host
         .link_by_name(&a.host_veth)
         .map_err(|e| NetError::netlink("look up", &a.host_veth, &host.netns, e))?
     else {
-        return Ok(());
+        let _lock = bridge_lock();
+        return remove_bridge_if_unused(&mut host, &a.bridge);
     };
     // Refuse to delete something that merely took the name since.
     if link.kind.as_deref() != Some("veth") {
