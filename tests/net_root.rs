@@ -463,10 +463,11 @@ fn host_device_moves_with_addresses_and_mac() {
         .contains("inet 10.77.0.2/24"));
     assert!(is_up(&ctr, "net1"));
 
-    // Without a new name the device keeps its own; it was down, so it stays down.
+    // Without a new name the device keeps its own; it was down, and runtime-spec 1.3 says the
+    // runtime MUST set it up in the container.
     host.run(|| net::move_host_device("d1", None, &ctr.path()))
         .expect("move d1");
-    assert!(!is_up(&ctr, "d1"));
+    assert!(is_up(&ctr, "d1"));
 
     let e = host
         .run(|| net::move_host_device("nosuch0", None, &ctr.path()))
