@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::{CmdResult, Ctx};
-use crate::upgrade::{self, Health, NetworkMode, Options, Report, StepEvent, StepReport, UpgradeError, PLAN};
+use crate::upgrade::{self, Health, NetworkMode, Options, Report, StepEvent, StepReport, UpgradeError, STEPS};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -133,8 +133,8 @@ fn print_text(r: &Report) -> String {
             out.push_str(&format!("  ok  {c}\n"));
         }
         out.push_str("these steps would run, each journaled before and after:\n");
-        for (i, (step, what)) in PLAN.iter().enumerate() {
-            out.push_str(&format!("  {}. {:<18} {what}\n", i + 1, step.name()));
+        for (i, s) in STEPS.iter().enumerate() {
+            out.push_str(&format!("  {}. {:<18} {}\n", i + 1, s.step.name(), s.what));
         }
         return out;
     }
