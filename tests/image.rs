@@ -11,20 +11,6 @@ use common::image::*;
 use serde_json::json;
 use tar::EntryType;
 
-fn labels(version: &str, from: Option<&str>) -> serde_json::Value {
-    let mut l = json!({"org.opencontainers.image.version": version});
-    if let Some(f) = from {
-        l["io.molt.upgrade.from"] = json!(f);
-    }
-    l
-}
-
-/// The test application at `version` as an image config for this host.
-fn app_config(version: &str) -> serde_json::Value {
-    let env = format!("APP_VERSION={version}");
-    config(host_arch(), &["/bin/molt-testapp"], &["PATH=/bin:/sbin:/usr/bin", &env], "", "/", labels(version, Some(">=1.0.0, <2.0.0")))
-}
-
 /// What is in `<root>/images` besides the store lock.
 fn store_entries(root: &Root) -> Vec<String> {
     std::fs::read_dir(root.path.join("images"))

@@ -105,6 +105,28 @@ fn nfs_upgrade_keeps_identity_and_records() {
     assert!(on_server.lines().count() > 5, "the storage host holds the records");
 }
 
+/// The new version as an OCI archive (issue 14), on pure cgroup v2 with the NFS volume: the
+/// container keeps its volume, records and identity.
+#[test]
+#[ignore = "VM lab only (scripts/lab-suite runs it): this host kernel has no NFS client and no iSCSI initiator"]
+fn nfs_upgrade_from_an_oci_archive_keeps_the_volume_and_identity() {
+    require_lab!();
+    use common::image::*;
+    let s = nfs_setup("nfsimg");
+    assert!(s.ask("APPEND from-v1").starts_with("OK"));
+    let before = s.version();
+    let mut l = Layout::new();
+    let m = l.image(&app_config("1.1.0"), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m, Some("1.1.0"));
+    let tmp = TempDir::new("molt-archive");
+    let file = tmp.join("app.tar");
+    l.archive(&file);
+    let out = s.upgrade(&["--image", &format!("oci-archive:{}:1.1.0", file.display())]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(s.version(), before.replace("version=1.0.0", "version=1.1.0"), "the same hostname, the new version");
+    assert_eq!(s.ask("COUNT"), "1", "the record written by 1.0.0 is on the NFS volume");
+}
+
 #[test]
 #[ignore = "VM lab only (scripts/lab-suite runs it): this host kernel has no NFS client and no iSCSI initiator"]
 fn nfs_refusals() {

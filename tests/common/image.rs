@@ -176,3 +176,18 @@ pub fn pax(records: &[(&str, &[u8])]) -> (tar::Header, Vec<u8>) {
 pub fn append(path: &Path, data: &[u8]) {
     fs::OpenOptions::new().append(true).open(path).unwrap().write_all(data).unwrap();
 }
+
+/// An image config's labels: the version, and the constraint on what it upgrades from.
+pub fn labels(version: &str, from: Option<&str>) -> Value {
+    let mut l = serde_json::json!({"org.opencontainers.image.version": version});
+    if let Some(f) = from {
+        l["io.molt.upgrade.from"] = serde_json::json!(f);
+    }
+    l
+}
+
+/// The test application at `version` as an image config for this host.
+pub fn app_config(version: &str) -> Value {
+    let env = format!("APP_VERSION={version}");
+    config(host_arch(), &["/bin/molt-testapp"], &["PATH=/bin:/sbin:/usr/bin", &env], "", "/", labels(version, Some(">=1.0.0, <2.0.0")))
+}
