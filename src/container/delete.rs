@@ -94,7 +94,7 @@ pub fn teardown(c: &mut Container, poststop: bool) {
         }
     }
     if let Some(pin) = c.state.netns_pin.take() {
-        crate::nsutil::unpin(&pin);
+        crate::namespaces::unpin(&pin);
     }
     if let Some(cg) = &c.state.cgroup {
         if let Err(e) = cg.destroy() {
