@@ -13,6 +13,7 @@ pub mod logging;
 pub mod mount_options;
 pub mod namespaces;
 pub mod net;
+pub mod procfs;
 pub mod safe_path;
 pub mod spec;
 pub mod table;
