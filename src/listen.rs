@@ -210,10 +210,9 @@ pub fn take(pids: &[i32], eps: &[Endpoint]) -> Vec<Option<OwnedFd>> {
         if found.iter().all(Option::is_some) {
             break;
         }
-        let (Ok(dir), Ok(pidfd)) = (std::fs::read_dir(format!("/proc/{pid}/fd")), Pidfd::open(pid)) else { continue };
-        for e in dir.flatten() {
-            let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) else { continue };
-            let Ok(link) = std::fs::read_link(e.path()) else { continue };
+        let (Ok(fds), Ok(pidfd)) = (crate::procfs::fds(pid), Pidfd::open(pid)) else { continue };
+        for (n, path) in fds {
+            let Ok(link) = std::fs::read_link(&path) else { continue };
             let link = link.to_string_lossy().to_string();
             if !link.starts_with("socket:[") || !seen.insert(link) {
                 continue;

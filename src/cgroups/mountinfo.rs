@@ -1,15 +1,17 @@
-//! Finds the cgroup hierarchies from /proc/self/mountinfo and the calling process's own cgroups
-//! from /proc/self/cgroup. Parsing is pure (fixture-tested); only `read_mounts`/`read_own` do IO.
+//! Finds the cgroup hierarchies among the mounts of /proc/self/mountinfo and the calling process's
+//! own cgroups in /proc/self/cgroup; `crate::procfs` reads and parses both files, this module says
+//! what they mean for cgroups. Pure (fixture-tested) but for `read_mounts`/`read_own`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use super::error::CgroupError;
-use super::fsio;
+use crate::procfs;
 
-pub const MOUNTINFO: &str = "/proc/self/mountinfo";
-pub const PROC_CGROUP: &str = "/proc/self/cgroup";
+pub const MOUNTINFO: &str = procfs::OWN_MOUNTINFO;
+pub const PROC_CGROUP: &str = procfs::OWN_CGROUP;
 
 /// How the host arranges its cgroups, as the OCI world names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,54 +64,24 @@ const V1_CONTROLLERS: &[&str] = &[
     "name=systemd",
 ];
 
-/// mountinfo escapes space, tab, newline and backslash in paths as \ooo octal.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Every cgroup hierarchy in a mountinfo text, v1 ones deduplicated by controller set and at
 /// most one cgroup2 (the first: later ones are bind mounts of the same tree).
 pub fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, CgroupError> {
+    let lines = procfs::parse_mountinfo(text).map_err(|e| bad_line(MOUNTINFO, e))?;
+    Ok(hierarchies(lines))
+}
+
+fn hierarchies(lines: Vec<procfs::MountLine>) -> Vec<Mount> {
     let mut mounts: Vec<Mount> = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let bad = |reason: &str| CgroupError::Parse {
-            file: MOUNTINFO.to_string(),
-            line: line.to_string(),
-            reason: reason.to_string(),
-        };
-        let fields: Vec<&str> = line.split(' ').collect();
-        // Optional fields (shared:N, master:N) come before the "-" separator; their count varies.
-        let sep = fields
-            .iter()
-            .position(|f| *f == "-")
-            .ok_or_else(|| bad("no \" - \" separator"))?;
-        if sep < 6 || fields.len() < sep + 4 {
-            return Err(bad("too few fields"));
-        }
-        let (root, mount_point, fstype, super_opts) =
-            (fields[3], fields[4], fields[sep + 1], fields[sep + 3]);
-        let version = match fstype {
+    for line in lines {
+        let version = match line.fstype.as_str() {
             "cgroup" => Version::V1,
             "cgroup2" => Version::V2,
             _ => continue,
         };
         let controllers: Vec<String> = match version {
-            Version::V1 => super_opts
+            Version::V1 => line
+                .super_options
                 .split(',')
                 .filter(|o| V1_CONTROLLERS.contains(o))
                 .map(str::to_string)
@@ -127,12 +99,31 @@ pub fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, CgroupError> {
             mounts.push(Mount {
                 version,
                 controllers,
-                mount_point: PathBuf::from(unescape(mount_point)),
-                root: unescape(root),
+                mount_point: line.mount_point,
+                root: line.root,
             });
         }
     }
-    Ok(mounts)
+    mounts
+}
+
+fn bad_line(file: &str, e: procfs::BadLine) -> CgroupError {
+    CgroupError::Parse { file: file.to_string(), line: e.line, reason: e.reason }
+}
+
+fn from_proc(e: procfs::ProcError) -> CgroupError {
+    match e {
+        procfs::ProcError::Read { path, source } => CgroupError::Read {
+            path,
+            errno: Errno::from_raw(source.raw_os_error().unwrap_or(libc::EIO)),
+        },
+        procfs::ProcError::Line { path, line, reason } => {
+            CgroupError::Parse { file: path.display().to_string(), line, reason }
+        }
+        procfs::ProcError::Format { path, reason } => {
+            CgroupError::Parse { file: path.display().to_string(), line: String::new(), reason }
+        }
+    }
 }
 
 fn same_set(a: &[String], b: &[String]) -> bool {
@@ -161,28 +152,8 @@ pub struct Membership {
 }
 
 pub fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>, CgroupError> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            // The path may itself contain ':', so split only twice.
-            let mut parts = line.splitn(3, ':');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(_id), Some(ctrls), Some(path)) => Ok(Membership {
-                    controllers: ctrls
-                        .split(',')
-                        .filter(|c| !c.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    path: path.to_string(),
-                }),
-                _ => Err(CgroupError::Parse {
-                    file: PROC_CGROUP.to_string(),
-                    line: line.to_string(),
-                    reason: "expected id:controllers:path".to_string(),
-                }),
-            }
-        })
-        .collect()
+    let lines = procfs::parse_cgroup(text).map_err(|e| bad_line(PROC_CGROUP, e))?;
+    Ok(lines.into_iter().map(|l| Membership { controllers: l.controllers, path: l.path }).collect())
 }
 
 /// The calling process's cgroup in `mount`, as a path below the mount point ("/" is the mount
@@ -208,11 +179,12 @@ pub fn own_path_in(mount: &Mount, own: &[Membership]) -> Option<String> {
 }
 
 pub fn read_mounts() -> Result<Vec<Mount>, CgroupError> {
-    parse_mountinfo(&fsio::read(Path::new(MOUNTINFO))?)
+    Ok(hierarchies(procfs::own_mountinfo().map_err(from_proc)?))
 }
 
 pub fn read_own() -> Result<Vec<Membership>, CgroupError> {
-    parse_proc_cgroup(&fsio::read(Path::new(PROC_CGROUP))?)
+    let lines = procfs::own_cgroup().map_err(from_proc)?;
+    Ok(lines.into_iter().map(|l| Membership { controllers: l.controllers, path: l.path }).collect())
 }
 
 #[cfg(test)]
@@ -294,12 +266,6 @@ mod tests {
     fn garbage_mountinfo_names_the_line() {
         let err = parse_mountinfo("1 2 3\n").expect_err("must fail");
         assert!(err.to_string().contains("\"1 2 3\""), "{err}");
-    }
-
-    #[test]
-    fn octal_escapes_are_decoded() {
-        assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape("/x\\"), "/x\\");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub fn run() -> CmdResult {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": crate::init::rootfs::known_options(),
+        "mountOptions": crate::mount_options::known_options(),
         // Every annotation molt acts on (network identity, listening sockets, upgrade versions
         // and constraints) is under this prefix.
         "potentiallyUnsafeConfigAnnotations": ["io.molt."],

@@ -470,7 +470,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan, idmaps: &[init::idmap
         init::idmap::send(&parent_end, pid.as_raw(), idmaps).map_err(|reason| Error::Step { id: id.clone(), step: "make idmapped mounts", reason })?;
     }
 
-    let netns = init::ns_path(pid.as_raw(), "net");
+    let netns = crate::namespaces::path(pid.as_raw(), "net");
     let skip_net = o.upgrade.as_ref().is_some_and(|u| u.skip_net_setup || u.join_netns.is_some());
     if let Some(net) = crate::net::spec_from_annotations(&c.state.annotations())? {
         if !skip_net {
@@ -749,8 +749,8 @@ fn bind_sources(spec: &Spec, volume_binds: &[(usize, PathBuf, Vec<String>)], def
 /// /proc/self/fd/N, as runc does. A source that cannot be opened is left to the init, which then
 /// names it in its error.
 fn send_bind_sources(chan: &Channel, pid: i32, sources: &[(usize, PathBuf)]) -> std::result::Result<(), String> {
-    let ns = [(nix::sched::CloneFlags::CLONE_NEWNS, init::ns_path(pid, "mnt"))];
-    crate::nsutil::run_in(&ns, || {
+    let ns = [(nix::sched::CloneFlags::CLONE_NEWNS, crate::namespaces::path(pid, "mnt"))];
+    crate::namespaces::run_in(&ns, || {
         let mut opened = vec![];
         for (i, path) in sources {
             let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC;

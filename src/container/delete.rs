@@ -70,9 +70,7 @@ pub fn stop_all(c: &Container, timeout: Duration) -> bool {
 }
 
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')).unwrap_or(true))
-        .unwrap_or(true)
+    crate::procfs::stat(pid).map(|s| s.state == 'Z').unwrap_or(true)
 }
 
 /// Release everything; failures are logged and the rest still runs.
@@ -94,7 +92,7 @@ pub fn teardown(c: &mut Container, poststop: bool) {
         }
     }
     if let Some(pin) = c.state.netns_pin.take() {
-        crate::nsutil::unpin(&pin);
+        crate::namespaces::unpin(&pin);
     }
     if let Some(cg) = &c.state.cgroup {
         if let Err(e) = cg.destroy() {

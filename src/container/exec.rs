@@ -9,7 +9,7 @@ use oci_spec::runtime::Process;
 
 use super::{Container, Error, Result, Status};
 use crate::init::channel::{Channel, Msg};
-use crate::init::{self, InitPlan};
+use crate::init::InitPlan;
 
 #[derive(Default)]
 pub struct ExecOptions {
@@ -35,7 +35,7 @@ const JOIN_ORDER: &[(&str, i32)] = &[
 
 fn same_ns(pid: i32, kind: &str) -> bool {
     let a = std::fs::metadata(format!("/proc/self/ns/{kind}"));
-    let b = std::fs::metadata(init::ns_path(pid, kind));
+    let b = std::fs::metadata(crate::namespaces::path(pid, kind));
     use std::os::unix::fs::MetadataExt;
     matches!((a, b), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev())
 }
@@ -52,9 +52,9 @@ impl Container {
         let join: Vec<(CloneFlags, PathBuf)> = JOIN_ORDER
             .iter()
             .filter(|(kind, _)| !same_ns(pid, kind))
-            .map(|(kind, flag)| (CloneFlags::from_bits_retain(*flag), init::ns_path(pid, kind)))
+            .map(|(kind, flag)| (CloneFlags::from_bits_retain(*flag), crate::namespaces::path(pid, kind)))
             .collect();
-        let join_pid = (!same_ns(pid, "pid")).then(|| init::ns_path(pid, "pid"));
+        let join_pid = (!same_ns(pid, "pid")).then(|| crate::namespaces::path(pid, "pid"));
         let plan = InitPlan {
             listen: vec![],
             stdio: None,

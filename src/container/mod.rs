@@ -416,22 +416,12 @@ pub fn write_file_atomic(dest: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Field 22 (starttime) of /proc/PID/stat, None once the process is gone.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); starttime is field 22.
-    fields.get(19)?.parse().ok()
-}
-
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].chars().next()
+    crate::procfs::stat(pid).ok().map(|s| s.start_time)
 }
 
 /// Our process still exists and is not a zombie waiting for its reaper.
 pub fn process_is(pid: i32, start: u64) -> bool {
-    start_time(pid) == Some(start) && !matches!(proc_state(pid), Some('Z') | Some('X') | None)
+    crate::procfs::stat(pid).is_ok_and(|s| s.start_time == start && !matches!(s.state, 'Z' | 'X'))
 }
 
 /// All containers under a root, sorted by id; unreadable entries are skipped, with a warning

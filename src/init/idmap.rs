@@ -127,8 +127,8 @@ pub fn send(chan: &Channel, pid: i32, requests: &[Request]) -> Result<(), String
             None => std::fs::File::open(&container_ns).map(OwnedFd::from).map_err(|e| format!("open {container_ns}: {e}")),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let ns = [(CloneFlags::CLONE_NEWNS, super::ns_path(pid, "mnt"))];
-    crate::nsutil::run_in(&ns, || {
+    let ns = [(CloneFlags::CLONE_NEWNS, crate::namespaces::path(pid, "mnt"))];
+    crate::namespaces::run_in(&ns, || {
         let mut trees = vec![];
         for (r, userns) in requests.iter().zip(&usernss) {
             let fail = |e: String| format!("{} (mounts[{}]): {e}", r.source.display(), r.index);

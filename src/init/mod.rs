@@ -31,6 +31,12 @@ impl InitError {
     }
 }
 
+impl From<crate::safe_path::ResolveError> for InitError {
+    fn from(e: crate::safe_path::ResolveError) -> InitError {
+        InitError(e.to_string())
+    }
+}
+
 impl std::fmt::Display for InitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -475,6 +481,3 @@ fn set_time_offsets(spec: &Spec) -> Result<(), InitError> {
     Ok(())
 }
 
-pub fn ns_path(pid: i32, name: &str) -> PathBuf {
-    Path::new("/proc").join(pid.to_string()).join("ns").join(name)
-}

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{mknod, Mode, SFlag};
@@ -13,167 +13,8 @@ use nix::unistd::{chdir, fchdir, pivot_root};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 
 use super::InitError;
-
-/// Flags and data from a mount's option list, split the way mount(2) wants them.
-#[derive(Debug, PartialEq)]
-pub struct MountOptions {
-    pub flags: MsFlags,
-    pub propagation: Vec<MsFlags>,
-    pub data: Vec<String>,
-    pub bind: bool,
-    pub recursive: bool,
-    /// tmpfs only: start with a copy of the directory it covers.
-    pub tmpcopyup: bool,
-    /// MOUNT_ATTR_* flags the recursive options (rro, rnosuid, ...) set and clear.
-    pub attr_set: u64,
-    pub attr_clr: u64,
-}
-
-/// Options that are mount(2) flags: (name, flags set, flags cleared).
-const FLAG_OPTIONS: &[(&str, MsFlags, MsFlags)] = &[
-    ("ro", MsFlags::MS_RDONLY, MsFlags::empty()),
-    ("rw", MsFlags::empty(), MsFlags::MS_RDONLY),
-    ("nosuid", MsFlags::MS_NOSUID, MsFlags::empty()),
-    ("suid", MsFlags::empty(), MsFlags::MS_NOSUID),
-    ("nodev", MsFlags::MS_NODEV, MsFlags::empty()),
-    ("dev", MsFlags::empty(), MsFlags::MS_NODEV),
-    ("noexec", MsFlags::MS_NOEXEC, MsFlags::empty()),
-    ("exec", MsFlags::empty(), MsFlags::MS_NOEXEC),
-    ("sync", MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-    ("async", MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-    ("dirsync", MsFlags::MS_DIRSYNC, MsFlags::empty()),
-    ("remount", MsFlags::MS_REMOUNT, MsFlags::empty()),
-    ("mand", MsFlags::MS_MANDLOCK, MsFlags::empty()),
-    ("nomand", MsFlags::empty(), MsFlags::MS_MANDLOCK),
-    ("atime", MsFlags::empty(), MsFlags::MS_NOATIME),
-    ("noatime", MsFlags::MS_NOATIME, MsFlags::empty()),
-    ("diratime", MsFlags::empty(), MsFlags::MS_NODIRATIME),
-    ("nodiratime", MsFlags::MS_NODIRATIME, MsFlags::empty()),
-    ("relatime", MsFlags::MS_RELATIME, MsFlags::empty()),
-    ("norelatime", MsFlags::empty(), MsFlags::MS_RELATIME),
-    ("strictatime", MsFlags::MS_STRICTATIME, MsFlags::empty()),
-    ("nostrictatime", MsFlags::empty(), MsFlags::MS_STRICTATIME),
-    ("lazytime", MsFlags::MS_LAZYTIME, MsFlags::empty()),
-    ("nolazytime", MsFlags::empty(), MsFlags::MS_LAZYTIME),
-    ("nosymfollow", MS_NOSYMFOLLOW, MsFlags::empty()),
-    ("symfollow", MsFlags::empty(), MS_NOSYMFOLLOW),
-    ("silent", MsFlags::MS_SILENT, MsFlags::empty()),
-    ("loud", MsFlags::empty(), MsFlags::MS_SILENT),
-    ("iversion", MsFlags::MS_I_VERSION, MsFlags::empty()),
-    ("noiversion", MsFlags::empty(), MsFlags::MS_I_VERSION),
-    ("acl", MsFlags::MS_POSIXACL, MsFlags::empty()),
-    ("noacl", MsFlags::empty(), MsFlags::MS_POSIXACL),
-    ("defaults", MsFlags::empty(), MsFlags::empty()),
-];
-
-/// MS_NOSYMFOLLOW (Linux 5.10), missing from nix's MsFlags.
-const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
-const MOUNT_ATTR_RELATIME: u64 = 0x0;
-const MOUNT_ATTR_NOATIME: u64 = 0x10;
-const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
-const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
-const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x200000;
-
-/// runc's recursive options, applied with mount_setattr(AT_RECURSIVE) to the mount and every
-/// mount under it: (name, cleared rather than set, MOUNT_ATTR_* flag).
-const RECURSIVE_OPTIONS: &[(&str, bool, u64)] = &[
-    ("rro", false, MOUNT_ATTR_RDONLY),
-    ("rrw", true, MOUNT_ATTR_RDONLY),
-    ("rnosuid", false, MOUNT_ATTR_NOSUID),
-    ("rsuid", true, MOUNT_ATTR_NOSUID),
-    ("rnodev", false, MOUNT_ATTR_NODEV),
-    ("rdev", true, MOUNT_ATTR_NODEV),
-    ("rnoexec", false, MOUNT_ATTR_NOEXEC),
-    ("rexec", true, MOUNT_ATTR_NOEXEC),
-    ("rnodiratime", false, MOUNT_ATTR_NODIRATIME),
-    ("rdiratime", true, MOUNT_ATTR_NODIRATIME),
-    ("rnosymfollow", false, MOUNT_ATTR_NOSYMFOLLOW),
-    ("rsymfollow", true, MOUNT_ATTR_NOSYMFOLLOW),
-];
-
-/// The recursive access-time options. The kernel's access time is one mode, not flags: it is
-/// changed by clearing the whole MOUNT_ATTR__ATIME field and setting the new mode (a partial clear
-/// is EINVAL), so each option names the mode it leaves, and the last one wins. Clearing noatime
-/// or strictatime leaves the kernel's default, relatime (as `atime` does for mount(2)); clearing
-/// relatime leaves every access recorded, strictatime.
-const RECURSIVE_ATIME_OPTIONS: &[(&str, u64)] = &[
-    ("rrelatime", MOUNT_ATTR_RELATIME),
-    ("rnorelatime", MOUNT_ATTR_STRICTATIME),
-    ("rnoatime", MOUNT_ATTR_NOATIME),
-    ("ratime", MOUNT_ATTR_RELATIME),
-    ("rstrictatime", MOUNT_ATTR_STRICTATIME),
-    ("rnostrictatime", MOUNT_ATTR_RELATIME),
-];
-
-const PROPAGATION_OPTIONS: &[&str] = &["private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable"];
-
-/// Every option name molt itself understands (what `molt features` reports as mountOptions);
-/// any other goes to the filesystem as mount data.
-pub fn known_options() -> Vec<&'static str> {
-    let mut v: Vec<&str> = FLAG_OPTIONS.iter().map(|(n, _, _)| *n).collect();
-    v.extend(RECURSIVE_OPTIONS.iter().map(|(n, _, _)| *n));
-    v.extend(RECURSIVE_ATIME_OPTIONS.iter().map(|(n, _)| *n));
-    v.extend(PROPAGATION_OPTIONS);
-    v.extend(["bind", "rbind", "tmpcopyup", "idmap", "ridmap"]);
-    v.sort_unstable();
-    v
-}
-
-pub fn parse_options(options: &[String]) -> MountOptions {
-    let mut o = MountOptions {
-        flags: MsFlags::empty(),
-        propagation: vec![],
-        data: vec![],
-        bind: false,
-        recursive: false,
-        tmpcopyup: false,
-        attr_set: 0,
-        attr_clr: 0,
-    };
-    for opt in options {
-        if let Some((_, set, clear)) = FLAG_OPTIONS.iter().find(|(n, _, _)| n == opt) {
-            o.flags.insert(*set);
-            o.flags.remove(*clear);
-            continue;
-        }
-        if let Some((_, clear, flag)) = RECURSIVE_OPTIONS.iter().find(|(n, _, _)| n == opt) {
-            if *clear {
-                o.attr_clr |= flag;
-                o.attr_set &= !flag;
-            } else {
-                o.attr_set |= flag;
-                o.attr_clr &= !flag;
-            }
-            continue;
-        }
-        if let Some((_, mode)) = RECURSIVE_ATIME_OPTIONS.iter().find(|(n, _)| n == opt) {
-            o.attr_set = (o.attr_set & !MOUNT_ATTR_ATIME_MASK) | mode;
-            o.attr_clr |= MOUNT_ATTR_ATIME_MASK;
-            continue;
-        }
-        match opt.as_str() {
-            "bind" => o.bind = true,
-            "rbind" => {
-                o.bind = true;
-                o.recursive = true;
-            }
-            p if PROPAGATION_OPTIONS.contains(&p) => o.propagation.push(propagation_flag(p).unwrap_or(MsFlags::MS_PRIVATE)),
-            "tmpcopyup" => o.tmpcopyup = true,
-            // Options handled elsewhere (volumes, idmapped mounts) never reach mount(2).
-            s if s.starts_with("x-") => {}
-            "idmap" | "ridmap" => {}
-            "loop" => {}
-            _ => o.data.push(opt.clone()),
-        }
-    }
-    o
-}
+use crate::mount_options::{parse_options, propagation_flag, MountOptions};
+use crate::safe_path::resolve_in_root;
 
 /// Applies the recursive options (rro, rnosuid, ...) to the mount at `target` and every mount
 /// under it, as runc does with mount_setattr(2).
@@ -191,69 +32,6 @@ pub fn apply_recursive(target: &Path, o: &MountOptions) -> Result<(), InitError>
         )));
     }
     Ok(())
-}
-
-pub fn propagation_flag(name: &str) -> Option<MsFlags> {
-    Some(match name {
-        "private" => MsFlags::MS_PRIVATE,
-        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        "shared" => MsFlags::MS_SHARED,
-        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
-        "slave" => MsFlags::MS_SLAVE,
-        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        "unbindable" => MsFlags::MS_UNBINDABLE,
-        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-        _ => return None,
-    })
-}
-
-/// Resolve `unsafe_path` as if `root` were `/`: `..` and symlinks (absolute or relative) never leave
-/// `root`. Components that do not exist yet are appended as they are.
-pub fn resolve_in_root(root: &Path, unsafe_path: &Path) -> Result<PathBuf, InitError> {
-    let mut resolved = PathBuf::new(); // relative to root
-    let mut pending: Vec<std::ffi::OsString> = components(unsafe_path);
-    pending.reverse();
-    let mut links = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate = resolved.join(&part);
-        let full = root.join(&candidate);
-        match fs::symlink_metadata(&full) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 255 {
-                    return Err(InitError::new(format!(
-                        "resolving {} in {}: too many levels of symbolic links",
-                        unsafe_path.display(),
-                        root.display()
-                    )));
-                }
-                let target = fs::read_link(&full)
-                    .map_err(|e| InitError::new(format!("readlink {}: {e}", full.display())))?;
-                if target.is_absolute() {
-                    resolved = PathBuf::new();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                pending.extend(more);
-            }
-            _ => resolved = candidate,
-        }
-    }
-    Ok(root.join(resolved))
-}
-
-fn components(p: &Path) -> Vec<std::ffi::OsString> {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A mount target opened (O_PATH, final symlink not followed) and checked to lie inside the
@@ -792,36 +570,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn options_split_into_flags_propagation_and_data() {
-        let o = parse_options(&["nosuid".into(), "ro".into(), "mode=755".into(), "rbind".into(), "rslave".into()]);
-        assert!(o.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_RDONLY));
-        assert!(o.bind && o.recursive);
-        assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
-        assert_eq!(o.data, vec!["mode=755".to_string()]);
-        let o = parse_options(&["ro".into(), "rw".into()]);
-        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
-    }
-
-    #[test]
-    fn recursive_atime_options_clear_the_whole_field_and_the_last_wins() {
-        let attrs = |opts: &[&str]| {
-            let o = parse_options(&opts.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-            (o.attr_set, o.attr_clr)
-        };
-        let field = MOUNT_ATTR_ATIME_MASK;
-        assert_eq!(attrs(&["rnoatime"]), (MOUNT_ATTR_NOATIME, field));
-        assert_eq!(attrs(&["rstrictatime"]), (MOUNT_ATTR_STRICTATIME, field));
-        assert_eq!(attrs(&["rrelatime"]), (MOUNT_ATTR_RELATIME, field));
-        assert_eq!(attrs(&["ratime"]), (MOUNT_ATTR_RELATIME, field));
-        assert_eq!(attrs(&["rnostrictatime"]), (MOUNT_ATTR_RELATIME, field));
-        assert_eq!(attrs(&["rnorelatime"]), (MOUNT_ATTR_STRICTATIME, field));
-        assert_eq!(attrs(&["rnoatime", "ratime"]), (MOUNT_ATTR_RELATIME, field));
-        assert_eq!(attrs(&["rro", "rnoatime", "rnodiratime"]), (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME | MOUNT_ATTR_NODIRATIME, field));
-        assert_eq!(attrs(&["rro", "rrw"]), (0, MOUNT_ATTR_RDONLY));
-        assert_eq!(attrs(&["nosuid"]), (0, 0));
-    }
-
-    #[test]
     fn a_pinned_target_must_still_be_inside_the_root() {
         let base = std::env::temp_dir().join(format!("molt-pin-test-{}", std::process::id()));
         let root = base.join("root");
@@ -852,23 +600,6 @@ mod tests {
         let e = open_null_device(&base.join("link")).err().expect("a symlink refused").0;
         assert!(e.contains("not a character device"), "{e}");
         assert!(open_null_device(&base.join("absent")).is_err());
-        fs::remove_dir_all(&base).unwrap();
-    }
-
-    #[test]
-    fn symlinks_cannot_escape_the_root() {
-        let base = std::env::temp_dir().join(format!("molt-rootfs-test-{}", std::process::id()));
-        let root = base.join("root");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        symlink("/etc", root.join("abs")).unwrap();
-        symlink("../../../../..", root.join("up")).unwrap();
-        symlink("etc", root.join("rel")).unwrap();
-        assert_eq!(resolve_in_root(&root, Path::new("/abs/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(resolve_in_root(&root, Path::new("/up/etc")).unwrap(), root.join("etc"));
-        assert_eq!(resolve_in_root(&root, Path::new("/../../x")).unwrap(), root.join("x"));
-        assert_eq!(resolve_in_root(&root, Path::new("/rel/new/dir")).unwrap(), root.join("etc/new/dir"));
-        symlink("loop", root.join("loop")).unwrap();
-        assert!(resolve_in_root(&root, Path::new("/loop")).is_err());
         fs::remove_dir_all(&base).unwrap();
     }
 }

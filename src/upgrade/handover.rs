@@ -8,16 +8,18 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
+use crate::{mount_options, namespaces, safe_path};
+
 /// Mount the staging directory at `dest` inside the container whose init is `pid`, with the
 /// bind options of the new config (ro, nosuid, nodev, noexec, propagation).
 pub fn attach_volume(pid: i32, staging: &Path, dest: &Path, bind_options: &[String]) -> Result<(), String> {
     let tree = crate::mount_api::open_tree_clone(staging, true)?;
-    let ns: Vec<(CloneFlags, PathBuf)> = vec![(CloneFlags::CLONE_NEWNS, crate::init::ns_path(pid, "mnt"))];
+    let ns: Vec<(CloneFlags, PathBuf)> = vec![(CloneFlags::CLONE_NEWNS, namespaces::path(pid, "mnt"))];
     let dest = dest.to_path_buf();
-    let opts = crate::init::rootfs::parse_options(bind_options);
-    crate::nsutil::run_in(&ns, move || {
+    let opts = mount_options::parse_options(bind_options);
+    namespaces::run_in(&ns, move || {
         // After setns the root is the container's pivoted rootfs, so "/" is its root.
-        let target = crate::init::rootfs::resolve_in_root(Path::new("/"), &dest).map_err(|e| e.to_string())?;
+        let target = safe_path::resolve_in_root(Path::new("/"), &dest).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
         crate::mount_api::move_mount_to(&tree, &target)?;
         let extra = opts.flags & !MsFlags::MS_REMOUNT;
@@ -35,8 +37,8 @@ pub fn attach_volume(pid: i32, staging: &Path, dest: &Path, bind_options: &[Stri
 
 pub fn read_hostname(pid: i32) -> Result<String, String> {
     let (mut rd, wr) = std::io::pipe().map_err(|e| e.to_string())?;
-    let ns = vec![(CloneFlags::CLONE_NEWUTS, crate::init::ns_path(pid, "uts"))];
-    crate::nsutil::run_in(&ns, move || {
+    let ns = vec![(CloneFlags::CLONE_NEWUTS, namespaces::path(pid, "uts"))];
+    namespaces::run_in(&ns, move || {
         let name = nix::unistd::gethostname().map_err(|e| e.to_string())?;
         let mut w = wr;
         std::io::Write::write_all(&mut w, name.as_encoded_bytes()).map_err(|e| e.to_string())
@@ -47,15 +49,15 @@ pub fn read_hostname(pid: i32) -> Result<String, String> {
 }
 
 pub fn set_hostname(pid: i32, name: &str) -> Result<(), String> {
-    let ns = vec![(CloneFlags::CLONE_NEWUTS, crate::init::ns_path(pid, "uts"))];
+    let ns = vec![(CloneFlags::CLONE_NEWUTS, namespaces::path(pid, "uts"))];
     let name = name.to_string();
-    crate::nsutil::run_in(&ns, move || nix::unistd::sethostname(&name).map_err(|e| format!("sethostname {name:?}: {}", e.desc())))
+    namespaces::run_in(&ns, move || nix::unistd::sethostname(&name).map_err(|e| format!("sethostname {name:?}: {}", e.desc())))
 }
 
 /// Try a TCP connection to 127.0.0.1:port from inside the container's network namespace.
 pub fn tcp_probe(pid: i32, port: u16) -> Result<(), String> {
-    let ns = vec![(CloneFlags::CLONE_NEWNET, crate::init::ns_path(pid, "net"))];
-    crate::nsutil::run_in(&ns, move || {
+    let ns = vec![(CloneFlags::CLONE_NEWNET, namespaces::path(pid, "net"))];
+    namespaces::run_in(&ns, move || {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
             .map(|_| ())

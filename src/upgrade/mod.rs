@@ -290,9 +290,7 @@ fn failed(run: &mut Run, step: journal::Step, reason: String) -> UpgradeError {
 /// The engine that is the parent of a container's init: podman's conmon or a containerd shim
 /// (docker's too). Both reap the init by the pid they were given.
 fn engine_parent(pid: i32) -> Option<(i32, String)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The comm field may hold spaces and parentheses: the ppid follows the last ')'.
-    let ppid: i32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+    let ppid = crate::procfs::stat(pid).ok()?.ppid;
     let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok()?.trim().to_string();
     (comm == "conmon" || comm.starts_with("containerd-shim")).then_some((ppid, comm))
 }

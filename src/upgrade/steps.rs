@@ -168,7 +168,7 @@ impl Run<'_> {
     /// journal names a pin before it exists, so a crash cannot leave one nobody removes.
     pub(super) fn pin_netns(&self, pid: i32, pin: &Path) -> Result<(), String> {
         journal::save(self.root, &self.rec).map_err(|e| e.to_string())?;
-        crate::nsutil::pin(pid, "net", pin).map(|_| ())
+        crate::namespaces::pin(pid, "net", pin).map(|_| ())
     }
 
     /// A container created from `bundle` as `id`, held before its process starts, with the
@@ -332,7 +332,7 @@ fn move_network(r: &mut Run) -> Result<String, String> {
 /// The recorded links from the namespace pinned at `from` into `to`'s: move-network and the
 /// rollback, each from where the links are then.
 pub(super) fn move_links_into(rec: &Record, from: &Path, to: &Container) -> Result<(), String> {
-    crate::net::move_links(from, &crate::init::ns_path(to.state.pid, "net"), &rec.links).map_err(|e| e.to_string())
+    crate::net::move_links(from, &crate::namespaces::path(to.state.pid, "net"), &rec.links).map_err(|e| e.to_string())
 }
 
 /// Step 5: the new container takes the id's cgroup path, then the id.
@@ -437,6 +437,6 @@ pub(super) fn commit(root: &Path, rec: &Record) -> Result<(), String> {
 
 pub(super) fn unpin_all(rec: &Record) {
     for p in [&rec.old_netns_pin, &rec.new_netns_pin].into_iter().flatten().chain(&rec.restore_netns_pins) {
-        crate::nsutil::unpin(p);
+        crate::namespaces::unpin(p);
     }
 }

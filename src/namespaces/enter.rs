@@ -1,28 +1,12 @@
-//! Small namespace tools the lifecycle and the upgrade share: keep a namespace alive with a bind
-//! mount, and run a piece of code inside another process's namespaces in a short-lived child.
+//! Running a piece of code inside another process's namespaces: a short-lived forked child joins
+//! them with setns, runs it, and reports its error text back through a pipe.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, CloneFlags};
 use nix::unistd::{fork, ForkResult};
-
-/// Bind `/proc/PID/ns/<kind>` onto `dest` so the namespace outlives its processes.
-pub fn pin(pid: i32, kind: &str, dest: &Path) -> Result<PathBuf, String> {
-    let src = crate::init::ns_path(pid, kind);
-    std::fs::File::create(dest).map_err(|e| format!("create {}: {e}", dest.display()))?;
-    mount(Some(&src), dest, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| format!("bind {} on {}: {}", src.display(), dest.display(), e.desc()))?;
-    Ok(dest.to_path_buf())
-}
-
-/// Undo `pin`; a missing pin is fine.
-pub fn unpin(dest: &Path) {
-    let _ = umount2(dest, MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_file(dest);
-}
 
 /// Run `f` in a forked child that has joined the given namespaces of `pid` (or namespace files).
 /// A child, because the mount namespace cannot be changed by a multi-threaded process and the
