@@ -315,7 +315,8 @@ fn a_ptrace_capable_container_cannot_overwrite_molt() {
     assert!(molt(&["create", "--bundle", &bundle, "pt"]).status.success());
     // The attack of CVE-2019-5736: keep an fd of the init's exe, wait for molt to be gone, write.
     let out = molt(&["exec", "pt", "readlink", "/proc/1/exe"]);
-    assert_eq!(stdout_of(&out), "/memfd:molt-sealed (deleted)\n", "the init runs from the sealed copy");
+    let name = bin.0.file_name().unwrap().to_string_lossy().to_string();
+    assert_eq!(stdout_of(&out), format!("/{name}\n"), "the init runs from molt's binary on the private overlay");
     let attack = "exec 3< /proc/1/exe; echo held > /w/held; while [ ! -e /w/go ]; do sleep 0.1; done; \
                   echo PWNED >> /proc/self/fd/3; echo tried > /w/tried";
     let out = molt(&["exec", "-d", "pt", "sh", "-c", attack]);
@@ -327,22 +328,22 @@ fn a_ptrace_capable_container_cannot_overwrite_molt() {
     assert!(wait_until(30, || exists("/w/tried")), "the attacker never tried to write");
     assert!(std::fs::read(&bin.0).unwrap() == before, "the container overwrote molt's binary");
     let _ = molt(&["delete", "--force", "pt"]);
-    // An exec asking for CAP_SYS_PTRACE into a created container whose init is molt itself is refused.
+    // An exec asking for CAP_SYS_PTRACE into a created container: its init runs from the
+    // sealed binary, so nothing of molt's is in reach and the exec is allowed.
     let plain = Bundle::new(&["sleep", "1000"]);
     assert!(molt(&["create", "--bundle", &plain.write(), "plain"]).status.success());
     let pfile = plain.dir.join("p.json");
     std::fs::write(
         &pfile,
-        serde_json::to_vec(&serde_json::json!({"cwd": "/", "args": ["true"], "user": {"uid": 0, "gid": 0},
+        serde_json::to_vec(&serde_json::json!({"cwd": "/", "args": ["sh", "-c", "echo x >> /proc/1/exe || echo refused"], "user": {"uid": 0, "gid": 0},
             "capabilities": {"bounding": ["CAP_SYS_PTRACE"], "effective": ["CAP_SYS_PTRACE"], "permitted": ["CAP_SYS_PTRACE"]}}))
         .unwrap(),
     )
     .unwrap();
     let out = molt(&["exec", "--process", pfile.to_str().unwrap(), "plain"]);
-    assert!(!out.status.success() && stderr_of(&out).contains("CAP_SYS_PTRACE"), "{}", stderr_of(&out));
-    assert!(molt(&["start", "plain"]).status.success());
-    let out = molt(&["exec", "--process", pfile.to_str().unwrap(), "plain"]);
-    assert!(out.status.success(), "once started it is the user's program: {}", stderr_of(&out));
+    assert!(out.status.success() && stdout_of(&out) == "refused\n", "{}{}", stdout_of(&out), stderr_of(&out));
+    let _ = molt(&["delete", "--force", "plain"]);
+    assert!(std::fs::read(&bin.0).unwrap() == before, "the container overwrote molt's binary");
 }
 
 fn seccomp_profile() -> serde_json::Value {
@@ -433,15 +434,42 @@ struct ExeAttack {
     bin: BinaryCopy,
     root: Root,
     dir: TempDir,
+    rootfs: Option<RootfsCopy>,
 }
 
 impl ExeAttack {
     fn new() -> ExeAttack {
-        ExeAttack { bin: BinaryCopy::new(), root: Root::new(), dir: TempDir::new("molt-exe-attack") }
+        ExeAttack { bin: BinaryCopy::new(), root: Root::new(), dir: TempDir::new("molt-exe-attack"), rootfs: None }
+    }
+
+    /// The same with a private copy of the rootfs holding glibc's loader and the shared libraries
+    /// of the molt under test (by `ldd`), in which molt's binary really runs.
+    fn with_glibc() -> ExeAttack {
+        let mut a = ExeAttack::new();
+        let rootfs = RootfsCopy::new();
+        let out = Command::new("ldd").arg(&a.bin.0).output().expect("run ldd");
+        assert!(out.status.success(), "ldd {}: {}", a.bin.0.display(), stderr_of(&out));
+        let mut copied = vec![];
+        for line in stdout_of(&out).lines() {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let Some(lib) = line.rsplit("=>").next().and_then(|l| l.split_whitespace().next()).filter(|l| l.starts_with('/')) else {
+                continue;
+            };
+            let dest = rootfs.dir.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(lib, &dest).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+            copied.push(lib.to_string());
+        }
+        assert!(copied.iter().any(|l| l.contains("ld-linux")), "no ELF interpreter in ldd's output: {}", stdout_of(&out));
+        a.rootfs = Some(rootfs);
+        a
     }
 
     fn bundle(&self, args: &[&str], ptrace: bool) -> Bundle {
         let mut b = Bundle::new(args);
+        if let Some(r) = &self.rootfs {
+            b.config["root"]["path"] = serde_json::json!(r.dir);
+        }
         if ptrace {
             for set in ["bounding", "effective", "permitted"] {
                 b.config["process"]["capabilities"][set].as_array_mut().unwrap().push(serde_json::json!("CAP_SYS_PTRACE"));
@@ -462,7 +490,8 @@ impl ExeAttack {
 /// init and by `exec`, would execute the runtime's binary inside the container. In the busybox
 /// rootfs it fails with ENOENT (molt's ELF interpreter, glibc's loader, is not in the container's
 /// root: see the README's security section) as a clear error, the container stays usable, and
-/// the binary is unchanged. A rootfs with glibc's loader is not covered (open).
+/// the binary is unchanged. In a rootfs with glibc's loader molt does run: see
+/// `a_proc_self_exe_interpreter_in_a_glibc_rootfs_runs_only_a_sealed_molt`.
 #[test]
 fn a_proc_self_exe_interpreter_runs_nothing_of_molt() {
     use std::os::unix::fs::PermissionsExt;
@@ -541,4 +570,79 @@ fn an_attacker_holding_proc_pid_exe_never_writes_molt() {
         assert!(text.contains(" written=0 "), "{what}: the attacker wrote to a runtime binary: {text}");
         assert_eq!(sha256(&a.bin.0), before, "{what}: the molt binary changed ({text})");
     }
+}
+
+/// CVE-2019-5736 in a rootfs with glibc's loader and molt's libraries, where a file whose
+/// interpreter is `/proc/self/exe` really executes molt in the container: run as the init (of a
+/// container in the attacker's pid namespace) and again and again by `exec`. The attacker holds
+/// /proc/PID/exe of every runtime process it sees, those molts included, and keeps reopening it
+/// for writing, with and without CAP_SYS_PTRACE: molt runs, the binary never changes.
+#[test]
+fn a_proc_self_exe_interpreter_in_a_glibc_rootfs_runs_only_a_sealed_molt() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    let attacker = exe_attacker();
+    for ptrace in [false, true] {
+        let what = if ptrace { "with CAP_SYS_PTRACE" } else { "without CAP_SYS_PTRACE" };
+        let a = ExeAttack::with_glibc();
+        std::fs::copy(&attacker, a.dir.join("attacker")).unwrap();
+        let evil = a.dir.join("evil");
+        // `molt --help /w/evil`: clap prints the help as soon as it meets the flag.
+        std::fs::write(&evil, "#!/proc/self/exe --help\n").unwrap();
+        std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let before = sha256(&a.bin.0);
+        // molt's help, named after the interpreter's path as the kernel passes it.
+        let ran_molt = |out: &std::process::Output| stdout_of(out).contains("container runtime") && stdout_of(out).contains("Usage: exe [OPTIONS]");
+        let out = a.molt(&["run", "-d", "--bundle", &a.bundle(&["sleep", "1000"], ptrace).write(), "att"]);
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        let out = a.molt(&["exec", "-d", "att", "/w/attacker", "4000", "/w/report"]);
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        // The init: a container in the attacker's pid namespace, whose process is the file.
+        let pid = stdout_of(&a.molt(&["state", "att"]));
+        let pid: serde_json::Value = serde_json::from_str(&pid).unwrap();
+        let mut b = a.bundle(&["/w/evil"], ptrace);
+        for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "pid" {
+                ns["path"] = serde_json::json!(format!("/proc/{}/ns/pid", pid["pid"]));
+            }
+        }
+        let out = a.molt(&["run", "--bundle", &b.write(), "evil-init"]);
+        assert!(out.status.success(), "{what}: the init's /w/evil: {}{}", stdout_of(&out), stderr_of(&out));
+        assert!(ran_molt(&out), "{what}: molt ran as the init's interpreter: {}", stdout_of(&out));
+        let report = a.dir.join("report");
+        let mut execs = 0;
+        while !report.exists() && execs < 200 {
+            let out = a.molt(&["exec", "att", "/w/evil"]);
+            assert!(ran_molt(&out), "{what}: exec of /w/evil ran molt: {}{}", stdout_of(&out), stderr_of(&out));
+            execs += 1;
+        }
+        assert!(wait_until(10, || report.exists()), "{what}: the attacker never reported");
+        let text = std::fs::read_to_string(&report).unwrap();
+        eprintln!("{what}, {execs} execs of /w/evil: {text}");
+        assert!(!text.starts_with("seen=0 ") && !text.contains(" held=0 "), "{what}: the attacker held no runtime binary, so proved nothing: {text}");
+        assert!(text.contains(" written=0 "), "{what}: the attacker wrote to a runtime binary: {text}");
+        assert_eq!(sha256(&a.bin.0), before, "{what}: the molt binary changed ({text})");
+    }
+}
+
+/// The re-exec marker cannot make molt skip the sealing: set by a caller while molt's binary is
+/// not sealed, the command fails instead of running from the writable binary. --debug says how
+/// molt runs.
+#[test]
+fn the_sealing_marker_is_checked_against_the_binary() {
+    require_root!();
+    let a = ExeAttack::new();
+    let bundle = a.bundle(&["sleep", "1000"], false);
+    let mut cmd = Command::new(&a.bin.0);
+    cmd.arg("--root").arg(&a.root.path).args(["create", "--bundle", &bundle.write(), "mark"]).env("_MOLT_SEALED_EXE", "1");
+    let out = run_to_files(&mut cmd);
+    assert!(!out.status.success(), "created with a forged marker");
+    assert!(stderr_of(&out).contains("neither on a read-only overlayfs nor a sealed memfd"), "{}", stderr_of(&out));
+    assert!(!a.root.path.join("mark").exists(), "a container was left behind");
+    let out = a.molt(&["--debug", "create", "--bundle", &bundle.dir.display().to_string(), "mark"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("molt runs from a sealed binary (read-only overlayfs)"), "{}", stderr_of(&out));
+    let out = a.molt(&["--debug", "exec", "mark", "true"]);
+    assert!(stderr_of(&out).contains("molt runs from a sealed binary (read-only overlayfs)"), "{}", stderr_of(&out));
+    let _ = a.molt(&["delete", "--force", "mark"]);
 }

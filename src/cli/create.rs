@@ -45,7 +45,6 @@ impl Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
-    crate::container::create::protect_runtime_binary(&a.bundle)?;
     create(&ctx.root, &a.options(ctx))?;
     Ok(0)
 }

@@ -110,25 +110,21 @@ fn process_from(a: &Args, c: &Container) -> Result<Process, Box<dyn std::error::
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
+    // The exec child is a clone of this process among the container's: always sealed first.
     let c = Container::load(&ctx.root, &a.id)?;
     let process = process_from(&a, &c)?;
     let new_user_ns = crate::spec::has_namespace(&c.state.config, oci_spec::runtime::LinuxNamespaceType::User, true);
-    let container_exposed = c.state.config.process().as_ref().is_some_and(|p| sealed_exe::exposes_runtime(p, new_user_ns));
-    // The exec child is a copy of molt among the container's processes: sealed when it, or the
-    // processes already there, may hold CAP_SYS_PTRACE.
-    if container_exposed {
-        sealed_exe::reexec_sealed()?;
-    } else if sealed_exe::exposes_runtime(&process, new_user_ns) {
-        // The init of a created container is still molt: a process that can ptrace it could take
-        // molt's binary unless the init itself runs from a sealed copy.
-        if c.status() == crate::container::Status::Created && sealed_exe::init_is_unsealed(c.state.pid) {
-            return Err(format!(
-                "exec into container {}: the process could reach molt's binary through the created init (CAP_SYS_PTRACE without a user namespace); start the container first",
-                a.id
-            )
-            .into());
-        }
-        sealed_exe::reexec_sealed()?;
+    // A created init made by a molt that did not seal itself (an upgrade's replacement, an older
+    // molt) is still molt's binary: a process that can ptrace it could take that binary.
+    if sealed_exe::may_ptrace_runtime(&process, new_user_ns)
+        && c.status() == crate::container::Status::Created
+        && sealed_exe::init_is_unsealed(c.state.pid)
+    {
+        return Err(format!(
+            "exec into container {}: the process could reach molt's binary through the created init (CAP_SYS_PTRACE without a user namespace, and the init does not run from a sealed binary); start the container first",
+            a.id
+        )
+        .into());
     }
     // A terminal and no --console-socket: molt's own stdio becomes the terminal, as with run.
     let own_console = if process.terminal().unwrap_or(false) && a.console_socket.is_none() {

@@ -124,6 +124,11 @@ impl Command {
         }
     }
 
+    /// Commands that clone processes into a container's namespaces.
+    fn spawns_container_processes(&self) -> bool {
+        matches!(self, Command::Create(_) | Command::Run(_) | Command::Exec(_) | Command::Upgrade(_))
+    }
+
     fn container_id(&self) -> Option<&str> {
         Some(match self {
             Command::Start(a) => &a.id,
@@ -217,6 +222,16 @@ pub fn main() -> i32 {
         return 1;
     }
     let ctx = Ctx { root: cli.root.clone().unwrap_or_else(default_root), systemd_cgroup: cli.systemd_cgroup };
+    // CVE-2019-5736: every command that may clone a process into a container (create, run, exec,
+    // upgrade, and any command that finishes or rolls back an interrupted upgrade) first
+    // re-executes from a sealed binary, so the container never reaches molt's own (see sealed_exe).
+    let settles = command.container_id().is_some_and(|id| command.settle_mode() == crate::upgrade::Settle::Recover && crate::upgrade::journal::path(&ctx.root, id).exists());
+    if command.spawns_container_processes() || settles {
+        if let Err(e) = crate::container::sealed_exe::reexec_sealed() {
+            crate::logging::error(&e.to_string());
+            return 1;
+        }
+    }
     if let Some(id) = command.container_id() {
         // An upgrade interrupted by a crash is finished or rolled back before a command acts on
         // the container; a query only reports it (runc users expect `state` to change nothing).

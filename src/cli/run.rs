@@ -26,7 +26,6 @@ const FORWARDED: &[Signal] = &[
 ];
 
 pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
-    crate::container::create::protect_runtime_binary(&a.create.bundle)?;
     let mut options = a.create.options(ctx);
     // With a terminal and no --console-socket, molt's own stdio becomes the terminal (runc's way).
     let own_console = if wants_terminal(&options.bundle) && options.console_socket.is_none() {

@@ -269,18 +269,6 @@ pub fn validate_sysctls(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Before anything else: re-execute from a sealed copy of molt when the container's process could
-/// reach molt's binary through /proc (see `sealed_exe`). A config that does not load is left for
-/// `create` to report.
-pub fn protect_runtime_binary(bundle: &Path) -> Result<()> {
-    let Ok(spec) = load_spec(bundle) else { return Ok(()) };
-    let new_user_ns = crate::spec::has_namespace(&spec, LinuxNamespaceType::User, true);
-    match spec.process() {
-        Some(p) if super::sealed_exe::exposes_runtime(p, new_user_ns) => super::sealed_exe::reexec_sealed(),
-        _ => Ok(()),
-    }
-}
-
 /// What the config asks for that molt does not do yet: said in the log (engines send seccomp
 /// profiles with every container; refusing them would make molt unusable, silence would hide it).
 fn warn_unsupported(id: &str, spec: &Spec) {
@@ -328,6 +316,12 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     super::notify::listener_path(&spec).map_err(|reason| Error::Config { field: "linux.seccomp".into(), reason })?;
     let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
     let idmaps = idmap_requests(&spec, &bundle, ns.new_user)?;
+    if !super::sealed_exe::is_sealed() {
+        crate::logging::debug(&format!(
+            "container {}: its init runs from molt's own binary until it execs, not a sealed one (this molt did not re-execute sealed first)",
+            o.id
+        ));
+    }
     super::create_root(root).map_err(io_err(root))?;
     let me = std::process::id() as i32;
     let mut c = Container {
