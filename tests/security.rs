@@ -431,6 +431,9 @@ fn sha256(path: &std::path::Path) -> String {
 /// A bundle run by a copy of molt (its path, and a runner for it), the container given
 /// CAP_SYS_PTRACE when `ptrace` is set, and a host directory bound at /w with `files` in it.
 struct ExeAttack {
+    /// Makes the container ids unique: a cgroup path is derived from the id alone, so two tests
+    /// with the same id in different roots would share (and kill) one cgroup.
+    tag: String,
     bin: BinaryCopy,
     root: Root,
     dir: TempDir,
@@ -439,7 +442,7 @@ struct ExeAttack {
 
 impl ExeAttack {
     fn new() -> ExeAttack {
-        ExeAttack { bin: BinaryCopy::new(), root: Root::new(), dir: TempDir::new("molt-exe-attack"), rootfs: None }
+        ExeAttack { tag: unique("x"), bin: BinaryCopy::new(), root: Root::new(), dir: TempDir::new("molt-exe-attack"), rootfs: None }
     }
 
     /// The same with a private copy of the rootfs holding glibc's loader and the shared libraries
@@ -479,6 +482,10 @@ impl ExeAttack {
         b
     }
 
+    fn id(&self, name: &str) -> String {
+        format!("{name}-{}", self.tag)
+    }
+
     fn molt(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new(&self.bin.0);
         cmd.arg("--root").arg(&self.root.path).args(args);
@@ -503,15 +510,15 @@ fn a_proc_self_exe_interpreter_runs_nothing_of_molt() {
         std::fs::write(&evil, "#!/proc/self/exe\n").unwrap();
         std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
         let what = if ptrace { "with CAP_SYS_PTRACE" } else { "without CAP_SYS_PTRACE" };
-        let out = a.molt(&["run", "--bundle", &a.bundle(&["/w/evil"], ptrace).write(), "evil-init"]);
+        let out = a.molt(&["run", "--bundle", &a.bundle(&["/w/evil"], ptrace).write(), &a.id("evil-init")]);
         assert!(!out.status.success(), "{what}: the init ran /w/evil ({}): {}{}", out.status, stdout_of(&out), stderr_of(&out));
         assert!(stderr_of(&out).contains("exec /w/evil: No such file or directory"), "{what}: {}", stderr_of(&out));
-        assert!(!a.root.path.join("evil-init").exists(), "{what}: the failed container was left behind");
-        a.molt(&["run", "-d", "--bundle", &a.bundle(&["sleep", "1000"], ptrace).write(), "evil-exec"]);
-        let out = a.molt(&["exec", "evil-exec", "/w/evil"]);
+        assert!(!a.root.path.join(a.id("evil-init")).exists(), "{what}: the failed container was left behind");
+        a.molt(&["run", "-d", "--bundle", &a.bundle(&["sleep", "1000"], ptrace).write(), &a.id("evil-exec")]);
+        let out = a.molt(&["exec", &a.id("evil-exec"), "/w/evil"]);
         assert!(!out.status.success(), "{what}: exec ran /w/evil: {}", stdout_of(&out));
         assert!(stderr_of(&out).contains("exec /w/evil: No such file or directory"), "{what}: {}", stderr_of(&out));
-        let out = a.molt(&["exec", "evil-exec", "echo", "ok"]);
+        let out = a.molt(&["exec", &a.id("evil-exec"), "echo", "ok"]);
         assert_eq!(stdout_of(&out), "ok\n", "{what}: the container after the attempt: {}", stderr_of(&out));
         assert_eq!(sha256(&a.bin.0), before, "{what}: the molt binary changed");
     }
@@ -552,14 +559,14 @@ fn an_attacker_holding_proc_pid_exe_never_writes_molt() {
         std::fs::copy(&attacker, a.dir.join("attacker")).unwrap();
         let before = sha256(&a.bin.0);
         let what = if ptrace { "with CAP_SYS_PTRACE" } else { "without CAP_SYS_PTRACE" };
-        let out = a.molt(&["run", "-d", "--bundle", &a.bundle(&["sleep", "1000"], ptrace).write(), "att"]);
+        let out = a.molt(&["run", "-d", "--bundle", &a.bundle(&["sleep", "1000"], ptrace).write(), &a.id("att")]);
         assert!(out.status.success(), "{what}: {}", stderr_of(&out));
-        let out = a.molt(&["exec", "-d", "att", "/w/attacker", "2500", "/w/report"]);
+        let out = a.molt(&["exec", "-d", &a.id("att"), "/w/attacker", "2500", "/w/report"]);
         assert!(out.status.success(), "{what}: {}", stderr_of(&out));
         let report = a.dir.join("report");
         let mut execs = 0;
         while !report.exists() && execs < 200 {
-            let out = a.molt(&["exec", "att", "true"]);
+            let out = a.molt(&["exec", &a.id("att"), "true"]);
             assert!(out.status.success(), "{what}: exec during the attack: {}", stderr_of(&out));
             execs += 1;
         }
@@ -593,12 +600,12 @@ fn a_proc_self_exe_interpreter_in_a_glibc_rootfs_runs_only_a_sealed_molt() {
         let before = sha256(&a.bin.0);
         // molt's help, named after the interpreter's path as the kernel passes it.
         let ran_molt = |out: &std::process::Output| stdout_of(out).contains("container runtime") && stdout_of(out).contains("Usage: exe [OPTIONS]");
-        let out = a.molt(&["run", "-d", "--bundle", &a.bundle(&["sleep", "1000"], ptrace).write(), "att"]);
+        let out = a.molt(&["run", "-d", "--bundle", &a.bundle(&["sleep", "1000"], ptrace).write(), &a.id("att")]);
         assert!(out.status.success(), "{what}: {}", stderr_of(&out));
-        let out = a.molt(&["exec", "-d", "att", "/w/attacker", "4000", "/w/report"]);
+        let out = a.molt(&["exec", "-d", &a.id("att"), "/w/attacker", "4000", "/w/report"]);
         assert!(out.status.success(), "{what}: {}", stderr_of(&out));
         // The init: a container in the attacker's pid namespace, whose process is the file.
-        let pid = stdout_of(&a.molt(&["state", "att"]));
+        let pid = stdout_of(&a.molt(&["state", &a.id("att")]));
         let pid: serde_json::Value = serde_json::from_str(&pid).unwrap();
         let mut b = a.bundle(&["/w/evil"], ptrace);
         for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
@@ -606,13 +613,13 @@ fn a_proc_self_exe_interpreter_in_a_glibc_rootfs_runs_only_a_sealed_molt() {
                 ns["path"] = serde_json::json!(format!("/proc/{}/ns/pid", pid["pid"]));
             }
         }
-        let out = a.molt(&["run", "--bundle", &b.write(), "evil-init"]);
+        let out = a.molt(&["run", "--bundle", &b.write(), &a.id("evil-init")]);
         assert!(out.status.success(), "{what}: the init's /w/evil: {}{}", stdout_of(&out), stderr_of(&out));
         assert!(ran_molt(&out), "{what}: molt ran as the init's interpreter: {}", stdout_of(&out));
         let report = a.dir.join("report");
         let mut execs = 0;
         while !report.exists() && execs < 200 {
-            let out = a.molt(&["exec", "att", "/w/evil"]);
+            let out = a.molt(&["exec", &a.id("att"), "/w/evil"]);
             assert!(ran_molt(&out), "{what}: exec of /w/evil ran molt: {}{}", stdout_of(&out), stderr_of(&out));
             execs += 1;
         }
@@ -634,15 +641,15 @@ fn the_sealing_marker_is_checked_against_the_binary() {
     let a = ExeAttack::new();
     let bundle = a.bundle(&["sleep", "1000"], false);
     let mut cmd = Command::new(&a.bin.0);
-    cmd.arg("--root").arg(&a.root.path).args(["create", "--bundle", &bundle.write(), "mark"]).env("_MOLT_SEALED_EXE", "1");
+    cmd.arg("--root").arg(&a.root.path).args(["create", "--bundle", &bundle.write(), &a.id("mark")]).env("_MOLT_SEALED_EXE", "1");
     let out = run_to_files(&mut cmd);
     assert!(!out.status.success(), "created with a forged marker");
     assert!(stderr_of(&out).contains("neither on a read-only overlayfs nor a sealed memfd"), "{}", stderr_of(&out));
-    assert!(!a.root.path.join("mark").exists(), "a container was left behind");
-    let out = a.molt(&["--debug", "create", "--bundle", &bundle.dir.display().to_string(), "mark"]);
+    assert!(!a.root.path.join(a.id("mark")).exists(), "a container was left behind");
+    let out = a.molt(&["--debug", "create", "--bundle", &bundle.dir.display().to_string(), &a.id("mark")]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("molt runs from a sealed binary (read-only overlayfs)"), "{}", stderr_of(&out));
-    let out = a.molt(&["--debug", "exec", "mark", "true"]);
+    let out = a.molt(&["--debug", "exec", &a.id("mark"), "true"]);
     assert!(stderr_of(&out).contains("molt runs from a sealed binary (read-only overlayfs)"), "{}", stderr_of(&out));
-    let _ = a.molt(&["delete", "--force", "mark"]);
+    let _ = a.molt(&["delete", "--force", &a.id("mark")]);
 }
