@@ -13,9 +13,6 @@ use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction as Action, LinuxSeccomp
 use super::InitError;
 
 const EPERM: u32 = 1;
-/// Past this many rules libseccomp's binary tree makes a shorter filter than its linear list
-/// (runc's threshold; libseccomp <= 2.5.4 misbehaves with the tree and no rule at all).
-const TREE_ABOVE: usize = 32;
 
 // seccomp(2) and its filter flags (linux/seccomp.h).
 const SET_MODE_FILTER: libc::c_ulong = 1;
@@ -100,11 +97,11 @@ fn filter(s: &LinuxSeccomp) -> Result<ScmpFilterContext, InitError> {
         let a = arch(a)?;
         ctx.add_arch(a).map_err(|e| err(format!("architectures: add {a:?}: {e}")))?;
     }
+    // libseccomp's linear layout, not the binary tree runc asks for above 32 names: the same
+    // verdicts, and the kernel's action cache (5.11) skips the filter for the syscalls it allows
+    // whatever their arguments, but the tree costs 30 ms more at each create and exec with
+    // docker's profile here (vendor-notes/seccomp.md).
     let rules = s.syscalls().clone().unwrap_or_default();
-    if rules.len() > TREE_ABOVE {
-        // Only a shorter program: an older libseccomp without the tree is no error.
-        let _ = ctx.set_ctl_optimize(2);
-    }
     for rule in &rules {
         let act = action(rule.action(), rule.errno_ret())?;
         // libseccomp refuses a rule that repeats the default; it changes nothing anyway.
@@ -112,8 +109,8 @@ fn filter(s: &LinuxSeccomp) -> Result<ScmpFilterContext, InitError> {
             continue;
         }
         let conds = rule.args().iter().flatten().map(condition).collect::<Result<Vec<_>, _>>()?;
-        // libseccomp cannot AND two conditions on one argument: then, as runc, each condition
-        // is a rule of its own (an OR).
+        // Two conditions on one argument: each is a rule of its own (an OR), the "old
+        // behaviour" runc keeps for such rules.
         let mut per_arg = [0; 6];
         rule.args().iter().flatten().for_each(|a| per_arg[a.index()] += 1);
         let groups: Vec<&[ScmpArgCompare]> = if per_arg.iter().any(|n| *n > 1) { conds.chunks(1).collect() } else { vec![&conds[..]] };
