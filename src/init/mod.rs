@@ -11,7 +11,6 @@ pub mod process;
 pub mod process_attrs;
 pub mod rootfs;
 pub mod seccomp;
-mod syscalls_x86_64;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
