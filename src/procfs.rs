@@ -283,9 +283,22 @@ mod tests {
         assert!(!own_mountinfo().expect("mountinfo").is_empty());
         assert!(!own_cgroup().expect("cgroup").is_empty());
         assert!(fds(me).expect("fds").iter().any(|(n, _)| *n == 0 || *n == 1 || *n == 2));
-        // Our executable is mapped from the filesystem it lives on.
-        let exe_dev = std::fs::metadata("/proc/self/exe").expect("exe").dev();
-        assert!(mapped_devices(me).expect("maps").contains(&exe_dev));
-        assert!(holds_device(me, exe_dev));
+        // A file we map shows with its filesystem's device. (Not our executable's: under an
+        // overlay root, as in the VM lab, maps names the lower filesystem and stat the overlay.)
+        let path = std::path::PathBuf::from(format!("/run/molt-procfs-test-{me}"));
+        std::fs::write(&path, [7u8; 4096]).expect("write the mapped file");
+        let file = std::fs::File::open(&path).expect("open the mapped file");
+        let dev = file.metadata().expect("stat").dev();
+        use std::os::fd::AsRawFd;
+        // SAFETY: a read-only shared mapping of a 4096-byte file we hold open; unmapped below.
+        let map = unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        assert_ne!(map, libc::MAP_FAILED);
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        let (mapped, held) = (mapped_devices(me).expect("maps"), holds_device(me, dev));
+        // SAFETY: the mapping made above, not used after this.
+        unsafe { libc::munmap(map, 4096) };
+        assert!(mapped.contains(&dev), "{dev:#x} not in {mapped:?}");
+        assert!(held, "a mapped file's device is held");
     }
 }
