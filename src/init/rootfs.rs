@@ -229,6 +229,7 @@ fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>
         mount_bind(plan.rootfs, dest, &src, &options, false)?;
         return Ok(None);
     }
+    refuse_linked_proc_or_sys(plan.rootfs, dest, &typ)?;
     let target = resolve_in_root(plan.rootfs, dest)?;
     let existing_mode = fs::metadata(&target).ok().map(|m| m.permissions().mode() & 0o7777);
     fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
@@ -270,6 +271,30 @@ fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>
     }
     apply_recursive(&target, &opts)?;
     Ok(delay_readonly.then_some(target))
+}
+
+/// A proc or sysfs mount must land where the config says, not where a link in the image points
+/// (runc's rule since CVE-2019-19921): a destination whose path in the rootfs has a symlink in it
+/// is refused, naming the link.
+fn refuse_linked_proc_or_sys(rootfs: &Path, dest: &Path, typ: &str) -> Result<(), InitError> {
+    if typ != "proc" && typ != "sysfs" {
+        return Ok(());
+    }
+    let mut at = rootfs.to_path_buf();
+    for part in dest.components().filter(|c| matches!(c, std::path::Component::Normal(_))) {
+        at.push(part);
+        if let Ok(m) = fs::symlink_metadata(&at) {
+            if m.file_type().is_symlink() {
+                let to = fs::read_link(&at).map(|t| t.display().to_string()).unwrap_or_default();
+                return Err(InitError::new(format!(
+                    "mount destination {} ({typ}): {} is a symlink (to {to}) in the rootfs; a {typ} mount is never made through a link",
+                    dest.display(),
+                    at.strip_prefix(rootfs).map(|p| Path::new("/").join(p)).unwrap_or_else(|_| at.clone()).display(),
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A bind mount of a host path (or a volume's staging directory) at `dest` inside the rootfs,
