@@ -250,8 +250,23 @@ impl Setup {
         text.split("link/ether ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_string()
     }
 
+    /// The version that answers, once the application listens: an upgrade or rollback without a
+    /// health gate returns when the process runs, which may be before it has bound its port (on a
+    /// loaded machine, seconds before). Only a refused connection is waited out.
     pub fn version(&self) -> String {
-        self.net.client(|| request("VERSION")).unwrap_or_else(|e| format!("error: {e}"))
+        self.net
+            .client(|| {
+                let end = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    match request("VERSION") {
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && std::time::Instant::now() < end => {
+                            std::thread::sleep(Duration::from_millis(50))
+                        }
+                        other => return other,
+                    }
+                }
+            })
+            .unwrap_or_else(|e| format!("error: {e}"))
     }
 
     pub fn ids(&self) -> Vec<String> {
