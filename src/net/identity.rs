@@ -48,6 +48,18 @@ pub struct RouteIdentity {
     pub table: u32,
 }
 
+impl LinkIdentity {
+    pub fn ipv4_addresses(&self) -> Vec<std::net::Ipv4Addr> {
+        self.addresses
+            .iter()
+            .filter_map(|a| match a.address.addr {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+}
+
 impl RouteIdentity {
     fn is_default(&self) -> bool {
         self.destination.prefix == 0
@@ -248,17 +260,19 @@ pub fn move_links(from: &Path, to: &Path, links: &[LinkIdentity]) -> Result<(), 
         let found = src
             .link_by_name(&id.name)
             .map_err(|e| NetError::netlink("look up", &id.name, &src.netns, e))?;
-        match found {
+        let held = match found {
             Some(l) => {
-                hold_traffic(&from_ns, &mut here, id);
-                src.move_to_netns(l.index, to_ns.fd(), None).map_err(|e| {
-                    NetError::netlink(
+                let held = super::hold::hold(&from_ns, &mut here, id);
+                if let Err(e) = src.move_to_netns(l.index, to_ns.fd(), None) {
+                    held.release(&mut here, false);
+                    return Err(NetError::netlink(
                         "move to the other namespace",
                         &id.name,
                         &format!("{} -> {}", src.netns, dst.netns),
                         e,
-                    )
-                })?
+                    ));
+                }
+                Some(held)
             }
             None => {
                 // Not in `from`: fine if an earlier, interrupted run already moved it.
@@ -272,48 +286,22 @@ pub fn move_links(from: &Path, to: &Path, links: &[LinkIdentity]) -> Result<(), 
                         netns: format!("{} (nor in {})", src.netns, dst.netns),
                     });
                 }
+                None
             }
+        };
+        let restored = restore(&mut dst, &id.name, id);
+        if let Some(held) = held {
+            held.release(&mut here, restored.is_ok() && id.up);
         }
-        restore(&mut dst, &id.name, id)?;
+        restored?;
         announce_moved(&mut dst, &arp, id);
     }
     Ok(())
 }
 
-/// While a veth is between namespaces the bridge drops what is sent to it, and a dropped SYN
-/// costs its client TCP's one-second retransmission. So, just before the move: the link stops
-/// answering ARP in the old namespace (arp_ignore 8; it keeps its addresses, so a packet that still
-/// reaches it is refused, not dropped), and this namespace (the host's, where the bridge is)
-/// forgets the neighbour entries of its addresses. Packets from here to them then wait in the
-/// neighbour queue, unresolved, until the new namespace announces the address (`announce_moved`).
-/// The new namespace starts with its own default arp_ignore: the setting does not travel.
-/// Best effort: each part only shortens the loss; none is needed for the move itself.
-fn hold_traffic(from: &NetnsFile, here: &mut Netlink, id: &LinkIdentity) {
-    if id.addresses.iter().all(|a| !a.address.addr.is_ipv4()) {
-        return;
-    }
-    let knob = format!("/proc/sys/net/ipv4/conf/{}/arp_ignore", id.name);
-    // /proc/sys/net resolves against the opener's namespace: a thread in `from` opens it.
-    if let Err(e) = from.open_in("stop answering ARP in", || std::fs::write(&knob, "8")) {
-        crate::logging::debug(&format!("{knob}: {e}"));
-    }
-    for a in id.addresses.iter().filter(|a| a.address.addr.is_ipv4()) {
-        if let Err(e) = here.forget_neighbour(a.address.addr) {
-            crate::logging::debug(&format!("forget the neighbour entry of {} in {}: {e}", a.address.addr, here.netns));
-        }
-    }
-}
-
 /// Gratuitous ARP for the link's IPv4 addresses from its new namespace.
 fn announce_moved(dst: &mut Netlink, arp: &std::os::fd::OwnedFd, id: &LinkIdentity) {
-    let ips: Vec<std::net::Ipv4Addr> = id
-        .addresses
-        .iter()
-        .filter_map(|a| match a.address.addr {
-            std::net::IpAddr::V4(v4) => Some(v4),
-            _ => None,
-        })
-        .collect();
+    let ips = id.ipv4_addresses();
     let mac: Option<[u8; 6]> = id.mac.as_deref().and_then(parse_mac).and_then(|m| m.try_into().ok());
     let index = dst.link_by_name(&id.name).ok().flatten().map(|l| l.index);
     if let (false, Some(mac), Some(index), true) = (ips.is_empty(), mac, index, id.up) {

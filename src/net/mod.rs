@@ -8,6 +8,7 @@
 mod announce;
 mod attach;
 mod error;
+mod hold;
 mod identity;
 mod netlink;
 mod netns;

@@ -38,6 +38,8 @@ pub struct Link {
     pub mac: Option<Vec<u8>>,
     pub mtu: Option<u32>,
     pub up: bool,
+    /// IFF_LOWER_UP: the kernel's carrier flag (a bridge has it while a port forwards).
+    pub carrier: bool,
     pub loopback: bool,
     pub master: Option<u32>,
     /// IFLA_IFALIAS: molt marks the bridges it creates with one.
@@ -347,6 +349,23 @@ impl Netlink {
         Ok(n)
     }
 
+    /// The interface this namespace would send a packet for `addr` out of (RTM_GETROUTE, the
+    /// kernel's own route lookup); `None` when the reply names none.
+    pub fn route_oif(&mut self, addr: IpAddr) -> io::Result<Option<u32>> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family_of(&addr);
+        msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
+        msg.attributes.push(RouteAttribute::Destination(route_addr(addr)));
+        let replies = self.request(RouteNetlinkMessage::GetRoute(msg), 0)?;
+        Ok(replies.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => r.attributes.into_iter().find_map(|a| match a {
+                RouteAttribute::Oif(o) => Some(o),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+
     /// Main-table unicast routes of both families.
     pub fn routes(&mut self) -> io::Result<Vec<Route>> {
         let mut out = Vec::new();
@@ -432,6 +451,7 @@ fn parse_link(l: LinkMessage) -> Link {
         mac: None,
         mtu: None,
         up: l.header.flags.contains(LinkFlags::Up),
+        carrier: l.header.flags.contains(LinkFlags::LowerUp),
         loopback: l.header.flags.contains(LinkFlags::Loopback),
         master: None,
         alias: None,
