@@ -2,12 +2,14 @@
 //! recorded state, and the truth about its status read from the kernel. One file per lifecycle
 //! operation next to this one.
 
+mod config;
 pub mod create;
 pub mod delete;
 pub mod exec;
 pub mod kill;
 pub mod notify;
 pub mod sealed_exe;
+mod spawn;
 pub mod start;
 pub mod terminal;
 

@@ -4,7 +4,7 @@
 
 use super::command::{self, CommandSpec, RunError};
 use super::loopdev;
-use super::spec::{Source, VolumeSpec};
+use super::{Source, VolumeSpec};
 use super::sys;
 use super::VolumeError;
 use nix::errno::Errno;

@@ -2,7 +2,7 @@
 //! their command lines, built as plain data so they are unit-tested, and a runner that never
 //! waits longer than a timeout, because an unreachable server must give an error, not a hang.
 
-use super::spec::Source;
+use super::Source;
 use std::fmt;
 use std::io::Read;
 use std::process::{Command, Stdio};

@@ -9,10 +9,12 @@ mod error;
 mod holders;
 mod loopdev;
 mod registry;
+mod source;
 mod spec;
 mod sys;
 
 pub use attach::Timeouts;
 pub use error::VolumeError;
 pub use registry::{AttachmentInfo, AttachmentState, Registry};
-pub use spec::{derive_key, from_mount, parse_mount, Source, VolumeSpec, ISCSI_DEFAULT_PORT, MKFS_OPTION};
+pub use source::{derive_key, Source, ISCSI_DEFAULT_PORT};
+pub use spec::{from_mount, parse_mount, VolumeSpec, MKFS_OPTION};
