@@ -67,8 +67,13 @@ fn hostname() -> String {
 
 fn serve(stream: TcpStream, version: &str, data: &Arc<Mutex<std::fs::File>>, path: &str) -> std::io::Result<()> {
     let mut out = stream.try_clone()?;
-    // A short read timeout so a stop request ends an idle connection.
+    // A short read timeout so a stop request ends an idle connection: one that has been served
+    // (an idle keep-alive) at once, one accepted but not yet heard from only after a grace, as
+    // servers' graceful stops do: its client connected before the stop and is about to ask
+    // (on a loaded machine its request can come well after the accept).
     stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let accepted = std::time::Instant::now();
+    let mut served = 0usize;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     loop {
@@ -77,7 +82,8 @@ fn serve(stream: TcpStream, version: &str, data: &Arc<Mutex<std::fs::File>>, pat
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                if STOPPING.load(Ordering::SeqCst) && line.is_empty() {
+                let quiet = served > 0 || accepted.elapsed() > Duration::from_secs(2);
+                if STOPPING.load(Ordering::SeqCst) && line.is_empty() && quiet {
                     return Ok(());
                 }
                 continue;
@@ -101,6 +107,7 @@ fn serve(stream: TcpStream, version: &str, data: &Arc<Mutex<std::fs::File>>, pat
             format!("ERR unknown request {line:?}")
         };
         out.write_all(format!("{reply}\n").as_bytes())?;
+        served += 1;
     }
 }
 
