@@ -7,6 +7,7 @@ pub mod channel;
 pub mod console;
 pub mod idmap;
 mod copyup;
+mod finish;
 pub mod process;
 pub mod process_attrs;
 pub mod rootfs;
@@ -273,7 +274,6 @@ fn prepare_and_exec(
     let mut env = process::dedup_env(p.env().as_deref().unwrap_or_default());
     process::add_home(&mut env, p.user().uid());
     let args = p.args().clone().unwrap_or_default();
-    let arg0 = args.first().ok_or_else(|| InitError::new("process.args: must not be empty"))?;
     let attr_err = |e: process_attrs::AttrError| InitError::new(e.to_string());
     process_attrs::set_personality(&plan.spec).map_err(attr_err)?;
     // While the process still has CAP_SYS_ADMIN and CAP_SYS_NICE: the real-time I/O class and
@@ -282,80 +282,21 @@ fn prepare_and_exec(
     process_attrs::set_scheduler(p).map_err(attr_err)?;
     process_attrs::set_memory_policy(&plan.spec).map_err(attr_err)?;
     // Compiled now so a bad profile fails create, not start.
-    let filter = match plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+    let profile = plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let filter = match profile {
         Some(s) => Some((s, seccomp::compile(s)?)),
         None => None,
     };
-    let nnp = p.no_new_privileges().unwrap_or(false);
     process::give_stdio_to_user(p)?;
-    // Without no_new_privs the filter needs CAP_SYS_ADMIN, so it goes on before the caps are
-    // dropped (as runc does); with it, as late as possible, just before execve.
-    // A notify profile goes on here too, whatever no_new_privs says: its listener must reach the
-    // agent through the runtime, which listens only until the process is ready (or exec'd).
-    let notify = filter.as_ref().is_some_and(|(s, _)| seccomp::uses_notify(s));
-    if let (Some((s, prog)), true) = (&filter, !nnp || notify) {
-        if let Some(listener) = seccomp::install(s, prog)? {
-            chan.send_with_fds(&Msg::SeccompListener, &[listener.as_raw_fd()])
-                .map_err(|e| InitError::new(format!("linux.seccomp: send the notify listener to the runtime: {e}")))?;
-        }
-    }
-    process::set_user_and_caps(p)?;
-    // CVE-2024-21626: nothing of the runtime's (bind sources, fds an `exec` inherited from its
-    // caller) may be open when the cwd is entered, and the cwd must then lie inside the root: a
-    // cwd of /proc/self/fd/N naming a host directory would otherwise start the process outside.
-    // What is kept: the preserved fds, and what this process still needs until execve.
-    let mut keep: Vec<std::os::fd::RawFd> = vec![chan.raw_fd()];
-    keep.extend(plan.fifo.as_ref().map(|f| f.as_raw_fd()));
-    keep.extend(console.as_ref().map(|f| f.as_raw_fd()));
-    keep.extend(listeners.iter().map(|f| f.as_raw_fd()));
-    process::close_fds_except(3 + plan.preserve_fds, &keep)?;
-    let cwd = p.cwd();
-    nix::unistd::chdir(cwd).map_err(|e| InitError::new(format!("process.cwd {}: {}", cwd.display(), e.desc())))?;
-    process::check_cwd_inside_root(cwd)?;
-    let exe = process::find_executable(arg0, &process::env_path(&env), cwd)?;
-    // What is left open from 3 + preserve-fds up is molt's own and goes at execve.
-    process::close_fds_on_exec(3 + plan.preserve_fds);
-    // PR_SET_DUMPABLE 0: until execve replaces this image, /proc/PID/exe (the molt binary) is
-    // closed to the container's processes (CVE-2019-5736). execve makes the new image dumpable.
-    let _ = nix::sys::prctl::set_dumpable(false);
-    // runtime-spec: execCPUAffinity is for exec'd processes, not the container's init. Last, in
-    // the container's cgroup (joining a cpuset resets the affinity).
-    if plan.is_exec {
-        process_attrs::set_final_affinity(p.exec_cpu_affinity().as_ref()).map_err(attr_err)?;
-    }
-    let is_init = init_state.is_some();
-    if let Some(state_json) = init_state {
-        chan.send(&Msg::Ready).map_err(|e| InitError::new(format!("report ready: {e}")))?;
-        if let Some(fifo) = &plan.fifo {
-            wait_for_start(fifo)?;
-        }
-        let hooks = hooks_of(&plan.spec, |h| h.start_container().clone());
-        if let Err(e) = crate::hooks::run_all("startContainer", &hooks, &state_seen_inside(&state_json, "created")) {
-            // Nobody is listening on the channel any more: the error goes to the container's stderr.
-            eprintln!("molt: {e}");
-            std::process::exit(1);
-        }
-    }
-    let names: Vec<String> = plan.listen.iter().map(|(ep, _)| ep.name.clone()).collect();
-    if let Err(e) = crate::listen::install(&listeners, &names, &mut env) {
-        let e = InitError::new(format!("pass the listening sockets ({}): {e}", crate::listen::ANNOTATION));
-        if is_init {
-            // After Ready nobody reads the channel: the container's stderr gets it.
-            eprintln!("molt: {}", e.0);
-            std::process::exit(1);
-        }
-        return Err(e);
-    }
-    let late = filter.as_ref().filter(|_| nnp && !notify).map(|(s, prog)| (*s, prog));
-    let e = process::exec(&exe, &args, &env, late);
-    if is_init {
-        // After Ready nobody reads the channel: the container's stderr gets it. An execve can
-        // fail only here even though the file was found, as for an interpreter the kernel cannot
-        // open (`#!/proc/self/exe`, CVE-2019-5736).
-        eprintln!("molt: {}", e.0);
-        std::process::exit(1);
-    }
-    Err(e)
+    let order = finish::Order {
+        filter: filter.is_some(),
+        no_new_privs: p.no_new_privileges().unwrap_or(false),
+        notify: profile.is_some_and(seccomp::uses_notify),
+        is_exec: plan.is_exec,
+        is_init: init_state.is_some(),
+    };
+    let mut real = finish::Real { plan, chan, console, listeners, filter, env, args, exe: None, init_state };
+    Err(finish::finish(&mut real, order))
 }
 
 fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
