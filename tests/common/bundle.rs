@@ -85,6 +85,29 @@ pub struct Lab {
     pub files: TempDir,
 }
 
+/// The network of the test application on each lab host's bridge.
+pub const APP_NET: &str = "10.89.0";
+
+/// A bundle running `args` at `version` with the test application's environment.
+pub fn app_at(version: &str, args: &[&str]) -> Bundle {
+    let mut b = Bundle::new(args);
+    b.config["process"]["env"] = serde_json::json!(["PATH=/bin:/sbin:/usr/bin:/usr/sbin", format!("APP_VERSION={version}")]);
+    b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": version});
+    b.write();
+    b
+}
+
+/// An OCI archive at `to` of one busybox image running `sleep 3600`, tagged `tag`, with
+/// `with_labels` (its version among them).
+pub fn sleep_image_archive(to: &Path, tag: &str, with_labels: serde_json::Value) {
+    use super::image::{config, host_arch, rootfs_layer, Layout, LAYER_GZIP};
+    let mut l = Layout::new();
+    let img = l.image(&config(host_arch(), &["sleep", "3600"], &["PATH=/bin:/sbin"], "", "/", with_labels), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(img, Some(tag));
+    l.write_index();
+    l.archive(to);
+}
+
 /// A bundle of busybox `sleep` at `version`.
 pub fn sleep_bundle(version: &str, args: &[&str]) -> Bundle {
     let mut b = Bundle::new(args);
@@ -188,20 +211,49 @@ impl Lab {
         self.containers.push(Running { id, role: role.into(), host: host.into(), bundle: b });
     }
 
-    /// As `start`, on a loop volume of its own at /data holding a file `who` with its id: each
-    /// container of a role has its own volume, as in the mission's bundle.
-    pub fn start_with_volume(&mut self, short: &str, role: &str, host: &str, version: &str) {
+    /// A loop volume of its own for container `short` (an ext4 image in the lab's files).
+    fn own_volume(&self, short: &str) -> serde_json::Value {
         let img = self.files.join(format!("{short}.img"));
         let f = fs::File::create(&img).unwrap();
         f.set_len(16 << 20).unwrap();
         ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
-        self.start_on(short, role, host, version, super::app::loop_volume(&img));
+        super::app::loop_volume(&img)
+    }
+
+    /// As `start`, on a loop volume of its own at /data holding a file `who` with its id: each
+    /// container of a role has its own volume, as in the mission's bundle.
+    pub fn start_with_volume(&mut self, short: &str, role: &str, host: &str, version: &str) {
+        let volume = self.own_volume(short);
+        self.start_on(short, role, host, version, volume);
     }
 
     /// As `start`, with `volume` (an OCI mount at /data: loop, NFS, iSCSI) written with its id.
     pub fn start_on(&mut self, short: &str, role: &str, host: &str, version: &str, volume: serde_json::Value) {
+        self.start_bundle(short, role, host, sleep_bundle(version, &["sleep", "3600"]), volume);
+    }
+
+    /// molt's test application (tests/app) at `version` on `host`, reached at `ip` on the host's
+    /// bridge (APP_NET; the host has .1 there), on a loop volume of its own holding `who`.
+    pub fn start_app(&mut self, short: &str, role: &str, host: &str, version: &str, ip: &str) {
+        let bridge = self.net_of(host).bridge.clone();
+        let mut b = app_at(version, &["/bin/molt-testapp"]);
+        let ann = &mut b.config["annotations"];
+        ann["io.molt.net.bridge"] = serde_json::json!(bridge);
+        ann["io.molt.net.address"] = serde_json::json!(format!("{ip}/24"));
+        ann["io.molt.net.gateway"] = serde_json::json!(format!("{APP_NET}.1"));
+        let volume = self.own_volume(short);
+        self.start_bundle(short, role, host, b, volume);
+        // The bridge exists now (molt made it): the host gets its address there, once.
+        let net = self.net_of(host);
+        if !net.ip(&["-o", "addr", "show", "dev", &bridge]).contains(&format!("{APP_NET}.1/")) {
+            net.ip(&["addr", "add", &format!("{APP_NET}.1/24"), "dev", &bridge]);
+        }
+        assert!(self.answers(host, ip).starts_with(&format!("version={version} ")), "{short} at {ip} on {host}");
+    }
+
+    /// `b` run as `short` with `volume` at /data, its id written there.
+    fn start_bundle(&mut self, short: &str, role: &str, host: &str, mut b: Bundle, volume: serde_json::Value) {
         let id = self.id(short);
-        let mut b = sleep_bundle(version, &["sleep", "3600"]);
         b.config["mounts"].as_array_mut().unwrap().push(volume);
         b.write();
         let dir = b.dir.display().to_string();
@@ -210,6 +262,44 @@ impl Lab {
         self.containers.push(Running { id: id.clone(), role: role.into(), host: host.into(), bundle: b });
         let out = self.molt_on(host, &["exec", &id, "sh", "-c", &format!("echo {id} > /data/who")]);
         assert!(out.status.success(), "write /data/who in {id}: {}", stderr_of(&out));
+    }
+
+    /// The network namespace of a lab host (`local`: the operator's).
+    pub fn net_of(&self, host: &str) -> &HostNet {
+        if host == "local" {
+            &self.op
+        } else {
+            &self.host(host).net
+        }
+    }
+
+    /// What the test application at `ip` on `host` answers to VERSION, asked from that host;
+    /// a refused or unanswered connection is tried again for up to 30 s (a container created
+    /// afresh has a new MAC, which the host's neighbour cache learns on its next ARP).
+    pub fn answers(&self, host: &str, ip: &str) -> String {
+        let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();
+        self.net_of(host).client(move || {
+            let ask = || -> std::io::Result<String> {
+                let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+                std::io::Write::write_all(&mut s, b"VERSION\n")?;
+                let mut reply = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut reply)?;
+                Ok(reply.trim().to_string())
+            };
+            let mut last = String::new();
+            wait_until(30, || match ask() {
+                Ok(r) => {
+                    last = r;
+                    true
+                }
+                Err(e) => {
+                    last = format!("error: {e}");
+                    false
+                }
+            });
+            last
+        })
     }
 
     /// What a container's own volume says it is (`cat /data/who` inside it).
@@ -322,6 +412,23 @@ fn start_sshd(h: &SshHost, keys: &Path) -> Child {
         .stderr(fs::File::create(d.join("sshd.log")).unwrap())
         .spawn()
         .expect("start sshd")
+}
+
+/// The operator's stdout as it comes, line by line, each given to `on_line` until it returns
+/// false; everything read.
+pub fn follow(child: &mut Child, mut on_line: impl FnMut(&str) -> bool) -> String {
+    let mut seen = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap_or_default();
+            seen.push_str(&line);
+            seen.push('\n');
+            if !on_line(&line) {
+                break;
+            }
+        }
+    }
+    seen
 }
 
 /// The operator's ssh control directories of a molt that was killed (its pid in the name).
