@@ -144,6 +144,8 @@ fn a_full_rollout_upgrades_the_eligible_containers_in_order_and_a_rerun_does_not
     let pos = |short: &str| text.find(&format!("  {} ", lab.id(short))).unwrap_or_else(|| panic!("no progress line for {short}:\n{text}"));
     assert!(pos("db-1").max(pos("db-2")) < pos("app-3") && pos("app-3") < pos("proxy-1").min(pos("proxy-2")), "{text}");
     assert!(text.contains("sha256 verified on arrival") && text.contains("rollout complete"), "{text}");
+    // One multiplexed ssh connection per host for every command of the rollout.
+    assert_eq!((lab.ssh_connections("h1"), lab.ssh_connections("h2")), (1, 1), "{}", lab.sshd_logs());
     // The pre-upgrade command ran on the db hosts, and each touched host has its history line.
     let pre = fs::read_to_string(lab.root_file("h1", "pre-upgrade.log")).unwrap_or_default();
     assert_eq!(pre.trim(), format!("{} {V}", lab.id("db-1")));
@@ -338,6 +340,36 @@ fn a_batch_whose_upgraded_containers_die_after_their_gate_is_rolled_back() {
     }
 }
 
+/// `molt upgrade --allow-stopped` (rollback-batch's way back for a dead container) is journaled
+/// like any upgrade: killed once the volume was handed over and the id moved, `--resume` leaves
+/// the container stopped on its old version, alone under its id; run again, the upgrade brings
+/// it up on the new version with its own volume.
+#[test]
+fn an_upgrade_of_a_stopped_container_killed_midway_is_resumed_then_run_again() {
+    require_root!();
+    let mut lab = Lab::new(0, 0);
+    lab.start_with_volume("db-1", "db", "local", "1.0.0");
+    let id = lab.id("db-1");
+    assert!(lab.molt_on("local", &["kill", &id, "KILL"]).status.success());
+    assert!(wait_until(10, || lab.version("db-1") == "stopped 1.0.0"), "{}", lab.version("db-1"));
+    let new = sleep_bundle("1.1.0", &["sleep", "3600"]);
+    let dir = new.dir.display().to_string();
+    let args = ["upgrade", id.as_str(), "--bundle", &dir, "--derive", "--allow-stopped", "--stop-signal", "SIGKILL"];
+    let mut cmd = Command::new(molt_bin());
+    cmd.arg("--root").arg(&lab.local.path).args(args).env("MOLT_TEST_CRASH_AT", "transfer-id:after");
+    let out = run_to_files(&mut cmd);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "did not crash: {}", stderr_of(&out));
+    let out = lab.molt_on("local", &["upgrade", "--resume", &id]);
+    assert!(out.status.success() && stdout_of(&out).contains("rolled back"), "{}{}", stdout_of(&out), stderr_of(&out));
+    assert_eq!(lab.version("db-1"), "stopped 1.0.0", "left stopped as it was");
+    assert_eq!(lab.molt_on("local", &["list", "--quiet"]).stdout, format!("{id}\n").into_bytes(), "nothing of the upgrade left");
+    let out = lab.molt_on("local", &args);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(lab.version("db-1"), "running 1.1.0");
+    assert_eq!(lab.volume_of("db-1"), id, "on its own volume");
+}
+
 /// rollback-batch of containers that run images: the image each ran before its upgrade is held
 /// on its host (the upgrade's prune would remove it) until the rollout ends, so the batch goes
 /// back to it; then the holds go and each store keeps only the image its container runs.
@@ -378,6 +410,7 @@ fn rollback_batch_of_image_containers_goes_back_to_the_held_old_image() {
     let out = rollout("1.1.0", serde_json::json!({"post_upgrade": [post]}), "rollback-batch");
     let text = stdout_of(&out);
     assert!(!out.status.success() && text.contains("smoke test failed") && text.contains("rollout STOPPED"), "{text}");
+    assert!(text.contains("host h1: released the 1 image hold(s)") && text.contains("host local: released the 1 image hold(s)"), "{text}");
     for (i, (host, short)) in [("h1", "db-1"), ("local", "db-2")].into_iter().enumerate() {
         assert!(text.lines().any(|l| l.starts_with(&lab.id(short)) && l.contains("rolled-back")), "{short}:\n{text}");
         assert_eq!(lab.version(short), "running 1.0.0", "{short}\n{text}");
@@ -506,66 +539,7 @@ fn a_failing_pre_upgrade_command_leaves_the_container_alone_and_stops_the_rollou
 #[ignore = "benchmark: scripts/bench-bundle runs it"]
 fn bench_bundle_scaling() {
     require_root!();
-    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
-    let n: usize = env("MOLT_BENCH_CONTAINERS", "30").parse().expect("MOLT_BENCH_CONTAINERS");
-    let pars: Vec<usize> = env("MOLT_BENCH_PARALLEL", "1,3,10").split(',').map(|p| p.trim().parse().expect("MOLT_BENCH_PARALLEL")).collect();
-    let rounds: usize = env("MOLT_BENCH_ROUNDS", "2").parse().expect("MOLT_BENCH_ROUNDS");
-    let mut lab = Lab::new(2, 0);
-    let hosts = ["h1", "h2", "local"];
-    for i in 0..n {
-        lab.start(&format!("c{i}"), "app", hosts[i % 3], "1.0.0", true);
-    }
-    let manifest = lab.manifest(&["app"]).display().to_string();
-    let mut times: Vec<(usize, f64)> = vec![];
-    let mut bundles = vec![];
-    let mut minor = 0;
-    for round in 0..rounds {
-        let order: Vec<usize> = if round % 2 == 0 { pars.clone() } else { pars.iter().rev().copied().collect() };
-        for &p in &order {
-            minor += 1;
-            let v = format!("1.{minor}.0");
-            let b = sleep_bundle(&v, &["sleep", "3600"]);
-            let doc = serde_json::json!({"version": v, "roles": {"app": {"bundle": b.dir}}, "order": ["app"], "batch_size": p, "stop_signal": "SIGKILL"});
-            let upgrade = lab.upgrade_doc(&format!("u{minor}.json"), doc).display().to_string();
-            bundles.push(b);
-            let t0 = std::time::Instant::now();
-            let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes", "--format", "json"]);
-            let secs = t0.elapsed().as_secs_f64();
-            assert!(out.status.success(), "rollout to {v} at --parallel {p}: {}\n{}", stdout_of(&out), stderr_of(&out));
-            let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
-            let up = s["containers"].as_array().map(|c| c.iter().filter(|d| d["outcome"] == "upgraded").count()).unwrap_or(0);
-            assert_eq!(up, n, "every container upgraded to {v}: {s}");
-            eprintln!("bench-bundle: round {} --parallel {p}: {n} containers in {secs:.1} s", round + 1);
-            if std::env::var("MOLT_BENCH_VERBOSE").is_ok() {
-                eprintln!("{s}");
-            }
-            times.push((p, secs));
-        }
-    }
-    let mut md = format!(
-        "{n} containers (busybox sleep, one role) over 3 hosts (2 over ssh in network namespaces, 1 local), \
-         {rounds} rounds, --parallel order alternating; a rollout's wall time includes ssh, shipping the \
-         role's bundle once per host and every `molt upgrade`.\n\n| --parallel | rollouts | median s | s per container | speed-up vs --parallel {} |\n|---:|---:|---:|---:|---:|\n",
-        pars[0]
-    );
-    let median = |p: usize| {
-        let mut v: Vec<f64> = times.iter().filter(|(q, _)| *q == p).map(|(_, s)| *s).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-        }
-    };
-    let base = median(pars[0]);
-    for &p in &pars {
-        let m = median(p);
-        md.push_str(&format!("| {p} | {rounds} | {m:.1} | {:.2} | {:.1}x |\n", m / n as f64, base / m));
-    }
-    println!("{md}");
-    if let Ok(path) = std::env::var("MOLT_BENCH_OUT") {
-        fs::write(&path, &md).unwrap_or_else(|e| panic!("{path}: {e}"));
-    }
+    bench_scaling();
 }
 
 /// A role's new application as an OCI image (an archive on the operator's machine): shipped once

@@ -122,12 +122,12 @@ pub fn roll_back_batch(docs: &Documents, hosts: &[(Transport, Option<String>)], 
 }
 
 /// The end of a rollout on one host: its image holds go (`<root>/images/.holds/`, see
-/// `molt upgrade --hold-old-image`) and the store is pruned of what they alone kept. Returns
-/// how many holds were released.
+/// `molt upgrade --hold-old-image`) and the store is pruned of what they alone kept (when an
+/// upgrade holds the store right then, its own end prunes). Returns how many holds went.
 pub fn release_holds(t: &Transport, bundle: &str) -> Result<usize, String> {
     let holds = crate::image::store::holds_dir(&t.host.root);
     let script = format!(
-        "set -- {}/{}*; [ -e \"$1\" ] || {{ echo 0; exit 0; }}; rm -f -- \"$@\" && {} --root {} image prune >/dev/null && echo $#",
+        "set -- {}/{}*; [ -e \"$1\" ] || {{ echo 0; exit 0; }}; rm -f -- \"$@\" || exit 1; echo $#; {} --root {} image prune >/dev/null 2>&1 || true",
         quote(&holds.display().to_string()),
         hold_name(bundle, ""),
         quote(&t.host.molt),

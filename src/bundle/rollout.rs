@@ -409,8 +409,10 @@ fn clean_up(docs: &Documents, hosts: &[(Transport, Option<String>)], started: u6
     std::thread::scope(|s| {
         for (t, _) in hosts.iter().filter(|(_, down)| down.is_none()) {
             s.spawn(move || {
-                if let Err(e) = super::rollback::release_holds(t, &docs.manifest.name) {
-                    say(&format!("warning: {e}"));
+                match super::rollback::release_holds(t, &docs.manifest.name) {
+                    Ok(0) => {}
+                    Ok(n) => say(&format!("host {}: released the {n} image hold(s) of this rollout's way back", t.name)),
+                    Err(e) => say(&format!("warning: {e}")),
                 }
                 match t.prune_bundles(started) {
                     Ok(gone) if gone.is_empty() => {}

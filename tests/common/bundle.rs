@@ -181,6 +181,12 @@ impl Lab {
         self.hosts.iter().map(|h| format!("--- sshd of {}:\n{}", h.name, fs::read_to_string(h.dir.join("sshd.log")).unwrap_or_default())).collect()
     }
 
+    /// How many ssh connections `host`'s sshd has accepted so far (a multiplexed session opens
+    /// one per host and runs every command over it).
+    pub fn ssh_connections(&self, host: &str) -> usize {
+        fs::read_to_string(self.host(host).dir.join("sshd.log")).unwrap_or_default().matches("Accepted publickey").count()
+    }
+
     pub fn host(&self, name: &str) -> &SshHost {
         self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("no host {name}"))
     }
@@ -437,5 +443,69 @@ pub fn remove_control_dirs_of(pid: u32) {
         if e.file_name().to_string_lossy().starts_with(&format!("molt-ssh-{pid}-")) {
             let _ = fs::remove_dir_all(e.path());
         }
+    }
+}
+
+/// The body of tests/bundle.rs's `bench_bundle_scaling` (see there).
+pub fn bench_scaling() {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
+    let n: usize = env("MOLT_BENCH_CONTAINERS", "30").parse().expect("MOLT_BENCH_CONTAINERS");
+    let pars: Vec<usize> = env("MOLT_BENCH_PARALLEL", "1,3,10").split(',').map(|p| p.trim().parse().expect("MOLT_BENCH_PARALLEL")).collect();
+    let rounds: usize = env("MOLT_BENCH_ROUNDS", "2").parse().expect("MOLT_BENCH_ROUNDS");
+    let mut lab = Lab::new(2, 0);
+    let hosts = ["h1", "h2", "local"];
+    for i in 0..n {
+        lab.start(&format!("c{i}"), "app", hosts[i % 3], "1.0.0", true);
+    }
+    let manifest = lab.manifest(&["app"]).display().to_string();
+    let mut times: Vec<(usize, f64)> = vec![];
+    let mut bundles = vec![];
+    let mut minor = 0;
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 { pars.clone() } else { pars.iter().rev().copied().collect() };
+        for &p in &order {
+            minor += 1;
+            let v = format!("1.{minor}.0");
+            let b = sleep_bundle(&v, &["sleep", "3600"]);
+            let doc = serde_json::json!({"version": v, "roles": {"app": {"bundle": b.dir}}, "order": ["app"], "batch_size": p, "stop_signal": "SIGKILL"});
+            let upgrade = lab.upgrade_doc(&format!("u{minor}.json"), doc).display().to_string();
+            bundles.push(b);
+            let t0 = std::time::Instant::now();
+            let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes", "--format", "json"]);
+            let secs = t0.elapsed().as_secs_f64();
+            assert!(out.status.success(), "rollout to {v} at --parallel {p}: {}\n{}", stdout_of(&out), stderr_of(&out));
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
+            let up = s["containers"].as_array().map(|c| c.iter().filter(|d| d["outcome"] == "upgraded").count()).unwrap_or(0);
+            assert_eq!(up, n, "every container upgraded to {v}: {s}");
+            eprintln!("bench-bundle: round {} --parallel {p}: {n} containers in {secs:.1} s", round + 1);
+            if std::env::var("MOLT_BENCH_VERBOSE").is_ok() {
+                eprintln!("{s}");
+            }
+            times.push((p, secs));
+        }
+    }
+    let mut md = format!(
+        "{n} containers (busybox sleep, one role) over 3 hosts (2 over ssh in network namespaces, 1 local), \
+         {rounds} rounds, --parallel order alternating; a rollout's wall time includes ssh, shipping the \
+         role's bundle once per host and every `molt upgrade`.\n\n| --parallel | rollouts | median s | s per container | speed-up vs --parallel {} |\n|---:|---:|---:|---:|---:|\n",
+        pars[0]
+    );
+    let median = |p: usize| {
+        let mut v: Vec<f64> = times.iter().filter(|(q, _)| *q == p).map(|(_, s)| *s).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        }
+    };
+    let base = median(pars[0]);
+    for &p in &pars {
+        let m = median(p);
+        md.push_str(&format!("| {p} | {rounds} | {m:.1} | {:.2} | {:.1}x |\n", m / n as f64, base / m));
+    }
+    println!("{md}");
+    if let Ok(path) = std::env::var("MOLT_BENCH_OUT") {
+        fs::write(&path, &md).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 }
