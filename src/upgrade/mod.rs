@@ -199,9 +199,6 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         return Err(UpgradeError::Refused { id: id.clone(), decision });
     }
     check_old(&old, opts.allow_stopped).map_err(precondition)?;
-    if let Some(name) = &opts.hold_old_image {
-        hold_image_of(root, &old, name).map_err(|source| UpgradeError::Image { id: id.clone(), source })?;
-    }
     check_new_config(&old, &new_spec, opts)?;
     if opts.dry_run {
         // Everything create would need, then the steps that would run, none of them taken.
@@ -210,6 +207,9 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         report.outcome = "dry-run";
         report.changes = derive::changes(&old.state.config, &new_spec);
         return Ok(report);
+    }
+    if let Some(name) = &opts.hold_old_image {
+        hold_image_of(root, &old, name).map_err(|source| UpgradeError::Image { id: id.clone(), source })?;
     }
     let rec = record(opts, &old, &new_spec, &new_bundle)?;
     journal::save(root, &rec)?;
@@ -247,14 +247,16 @@ fn check_old(old: &Container, allow_stopped: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// The image store dir the container's rootfs is in, held under `name`; nothing for a
-/// container that does not run an image of the store.
+/// The container's rootfs held under `name` (as its config names it: what a prune compares)
+/// when it is in the image store; nothing for a container that does not run an image.
 fn hold_image_of(root: &Path, old: &Container, name: &str) -> Result<(), crate::image::ImageError> {
     let images = crate::image::store::images_dir(root);
     let rootfs = old.state.config.root().as_ref().map(|r| r.path().clone()).unwrap_or_default();
-    match rootfs.strip_prefix(&images).ok().and_then(|rel| rel.components().next()) {
-        Some(dir) => crate::image::store::hold(root, name, &[images.join(dir)]),
-        None => Ok(()),
+    let in_store = [images.canonicalize().ok(), Some(images)].into_iter().flatten().any(|i| rootfs.starts_with(i));
+    if in_store {
+        crate::image::store::hold(root, name, &[rootfs])
+    } else {
+        Ok(())
     }
 }
 
@@ -285,7 +287,7 @@ fn record(opts: &Options, old: &Container, new_spec: &oci_spec::runtime::Spec, n
         old_cgroup: old.state.cgroup.clone(),
         new_cgroup: Some(new_cgroup),
         new_cgroup_temp: Some(new_cgroup_temp),
-        old_stopped: old.status() == Status::Stopped,
+        old_stopped: opts.allow_stopped && old.status() == Status::Stopped,
         entries: vec![],
     })
 }
