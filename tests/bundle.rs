@@ -66,6 +66,16 @@ fn docs(lab: &mut Lab, with_down: bool, db_args: &[&str], extra: serde_json::Val
     Docs { manifest, upgrade, _bundles: vec![db, app, proxy] }
 }
 
+/// db-1 and db-2 of role db at `version`, each on its own volume: db-1 on h1 with `ssh_hosts`
+/// 1, both on the operator's host with 0; and the manifest.
+fn two_dbs(ssh_hosts: usize, version: &str) -> (Lab, String) {
+    let mut lab = Lab::new(ssh_hosts, 0);
+    lab.start_with_volume("db-1", "db", if ssh_hosts > 0 { "h1" } else { "local" }, version);
+    lab.start_with_volume("db-2", "db", "local", version);
+    let manifest = lab.manifest(&["db"]).display().to_string();
+    (lab, manifest)
+}
+
 fn row<'a>(plan: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     plan["rows"].as_array().and_then(|rows| rows.iter().find(|r| r["id"] == id)).unwrap_or_else(|| panic!("no row {id} in {plan}"))
 }
@@ -134,6 +144,8 @@ fn a_full_rollout_upgrades_the_eligible_containers_in_order_and_a_rerun_does_not
     let pos = |short: &str| text.find(&format!("  {} ", lab.id(short))).unwrap_or_else(|| panic!("no progress line for {short}:\n{text}"));
     assert!(pos("db-1").max(pos("db-2")) < pos("app-3") && pos("app-3") < pos("proxy-1").min(pos("proxy-2")), "{text}");
     assert!(text.contains("sha256 verified on arrival") && text.contains("rollout complete"), "{text}");
+    // One multiplexed ssh connection per host for every command of the rollout.
+    assert_eq!((lab.ssh_connections("h1"), lab.ssh_connections("h2")), (1, 1), "{}", lab.sshd_logs());
     // The pre-upgrade command ran on the db hosts, and each touched host has its history line.
     let pre = fs::read_to_string(lab.root_file("h1", "pre-upgrade.log")).unwrap_or_default();
     assert_eq!(pre.trim(), format!("{} {V}", lab.id("db-1")));
@@ -262,6 +274,153 @@ fn rollback_batch_takes_the_batchs_upgraded_containers_back() {
     assert!(h.contains("rollback-batch"), "{h}");
 }
 
+/// A canary whose new version dies after passing its health gate, while the canary gate watches
+/// it, under rollback-batch: the canary batch goes back whole (the dead canary created afresh on
+/// the old version by `molt upgrade --allow-stopped`, the live one by the usual forced upgrade),
+/// each with its id, volume and address, and the role's next batch never starts.
+#[test]
+fn a_canary_that_dies_after_its_gate_goes_back_with_its_batch_under_rollback_batch() {
+    require_root!();
+    let mut lab = Lab::new(1, 0);
+    let ip = |n: u8| format!("{APP_NET}.{n}");
+    lab.start_app("web-1", "web", "h1", "1.0.0", &ip(5));
+    lab.start_app("web-2", "web", "local", "1.0.0", &ip(5));
+    lab.start_app("web-3", "web", "h1", "1.0.0", &ip(6));
+    let manifest = lab.manifest(&["web"]).display().to_string();
+    // The new version runs until it finds /data/crash on its volume, then dies.
+    let new = app_at("1.1.0", &["sh", "-c", "while [ ! -e /data/crash ]; do sleep 0.1; done; exit 3"]);
+    let doc = serde_json::json!({"version": "1.1.0", "roles": {"web": {"bundle": new.dir}}, "order": ["web"], "batch_size": 2,
+        "canary": 2, "min_healthy": "3s", "health": "running:300ms", "health_timeout": "5s", "stop_signal": "SIGKILL",
+        "failure_policy": "rollback-batch"});
+    let upgrade = lab.upgrade_doc("upgrade.json", doc).display().to_string();
+    let mut child = lab.spawn_bundle(&["upgrade", &manifest, &upgrade, "--yes", "--auto-promote"]);
+    let text = follow(&mut child, |line| {
+        if line.starts_with("canary: watching") {
+            // Both canaries passed their gate and the check after their batch: web-1 dies now.
+            let out = lab.molt_on("h1", &["exec", &lab.id("web-1"), "touch", "/data/crash"]);
+            assert!(out.status.success(), "{}", stderr_of(&out));
+        }
+        true
+    });
+    let status = child.wait().expect("wait for the rollout");
+    // Shown with --nocapture.
+    println!("{text}");
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("batch 1/2 (web, canary)") && text.contains("rollout STOPPED") && !text.contains("batch 2/2"), "{text}");
+    assert!(text.contains(&format!("canary {} did not stay healthy: it is stopped on version 1.1.0", lab.id("web-1"))), "{text}");
+    for (short, host) in [("web-1", "h1"), ("web-2", "local")] {
+        assert!(text.lines().any(|l| l.starts_with(&lab.id(short)) && l.contains("rolled-back")), "{short}:\n{text}");
+        assert_eq!(lab.version(short), "running 1.0.0", "{short} back on its old version\n{text}");
+        assert!(lab.answers(host, &ip(5)).starts_with("version=1.0.0 "), "{short} answers at its address\n{text}");
+        assert_eq!(lab.volume_of(short), lab.id(short), "{short} on its own volume");
+    }
+    assert_eq!(lab.version("web-3"), "running 1.0.0", "the next batch never started");
+    assert!(lab.answers("h1", &ip(6)).starts_with("version=1.0.0 "));
+}
+
+/// Containers whose new version passes its health gate and dies before the batch ends (here
+/// during a post-upgrade command): the check after the batch fails it, and rollback-batch
+/// creates each one afresh on the old version with its id and volume (`--allow-stopped`).
+#[test]
+fn a_batch_whose_upgraded_containers_die_after_their_gate_is_rolled_back() {
+    require_root!();
+    let (lab, manifest) = two_dbs(0, "1.0.0");
+    let db = sleep_bundle("1.1.0", &["sh", "-c", "sleep 0.5; exit 3"]);
+    let doc = serde_json::json!({"version": "1.1.0", "roles": {"db": {"bundle": db.dir, "post_upgrade": ["sleep 1"]}}, "order": ["db"],
+        "batch_size": 2, "health": "running:200ms", "stop_signal": "SIGKILL", "failure_policy": "rollback-batch"});
+    let upgrade = lab.upgrade_doc("upgrade.json", doc).display().to_string();
+    let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    assert!(!out.status.success(), "{text}");
+    for short in ["db-1", "db-2"] {
+        assert!(text.contains(&format!("{}: upgraded, then it is stopped on version 1.1.0", lab.id(short))), "{short}:\n{text}");
+        assert!(text.lines().any(|l| l.starts_with(&lab.id(short)) && l.contains("rolled-back")), "{short}:\n{text}");
+        assert_eq!(lab.version(short), "running 1.0.0", "{short}\n{text}");
+        assert_eq!(lab.volume_of(short), lab.id(short), "{short} on its own volume");
+    }
+}
+
+/// `molt upgrade --allow-stopped` (rollback-batch's way back for a dead container) is journaled
+/// like any upgrade: killed once the volume was handed over and the id moved, `--resume` leaves
+/// the container stopped on its old version, alone under its id; run again, the upgrade brings
+/// it up on the new version with its own volume.
+#[test]
+fn an_upgrade_of_a_stopped_container_killed_midway_is_resumed_then_run_again() {
+    require_root!();
+    let mut lab = Lab::new(0, 0);
+    lab.start_with_volume("db-1", "db", "local", "1.0.0");
+    let id = lab.id("db-1");
+    assert!(lab.molt_on("local", &["kill", &id, "KILL"]).status.success());
+    assert!(wait_until(10, || lab.version("db-1") == "stopped 1.0.0"), "{}", lab.version("db-1"));
+    let new = sleep_bundle("1.1.0", &["sleep", "3600"]);
+    let dir = new.dir.display().to_string();
+    let args = ["upgrade", id.as_str(), "--bundle", &dir, "--derive", "--allow-stopped", "--stop-signal", "SIGKILL"];
+    let mut cmd = Command::new(molt_bin());
+    cmd.arg("--root").arg(&lab.local.path).args(args).env("MOLT_TEST_CRASH_AT", "transfer-id:after");
+    let out = run_to_files(&mut cmd);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "did not crash: {}", stderr_of(&out));
+    let out = lab.molt_on("local", &["upgrade", "--resume", &id]);
+    assert!(out.status.success() && stdout_of(&out).contains("rolled back"), "{}{}", stdout_of(&out), stderr_of(&out));
+    assert_eq!(lab.version("db-1"), "stopped 1.0.0", "left stopped as it was");
+    assert_eq!(lab.molt_on("local", &["list", "--quiet"]).stdout, format!("{id}\n").into_bytes(), "nothing of the upgrade left");
+    let out = lab.molt_on("local", &args);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(lab.version("db-1"), "running 1.1.0");
+    assert_eq!(lab.volume_of("db-1"), id, "on its own volume");
+}
+
+/// rollback-batch of containers that run images: the image each ran before its upgrade is held
+/// on its host (the upgrade's prune would remove it) until the rollout ends, so the batch goes
+/// back to it; then the holds go and each store keeps only the image its container runs.
+#[test]
+fn rollback_batch_of_image_containers_goes_back_to_the_held_old_image() {
+    require_root!();
+    let (lab, manifest) = two_dbs(1, "0.9.0");
+    // A rollout to an image of `version`; `db` adds to the role, `policy` is the failure policy.
+    let rollout = |version: &str, db: serde_json::Value, policy: &str| {
+        let file = lab.files.join(format!("db-{version}.tar"));
+        sleep_image_archive(&file, "v", serde_json::json!({"org.opencontainers.image.version": version}));
+        let mut doc = serde_json::json!({"version": version, "roles": {"db": {"image": format!("oci-archive:{}:v", file.display())}},
+            "order": ["db"], "batch_size": 2, "stop_signal": "SIGKILL", "failure_policy": policy});
+        if let (Some(d), Some(e)) = (doc["roles"]["db"].as_object_mut(), db.as_object()) {
+            d.extend(e.clone());
+        }
+        let upgrade = lab.upgrade_doc(&format!("upgrade-{version}.json"), doc).display().to_string();
+        lab.bundle(&["upgrade", &manifest, &upgrade, "--yes"])
+    };
+    let out = rollout("1.0.0", serde_json::json!({}), "stop");
+    assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
+    // The store dir of the image each container runs, and every image dir on its host.
+    let images = |host: &str, short: &str| {
+        let st = lab.molt_on(host, &["state", &lab.id(short)]);
+        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
+        let used = v["annotations"]["io.molt.app-bundle"].as_str().unwrap_or("?").to_string();
+        let mut all: Vec<String> = fs::read_dir(lab.root_file(host, "images")).map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).map(|e| e.path().display().to_string()).collect()).unwrap_or_default();
+        all.sort();
+        (used, all)
+    };
+    let before = [images("h1", "db-1"), images("local", "db-2")];
+    for (used, all) in &before {
+        assert_eq!(all, &vec![used.clone()], "one image, the one in use");
+    }
+    // db-2's post-upgrade check fails: the batch goes back to the 1.0.0 images, which its own
+    // upgrade pruned from the store but for the rollout's holds.
+    let post = format!("[ \"$MOLT_CONTAINER\" != {} ] || {{ echo smoke test failed >&2; exit 3; }}", lab.id("db-2"));
+    let out = rollout("1.1.0", serde_json::json!({"post_upgrade": [post]}), "rollback-batch");
+    let text = stdout_of(&out);
+    assert!(!out.status.success() && text.contains("smoke test failed") && text.contains("rollout STOPPED"), "{text}");
+    assert!(text.contains("host h1: released the 1 image hold(s)") && text.contains("host local: released the 1 image hold(s)"), "{text}");
+    for (i, (host, short)) in [("h1", "db-1"), ("local", "db-2")].into_iter().enumerate() {
+        assert!(text.lines().any(|l| l.starts_with(&lab.id(short)) && l.contains("rolled-back")), "{short}:\n{text}");
+        assert_eq!(lab.version(short), "running 1.0.0", "{short}\n{text}");
+        assert_eq!(lab.volume_of(short), lab.id(short), "{short} on its own volume");
+        assert_eq!(images(host, short), before[i], "{short}: back on the same image dir; the 1.1.0 one pruned once the holds went");
+        let holds: Vec<_> = fs::read_dir(lab.root_file(host, "images/.holds")).map(|d| d.flatten().collect()).unwrap_or_default();
+        assert!(holds.is_empty(), "{host}: the rollout's holds are released");
+    }
+}
+
 #[test]
 fn an_operator_killed_mid_rollout_is_run_again_and_upgrades_no_container_twice() {
     require_root!();
@@ -271,19 +430,14 @@ fn an_operator_killed_mid_rollout_is_run_again_and_upgrades_no_container_twice()
     let mut child = lab.spawn_bundle(&["upgrade", &d.manifest, &d.upgrade, "--yes", "--parallel", "1", "--auto-promote"]);
     let pid = child.id();
     let mut first = String::new();
-    let mut seen = String::new();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap_or_default();
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.starts_with("  ") && line.contains("upgraded") {
-                first = line;
-                child.kill().expect("kill the operator");
-                break;
-            }
+    let seen = follow(&mut child, |line| {
+        let upgraded = line.starts_with("  ") && line.contains("upgraded");
+        if upgraded {
+            first = line.to_string();
         }
-    }
+        !upgraded
+    });
+    child.kill().expect("kill the operator");
     let _ = child.wait();
     remove_control_dirs_of(pid);
     assert!(!first.is_empty(), "no container was upgraded before the kill:\n{seen}");
@@ -385,66 +539,7 @@ fn a_failing_pre_upgrade_command_leaves_the_container_alone_and_stops_the_rollou
 #[ignore = "benchmark: scripts/bench-bundle runs it"]
 fn bench_bundle_scaling() {
     require_root!();
-    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
-    let n: usize = env("MOLT_BENCH_CONTAINERS", "30").parse().expect("MOLT_BENCH_CONTAINERS");
-    let pars: Vec<usize> = env("MOLT_BENCH_PARALLEL", "1,3,10").split(',').map(|p| p.trim().parse().expect("MOLT_BENCH_PARALLEL")).collect();
-    let rounds: usize = env("MOLT_BENCH_ROUNDS", "2").parse().expect("MOLT_BENCH_ROUNDS");
-    let mut lab = Lab::new(2, 0);
-    let hosts = ["h1", "h2", "local"];
-    for i in 0..n {
-        lab.start(&format!("c{i}"), "app", hosts[i % 3], "1.0.0", true);
-    }
-    let manifest = lab.manifest(&["app"]).display().to_string();
-    let mut times: Vec<(usize, f64)> = vec![];
-    let mut bundles = vec![];
-    let mut minor = 0;
-    for round in 0..rounds {
-        let order: Vec<usize> = if round % 2 == 0 { pars.clone() } else { pars.iter().rev().copied().collect() };
-        for &p in &order {
-            minor += 1;
-            let v = format!("1.{minor}.0");
-            let b = sleep_bundle(&v, &["sleep", "3600"]);
-            let doc = serde_json::json!({"version": v, "roles": {"app": {"bundle": b.dir}}, "order": ["app"], "batch_size": p, "stop_signal": "SIGKILL"});
-            let upgrade = lab.upgrade_doc(&format!("u{minor}.json"), doc).display().to_string();
-            bundles.push(b);
-            let t0 = std::time::Instant::now();
-            let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes", "--format", "json"]);
-            let secs = t0.elapsed().as_secs_f64();
-            assert!(out.status.success(), "rollout to {v} at --parallel {p}: {}\n{}", stdout_of(&out), stderr_of(&out));
-            let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
-            let up = s["containers"].as_array().map(|c| c.iter().filter(|d| d["outcome"] == "upgraded").count()).unwrap_or(0);
-            assert_eq!(up, n, "every container upgraded to {v}: {s}");
-            eprintln!("bench-bundle: round {} --parallel {p}: {n} containers in {secs:.1} s", round + 1);
-            if std::env::var("MOLT_BENCH_VERBOSE").is_ok() {
-                eprintln!("{s}");
-            }
-            times.push((p, secs));
-        }
-    }
-    let mut md = format!(
-        "{n} containers (busybox sleep, one role) over 3 hosts (2 over ssh in network namespaces, 1 local), \
-         {rounds} rounds, --parallel order alternating; a rollout's wall time includes ssh, shipping the \
-         role's bundle once per host and every `molt upgrade`.\n\n| --parallel | rollouts | median s | s per container | speed-up vs --parallel {} |\n|---:|---:|---:|---:|---:|\n",
-        pars[0]
-    );
-    let median = |p: usize| {
-        let mut v: Vec<f64> = times.iter().filter(|(q, _)| *q == p).map(|(_, s)| *s).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-        }
-    };
-    let base = median(pars[0]);
-    for &p in &pars {
-        let m = median(p);
-        md.push_str(&format!("| {p} | {rounds} | {m:.1} | {:.2} | {:.1}x |\n", m / n as f64, base / m));
-    }
-    println!("{md}");
-    if let Ok(path) = std::env::var("MOLT_BENCH_OUT") {
-        fs::write(&path, &md).unwrap_or_else(|e| panic!("{path}: {e}"));
-    }
+    bench_scaling();
 }
 
 /// A role's new application as an OCI image (an archive on the operator's machine): shipped once
@@ -452,18 +547,9 @@ fn bench_bundle_scaling() {
 #[test]
 fn a_role_ships_an_oci_image_and_each_container_keeps_its_volume() {
     require_root!();
-    use common::image::*;
-    let mut lab = Lab::new(1, 0);
-    lab.start_with_volume("db-1", "db", "h1", "1.0.0");
-    lab.start_with_volume("db-2", "db", "local", "1.0.0");
-    let manifest = lab.manifest(&["db"]).display().to_string();
-    let mut l = Layout::new();
-    let labels = serde_json::json!({"org.opencontainers.image.version": "1.2.0", "io.molt.upgrade.from": ">=1.0.0"});
-    let img = l.image(&config(host_arch(), &["sleep", "3600"], &["PATH=/bin:/sbin"], "", "/", labels), &[(LAYER_GZIP, rootfs_layer())]);
-    l.add(img, Some("v1.2.0"));
-    l.write_index();
+    let (lab, manifest) = two_dbs(1, "1.0.0");
     let file = lab.files.join("db-1.2.0.tar");
-    l.archive(&file);
+    sleep_image_archive(&file, "v1.2.0", serde_json::json!({"org.opencontainers.image.version": "1.2.0", "io.molt.upgrade.from": ">=1.0.0"}));
     let doc = serde_json::json!({"version": "1.2.0", "constraint": ">=1.0.0", "roles": {"db": {"image": format!("oci-archive:{}:v1.2.0", file.display())}},
         "order": ["db"], "batch_size": 2, "stop_signal": "SIGKILL"});
     let upgrade = lab.upgrade_doc("upgrade-image.json", doc).display().to_string();

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::doc::{Documents, FailurePolicy};
 use super::plan::{Action, Plan, Row};
-use super::control::{Control, Gate};
+use super::rollback::canary_gate;
+pub use super::rollback::Steer;
 use super::transport::{quote, Archive, Session, Transport};
 use super::BundleError;
 
@@ -42,7 +43,7 @@ pub struct Summary {
 /// Where a line of progress goes (stdout in the CLI), one call per line.
 pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
 
-fn host_of<'a>(hosts: &'a [(Transport, Option<String>)], name: &str) -> Result<&'a Transport, BundleError> {
+pub(super) fn host_of<'a>(hosts: &'a [(Transport, Option<String>)], name: &str) -> Result<&'a Transport, BundleError> {
     hosts.iter().map(|(t, _)| t).find(|t| t.name == name).ok_or_else(|| BundleError::Refused(format!("host {name} is not connected")))
 }
 
@@ -200,7 +201,10 @@ fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf)
         Ok(a) => a,
         Err(e) => return finish(done, "failed", e.to_string()),
     };
-    let mut args = vec!["upgrade", &row.id, "--format", "json"];
+    // The image it runs now (if it runs one) stays on its host until the rollout ends: the way
+    // back of a rollback-batch.
+    let hold = super::rollback::hold_name(&docs.manifest.name, &row.id);
+    let mut args = vec!["upgrade", &row.id, "--format", "json", "--hold-old-image", &hold];
     args.extend(app.iter().map(String::as_str));
     let health = role.health.as_ref().or(u.health.as_ref());
     if let Some(h) = health {
@@ -235,81 +239,6 @@ fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf)
     finish(done, "upgraded", detail)
 }
 
-/// The canaries of a role (its containers now running the new version) must still run it.
-fn canaries_hold(docs: &Documents, hosts: &[(Transport, Option<String>)], ids: &[(String, String)]) -> Result<(), String> {
-    for (id, host) in ids {
-        let t = host_of(hosts, host).map_err(|e| e.to_string())?;
-        match super::observe_one(t, id) {
-            super::plan::Observed::Found { status, version, .. } if status == "running" && version.as_deref() == Some(docs.upgrade.version.as_str()) => {}
-            o => return Err(format!("canary {id} did not stay healthy: {o:?}")),
-        }
-    }
-    Ok(())
-}
-
-/// How the operator steers a rollout: the control file, and whether a canary that stays
-/// healthy for `min_healthy` goes on without `promote`.
-pub struct Steer<'a> {
-    pub control: &'a Control,
-    pub auto_promote: bool,
-}
-
-/// Before the first non-canary batch of a role whose upgrade has canaries: hold until promoted
-/// (or, with --auto-promote, until the canaries stayed healthy for min_healthy), then check the
-/// canaries still run the new version.
-fn canary_gate(docs: &Documents, hosts: &[(Transport, Option<String>)], canaries: &[(String, String)], role: &str, steer: &Steer, say: Say) -> Result<(), String> {
-    let gate = Gate { version: docs.upgrade.version.clone(), role: role.into() };
-    let names = canaries.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ");
-    if steer.control.promoted(&gate).map_err(|e| e.to_string())? {
-        say(&format!("canary: role {role} was promoted earlier ({names})"));
-    } else if steer.auto_promote {
-        let wait = docs.upgrade.min_healthy.as_deref().map(crate::upgrade::parse_duration).transpose()?.unwrap_or_default();
-        say(&format!("canary: watching {names} for {wait:?} (--auto-promote)"));
-        std::thread::sleep(wait);
-        canaries_hold(docs, hosts, canaries)?;
-        steer.control.mark_promoted(&gate).map_err(|e| e.to_string())?;
-        say(&format!("canary of role {role} promoted automatically"));
-        return Ok(());
-    } else {
-        steer.control.wait_for_promotion(&gate, &|l| say(l)).map_err(|e| e.to_string())?;
-    }
-    canaries_hold(docs, hosts, canaries)
-}
-
-/// rollback-batch: the batch's containers that did upgrade go back to the bundle they ran
-/// before, by `molt upgrade --force` (the version rule refuses a downgrade by design).
-fn roll_back_batch(docs: &Documents, hosts: &[(Transport, Option<String>)], rows: &[&Row], done: &mut [Done], say: Say) {
-    for d in done.iter_mut().filter(|d| d.upgraded) {
-        let Some(row) = rows.iter().find(|r| r.id == d.id) else { continue };
-        let Some(old) = &row.bundle else {
-            d.detail = format!("{}; not rolled back: its old bundle directory is unknown", d.detail);
-            continue;
-        };
-        let why = format!("bundle {} failure policy rollback-batch", docs.manifest.name);
-        let mut args = vec!["upgrade", &row.id, "--bundle", old, "--force", &why, "--format", "json"];
-        if docs.upgrade.derive {
-            args.push("--derive");
-        }
-        if let Some(sig) = &docs.upgrade.stop_signal {
-            args.extend(["--stop-signal", sig]);
-        }
-        if let Some(st) = &docs.upgrade.stop_timeout {
-            args.extend(["--stop-timeout", st]);
-        }
-        let res = host_of(hosts, &row.host).map_err(|e| e.to_string()).and_then(|t| t.molt(&args).map_err(|e| e.to_string()));
-        match res {
-            Ok(out) if out.status.success() => {
-                d.outcome = "rolled-back".into();
-                d.upgraded = false;
-                d.detail = format!("back to {} by rollback-batch", row.running.as_deref().unwrap_or("its old bundle"));
-            }
-            Ok(out) => d.detail = format!("rollback-batch failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
-            Err(e) => d.detail = format!("rollback-batch failed: {e}"),
-        }
-        say(&format!("  rollback-batch {}: {}", d.id, d.detail));
-    }
-}
-
 /// One progress line, its columns as wide as the plan's widest id, host and role.
 fn line(d: &Done, w: (usize, usize, usize)) -> String {
     format!(
@@ -326,6 +255,64 @@ fn line(d: &Done, w: (usize, usize, usize)) -> String {
         hw = w.1,
         rw = w.2
     )
+}
+
+/// A container of the plan the rollout did not upgrade: why, in the summary.
+fn not_done(docs: &Documents, r: &Row, outcome: &str, detail: &str) -> Done {
+    Done {
+        id: r.id.clone(),
+        role: r.role.clone(),
+        host: r.host.clone(),
+        from: r.running.clone(),
+        to: docs.upgrade.version.clone(),
+        outcome: outcome.into(),
+        upgraded: false,
+        millis: 0,
+        detail: detail.into(),
+    }
+}
+
+/// One batch: every container upgraded at the same time, a progress line each as it ends; then
+/// each one upgraded must still run the new version.
+fn run_batch(docs: &Documents, hosts: &[(Transport, Option<String>)], rows: &[&Row], shipped: &BTreeMap<(String, String), PathBuf>, widths: (usize, usize, usize), say: Say) -> Vec<Done> {
+    let mut done: Vec<Done> = std::thread::scope(|s| {
+        let handles: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                s.spawn(move || {
+                    let d = match (host_of(hosts, &row.host), shipped.get(&(row.role.clone(), row.host.clone()))) {
+                        (Ok(t), Some(dir)) => upgrade_one(docs, t, row, dir),
+                        _ => not_done(docs, row, "failed", "no shipped bundle for its host"),
+                    };
+                    say(&format!("  {}", line(&d, widths)));
+                    d
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    super::rollback::check_still_upgraded(docs, hosts, &mut done);
+    for d in done.iter().filter(|d| d.upgraded && d.outcome != "upgraded") {
+        say(&format!("  {}: {}", d.id, d.detail));
+    }
+    done
+}
+
+/// A role's canary gate failed (`why`) under rollback-batch: the canaries this rollout upgraded
+/// go back (their batch has failed); one that ran the new version before it began is named.
+fn roll_back_canaries(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], canaries: &[(String, String)], why: &str, results: &mut BTreeMap<String, Done>, say: Say) {
+    let ours = |id: &str| results.get(id).is_some_and(|d| d.upgraded);
+    let rows: Vec<&Row> = plan.rows.iter().filter(|r| canaries.iter().any(|(id, _)| *id == r.id) && ours(&r.id)).collect();
+    for (id, _) in canaries.iter().filter(|(id, _)| !ours(id)) {
+        say(&format!("  rollback-batch {id}: NOT rolled back: it ran {} before this rollout began", docs.upgrade.version));
+    }
+    let mut done: Vec<Done> = rows.iter().filter_map(|r| results.remove(&r.id)).collect();
+    for d in done.iter_mut() {
+        d.outcome = "failed".into();
+        d.detail = format!("its canary batch failed: {why}");
+    }
+    super::rollback::roll_back_batch(docs, hosts, &rows, &mut done, say);
+    results.extend(done.into_iter().map(|d| (d.id.clone(), d)));
 }
 
 /// Run the plan. Refuses to start while any host is unreachable: a rollout that cannot see all
@@ -345,6 +332,7 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
     let shipped = ship(docs, plan, hosts, session, say)?;
     let widest = |f: fn(&Row) -> usize| plan.rows.iter().map(f).max().unwrap_or(0);
     let widths = (widest(|r| r.id.len()), widest(|r| r.host.len()), widest(|r| r.role.len()));
+    let rollback_batch = docs.upgrade.failure_policy == FailurePolicy::RollbackBatch;
     let mut results: BTreeMap<String, Done> = BTreeMap::new();
     let mut completed = true;
     // Per role, the containers on the new version: the canaries a gate checks.
@@ -358,53 +346,28 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
         let canary = rows.iter().any(|r| r.canary);
         let role = rows.first().map(|r| r.role.as_str()).unwrap_or("-");
         let mut failed: Vec<String> = vec![];
+        let mut what = format!("batch {n}");
         if !canary && docs.upgrade.canary > 0 && !gated.iter().any(|g| g == role) {
             gated.push(role.into());
             if let Some(c) = on_new.get(role) {
                 if let Err(e) = canary_gate(docs, hosts, c, role, steer, say) {
+                    if rollback_batch {
+                        roll_back_canaries(docs, plan, hosts, c, &e, &mut results, say);
+                    }
                     failed.push(e);
+                    what = format!("the canary gate of role {role} before batch {n}");
                 }
             }
         }
         // After the gate: a pause asked while a canary was watched holds the batch that follows.
         steer.control.wait_while_paused(&|l| say(l), &format!("batch {n}"))?;
         if failed.is_empty() {
-            say(&format!(
-                "batch {n}/{} ({role}{}): {}",
-                plan.batches,
-                if canary { ", canary" } else { "" },
-                rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
-            ));
-            let shipped = &shipped;
-            let mut done: Vec<Done> = std::thread::scope(|s| {
-                let handles: Vec<_> = rows
-                    .iter()
-                    .map(|row| {
-                        s.spawn(move || {
-                            let d = match (host_of(hosts, &row.host), shipped.get(&(row.role.clone(), row.host.clone()))) {
-                                (Ok(t), Some(dir)) => upgrade_one(docs, t, row, dir),
-                                _ => Done {
-                                    id: row.id.clone(),
-                                    role: row.role.clone(),
-                                    host: row.host.clone(),
-                                    from: row.running.clone(),
-                                    to: docs.upgrade.version.clone(),
-                                    outcome: "failed".into(),
-                                    upgraded: false,
-                                    millis: 0,
-                                    detail: "no shipped bundle for its host".into(),
-                                },
-                            };
-                            say(&format!("  {}", line(&d, widths)));
-                            d
-                        })
-                    })
-                    .collect();
-                handles.into_iter().filter_map(|h| h.join().ok()).collect()
-            });
+            let ids = rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
+            say(&format!("batch {n}/{} ({role}{}): {ids}", plan.batches, if canary { ", canary" } else { "" }));
+            let mut done = run_batch(docs, hosts, &rows, &shipped, widths, say);
             failed = done.iter().filter(|d| d.outcome != "upgraded").map(|d| format!("{} ({}: {})", d.id, d.outcome, d.detail)).collect();
-            if !failed.is_empty() && docs.upgrade.failure_policy == FailurePolicy::RollbackBatch {
-                roll_back_batch(docs, hosts, &rows, &mut done, say);
+            if !failed.is_empty() && rollback_batch {
+                super::rollback::roll_back_batch(docs, hosts, &rows, &mut done, say);
             }
             for d in done {
                 if d.upgraded {
@@ -415,11 +378,12 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
         }
         if !failed.is_empty() {
             completed = false;
-            say(&format!("batch {n} failed: {}", failed.join("; ")));
-            match docs.upgrade.failure_policy {
-                FailurePolicy::Stop => say("failure policy stop: the failed container was rolled back by molt upgrade; no further batch is started"),
-                FailurePolicy::RollbackBatch => say("failure policy rollback-batch: the batch's containers are back on the version they ran; no further batch is started"),
-            }
+            say(&format!("{what} failed: {}", failed.join("; ")));
+            say(if rollback_batch {
+                "failure policy rollback-batch: the failed batch's upgraded containers went back to the version they ran (each line above says if one could not); no further batch is started"
+            } else {
+                "failure policy stop: a container whose upgrade failed was rolled back by molt upgrade; no further batch is started"
+            });
             break;
         }
     }
@@ -427,31 +391,37 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
         .rows
         .iter()
         .map(|r| {
-            results.remove(&r.id).unwrap_or_else(|| Done {
-                id: r.id.clone(),
-                role: r.role.clone(),
-                host: r.host.clone(),
-                from: r.running.clone(),
-                to: docs.upgrade.version.clone(),
-                outcome: if r.decision == Action::Upgrade { "not started".into() } else { r.decision.label().into() },
-                upgraded: false,
-                millis: 0,
-                detail: if r.decision == Action::Upgrade { "an earlier batch failed".into() } else { r.rule.clone() },
+            results.remove(&r.id).unwrap_or_else(|| match r.decision {
+                Action::Upgrade => not_done(docs, r, "not started", "an earlier batch failed"),
+                d => not_done(docs, r, d.label(), &r.rule),
             })
         })
         .collect();
     let summary = Summary { bundle: plan.bundle.clone(), version: plan.version.clone(), completed, containers };
     super::history::record(docs, hosts, session, &summary, say);
+    clean_up(docs, hosts, started, say);
+    Ok(summary)
+}
+
+/// The end of a rollout on every host it reached: the image holds of its batches go, and the
+/// shipped bundles nothing uses any more.
+fn clean_up(docs: &Documents, hosts: &[(Transport, Option<String>)], started: u64, say: Say) {
     std::thread::scope(|s| {
         for (t, _) in hosts.iter().filter(|(_, down)| down.is_none()) {
-            s.spawn(move || match t.prune_bundles(started) {
-                Ok(gone) if gone.is_empty() => {}
-                Ok(gone) => say(&format!("host {}: removed {} shipped bundle(s) nothing uses any more: {}", t.name, gone.len(), gone.join(", "))),
-                Err(e) => say(&format!("warning: {e}")),
+            s.spawn(move || {
+                match super::rollback::release_holds(t, &docs.manifest.name) {
+                    Ok(0) => {}
+                    Ok(n) => say(&format!("host {}: released the {n} image hold(s) of this rollout's way back", t.name)),
+                    Err(e) => say(&format!("warning: {e}")),
+                }
+                match t.prune_bundles(started) {
+                    Ok(gone) if gone.is_empty() => {}
+                    Ok(gone) => say(&format!("host {}: removed {} shipped bundle(s) nothing uses any more: {}", t.name, gone.len(), gone.join(", "))),
+                    Err(e) => say(&format!("warning: {e}")),
+                }
             });
         }
     });
-    Ok(summary)
 }
 
 /// The final table.

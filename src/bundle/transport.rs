@@ -102,11 +102,12 @@ impl Transport {
         // would wait on forever.
         let log = session.dir.join(format!("{}.master.log", self.name.replace('/', "_")));
         let file = std::fs::File::create(&log).map_err(|e| self.err(format!("{}: {e}", log.display())))?;
-        let (base, dest) = self.ssh.split_at(self.ssh.len() - 1);
+        // ssh takes the first value it is given for an option: ControlMaster=yes goes before the
+        // base arguments' ControlMaster=no (after them, the "master" made no control socket and
+        // every command opened a connection of its own).
         let st = Command::new("ssh")
-            .args(base)
             .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-f", "-N"])
-            .args(dest)
+            .args(&self.ssh)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -115,7 +116,7 @@ impl Transport {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if !st.success() {
             let why = text.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("ssh failed").trim().to_string();
-            return Err(self.err(format!("ssh {}: {why}", dest.join(" "))));
+            return Err(self.err(format!("ssh {}: {why}", self.ssh.last().map(String::as_str).unwrap_or("-"))));
         }
         session.masters.lock().unwrap_or_else(|e| e.into_inner()).push(self.ssh.clone());
         Ok(())

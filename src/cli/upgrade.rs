@@ -59,6 +59,16 @@ pub struct Args {
     /// resources, hooks and other annotations. One bundle then upgrades many containers.
     #[arg(long)]
     pub derive: bool,
+    /// Take a stopped container too: the new version is created fresh with the container's id,
+    /// volumes, cgroup path and address (its io.molt.net annotations); a rollback leaves it
+    /// stopped. What `molt bundle`'s rollback-batch uses for a container whose new version died
+    #[arg(long = "allow-stopped")]
+    pub allow_stopped: bool,
+    /// Keep the image the container runs now (when it runs one of <root>/images/) from prunes
+    /// under the hold NAME, until <root>/images/.holds/NAME is removed: how `molt bundle` keeps
+    /// the way back for a batch until the rollout ends
+    #[arg(long = "hold-old-image", value_name = "NAME")]
+    pub hold_old_image: Option<String>,
 }
 
 fn options(ctx: &Ctx, a: &Args) -> Result<Options, String> {
@@ -85,6 +95,8 @@ fn options(ctx: &Ctx, a: &Args) -> Result<Options, String> {
         derive: a.derive,
         progress: Some(if a.format == "json" { progress_json } else { progress_text }),
         image: a.image.clone(),
+        allow_stopped: a.allow_stopped,
+        hold_old_image: a.hold_old_image.clone(),
     })
 }
 

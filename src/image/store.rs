@@ -6,7 +6,9 @@
 //! after it commits, `delete` after it removes a container, and `molt image prune` on demand.
 //! A flock on `images/.lock` keeps a prune from removing an image an upgrade has just unpacked
 //! but not yet created a container from: users hold it shared, a prune takes it exclusively or
-//! leaves the work to the next one.
+//! leaves the work to the next one. A hold (`images/.holds/NAME`, one path a line) keeps what
+//! it names past prunes until the file is removed: a bundle rollout holds the image each
+//! container ran before its upgrade, for a rollback of its batch, until the rollout ends.
 
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -17,6 +19,27 @@ use super::{apply, config, ImageError, Result};
 
 pub fn images_dir(root: &Path) -> PathBuf {
     root.join("images")
+}
+
+/// Where holds live; the file name is the hold's name.
+pub fn holds_dir(root: &Path) -> PathBuf {
+    images_dir(root).join(".holds")
+}
+
+/// Keep `paths` (image dirs, or anything inside one) from prunes under the hold `name`
+/// (replaced if it exists), until its file in `holds_dir` is removed.
+pub fn hold(root: &Path, name: &str, paths: &[PathBuf]) -> Result<()> {
+    let dir = holds_dir(root);
+    let io = |path: &Path, e: std::io::Error| ImageError::Io { reference: format!("hold {name}"), path: path.into(), reason: e.to_string() };
+    if name.is_empty() || name.starts_with('.') || name.contains('/') {
+        return Err(io(&dir, std::io::Error::other("a hold's name is a file name: not empty, no '/', no leading '.'")));
+    }
+    fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    let text: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+    // Whole or absent: written aside, then renamed over.
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
+    fs::rename(&tmp, dir.join(name)).map_err(|e| io(&dir.join(name), e))
 }
 
 /// The store lock, released on drop.
@@ -131,6 +154,9 @@ fn referenced(root: &Path) -> Vec<PathBuf> {
             out.extend(v["config"]["root"]["path"].as_str().map(PathBuf::from));
         }
     }
+    for h in fs::read_dir(holds_dir(root)).into_iter().flatten().flatten() {
+        out.extend(fs::read_to_string(h.path()).unwrap_or_default().lines().filter(|l| !l.is_empty()).map(PathBuf::from));
+    }
     for id in fs::read_dir(root.join(".derived")).into_iter().flatten().flatten() {
         for stamp in fs::read_dir(id.path()).into_iter().flatten().flatten() {
             if let Some(v) = read(&stamp.path().join("config.json")) {
@@ -156,7 +182,7 @@ pub fn prune(root: &Path) -> Result<Option<Vec<PathBuf>>> {
         let p = e.path();
         let name = e.file_name().to_string_lossy().to_string();
         let stale = name.starts_with(".tmp-") || name.starts_with(".archive-");
-        if name == ".lock" || (!stale && used.iter().any(|u| u.starts_with(&p))) {
+        if name == ".lock" || name == ".holds" || (!stale && used.iter().any(|u| u.starts_with(&p))) {
             continue;
         }
         fs::remove_dir_all(&p).map_err(|e| io(&p, e))?;
@@ -169,5 +195,28 @@ pub fn prune(root: &Path) -> Result<Option<Vec<PathBuf>>> {
 pub fn prune_quietly(root: &Path) {
     if let Err(e) = prune(root) {
         crate::logging::warn(&format!("image store: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_image_outlives_prunes_until_its_hold_is_removed() {
+        let root = std::env::temp_dir().join(format!("molt-store-hold-{}-{}", std::process::id(), nanos()));
+        for name in ["sha256-old", "sha256-new"] {
+            fs::create_dir_all(images_dir(&root).join(name).join("rootfs")).unwrap();
+        }
+        // Held by the path of its rootfs, as a container's config names it.
+        hold(&root, "bundle@shop@db-1", &[images_dir(&root).join("sha256-old").join("rootfs")]).unwrap();
+        assert!(hold(&root, "../x", &[]).is_err() && hold(&root, ".x", &[]).is_err());
+        let removed = prune(&root).unwrap().unwrap();
+        assert_eq!(removed, vec![images_dir(&root).join("sha256-new")]);
+        assert!(images_dir(&root).join("sha256-old").is_dir() && holds_dir(&root).join("bundle@shop@db-1").is_file());
+        fs::remove_file(holds_dir(&root).join("bundle@shop@db-1")).unwrap();
+        assert_eq!(prune(&root).unwrap().unwrap(), vec![images_dir(&root).join("sha256-old")]);
+        assert!(holds_dir(&root).is_dir(), "the holds directory itself is never pruned");
+        fs::remove_dir_all(&root).unwrap();
     }
 }

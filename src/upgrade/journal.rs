@@ -106,6 +106,9 @@ pub struct Record {
     /// ...and the one beside it where the new container waits until transfer-id moves it in.
     #[serde(default)]
     pub new_cgroup_temp: Option<crate::cgroups::Cgroup>,
+    /// The old version had stopped before the upgrade began (`--allow-stopped`, stopped.rs).
+    #[serde(default)]
+    pub old_stopped: bool,
     pub entries: Vec<Entry>,
 }
 

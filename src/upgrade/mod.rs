@@ -15,6 +15,7 @@ mod interrupt;
 mod recovery;
 mod rollback;
 mod steps;
+mod stopped;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -82,6 +83,12 @@ pub struct Options {
     /// The new application as an OCI image reference (`oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`):
     /// unpacked into the image store, then upgraded to as with `derive` (`new_bundle` unused).
     pub image: Option<String>,
+    /// Take a stopped container too (stopped.rs): what a bundle's rollback-batch asks for a
+    /// container whose new version died after its upgrade.
+    pub allow_stopped: bool,
+    /// Keep the image the container runs now from prunes under this hold name (image store)
+    /// until the hold is removed: a bundle rollout's way back for its batch.
+    pub hold_old_image: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,7 +198,7 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     if !decision.eligible {
         return Err(UpgradeError::Refused { id: id.clone(), decision });
     }
-    check_old(&old).map_err(precondition)?;
+    check_old(&old, opts.allow_stopped).map_err(precondition)?;
     check_new_config(&old, &new_spec, opts)?;
     if opts.dry_run {
         // Everything create would need, then the steps that would run, none of them taken.
@@ -200,6 +207,9 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
         report.outcome = "dry-run";
         report.changes = derive::changes(&old.state.config, &new_spec);
         return Ok(report);
+    }
+    if let Some(name) = &opts.hold_old_image {
+        hold_image_of(root, &old, name).map_err(|source| UpgradeError::Image { id: id.clone(), source })?;
     }
     let rec = record(opts, &old, &new_spec, &new_bundle)?;
     journal::save(root, &rec)?;
@@ -217,11 +227,15 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     Ok(report)
 }
 
-/// Only a running container that molt itself runs is upgraded.
-fn check_old(old: &Container) -> Result<(), String> {
+/// Only a running container that molt itself runs is upgraded; a stopped one when asked.
+fn check_old(old: &Container, allow_stopped: bool) -> Result<(), String> {
     let status = old.status();
+    if status == Status::Stopped && allow_stopped {
+        return Ok(());
+    }
     if status != Status::Running {
-        return Err(format!("container is {status}; only a running container is upgraded"));
+        let stopped = if status == Status::Stopped { " (or a stopped one with --allow-stopped)" } else { "" };
+        return Err(format!("container is {status}; only a running container is upgraded{stopped}"));
     }
     if let Some((ppid, engine)) = engine_parent(old.state.pid) {
         return Err(format!(
@@ -231,6 +245,19 @@ fn check_old(old: &Container) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The container's rootfs held under `name` (as its config names it: what a prune compares)
+/// when it is in the image store; nothing for a container that does not run an image.
+fn hold_image_of(root: &Path, old: &Container, name: &str) -> Result<(), crate::image::ImageError> {
+    let images = crate::image::store::images_dir(root);
+    let rootfs = old.state.config.root().as_ref().map(|r| r.path().clone()).unwrap_or_default();
+    let in_store = [images.canonicalize().ok(), Some(images)].into_iter().flatten().any(|i| rootfs.starts_with(i));
+    if in_store {
+        crate::image::store::hold(root, name, &[rootfs])
+    } else {
+        Ok(())
+    }
 }
 
 /// The journal's first record: the names, pins and cgroups the steps will use.
@@ -260,6 +287,7 @@ fn record(opts: &Options, old: &Container, new_spec: &oci_spec::runtime::Spec, n
         old_cgroup: old.state.cgroup.clone(),
         new_cgroup: Some(new_cgroup),
         new_cgroup_temp: Some(new_cgroup_temp),
+        old_stopped: opts.allow_stopped && old.status() == Status::Stopped,
         entries: vec![],
     })
 }

@@ -44,6 +44,8 @@ pub(super) fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Resu
         derive: false,
         progress: None,
         image: None,
+        allow_stopped: rec.old_stopped,
+        hold_old_image: None,
     };
     let mut run = Run { root, opts: &opts, rec, steps: vec![], stopped_at: None, started_at: None, held: Default::default() };
     rollback(&mut run).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "rollback", reason, rollback: String::new(), rolled_back: false, steps: vec![] })?;

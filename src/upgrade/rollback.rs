@@ -16,12 +16,12 @@ use crate::container::{Container, Status};
 
 /// What the undos share while they run.
 pub(super) struct Back<'r, 'a> {
-    run: &'r mut Run<'a>,
+    pub(super) run: &'r mut Run<'a>,
     /// The old version as rebuilt by stop-old's undo, under `{next}.restore` until it takes the
     /// id; None when the old version never stopped.
     restored: Option<Restored>,
     /// The volumes the old version keeps: a volume only the new version declared is released.
-    kept: Vec<String>,
+    pub(super) kept: Vec<String>,
 }
 
 struct Restored {
@@ -57,6 +57,9 @@ pub(super) fn give_id_back(b: &mut Back) -> Result<(), String> {
 /// Then, if the old version stopped, it is built again from its bundle and given back its
 /// volumes, links and hostname; its old record goes.
 pub(super) fn rebuild_old(b: &mut Back) -> Result<(), String> {
+    if b.run.rec.old_stopped {
+        return super::stopped::leave_stopped(b);
+    }
     let (root, rec) = (b.run.root, b.run.rec.clone());
     let failed = Container::load(root, &rec.next_id).ok();
     let old_spec = load_spec(&rec.old_bundle).ok();

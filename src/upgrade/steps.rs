@@ -182,7 +182,9 @@ impl Run<'_> {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             systemd_cgroup,
-            upgrade: Some(UpgradePrep { defer_volumes: true, join_netns, skip_net_setup: true, listen_fds, stdio: Some(stdio), cgroup }),
+            // A stopped old version left no namespace to join or links to move: the new one is
+            // given the container's address as `create` gives it (stopped.rs).
+            upgrade: Some(UpgradePrep { defer_volumes: true, join_netns, skip_net_setup: !self.rec.old_stopped, listen_fds, stdio: Some(stdio), cgroup }),
             ..CreateOptions::default()
         };
         create(self.root, &co).map_err(|e| e.to_string())
@@ -192,6 +194,9 @@ impl Run<'_> {
 /// Step 1. Also pins the old network namespace and records what must move.
 fn create_new(r: &mut Run) -> Result<String, String> {
     let old = r.load(&r.rec.id)?;
+    if r.rec.old_stopped {
+        return super::stopped::create_new(r, &old);
+    }
     std::fs::create_dir_all(pins_dir(r.root)).map_err(|e| format!("mkdir {}: {e}", pins_dir(r.root).display()))?;
     let old_pin = pins_dir(r.root).join(format!("{}-old-net", r.rec.next_id));
     r.rec.old_netns_pin = Some(old_pin.clone());
@@ -308,6 +313,9 @@ pub(super) fn attach_volumes(to: &Container, mut staging: impl FnMut(&crate::vol
 
 /// Step 4.
 fn move_network(r: &mut Run) -> Result<String, String> {
+    if r.rec.old_stopped {
+        return Ok(super::stopped::NETWORK_NOTE.into());
+    }
     let mut old = r.load(&r.rec.id)?;
     let mut new = r.load(&r.rec.next_id)?;
     let mut note = String::new();

@@ -85,6 +85,29 @@ pub struct Lab {
     pub files: TempDir,
 }
 
+/// The network of the test application on each lab host's bridge.
+pub const APP_NET: &str = "10.89.0";
+
+/// A bundle running `args` at `version` with the test application's environment.
+pub fn app_at(version: &str, args: &[&str]) -> Bundle {
+    let mut b = Bundle::new(args);
+    b.config["process"]["env"] = serde_json::json!(["PATH=/bin:/sbin:/usr/bin:/usr/sbin", format!("APP_VERSION={version}")]);
+    b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": version});
+    b.write();
+    b
+}
+
+/// An OCI archive at `to` of one busybox image running `sleep 3600`, tagged `tag`, with
+/// `with_labels` (its version among them).
+pub fn sleep_image_archive(to: &Path, tag: &str, with_labels: serde_json::Value) {
+    use super::image::{config, host_arch, rootfs_layer, Layout, LAYER_GZIP};
+    let mut l = Layout::new();
+    let img = l.image(&config(host_arch(), &["sleep", "3600"], &["PATH=/bin:/sbin"], "", "/", with_labels), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(img, Some(tag));
+    l.write_index();
+    l.archive(to);
+}
+
 /// A bundle of busybox `sleep` at `version`.
 pub fn sleep_bundle(version: &str, args: &[&str]) -> Bundle {
     let mut b = Bundle::new(args);
@@ -158,6 +181,12 @@ impl Lab {
         self.hosts.iter().map(|h| format!("--- sshd of {}:\n{}", h.name, fs::read_to_string(h.dir.join("sshd.log")).unwrap_or_default())).collect()
     }
 
+    /// How many ssh connections `host`'s sshd has accepted so far (a multiplexed session opens
+    /// one per host and runs every command over it).
+    pub fn ssh_connections(&self, host: &str) -> usize {
+        fs::read_to_string(self.host(host).dir.join("sshd.log")).unwrap_or_default().matches("Accepted publickey").count()
+    }
+
     pub fn host(&self, name: &str) -> &SshHost {
         self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("no host {name}"))
     }
@@ -188,20 +217,49 @@ impl Lab {
         self.containers.push(Running { id, role: role.into(), host: host.into(), bundle: b });
     }
 
-    /// As `start`, on a loop volume of its own at /data holding a file `who` with its id: each
-    /// container of a role has its own volume, as in the mission's bundle.
-    pub fn start_with_volume(&mut self, short: &str, role: &str, host: &str, version: &str) {
+    /// A loop volume of its own for container `short` (an ext4 image in the lab's files).
+    fn own_volume(&self, short: &str) -> serde_json::Value {
         let img = self.files.join(format!("{short}.img"));
         let f = fs::File::create(&img).unwrap();
         f.set_len(16 << 20).unwrap();
         ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
-        self.start_on(short, role, host, version, super::app::loop_volume(&img));
+        super::app::loop_volume(&img)
+    }
+
+    /// As `start`, on a loop volume of its own at /data holding a file `who` with its id: each
+    /// container of a role has its own volume, as in the mission's bundle.
+    pub fn start_with_volume(&mut self, short: &str, role: &str, host: &str, version: &str) {
+        let volume = self.own_volume(short);
+        self.start_on(short, role, host, version, volume);
     }
 
     /// As `start`, with `volume` (an OCI mount at /data: loop, NFS, iSCSI) written with its id.
     pub fn start_on(&mut self, short: &str, role: &str, host: &str, version: &str, volume: serde_json::Value) {
+        self.start_bundle(short, role, host, sleep_bundle(version, &["sleep", "3600"]), volume);
+    }
+
+    /// molt's test application (tests/app) at `version` on `host`, reached at `ip` on the host's
+    /// bridge (APP_NET; the host has .1 there), on a loop volume of its own holding `who`.
+    pub fn start_app(&mut self, short: &str, role: &str, host: &str, version: &str, ip: &str) {
+        let bridge = self.net_of(host).bridge.clone();
+        let mut b = app_at(version, &["/bin/molt-testapp"]);
+        let ann = &mut b.config["annotations"];
+        ann["io.molt.net.bridge"] = serde_json::json!(bridge);
+        ann["io.molt.net.address"] = serde_json::json!(format!("{ip}/24"));
+        ann["io.molt.net.gateway"] = serde_json::json!(format!("{APP_NET}.1"));
+        let volume = self.own_volume(short);
+        self.start_bundle(short, role, host, b, volume);
+        // The bridge exists now (molt made it): the host gets its address there, once.
+        let net = self.net_of(host);
+        if !net.ip(&["-o", "addr", "show", "dev", &bridge]).contains(&format!("{APP_NET}.1/")) {
+            net.ip(&["addr", "add", &format!("{APP_NET}.1/24"), "dev", &bridge]);
+        }
+        assert!(self.answers(host, ip).starts_with(&format!("version={version} ")), "{short} at {ip} on {host}");
+    }
+
+    /// `b` run as `short` with `volume` at /data, its id written there.
+    fn start_bundle(&mut self, short: &str, role: &str, host: &str, mut b: Bundle, volume: serde_json::Value) {
         let id = self.id(short);
-        let mut b = sleep_bundle(version, &["sleep", "3600"]);
         b.config["mounts"].as_array_mut().unwrap().push(volume);
         b.write();
         let dir = b.dir.display().to_string();
@@ -210,6 +268,44 @@ impl Lab {
         self.containers.push(Running { id: id.clone(), role: role.into(), host: host.into(), bundle: b });
         let out = self.molt_on(host, &["exec", &id, "sh", "-c", &format!("echo {id} > /data/who")]);
         assert!(out.status.success(), "write /data/who in {id}: {}", stderr_of(&out));
+    }
+
+    /// The network namespace of a lab host (`local`: the operator's).
+    pub fn net_of(&self, host: &str) -> &HostNet {
+        if host == "local" {
+            &self.op
+        } else {
+            &self.host(host).net
+        }
+    }
+
+    /// What the test application at `ip` on `host` answers to VERSION, asked from that host;
+    /// a refused or unanswered connection is tried again for up to 30 s (a container created
+    /// afresh has a new MAC, which the host's neighbour cache learns on its next ARP).
+    pub fn answers(&self, host: &str, ip: &str) -> String {
+        let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();
+        self.net_of(host).client(move || {
+            let ask = || -> std::io::Result<String> {
+                let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+                std::io::Write::write_all(&mut s, b"VERSION\n")?;
+                let mut reply = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut reply)?;
+                Ok(reply.trim().to_string())
+            };
+            let mut last = String::new();
+            wait_until(30, || match ask() {
+                Ok(r) => {
+                    last = r;
+                    true
+                }
+                Err(e) => {
+                    last = format!("error: {e}");
+                    false
+                }
+            });
+            last
+        })
     }
 
     /// What a container's own volume says it is (`cat /data/who` inside it).
@@ -324,11 +420,92 @@ fn start_sshd(h: &SshHost, keys: &Path) -> Child {
         .expect("start sshd")
 }
 
+/// The operator's stdout as it comes, line by line, each given to `on_line` until it returns
+/// false; everything read.
+pub fn follow(child: &mut Child, mut on_line: impl FnMut(&str) -> bool) -> String {
+    let mut seen = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap_or_default();
+            seen.push_str(&line);
+            seen.push('\n');
+            if !on_line(&line) {
+                break;
+            }
+        }
+    }
+    seen
+}
+
 /// The operator's ssh control directories of a molt that was killed (its pid in the name).
 pub fn remove_control_dirs_of(pid: u32) {
     for e in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().starts_with(&format!("molt-ssh-{pid}-")) {
             let _ = fs::remove_dir_all(e.path());
         }
+    }
+}
+
+/// The body of tests/bundle.rs's `bench_bundle_scaling` (see there).
+pub fn bench_scaling() {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
+    let n: usize = env("MOLT_BENCH_CONTAINERS", "30").parse().expect("MOLT_BENCH_CONTAINERS");
+    let pars: Vec<usize> = env("MOLT_BENCH_PARALLEL", "1,3,10").split(',').map(|p| p.trim().parse().expect("MOLT_BENCH_PARALLEL")).collect();
+    let rounds: usize = env("MOLT_BENCH_ROUNDS", "2").parse().expect("MOLT_BENCH_ROUNDS");
+    let mut lab = Lab::new(2, 0);
+    let hosts = ["h1", "h2", "local"];
+    for i in 0..n {
+        lab.start(&format!("c{i}"), "app", hosts[i % 3], "1.0.0", true);
+    }
+    let manifest = lab.manifest(&["app"]).display().to_string();
+    let mut times: Vec<(usize, f64)> = vec![];
+    let mut bundles = vec![];
+    let mut minor = 0;
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 { pars.clone() } else { pars.iter().rev().copied().collect() };
+        for &p in &order {
+            minor += 1;
+            let v = format!("1.{minor}.0");
+            let b = sleep_bundle(&v, &["sleep", "3600"]);
+            let doc = serde_json::json!({"version": v, "roles": {"app": {"bundle": b.dir}}, "order": ["app"], "batch_size": p, "stop_signal": "SIGKILL"});
+            let upgrade = lab.upgrade_doc(&format!("u{minor}.json"), doc).display().to_string();
+            bundles.push(b);
+            let t0 = std::time::Instant::now();
+            let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes", "--format", "json"]);
+            let secs = t0.elapsed().as_secs_f64();
+            assert!(out.status.success(), "rollout to {v} at --parallel {p}: {}\n{}", stdout_of(&out), stderr_of(&out));
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
+            let up = s["containers"].as_array().map(|c| c.iter().filter(|d| d["outcome"] == "upgraded").count()).unwrap_or(0);
+            assert_eq!(up, n, "every container upgraded to {v}: {s}");
+            eprintln!("bench-bundle: round {} --parallel {p}: {n} containers in {secs:.1} s", round + 1);
+            if std::env::var("MOLT_BENCH_VERBOSE").is_ok() {
+                eprintln!("{s}");
+            }
+            times.push((p, secs));
+        }
+    }
+    let mut md = format!(
+        "{n} containers (busybox sleep, one role) over 3 hosts (2 over ssh in network namespaces, 1 local), \
+         {rounds} rounds, --parallel order alternating; a rollout's wall time includes ssh, shipping the \
+         role's bundle once per host and every `molt upgrade`.\n\n| --parallel | rollouts | median s | s per container | speed-up vs --parallel {} |\n|---:|---:|---:|---:|---:|\n",
+        pars[0]
+    );
+    let median = |p: usize| {
+        let mut v: Vec<f64> = times.iter().filter(|(q, _)| *q == p).map(|(_, s)| *s).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        }
+    };
+    let base = median(pars[0]);
+    for &p in &pars {
+        let m = median(p);
+        md.push_str(&format!("| {p} | {rounds} | {m:.1} | {:.2} | {:.1}x |\n", m / n as f64, base / m));
+    }
+    println!("{md}");
+    if let Ok(path) = std::env::var("MOLT_BENCH_OUT") {
+        fs::write(&path, &md).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 }
