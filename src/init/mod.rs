@@ -7,6 +7,8 @@ pub mod channel;
 pub mod console;
 pub mod idmap;
 mod copyup;
+mod devices;
+mod mount_target;
 pub mod process;
 pub mod process_attrs;
 pub mod rootfs;
