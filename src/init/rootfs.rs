@@ -238,7 +238,9 @@ pub fn mount_bind(root: &RootDir, dest: &Path, src: &Source, options: &[String],
         None => crate::mount_api::open_tree_clone(&src.path, opts.recursive || force_recursive).map_err(named)?,
     };
     let (set, clear) = mount_attrs(opts.flags & !MsFlags::MS_REMOUNT);
-    crate::mount_api::setattr(Some(&tree), Path::new(""), false, set, clear, None).map_err(|e| named(format!("mount_setattr (set {set:#x} clear {clear:#x}): {e}")))?;
+    if set != 0 || clear != 0 {
+        crate::mount_api::setattr(Some(&tree), Path::new(""), false, set, clear, None).map_err(|e| named(format!("mount_setattr (set {set:#x} clear {clear:#x}): {e}")))?;
+    }
     let mount = attach(tree, &target)?;
     mount.propagate(&opts.propagation)?;
     mount.set(opts.attr_set, opts.attr_clr, true, "recursive options")
