@@ -116,19 +116,29 @@ fn a_stale_upgrade_lock_is_never_held_by_two_processes() {
     if let Some(dir) = std::env::var_os("MOLT_LOCK_RACER") {
         return racer(Path::new(&dir));
     }
-    let dir = PathBuf::from(std::env::temp_dir()).join(format!("molt-lock-race-{}", std::process::id()));
+    let scratch = Scratch(std::env::temp_dir().join(format!("molt-lock-race-{}", std::process::id())));
+    let dir = &scratch.0;
     let (mut won, mut double) = (0, 0);
     for round in 0..ROUNDS {
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
         // A dead holder's stamp: a pid that cannot exist.
-        std::fs::write(molt::upgrade::journal::lock_path(&dir, ID), "2147483647 1").unwrap();
-        let outcomes = Round::start(&dir).finish();
+        std::fs::write(molt::upgrade::journal::lock_path(dir, ID), "2147483647 1").unwrap();
+        let outcomes = Round::start(dir).finish();
         assert!(!outcomes.iter().any(|o| o == "ERROR"), "round {round}: {outcomes:?}");
         won += outcomes.iter().filter(|o| *o == "WON").count();
         double += outcomes.iter().filter(|o| *o == "DOUBLE").count();
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
     eprintln!("{ROUNDS} rounds of {RACERS} racers: {won} holds alone, {double} while another held it");
     assert_eq!(double, 0, "racers that held the lock while another held it");
     assert!(won >= ROUNDS, "every round someone takes the stale lock: {won} holds in {ROUNDS} rounds");
+}
+
+/// The racers' directory, removed also when the test fails.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
