@@ -178,6 +178,46 @@ pub fn propagation_flag(name: &str) -> Option<MsFlags> {
     })
 }
 
+/// mount(2)'s per-mount flags in `flags` as mount_setattr's MOUNT_ATTR_* (set, clear): the
+/// access-time mode is one field, cleared whole when the options name a mode.
+pub fn mount_attrs(flags: MsFlags) -> (u64, u64) {
+    let mut set = 0;
+    for (ms, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+        (MS_NOSYMFOLLOW, MOUNT_ATTR_NOSYMFOLLOW),
+    ] {
+        if flags.contains(ms) {
+            set |= attr;
+        }
+    }
+    let atime = [(MsFlags::MS_NOATIME, MOUNT_ATTR_NOATIME), (MsFlags::MS_STRICTATIME, MOUNT_ATTR_STRICTATIME), (MsFlags::MS_RELATIME, MOUNT_ATTR_RELATIME)]
+        .into_iter()
+        .find(|(ms, _)| flags.contains(*ms));
+    match atime {
+        Some((_, mode)) => (set | mode, MOUNT_ATTR_ATIME_MASK),
+        None => (set, 0),
+    }
+}
+
+/// The superblock flags in `flags` as fsconfig(2) names them (what mount(2) gives a new
+/// filesystem; mandatory locking is gone from the kernel and not passed).
+pub fn superblock_flags(flags: MsFlags) -> Vec<&'static str> {
+    [(MsFlags::MS_RDONLY, "ro"), (MsFlags::MS_SYNCHRONOUS, "sync"), (MsFlags::MS_DIRSYNC, "dirsync"), (MsFlags::MS_LAZYTIME, "lazytime")]
+        .into_iter()
+        .filter(|(ms, _)| flags.contains(*ms))
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// A propagation option's flags as mount_setattr takes them: (the mode, whether recursive).
+pub fn propagation_attr(flag: MsFlags) -> (u64, bool) {
+    ((flag & !MsFlags::MS_REC).bits() as u64, flag.contains(MsFlags::MS_REC))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +250,15 @@ mod tests {
         assert_eq!(attrs(&["rro", "rnoatime", "rnodiratime"]), (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME | MOUNT_ATTR_NODIRATIME, field));
         assert_eq!(attrs(&["rro", "rrw"]), (0, MOUNT_ATTR_RDONLY));
         assert_eq!(attrs(&["nosuid"]), (0, 0));
+    }
+
+    #[test]
+    fn mount_flags_as_mount_attributes() {
+        let o = parse_options(&["ro".into(), "nosuid".into(), "noatime".into(), "sync".into()]);
+        assert_eq!(mount_attrs(o.flags), (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME_MASK));
+        assert_eq!(superblock_flags(o.flags), ["ro", "sync"]);
+        assert_eq!(mount_attrs(parse_options(&["nodev".into()]).flags), (MOUNT_ATTR_NODEV, 0));
+        assert_eq!(propagation_attr(propagation_flag("rslave").unwrap()), (MsFlags::MS_SLAVE.bits() as u64, true));
+        assert_eq!(propagation_attr(propagation_flag("shared").unwrap()), (MsFlags::MS_SHARED.bits() as u64, false));
     }
 }

@@ -34,7 +34,15 @@ pub fn resolve_in_root(root: &Path, unsafe_path: &Path) -> Result<PathBuf, Resol
                 if links > 255 {
                     return Err(ResolveError::TooManyLinks { root: root.to_path_buf(), path: unsafe_path.to_path_buf() });
                 }
-                let target = fs::read_link(&full).map_err(|source| ResolveError::ReadLink { link: full.clone(), source })?;
+                let target = match fs::read_link(&full) {
+                    Ok(t) => t,
+                    // No longer a link (swapped back meanwhile): look at the component again.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        pending.push(part);
+                        continue;
+                    }
+                    Err(source) => return Err(ResolveError::ReadLink { link: full, source }),
+                };
                 if target.is_absolute() {
                     resolved = PathBuf::new();
                 }

@@ -228,7 +228,7 @@ fn fsconfig_string(fs: &OwnedFd, key: &CStr, value: &[u8]) -> std::result::Resul
     let r = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), libc::FSCONFIG_SET_STRING, key.as_ptr(), v.as_ptr(), 0) };
     if r < 0 {
         let e = std::io::Error::last_os_error();
-        return Err(format!("fsconfig {key:?}={:?}: {e}{}", String::from_utf8_lossy(value), kernel_log(fs)));
+        return Err(format!("fsconfig {key:?}={:?}: {e}{}", String::from_utf8_lossy(value), crate::mount_api::kernel_log(fs)));
     }
     Ok(())
 }
@@ -240,7 +240,7 @@ fn fsconfig_create(fs: &OwnedFd) -> std::result::Result<(), String> {
     };
     if r < 0 {
         let e = std::io::Error::last_os_error();
-        return Err(format!("create the overlayfs: {e}{}", kernel_log(fs)));
+        return Err(format!("create the overlayfs: {e}{}", crate::mount_api::kernel_log(fs)));
     }
     Ok(())
 }
@@ -253,25 +253,6 @@ fn fsmount(fs: &OwnedFd, attrs: u64) -> std::result::Result<OwnedFd, String> {
     }
     // SAFETY: a fresh fd from fsmount.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// What the kernel said about a failed fsconfig, read from the fs context (" (...)" or nothing).
-fn kernel_log(fs: &OwnedFd) -> String {
-    let mut lines = vec![];
-    let mut buf = [0u8; 512];
-    loop {
-        // SAFETY: read into our own buffer from our fs context fd.
-        let n = unsafe { libc::read(fs.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        lines.push(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
-    }
-    if lines.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", lines.join("; "))
-    }
 }
 
 /// A copy of molt's binary in a memfd, sealed against writes.

@@ -4,13 +4,18 @@
 //! sight without a cgroup namespace and works in a user namespace, where cgroup v1 mounts are refused.
 //! The hierarchies and our place in them are read with the cgroups module's parsers.
 
-use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, MsFlags};
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::sys::stat::Mode;
 
+use super::mount_target::{attach, create_in, Make, Target};
 use super::InitError;
 use crate::cgroups::{Membership, Mount, Version};
+use crate::mount_api::fs_mount;
+use crate::mount_options::{mount_attrs, superblock_flags};
 
 /// The calling process's cgroups; read before the cgroup namespace is entered, while
 /// /proc/self/cgroup still shows host paths.
@@ -25,52 +30,62 @@ pub fn own_dir(m: &Mount, own: &[Membership]) -> Option<PathBuf> {
 }
 
 /// `cgroupns`: the config asks for a cgroup namespace (decides what a refused cgroup2 mount binds).
-pub fn mount_cgroups(target: &Path, flags: MsFlags, own: &[Membership], cgroupns: bool) -> Result<(), InitError> {
+/// Every mount is made detached and attached on `target`'s fd, or, for the v1 hierarchies, on a
+/// directory made in the attached tmpfs's own fd.
+pub fn mount_cgroups(target: &Target, flags: MsFlags, own: &[Membership], cgroupns: bool) -> Result<(), InitError> {
     let flags = flags & !MsFlags::MS_REMOUNT;
-    let err = |what: &str, e: nix::errno::Errno| InitError::new(format!("mount {what} on {}: {}", target.display(), e.desc()));
-    let hier = crate::cgroups::read_mounts().map_err(|e| InitError::new(format!("cgroup mount on {}: {e}", target.display())))?;
+    let shown = &target.shown;
+    let err = |what: &str, e: String| InitError::new(format!("mount {what} on {}: {e}", shown.display()));
+    let hier = crate::cgroups::read_mounts().map_err(|e| InitError::new(format!("cgroup mount on {}: {e}", shown.display())))?;
+    // Per-mount flags a bound hierarchy gets, as `mount -o remount,bind` gave them before.
+    let bound = mount_attrs(flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)).0;
     if hier.iter().all(|m| m.version == Version::V2) {
         // Source "cgroup", as runc mounts it (mountinfo shows it).
-        return match mount(Some("cgroup"), target, Some("cgroup2"), flags, None::<&str>) {
+        let tree = match fs_mount("cgroup2", "cgroup", "", &superblock_flags(flags), mount_attrs(flags).0) {
+            Ok(tree) => tree,
             // A new user namespace without a cgroup namespace of its own may not mount cgroup2:
             // bind instead, as runc does: the whole hierarchy, or, when a cgroup namespace was
             // asked for, our own directory (what that namespace would have shown).
-            Err(nix::errno::Errno::EPERM | nix::errno::Errno::EBUSY) => {
-                let v2 = hier.first().ok_or_else(|| InitError::new(format!("cgroup mount on {}: no cgroup2 hierarchy", target.display())))?;
-                let dir = if cgroupns {
-                    own_dir(v2, own).ok_or_else(|| {
-                        InitError::new(format!("cgroup mount on {}: our own cgroup2 directory is unknown", target.display()))
-                    })?
-                } else {
-                    v2.mount_point.clone()
-                };
-                mount(Some(&dir), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                    .map_err(|e| err(&format!("bind {}", dir.display()), e))?;
-                if flags.contains(MsFlags::MS_RDONLY) {
-                    super::rootfs::remount_readonly(target)?;
-                }
-                Ok(())
+            Err(refused) => {
+                let v2 = hier.first().ok_or_else(|| err("cgroup2", format!("{refused}; no cgroup2 hierarchy to bind")))?;
+                let dir = if cgroupns { own_dir(v2, own).ok_or_else(|| err("cgroup2", format!("{refused}; our own cgroup2 directory is unknown")))? } else { v2.mount_point.clone() };
+                bind_tree(&dir, bound).map_err(|e| err(&format!("bind {}", dir.display()), format!("{e} (cgroup2 itself: {refused})")))?
             }
-            r => r.map_err(|e| err("cgroup2", e)),
         };
+        attach(tree, target)?;
+        return Ok(());
     }
     // The tmpfs stays writable, as runc leaves it; the hierarchies in it are read-only as asked.
-    mount(Some("tmpfs"), target, Some("tmpfs"), flags & !MsFlags::MS_RDONLY, Some("mode=755"))
-        .map_err(|e| err("tmpfs", e))?;
+    let rw = flags & !MsFlags::MS_RDONLY;
+    let tmpfs = fs_mount("tmpfs", "tmpfs", "mode=755", &superblock_flags(rw), mount_attrs(rw).0).map_err(|e| err("tmpfs", e))?;
+    let tmpfs = attach(tmpfs, target)?;
     // The hybrid layout's cgroup2 at `unified` is left out, as runc leaves it out.
     for m in hier.iter().filter(|m| m.version == Version::V1) {
         let Some(source) = own_dir(m, own) else { continue };
         let base = m.mount_point.file_name().map(PathBuf::from).unwrap_or_default();
-        let dir = target.join(base);
-        fs::create_dir_all(&dir).map_err(|e| InitError::new(format!("mkdir {}: {e}", dir.display())))?;
-        mount(Some(&source), &dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| InitError::new(format!("bind {} on {}: {}", source.display(), dir.display(), e.desc())))?;
-        let extra = flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
-        if !extra.is_empty() {
-            super::rootfs::remount_bind(&dir, extra)?;
-        }
+        let shown = shown.join(&base);
+        let dir = Target { fd: open_dir_in(&tmpfs.fd, &base).map_err(|e| InitError::new(format!("mkdir {}: {e}", shown.display())))?, shown, mode_before: None };
+        let tree = bind_tree(&source, bound).map_err(|e| InitError::new(format!("bind {} on {}: {e}", source.display(), dir.shown.display())))?;
+        attach(tree, &dir)?;
     }
     Ok(())
+}
+
+/// A detached recursive copy of `dir` with the per-mount flags `attrs`.
+fn bind_tree(dir: &Path, attrs: u64) -> Result<OwnedFd, String> {
+    let tree = crate::mount_api::open_tree_clone(dir, true)?;
+    if attrs != 0 {
+        crate::mount_api::setattr(Some(&tree), Path::new(""), false, attrs, 0, None).map_err(|e| format!("mount_setattr {attrs:#x}: {e}"))?;
+    }
+    Ok(tree)
+}
+
+/// `name` made (if missing) and opened O_PATH in the directory `dir` is open on.
+fn open_dir_in(dir: &OwnedFd, name: &Path) -> std::io::Result<OwnedFd> {
+    create_in(dir, name.as_os_str(), Make::Dir)?;
+    let raw = nix::fcntl::openat(Some(dir.as_raw_fd()), name, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    // SAFETY: openat just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 #[cfg(test)]

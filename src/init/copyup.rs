@@ -11,13 +11,10 @@ use std::path::Path;
 
 use super::InitError;
 
-/// Opens the directory a tmpfs is about to cover (None when it does not exist yet: nothing to copy).
-pub fn open_covered(dir: &Path) -> Result<Option<OwnedFd>, InitError> {
-    match open_at(libc::AT_FDCWD, dir.as_os_str(), libc::O_DIRECTORY | libc::O_NOFOLLOW) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(InitError::new(format!("tmpcopyup: open {}: {e}", dir.display()))),
-    }
+/// Opens the directory a tmpfs is about to cover, from the target's O_PATH fd (`shown`: its
+/// path, for messages).
+pub fn open_covered(target: &OwnedFd, shown: &Path) -> Result<OwnedFd, InitError> {
+    open_at(target.as_raw_fd(), OsStr::new("."), libc::O_DIRECTORY).map_err(|e| InitError::new(format!("tmpcopyup: open {}: {e}", shown.display())))
 }
 
 /// Copies everything under `src` (the covered directory) into `dst` (the new tmpfs): files,

@@ -1,66 +1,22 @@
 //! The container's root filesystem, built inside its new mount namespace: config mounts in order,
-//! devices, pivot_root, masked and read-only paths. Every destination is resolved inside the rootfs
-//! so that a symlink in the image cannot send a mount to the host.
+//! devices, pivot_root, masked and read-only paths. Every destination is found and made through
+//! fds inside the rootfs (init::mount_target), so that neither a symlink in the image nor one
+//! swapped in by the host meanwhile can send a mount or a mkdir out of it.
 
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{mknod, Mode, SFlag};
+use nix::sys::stat::Mode;
 use nix::unistd::{chdir, fchdir, pivot_root};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+use oci_spec::runtime::{Mount, Spec};
 
+use super::mount_target::{attach, fd_path, open_target, Attached, Links, Make, RootDir};
 use super::InitError;
-use crate::mount_options::{parse_options, propagation_flag, MountOptions};
-use crate::safe_path::resolve_in_root;
-
-/// Applies the recursive options (rro, rnosuid, ...) to the mount at `target` and every mount
-/// under it, as runc does with mount_setattr(2).
-pub fn apply_recursive(target: &Path, o: &MountOptions) -> Result<(), InitError> {
-    if o.attr_set == 0 && o.attr_clr == 0 {
-        return Ok(());
-    }
-    let r = crate::mount_api::setattr(None, target, true, o.attr_set, o.attr_clr, None);
-    if let Err(e) = r {
-        return Err(InitError::new(format!(
-            "mount_setattr {} (recursive options, set {:#x} clear {:#x}): {e}",
-            target.display(),
-            o.attr_set,
-            o.attr_clr,
-        )));
-    }
-    Ok(())
-}
-
-/// A mount target opened (O_PATH, final symlink not followed) and checked to lie inside the
-/// rootfs. Mounting onto `/proc/self/fd/N` hits exactly that inode, even if a path component is
-/// swapped for a symlink between resolving and mounting (the CVE-2021-30465 race).
-pub struct Pinned {
-    fd: std::os::fd::OwnedFd,
-    pub path: PathBuf,
-}
-
-pub fn pin_target(rootfs: &Path, target: &Path) -> Result<Pinned, InitError> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use nix::fcntl::OFlag;
-    let raw = nix::fcntl::open(target, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(sys(|| format!("open mount target {}", target.display())))?;
-    // SAFETY: `open` just returned this fd; nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    let real = fs::read_link(&path).map_err(|e| InitError::new(format!("readlink {}: {e}", path.display())))?;
-    let kind = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(sys(|| format!("stat mount target {}", target.display())))?;
-    if !real.starts_with(rootfs) || kind.st_mode & libc::S_IFMT == libc::S_IFLNK {
-        return Err(InitError::new(format!(
-            "mount target {} became {} (outside the rootfs or a symlink) while being set up",
-            target.display(),
-            real.display()
-        )));
-    }
-    Ok(Pinned { fd, path })
-}
+use crate::mount_options::{mount_attrs, parse_options, propagation_flag, superblock_flags};
 
 fn sys(step: impl FnOnce() -> String) -> impl FnOnce(nix::errno::Errno) -> InitError {
     move |e| InitError::new(format!("{}: {}", step(), e.desc()))
@@ -119,37 +75,31 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
     if let Some(flag) = root_propagation.filter(|f| f.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE)) {
         do_mount(None, plan.rootfs, None, flag, None)?;
     }
+    // Opened after the bind above: every target is resolved from the mount the container gets.
+    let root = RootDir::open(plan.rootfs)?;
     let mounts = plan.spec.mounts().clone().unwrap_or_default();
     // tmpfs and /dev are mounted writable and made read-only once everything under them exists.
     let mut later_readonly = vec![];
     for (i, m) in mounts.iter().enumerate() {
         if plan.deferred.contains(&i) {
             // The target must exist for the hand-over's move_mount.
-            let target = resolve_in_root(plan.rootfs, m.destination())?;
-            fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
+            open_target(&root, m.destination(), Make::Dir, Links::Follow)?;
             continue;
         }
         let opened = plan.bind_fds.iter().find(|(idx, _)| *idx == i).map(|(_, fd)| fd);
         let tree = plan.idmapped.iter().find(|(idx, _)| *idx == i).map(|(_, fd)| fd);
         match plan.volume_binds.iter().find(|(idx, _, _)| *idx == i) {
-            Some((_, staging, bind_opts)) => mount_bind(plan.rootfs, m.destination(), &Source::new(staging, opened), bind_opts, true)?,
-            None => {
-                if let Some(target) = mount_one(plan, m, opened, tree)? {
-                    later_readonly.push(target);
-                }
-            }
+            Some((_, staging, bind_opts)) => mount_bind(&root, m.destination(), &Source::new(staging, opened), bind_opts, true)?,
+            None => later_readonly.extend(mount_one(plan, &root, m, opened, tree)?),
         }
     }
-    create_devices(plan.rootfs, &linux.devices().clone().unwrap_or_default(), plan.in_user_ns)?;
+    super::devices::create_devices(&root, &linux.devices().clone().unwrap_or_default(), plan.in_user_ns)?;
     // A missing working directory is created, as runc creates it (before the root turns read-only).
     if let Some(p) = plan.spec.process() {
-        let cwd = resolve_in_root(plan.rootfs, p.cwd())?;
-        if fs::symlink_metadata(&cwd).is_err() {
-            fs::create_dir_all(&cwd).map_err(|e| InitError::new(format!("process.cwd {}: mkdir {}: {e}", p.cwd().display(), cwd.display())))?;
-        }
+        open_target(&root, p.cwd(), Make::Dir, Links::Follow).map_err(|e| InitError::new(format!("process.cwd {}: {}", p.cwd().display(), e.0)))?;
     }
-    for target in later_readonly {
-        remount_readonly(&target)?;
+    for mount in later_readonly {
+        mount.make_readonly()?;
     }
     Ok(())
 }
@@ -204,8 +154,8 @@ impl<'a> Source<'a> {
     }
 }
 
-/// Returns the target when it still has to be made read-only (tmpfs and /dev, as runc delays them).
-fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>, tree: Option<&std::os::fd::OwnedFd>) -> Result<Option<PathBuf>, InitError> {
+/// Returns the mount when it still has to be made read-only (tmpfs and /dev, as runc delays them).
+fn mount_one(plan: &RootfsPlan, root: &RootDir, m: &Mount, opened: Option<&OwnedFd>, tree: Option<&OwnedFd>) -> Result<Option<Attached>, InitError> {
     let options = m.options().clone().unwrap_or_default();
     let opts = parse_options(&options);
     let typ = m.typ().clone().unwrap_or_default();
@@ -226,126 +176,74 @@ fn mount_one(plan: &RootfsPlan, m: &Mount, opened: Option<&std::os::fd::OwnedFd>
             Some(fd) => Source::tree(&source, fd),
             None => Source::new(&source, opened),
         };
-        mount_bind(plan.rootfs, dest, &src, &options, false)?;
+        mount_bind(root, dest, &src, &options, false)?;
         return Ok(None);
     }
-    refuse_linked_proc_or_sys(plan.rootfs, dest, &typ)?;
-    let target = resolve_in_root(plan.rootfs, dest)?;
-    let existing_mode = fs::metadata(&target).ok().map(|m| m.permissions().mode() & 0o7777);
-    fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
+    let links = match typ.as_str() {
+        "proc" => Links::Refuse { typ: "proc" },
+        "sysfs" => Links::Refuse { typ: "sysfs" },
+        _ => Links::Follow,
+    };
+    let target = open_target(root, dest, Make::Dir, links)?;
     if typ == "cgroup" {
         let cgroupns = crate::spec::has_namespace(plan.spec, oci_spec::runtime::LinuxNamespaceType::Cgroup, false);
         super::cgroupfs::mount_cgroups(&target, opts.flags, plan.own_cgroups, cgroupns)?;
         return Ok(None);
     }
     let data = opts.data.join(",");
-    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+    let source = m.source().as_ref().map(|s| s.display().to_string()).unwrap_or_else(|| typ.clone());
     let mut flags = opts.flags & !MsFlags::MS_REMOUNT;
     let delay_readonly = (typ == "tmpfs" || dest == Path::new("/dev")) && flags.contains(MsFlags::MS_RDONLY);
     if delay_readonly {
         flags.remove(MsFlags::MS_RDONLY);
     }
-    let covered = if typ == "tmpfs" && opts.tmpcopyup { super::copyup::open_covered(&target)? } else { None };
-    let pinned = pin_target(plan.rootfs, &target)?;
-    // mqueue and sysfs refuse some flags in user namespaces; runc retries sysfs as a bind.
-    let res = do_mount(Some(&source), &pinned.path, Some(&typ), flags, (!data.is_empty()).then_some(data.as_str()))
-        .map_err(|e| InitError::new(e.0.replace(&pinned.path.display().to_string(), &target.display().to_string())));
-    match res {
-        Err(_) if typ == "sysfs" && plan.in_user_ns => {
-            do_mount(Some(Path::new("/sys")), &pinned.path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        }
-        r => r?,
+    let covered = if typ == "tmpfs" && opts.tmpcopyup { Some(super::copyup::open_covered(&target.fd, &target.shown)?) } else { None };
+    let made = crate::mount_api::fs_mount(&typ, &source, &data, &superblock_flags(flags), mount_attrs(flags).0);
+    let mount = match made {
+        // sysfs is refused in a user namespace that does not own the network namespace: bind
+        // the host's, as runc does.
+        Err(_) if typ == "sysfs" && plan.in_user_ns => crate::mount_api::open_tree_clone(Path::new("/sys"), true),
+        r => r,
     }
-    drop(pinned);
+    .map_err(|e| InitError::new(format!("mount {source} on {} (type {typ}, options {data:?}): {e}", target.shown.display())))?;
     // A tmpfs over a directory of the image keeps that directory's mode unless mode= says
-    // otherwise (runc does the same, so /tmp stays 1777).
-    if let (true, Some(mode), false) = (typ == "tmpfs", existing_mode, opts.data.iter().any(|d| d.starts_with("mode="))) {
-        fs::set_permissions(&target, fs::Permissions::from_mode(mode))
-            .map_err(|e| InitError::new(format!("chmod {}: {e}", target.display())))?;
+    // otherwise (runc does the same, so /tmp stays 1777). Set, and filled, before it is attached.
+    if let (true, Some(mode), false) = (typ == "tmpfs", target.mode_before, opts.data.iter().any(|d| d.starts_with("mode="))) {
+        fs::set_permissions(fd_path(&mount), fs::Permissions::from_mode(mode))
+            .map_err(|e| InitError::new(format!("chmod {}: {e}", target.shown.display())))?;
     }
     if let Some(dir) = covered {
-        super::copyup::copy_tree(&dir, &target)?;
+        super::copyup::copy_tree(&dir, &fd_path(&mount))?;
     }
-    for p in &opts.propagation {
-        do_mount(None, &target, None, *p, None)?;
-    }
-    apply_recursive(&target, &opts)?;
-    Ok(delay_readonly.then_some(target))
+    let mount = attach(mount, &target)?;
+    mount.propagate(&opts.propagation)?;
+    mount.set(opts.attr_set, opts.attr_clr, true, "recursive options")?;
+    Ok(delay_readonly.then_some(mount))
 }
 
-/// A proc or sysfs mount must land where the config says, not where a link in the image points
-/// (runc's rule since CVE-2019-19921): a destination whose path in the rootfs has a symlink in it
-/// is refused, naming the link.
-fn refuse_linked_proc_or_sys(rootfs: &Path, dest: &Path, typ: &str) -> Result<(), InitError> {
-    if typ != "proc" && typ != "sysfs" {
-        return Ok(());
-    }
-    let mut at = rootfs.to_path_buf();
-    for part in dest.components().filter(|c| matches!(c, std::path::Component::Normal(_))) {
-        at.push(part);
-        if let Ok(m) = fs::symlink_metadata(&at) {
-            if m.file_type().is_symlink() {
-                let to = fs::read_link(&at).map(|t| t.display().to_string()).unwrap_or_default();
-                return Err(InitError::new(format!(
-                    "mount destination {} ({typ}): {} is a symlink (to {to}) in the rootfs; a {typ} mount is never made through a link",
-                    dest.display(),
-                    at.strip_prefix(rootfs).map(|p| Path::new("/").join(p)).unwrap_or_else(|_| at.clone()).display(),
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A bind mount of a host path (or a volume's staging directory) at `dest` inside the rootfs,
-/// then a remount for the flags a bind ignores on its first call (ro, nosuid, nodev, noexec).
-pub fn mount_bind(
-    rootfs: &Path,
-    dest: &Path,
-    src: &Source,
-    options: &[String],
-    force_recursive: bool,
-) -> Result<(), InitError> {
+/// A bind mount of a host path (or a volume's staging directory) at `dest` inside the rootfs: a
+/// detached copy of the source (or the idmapped tree molt made) gets the flags a bind takes
+/// (ro, nosuid, nodev, noexec, atime) before it is attached, then its propagation and recursive
+/// options through its fd.
+pub fn mount_bind(root: &RootDir, dest: &Path, src: &Source, options: &[String], force_recursive: bool) -> Result<(), InitError> {
     let opts = parse_options(options);
-    let source = src.path.as_path();
-    let meta = fs::metadata(source)
-        .map_err(|e| InitError::new(format!("bind source {}: {e}", src.named.display())))?;
-    let target = resolve_in_root(rootfs, dest)?;
-    if meta.is_dir() {
-        fs::create_dir_all(&target).map_err(|e| InitError::new(format!("mkdir {}: {e}", target.display())))?;
-    } else {
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| InitError::new(format!("mkdir {}: {e}", parent.display())))?;
-        }
-        if !target.exists() {
-            fs::File::create(&target)
-                .map_err(|e| InitError::new(format!("create {}: {e}", target.display())))?;
-        }
-    }
-    let mut flags = MsFlags::MS_BIND;
-    if opts.recursive || force_recursive {
-        flags |= MsFlags::MS_REC;
-    }
-    let pinned = pin_target(rootfs, &target)?;
-    let attached = match src.tree {
-        Some(tree) => crate::mount_api::move_mount_onto_fd(tree, &pinned.fd).map_err(|e| InitError::new(format!("idmapped mount of {}: {e}", src.named.display()))),
-        None => do_mount(Some(source), &pinned.path, None, flags, None),
+    let meta = fs::metadata(&src.path).map_err(|e| InitError::new(format!("bind source {}: {e}", src.named.display())))?;
+    let target = open_target(root, dest, if meta.is_dir() { Make::Dir } else { Make::File }, Links::Follow)?;
+    let named = |e: String| {
+        let msg = format!("bind {} on {}: {e}", src.named.display(), target.shown.display());
+        InitError::new(msg.replace(&src.path.display().to_string(), &src.named.display().to_string()))
     };
-    attached.map_err(|e| {
-        let msg = e.0.replace(&pinned.path.display().to_string(), &target.display().to_string());
-        InitError::new(msg.replace(&source.display().to_string(), &src.named.display().to_string()))
-    })?;
-    drop(pinned);
-    let extra = opts.flags & !(MsFlags::MS_REMOUNT);
-    if !extra.is_empty() {
-        let locked = locked_flags(&target);
-        do_mount(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked, None)?;
+    let tree = match src.tree {
+        Some(tree) => tree.try_clone().map_err(|e| named(format!("idmapped mount: {e}")))?,
+        None => crate::mount_api::open_tree_clone(&src.path, opts.recursive || force_recursive).map_err(named)?,
+    };
+    let (set, clear) = mount_attrs(opts.flags & !MsFlags::MS_REMOUNT);
+    if set != 0 || clear != 0 {
+        crate::mount_api::setattr(Some(&tree), Path::new(""), false, set, clear, None).map_err(|e| named(format!("mount_setattr (set {set:#x} clear {clear:#x}): {e}")))?;
     }
-    for p in &opts.propagation {
-        do_mount(None, &target, None, *p, None)?;
-    }
-    apply_recursive(&target, &opts)
+    let mount = attach(tree, &target)?;
+    mount.propagate(&opts.propagation)?;
+    mount.set(opts.attr_set, opts.attr_clr, true, "recursive options")
 }
 
 /// Flags a remount must repeat or the kernel refuses it (they are locked in user namespaces).
@@ -377,91 +275,6 @@ pub fn remount_readonly(path: &Path) -> Result<(), InitError> {
 pub fn remount_bind(path: &Path, extra: MsFlags) -> Result<(), InitError> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked_flags(path);
     do_mount(None, path, None, flags, None)
-}
-
-const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
-    ("/dev/null", 1, 3),
-    ("/dev/zero", 1, 5),
-    ("/dev/full", 1, 7),
-    ("/dev/random", 1, 8),
-    ("/dev/urandom", 1, 9),
-    ("/dev/tty", 5, 0),
-];
-
-fn create_devices(rootfs: &Path, configured: &[LinuxDevice], in_user_ns: bool) -> Result<(), InitError> {
-    let dev = resolve_in_root(rootfs, Path::new("/dev"))?;
-    fs::create_dir_all(&dev).map_err(|e| InitError::new(format!("mkdir {}: {e}", dev.display())))?;
-    let mut all: Vec<(PathBuf, SFlag, u64, u64, u32, u32, u32)> = DEFAULT_DEVICES
-        .iter()
-        .map(|(p, ma, mi)| (PathBuf::from(p), SFlag::S_IFCHR, *ma, *mi, 0o666, 0, 0))
-        .collect();
-    for d in configured {
-        let kind = match d.typ() {
-            LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
-            LinuxDeviceType::B => SFlag::S_IFBLK,
-            LinuxDeviceType::P => SFlag::S_IFIFO,
-            LinuxDeviceType::A => {
-                return Err(InitError::new(format!(
-                    "linux.devices {}: type \"a\" is only valid in cgroup rules",
-                    d.path().display()
-                )))
-            }
-        };
-        all.retain(|e| e.0 != *d.path());
-        all.push((
-            d.path().clone(),
-            kind,
-            d.major() as u64,
-            d.minor() as u64,
-            d.file_mode().unwrap_or(0o666),
-            d.uid().unwrap_or(0),
-            d.gid().unwrap_or(0),
-        ));
-    }
-    for (path, kind, major, minor, mode, uid, gid) in all {
-        let target = resolve_in_root(rootfs, &path)?;
-        if !target.starts_with(&dev) && !path.starts_with("/dev") {
-            return Err(InitError::new(format!("linux.devices {}: must be under /dev", path.display())));
-        }
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|e| InitError::new(format!("mkdir {}: {e}", parent.display())))?;
-        }
-        let _ = fs::remove_file(&target);
-        if in_user_ns && kind != SFlag::S_IFIFO {
-            // mknod of a device is refused in a user namespace: bind the host's node instead, as
-            // runc does (a FIFO needs no privilege).
-            fs::File::create(&target).map_err(|e| InitError::new(format!("create {}: {e}", target.display())))?;
-            do_mount(Some(&path), &target, None, MsFlags::MS_BIND, None)?;
-            continue;
-        }
-        let dev_t = nix::sys::stat::makedev(major, minor);
-        mknod(&target, kind, Mode::from_bits_truncate(mode & 0o7777), dev_t)
-            .map_err(sys(|| format!("mknod {}", target.display())))?;
-        // mknod is filtered by the umask; the config's mode is what the container must see.
-        fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(|e| InitError::new(format!("chmod {}: {e}", target.display())))?;
-        nix::unistd::chown(&target, Some(uid.into()), Some(gid.into()))
-            .map_err(sys(|| format!("chown {}", target.display())))?;
-    }
-    for (link, to) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("ptmx", "pts/ptmx"),
-    ] {
-        let p = dev.join(link);
-        if fs::symlink_metadata(&p).is_err() {
-            symlink(to, &p).map_err(|e| InitError::new(format!("symlink {}: {e}", p.display())))?;
-        }
-    }
-    if Path::new("/proc/kcore").exists() {
-        let p = dev.join("core");
-        if fs::symlink_metadata(&p).is_err() {
-            let _ = symlink("/proc/kcore", &p);
-        }
-    }
-    Ok(())
 }
 
 /// A shared or unbindable `linux.rootfsPropagation`, given to `/` once every mount of the container
@@ -593,22 +406,7 @@ pub fn is_dir_hint(p: &OsStr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_pinned_target_must_still_be_inside_the_root() {
-        let base = std::env::temp_dir().join(format!("molt-pin-test-{}", std::process::id()));
-        let root = base.join("root");
-        fs::create_dir_all(root.join("dir")).unwrap();
-        fs::create_dir_all(base.join("outside/x")).unwrap();
-        assert!(pin_target(&root, &root.join("dir")).is_ok());
-        // As if /a had been swapped for a symlink after resolve_in_root checked the path.
-        symlink(base.join("outside"), root.join("a")).unwrap();
-        let e = pin_target(&root, &root.join("a/x")).err().expect("escape refused").0;
-        assert!(e.contains("outside the rootfs"), "{e}");
-        // A final symlink is not followed, and not mounted on either.
-        assert!(pin_target(&root, &root.join("a")).is_err());
-        fs::remove_dir_all(&base).unwrap();
-    }
+    use std::os::unix::fs::symlink;
 
     #[test]
     fn only_the_null_device_masks_a_path() {

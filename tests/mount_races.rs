@@ -1,0 +1,188 @@
+//! Mount destinations raced by the host (the CVE-2021-30465 class) and linked proc/sys
+//! destinations (CVE-2019-19921): whatever the rootfs turns into while `create` runs, nothing is
+//! made or mounted outside it.
+
+mod common;
+use common::*;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// How many creates each race gets; the outcomes are counted, never timed. Against the code before
+/// the fd-pinned targets (which resolved a path, then mkdir'd by path) these tests fail, but not
+/// every run: the window is a few syscalls wide. Measured on 2026-12-02 (2 loaded cores): in two
+/// runs of the three races, 5 of the 6 failed, each with a directory made in the outside one,
+/// within 4 to 29 rounds (once by a create that succeeded).
+const ROUNDS: usize = 30;
+
+/// A directory `<rootfs>/race/a` and, beside it, `<rootfs>/race/b`, a symlink to a host directory
+/// outside the rootfs. A thread swaps the two names (renameat2 RENAME_EXCHANGE) in a loop, as the
+/// runc PoC does, while molt creates containers whose mount destinations go through /race/a.
+struct Race {
+    copy: RootfsCopy,
+    outside: TempDir,
+    stop: Arc<AtomicBool>,
+    swaps: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Race {
+    fn new(owner: Option<u32>) -> Race {
+        let copy = RootfsCopy::new();
+        let outside = TempDir::new("molt-race-outside");
+        let race = copy.dir.join("race");
+        std::fs::create_dir_all(race.join("a")).unwrap();
+        std::os::unix::fs::symlink(&*outside, race.join("b")).unwrap();
+        if let Some(uid) = owner {
+            // A user namespace's root may write only where its ids own the directory: give it the
+            // race directory, /dev and the outside one, so that only the runtime's checks, not
+            // permissions, keep it in.
+            for p in [race.clone(), race.join("a"), copy.dir.join("dev"), outside.to_path_buf()] {
+                std::os::unix::fs::chown(&p, Some(uid), Some(uid)).unwrap();
+            }
+        }
+        let (stop, swaps) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (a, b) = (cpath(&race.join("a")), cpath(&race.join("b")));
+        let (s, n) = (stop.clone(), swaps.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                // SAFETY: renameat2 with two NUL-terminated paths.
+                let r = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+                assert_eq!(r, 0, "swap: {}", std::io::Error::last_os_error());
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Race { copy, outside, stop, swaps, thread: Some(thread) }
+    }
+
+    /// Creates ROUNDS containers from `b` (its root pointed at the copy, ROUND in its config
+    /// replaced by the round's name), checking each: the
+    /// outside directory stays empty and unmounted, and a created container has a mount at a
+    /// path ending in `mounted` in its own mount namespace (under /race/a or /race/b, or where
+    /// the link points when read inside the rootfs: all of them inside it).
+    fn run(&mut self, b: &mut Bundle, tag: &str, mounted: &str) {
+        b.config["root"]["path"] = serde_json::json!(self.copy.dir);
+        let bundle = b.write();
+        let config = serde_json::to_string(&b.config).unwrap();
+        let root = Root::new();
+        let (mut created, mut refused) = (0, 0);
+        let mut first_refusal = String::new();
+        for round in 0..ROUNDS {
+            // A new destination each round (ROUND in the config): its directories are made while
+            // the race runs, as on a first create.
+            std::fs::write(b.dir.join("config.json"), config.replace("ROUND", &format!("r{round}"))).unwrap();
+            let id = unique(tag);
+            let out = root.molt(&["create", "--bundle", &bundle, &id]);
+            let leaked: Vec<PathBuf> = std::fs::read_dir(&*self.outside).unwrap().flatten().map(|e| e.path()).collect();
+            assert!(leaked.is_empty(), "round {round}: molt made {leaked:?} outside the rootfs ({})", stderr_of(&out));
+            assert!(host_mounts_with(&self.outside.display().to_string()).is_empty(), "round {round}: a host mount on the outside directory");
+            if out.status.success() {
+                created += 1;
+                let pid = root.state(&id)["pid"].as_i64().unwrap();
+                let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+                let inside = info.lines().filter_map(|l| l.split(' ').nth(4)).any(|mp| mp.ends_with(mounted));
+                assert!(inside, "round {round}: no mount at .../{mounted} in the container:\n{info}");
+                root.ok(&["delete", "--force", &id]);
+            } else {
+                refused += 1;
+                let err = stderr_of(&out);
+                assert!(!err.contains("panicked"), "round {round}: {err}");
+                if first_refusal.is_empty() {
+                    first_refusal = err;
+                }
+                assert!(root.ok(&["list", "-q"]).trim().is_empty(), "round {round}: a refused create left {id}");
+            }
+        }
+        assert!(host_mounts_with(&self.copy.dir.display().to_string()).is_empty(), "mounts of the rootfs left on the host");
+        eprintln!("{tag}: {created} created, {refused} refused, {} swaps; first refusal: {first_refusal}", self.swaps.load(Ordering::Relaxed));
+        // A refusal is a clean outcome, but a mount that is never made proves nothing about
+        // where it lands.
+        assert!(created > 0, "{tag}: every create was refused; the first: {first_refusal}");
+    }
+}
+
+impl Drop for Race {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+#[test]
+fn a_bind_mount_target_swapped_for_a_symlink_never_lands_outside() {
+    require_root!();
+    let mut race = Race::new(None);
+    let src = TempDir::new("molt-race-src");
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.mount(serde_json::json!({"destination": "/race/a/ROUND/deep/target", "type": "bind", "source": &*src, "options": ["rbind", "ro"]}));
+    race.run(&mut b, "race-bind", "/deep/target");
+}
+
+#[test]
+fn a_tmpfs_target_swapped_for_a_symlink_never_lands_outside() {
+    require_root!();
+    let mut race = Race::new(None);
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.mount(serde_json::json!({"destination": "/race/a/ROUND/deep/target", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=700"]}));
+    race.run(&mut b, "race-tmpfs", "/deep/target");
+}
+
+/// In a user namespace the device nodes are bind mounts of the host's node of the same path
+/// (mknod is refused there); without a /dev tmpfs they are made in the image's /dev. The device
+/// here is /dev/shm/ID/a/rN/deep/null: on the host a file, in the image /dev/shm/ID links to
+/// the race directory.
+#[test]
+fn a_user_namespace_dev_bind_swapped_for_a_symlink_never_lands_outside() {
+    require_root!();
+    let mut race = Race::new(Some(100000));
+    let name = unique("race-dev");
+    let host = TempDir(PathBuf::from("/dev/shm").join(&name));
+    for round in 0..ROUNDS {
+        std::fs::create_dir_all(host.0.join(format!("a/r{round}/deep"))).unwrap();
+        std::fs::write(host.0.join(format!("a/r{round}/deep/null")), "").unwrap();
+    }
+    let shm = race.copy.dir.join("dev/shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    std::os::unix::fs::chown(&shm, Some(100000), Some(100000)).unwrap();
+    std::os::unix::fs::symlink("/race", shm.join(&name)).unwrap();
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.add_namespace(serde_json::json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let mounts = b.config["mounts"].as_array_mut().unwrap();
+    mounts.retain(|m| !m["destination"].as_str().unwrap_or("").starts_with("/dev"));
+    b.config["linux"]["devices"] = serde_json::json!([{"path": format!("/dev/shm/{name}/a/ROUND/deep/null"), "type": "c", "major": 1, "minor": 3}]);
+    race.run(&mut b, "race-dev", "/deep/null");
+}
+
+/// A proc or sysfs mount never goes through a link in the image (runc's rule since
+/// CVE-2019-19921): a rootfs whose /proc or /sys is a symlink is refused naming the link, and nothing
+/// is left mounted or recorded.
+#[test]
+fn proc_and_sys_destinations_that_are_symlinks_are_refused() {
+    require_root!();
+    for (dir, to) in [("proc", "tmp"), ("sys", "/tmp")] {
+        let copy = RootfsCopy::new();
+        let path = copy.dir.join(dir);
+        std::fs::remove_dir_all(&path).unwrap();
+        std::os::unix::fs::symlink(to, &path).unwrap();
+        let mut b = Bundle::new(&["true"]);
+        b.config["root"]["path"] = serde_json::json!(copy.dir);
+        let root = Root::new();
+        let id = unique("linked");
+        let out = root.molt(&["run", "--bundle", &b.write(), &id]);
+        assert!(!out.status.success(), "/{dir} as a link to {to} was mounted through");
+        let err = stderr_of(&out);
+        assert!(err.contains(&format!("/{dir} is a symlink (to {to})")), "{err}");
+        assert!(root.ok(&["list", "-q"]).trim().is_empty());
+        assert!(host_mounts_with(&copy.dir.display().to_string()).is_empty(), "mounts left");
+    }
+}
