@@ -417,7 +417,12 @@ impl Report {
 /// and which cases (env MOLT_ENGINE_CASES="stop|pod", names' beginnings; default all): for
 /// working on one case by hand.
 pub fn selected_runtimes() -> Vec<String> {
-    std::env::var("MOLT_ENGINE_RUNTIMES").map(|v| v.split(',').map(String::from).collect()).unwrap_or_else(|_| vec!["runc".into(), "molt".into()])
+    selected_runtimes_or(&["runc", "molt"])
+}
+
+/// MOLT_ENGINE_RUNTIMES, or else `default`.
+pub fn selected_runtimes_or(default: &[&str]) -> Vec<String> {
+    std::env::var("MOLT_ENGINE_RUNTIMES").map(|v| v.split(',').map(String::from).collect()).unwrap_or_else(|_| default.iter().map(|r| r.to_string()).collect())
 }
 
 pub fn case_selected(name: &str) -> bool {
