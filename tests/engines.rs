@@ -287,7 +287,11 @@ fn c_pause(c: &Cli) -> Result<(), String> {
 }
 
 fn c_stop(c: &Cli) -> Result<(), String> {
-    // pid 1 without a handler: SIGTERM is ignored, so stop waits its timeout, then kills.
+    // pid 1 without a handler: SIGTERM is ignored, so stop waits its timeout, then kills. The
+    // outcome, not the time, says which happened: 137 is the kill, and a stop that returned
+    // before its timeout did not wait for it (no upper bound: under emulation on a loaded host
+    // one engine command can take tens of seconds, with runc too; every command has its own
+    // timeout in `x`).
     let n = c.detached("stop", &[], &[])?;
     let t = Instant::now();
     let o = c.x(&["stop", "-t", "2", &n]);
@@ -295,18 +299,15 @@ fn c_stop(c: &Cli) -> Result<(), String> {
     let code = c.inspect(&n, "{{.State.ExitCode}}");
     c.rm(&n);
     ensure!(o.code == 0, "stop: {}", o.describe());
-    // Bounds wide enough for the VM lab's emulation, where one engine command takes seconds.
-    ensure!((1.5..tmo(15) as f64).contains(&took), "stop -t 2 of a container ignoring SIGTERM took {took:.1} s");
+    ensure!(took >= 1.5, "stop -t 2 of a container ignoring SIGTERM returned after {took:.1} s, before its timeout");
     ensure!(code? == "137", "exit code after the kill");
-    // A trapped SIGTERM: the container exits at once with its own code.
+    // A trapped SIGTERM: the container exits with its own code. Had the trap not ended it, the
+    // timeout's kill would have (137): the exit code tells the two apart, at any speed.
     let n = c.detached("stoptrap", &[], &["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done"])?;
     let r = (|| {
         poll(tmo(10), || Ok(c.ok(&["logs", &n])?.contains("ready")))?;
-        let t = Instant::now();
         c.ok(&["stop", "-t", &tmo(20).to_string(), &n])?;
-        let took = t.elapsed().as_secs_f64();
-        ensure!(took < tmo(12) as f64, "stop -t 20 with a trapped SIGTERM took {took:.1} s: the trap did not end it");
-        ensure!(c.inspect(&n, "{{.State.ExitCode}}")? == "7", "exit code of the trap");
+        ensure!(c.inspect(&n, "{{.State.ExitCode}}")? == "7", "exit code of the trap (137: the timeout's kill ended it)");
         ensure!(c.ok(&["logs", &n])?.contains("got-term"), "the trap did not run");
         Ok(())
     })();
@@ -599,8 +600,8 @@ const SHARED: &[Case] = &[
 ];
 
 /// Every case for both runtimes, then per runtime: no container, mount or cgroup of it left.
-fn run_cases(report: &mut Report, base: &Cli, cases: &[Case], only: Option<&[&str]>, left: &dyn Fn(&Cli) -> Vec<String>) {
-    for rt in eng::selected_runtimes() {
+fn run_cases(report: &mut Report, base: &Cli, cases: &[Case], only: Option<&[&str]>, runtimes: &[String], left: &dyn Fn(&Cli) -> Vec<String>) {
+    for rt in runtimes {
         let c = Cli { rt: rt.clone(), ..base.clone() };
         for (name, f) in cases {
             if !eng::case_selected(name) || !only.map_or(true, |o| o.iter().any(|p| name.starts_with(p))) {
@@ -733,7 +734,7 @@ fn docker() {
             report.record("daemon.json runtimes: molt is the default", "molt", if info.trim() == "molt" { Ok(()) } else { Err(format!("docker info: default runtime {info:?}")) }, Duration::ZERO);
             let x_root = run_dir.join("x");
             let cg = cg_parent.clone();
-            run_cases(&mut report, &cli, SHARED, None, &|c: &Cli| {
+            run_cases(&mut report, &cli, SHARED, None, &eng::selected_runtimes(), &|c: &Cli| {
                 let mut f = cli_left(c);
                 // The runtime's state root under the exec-root: no container of it left.
                 let state = x_root.join(format!("runtime-{}", c.rt)).join("moby");
@@ -765,25 +766,31 @@ fn docker() {
 
 #[test]
 fn podman() {
-    podman_suite(None);
+    podman_suite(None, eng::selected_runtimes());
 }
 
-/// Under emulation one podman case takes 20-40 s, so the VM lab (pure cgroup v2) runs the cases
-/// where v2 differs or molt once differed from runc there (parallel runs, stop timeouts).
+/// Under emulation one podman case takes tens of seconds, so the VM lab (pure cgroup v2) runs only
+/// the cases whose path through molt differs on v2 (the freezer, memory.max and cpu.max seen
+/// inside and on the host, a stop that ends in a kill) or where molt once differed from runc
+/// there (8 runs in parallel); the host's podman() runs them all. With molt only: runc's control
+/// pass doubles the time and CI's is capped (both passed there on 2026-12-02, see
+/// vendor-notes/engines.md); `scripts/lab-suite --env MOLT_ENGINE_RUNTIMES` with
+/// MOLT_ENGINE_RUNTIMES=runc,molt brings it back.
 #[test]
 #[ignore = "for the VM lab (scripts/lab-suite runs it on pure cgroup v2); the host runs podman()"]
 fn podman_lab_core() {
-    podman_suite(Some(&["run:", "-d, exec", "pause", "stop", "memory", "8 in parallel"]));
+    podman_suite(Some(&["pause", "stop", "memory", "8 in parallel"]), eng::selected_runtimes_or(&["molt"]));
 }
 
-fn podman_suite(only: Option<&[&str]>) {
+fn podman_suite(only: Option<&[&str]>, runtimes: Vec<String>) {
     require_root!();
-    let podman = need("/usr/bin/podman");
     need("/usr/bin/conmon");
     let t = tag();
     let scratch = common::TempDir::new("molt-eng-podman");
     let run_dir = PathBuf::from(format!("/run/molt-eng-{t}-p"));
     fs::create_dir_all(&run_dir).expect("create the run dir");
+    let podman = eng::local_copy(&need("/usr/bin/podman"), &run_dir.join("bin"));
+    let molt = eng::local_copy(&common::molt_bin(), &run_dir.join("bin"));
     let bridge = format!("mltp{t}");
     let net = format!("10.214.{}", 20 + std::process::id() % 200);
     let before = HostSnapshot::take();
@@ -820,7 +827,7 @@ molt = ["{molt}"]
 network_backend = "cni"
 network_config_dir = "{netdir}"
 "#,
-        molt = common::molt_bin().display(),
+        molt = molt.display(),
         netdir = netdir.display()
     );
     let conf_path = scratch.join("containers.conf");
@@ -859,7 +866,7 @@ network_config_dir = "{netdir}"
             report.record(
                 "containers.conf runtimes: molt is the default",
                 "molt",
-                if info.trim() == format!("molt {}", common::molt_bin().display()) { Ok(()) } else { Err(format!("podman info: runtime {info:?}")) },
+                if info.trim() == format!("molt {}", molt.display()) { Ok(()) } else { Err(format!("podman info: runtime {info:?}")) },
                 Duration::ZERO,
             );
             let mut cases: Vec<Case> = SHARED.to_vec();
@@ -867,7 +874,7 @@ network_config_dir = "{netdir}"
             cases.push(("pod: shared network namespace", c_pod));
             let sd = run_dir.display().to_string();
             let seen: Mutex<Vec<String>> = Mutex::new(vec![]);
-            run_cases(&mut report, &cli, &cases, only, &|c: &Cli| {
+            run_cases(&mut report, &cli, &cases, only, &runtimes, &|c: &Cli| {
                 let mut f = cli_left(c);
                 let _ = c.x(&["pod", "rm", "-a", "-f"]);
                 f.extend(common::host_mounts_with(&sd).into_iter().filter(|m| m.contains("/merged")).map(|m| format!("mount {m}")));
