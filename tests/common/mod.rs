@@ -13,8 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
+/// The molt binary under test: cargo's build, or the copy `MOLT_TEST_BIN` names (the VM lab runs
+/// it from the guest's tmpfs: over the uncached 9p share every exec re-reads what it touches).
 pub fn molt_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_molt"))
+    match std::env::var_os("MOLT_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_molt")),
+    }
 }
 
 pub fn is_root() -> bool {
