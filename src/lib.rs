@@ -12,6 +12,7 @@ pub mod listen;
 pub mod logging;
 pub mod mount_api;
 pub mod mount_options;
+pub mod mount_target;
 pub mod namespaces;
 pub mod net;
 pub mod procfs;

@@ -11,7 +11,7 @@ use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 
-use super::mount_target::{attach, create_in, Make, Target};
+use crate::mount_target::{attach, create_in, Make, Target};
 use super::InitError;
 use crate::cgroups::{Membership, Mount, Version};
 use crate::mount_api::fs_mount;

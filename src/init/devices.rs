@@ -1,5 +1,5 @@
 //! The container's device nodes under /dev: the six every container gets and `linux.devices`,
-//! made with mknodat in a directory fd found by init::mount_target (or, in a user namespace,
+//! made with mknodat in a directory fd found by crate::mount_target (or, in a user namespace,
 //! where mknod is refused, the host's node bound onto a file made the same way), and the
 //! /dev/fd, stdio and ptmx links.
 
@@ -13,7 +13,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, mknodat, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 
-use super::mount_target::{attach, create_in, fd_path, open_target, Links, Make, RootDir, Target};
+use crate::mount_target::{attach, create_in, fd_path, open_target, Links, Make, RootDir, Target};
 use super::InitError;
 
 const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[

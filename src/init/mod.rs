@@ -9,7 +9,6 @@ pub mod idmap;
 mod copyup;
 mod devices;
 mod finish;
-mod mount_target;
 pub mod process;
 pub mod process_attrs;
 pub mod rootfs;
@@ -30,6 +29,12 @@ pub struct InitError(pub String);
 impl InitError {
     pub fn new(msg: impl Into<String>) -> InitError {
         InitError(msg.into())
+    }
+}
+
+impl From<String> for InitError {
+    fn from(e: String) -> InitError {
+        InitError(e)
     }
 }
 

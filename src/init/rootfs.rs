@@ -1,6 +1,6 @@
 //! The container's root filesystem, built inside its new mount namespace: config mounts in order,
 //! devices, pivot_root, masked and read-only paths. Every destination is found and made through
-//! fds inside the rootfs (init::mount_target), so that neither a symlink in the image nor one
+//! fds inside the rootfs (crate::mount_target), so that neither a symlink in the image nor one
 //! swapped in by the host meanwhile can send a mount or a mkdir out of it.
 
 use std::ffi::OsStr;
@@ -14,7 +14,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{chdir, fchdir, pivot_root};
 use oci_spec::runtime::{Mount, Spec};
 
-use super::mount_target::{attach, fd_path, open_target, Attached, Links, Make, RootDir};
+use crate::mount_target::{attach, fd_path, open_target, Attached, Links, Make, RootDir};
 use super::InitError;
 use crate::mount_options::{mount_attrs, parse_options, propagation_flag, superblock_flags};
 
@@ -96,7 +96,7 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
     super::devices::create_devices(&root, &linux.devices().clone().unwrap_or_default(), plan.in_user_ns)?;
     // A missing working directory is created, as runc creates it (before the root turns read-only).
     if let Some(p) = plan.spec.process() {
-        open_target(&root, p.cwd(), Make::Dir, Links::Follow).map_err(|e| InitError::new(format!("process.cwd {}: {}", p.cwd().display(), e.0)))?;
+        open_target(&root, p.cwd(), Make::Dir, Links::Follow).map_err(|e| InitError::new(format!("process.cwd {}: {}", p.cwd().display(), e)))?;
     }
     for mount in later_readonly {
         mount.make_readonly()?;
@@ -243,7 +243,7 @@ pub fn mount_bind(root: &RootDir, dest: &Path, src: &Source, options: &[String],
     }
     let mount = attach(tree, &target)?;
     mount.propagate(&opts.propagation)?;
-    mount.set(opts.attr_set, opts.attr_clr, true, "recursive options")
+    Ok(mount.set(opts.attr_set, opts.attr_clr, true, "recursive options")?)
 }
 
 /// Flags a remount must repeat or the kernel refuses it (they are locked in user namespaces).

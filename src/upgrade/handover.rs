@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
-use crate::{mount_options, namespaces, safe_path};
+use crate::mount_target::{self, Links, Make};
+use crate::{mount_options, namespaces};
 
 /// Mount the staging directory at `dest` inside the container whose init is `pid`, with the
-/// bind options of the new config (ro, nosuid, nodev, noexec, propagation).
+/// bind options of the new config (ro, nosuid, nodev, noexec, propagation). As the init's own
+/// mounts: the target is found and made through fds inside the container's root (a symlink
+/// swapped in by the container cannot send the volume elsewhere), the flags are set on the
+/// detached tree, and the attached mount is changed through its own fd.
 pub fn attach_volume(pid: i32, staging: &Path, dest: &Path, bind_options: &[String]) -> Result<(), String> {
     let tree = crate::mount_api::open_tree_clone(staging, true)?;
     let ns: Vec<(CloneFlags, PathBuf)> = vec![(CloneFlags::CLONE_NEWNS, namespaces::path(pid, "mnt"))];
@@ -19,19 +23,16 @@ pub fn attach_volume(pid: i32, staging: &Path, dest: &Path, bind_options: &[Stri
     let opts = mount_options::parse_options(bind_options);
     namespaces::run_in(&ns, move || {
         // After setns the root is the container's pivoted rootfs, so "/" is its root.
-        let target = safe_path::resolve_in_root(Path::new("/"), &dest).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
-        crate::mount_api::move_mount_to(&tree, &target)?;
-        let extra = opts.flags & !MsFlags::MS_REMOUNT;
-        if !extra.is_empty() {
-            nix::mount::mount(None::<&str>, &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, None::<&str>)
-                .map_err(|e| format!("remount {} with {:?}: {}", target.display(), extra, e.desc()))?;
+        let root = mount_target::RootDir::open(Path::new("/"))?;
+        let target = mount_target::open_target(&root, &dest, Make::Dir, Links::Follow)?;
+        let (set, clear) = mount_options::mount_attrs(opts.flags & !MsFlags::MS_REMOUNT);
+        if set != 0 || clear != 0 {
+            crate::mount_api::setattr(Some(&tree), Path::new(""), false, set, clear, None)
+                .map_err(|e| format!("bind options of {} (set {set:#x} clear {clear:#x}): {e}", target.shown.display()))?;
         }
-        for p in &opts.propagation {
-            nix::mount::mount(None::<&str>, &target, None::<&str>, *p, None::<&str>)
-                .map_err(|e| format!("set propagation of {}: {}", target.display(), e.desc()))?;
-        }
-        Ok(())
+        let mount = mount_target::attach(tree, &target)?;
+        mount.propagate(&opts.propagation)?;
+        mount.set(opts.attr_set, opts.attr_clr, true, "recursive options")
     })
 }
 

@@ -1,4 +1,5 @@
-//! Mount targets inside the container's rootfs, found and made through file descriptors. Each
+//! Mount targets inside a container's root, found and made through file descriptors (by the
+//! init for its mounts, and by the upgrade for a volume handed over). Each
 //! directory on the way is created relative to an fd of its parent and opened with openat2
 //! (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS), the last component without following a link; the
 //! O_PATH fd that comes back is what the mount is attached to. A host process that swaps a
@@ -10,7 +11,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::InitError;
 use crate::safe_path::resolve_in_root;
 
 /// The rootfs, opened once it is the mount the container's mounts go on (after its bind onto
@@ -21,9 +21,9 @@ pub struct RootDir {
 }
 
 impl RootDir {
-    pub fn open(path: &Path) -> Result<RootDir, InitError> {
+    pub fn open(path: &Path) -> Result<RootDir, String> {
         let fd = openat2(libc::AT_FDCWD, path, libc::O_PATH | libc::O_DIRECTORY, 0)
-            .map_err(|e| InitError::new(format!("open the rootfs {}: {e}", path.display())))?;
+            .map_err(|e| format!("open the rootfs {}: {e}", path.display()))?;
         Ok(RootDir { fd, path: path.to_path_buf() })
     }
 }
@@ -89,15 +89,15 @@ fn openat2(dir: RawFd, path: &Path, flags: i32, resolve: u64) -> std::io::Result
 /// `make` says when missing, opened O_PATH. With `Links::Follow` symlinks in the image are
 /// followed inside the rootfs, as when it is the container's `/`, before the walk; the walk then
 /// creates each missing directory with mkdirat in the fd of its parent.
-pub fn open_target(root: &RootDir, dest: &Path, make: Make, links: Links) -> Result<Target, InitError> {
+pub fn open_target(root: &RootDir, dest: &Path, make: Make, links: Links) -> Result<Target, String> {
     let rel = match links {
-        Links::Follow => resolve_in_root(&root.path, dest)?.strip_prefix(&root.path).map(Path::to_path_buf).unwrap_or_default(),
+        Links::Follow => resolve_in_root(&root.path, dest).map_err(|e| e.to_string())?.strip_prefix(&root.path).map(Path::to_path_buf).unwrap_or_default(),
         Links::Refuse { .. } => lexical(dest),
     };
     let parts: Vec<&OsStr> = rel.components().filter_map(|c| if let Component::Normal(p) = c { Some(p) } else { None }).collect();
     let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | if matches!(links, Links::Refuse { .. }) { RESOLVE_NO_SYMLINKS } else { 0 };
     let shown = root.path.join(&rel);
-    let fail = |what: &str, at: &Path, e: std::io::Error| InitError::new(format!("mount destination {}: {what} {}: {e}", dest.display(), root.path.join(at).display()));
+    let fail = |what: &str, at: &Path, e: std::io::Error| format!("mount destination {}: {what} {}: {e}", dest.display(), root.path.join(at).display());
     let mut fd = openat2(root.fd.as_raw_fd(), Path::new("."), libc::O_PATH | libc::O_DIRECTORY, resolve).map_err(|e| fail("open", Path::new(""), e))?;
     let mut at = PathBuf::new();
     let mut created = false;
@@ -115,7 +115,7 @@ pub fn open_target(root: &RootDir, dest: &Path, make: Make, links: Links) -> Res
         };
         if last && is_symlink(&fd) {
             return Err(linked(dest, links, &parent, part, &at).unwrap_or_else(|| {
-                InitError::new(format!("mount destination {}: {} became a symlink while being set up; refusing to mount through it", dest.display(), shown.display()))
+                format!("mount destination {}: {} became a symlink while being set up; refusing to mount through it", dest.display(), shown.display())
             }));
         }
     }
@@ -171,15 +171,15 @@ fn is_symlink(fd: &OwnedFd) -> bool {
 
 /// The refusal of a proc or sysfs destination whose path has a link at `at` (None when links
 /// are followed, or `name` is no link after all).
-fn linked(dest: &Path, links: Links, dir: &OwnedFd, name: &OsStr, at: &Path) -> Option<InitError> {
+fn linked(dest: &Path, links: Links, dir: &OwnedFd, name: &OsStr, at: &Path) -> Option<String> {
     let Links::Refuse { typ } = links else { return None };
     let to = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name).ok()?;
-    Some(InitError::new(format!(
+    Some(format!(
         "mount destination {} ({typ}): {} is a symlink (to {}) in the rootfs; a {typ} mount is never made through a link",
         dest.display(),
         Path::new("/").join(at).display(),
         Path::new(&to).display(),
-    )))
+    ))
 }
 
 /// A mount made detached (open_tree, fsmount) and then attached on a target; its fd stays
@@ -190,31 +190,31 @@ pub struct Attached {
 }
 
 /// Attach the detached mount `tree` on `target`.
-pub fn attach(tree: OwnedFd, target: &Target) -> Result<Attached, InitError> {
-    crate::mount_api::move_mount_onto_fd(&tree, &target.fd).map_err(|e| InitError::new(format!("attach the mount on {}: {e}", target.shown.display())))?;
+pub fn attach(tree: OwnedFd, target: &Target) -> Result<Attached, String> {
+    crate::mount_api::move_mount_onto_fd(&tree, &target.fd).map_err(|e| format!("attach the mount on {}: {e}", target.shown.display()))?;
     Ok(Attached { fd: tree, shown: target.shown.clone() })
 }
 
 impl Attached {
     /// mount_setattr on this mount (and every mount under it when `recursive`).
-    pub fn set(&self, set: u64, clear: u64, recursive: bool, why: &str) -> Result<(), InitError> {
+    pub fn set(&self, set: u64, clear: u64, recursive: bool, why: &str) -> Result<(), String> {
         if set == 0 && clear == 0 {
             return Ok(());
         }
         crate::mount_api::setattr(Some(&self.fd), Path::new(""), recursive, set, clear, None)
-            .map_err(|e| InitError::new(format!("mount_setattr {} ({why}, set {set:#x} clear {clear:#x}): {e}", self.shown.display())))
+            .map_err(|e| format!("mount_setattr {} ({why}, set {set:#x} clear {clear:#x}): {e}", self.shown.display()))
     }
 
-    pub fn propagate(&self, flags: &[nix::mount::MsFlags]) -> Result<(), InitError> {
+    pub fn propagate(&self, flags: &[nix::mount::MsFlags]) -> Result<(), String> {
         for f in flags {
             let (mode, recursive) = crate::mount_options::propagation_attr(*f);
             crate::mount_api::set_propagation(&self.fd, mode, recursive)
-                .map_err(|e| InitError::new(format!("set the propagation {f:?} of {}: {e}", self.shown.display())))?;
+                .map_err(|e| format!("set the propagation {f:?} of {}: {e}", self.shown.display()))?;
         }
         Ok(())
     }
 
-    pub fn make_readonly(&self) -> Result<(), InitError> {
+    pub fn make_readonly(&self) -> Result<(), String> {
         self.set(0x1, 0, false, "read-only")
     }
 }
@@ -256,9 +256,9 @@ mod tests {
         symlink("real", root.join("proc")).unwrap();
         let r = RootDir::open(&root).unwrap();
         let refuse = Links::Refuse { typ: "proc" };
-        let e = open_target(&r, Path::new("/proc"), Make::Dir, refuse).err().expect("refused").0;
+        let e = open_target(&r, Path::new("/proc"), Make::Dir, refuse).err().expect("refused");
         assert!(e.contains("/proc is a symlink (to real)"), "{e}");
-        let e = open_target(&r, Path::new("/proc/sub"), Make::Dir, refuse).err().expect("refused").0;
+        let e = open_target(&r, Path::new("/proc/sub"), Make::Dir, refuse).err().expect("refused");
         assert!(e.contains("/proc is a symlink (to real)"), "{e}");
         assert!(!root.join("real/sub").exists());
         assert!(open_target(&r, Path::new("/real/sub"), Make::Dir, refuse).is_ok());
