@@ -27,6 +27,8 @@ use crate::cgroups::Cgroup;
 pub enum Error {
     #[error("invalid container id {0:?}: use 1-1024 characters from [A-Za-z0-9_+.-], not starting with '.'")]
     InvalidId(String),
+    #[error("container id {0:?} is reserved: molt keeps its volume registry and image store under these names in its root")]
+    ReservedId(String),
     #[error("container {0} already exists")]
     Exists(String),
     /// Keeps runc's "already exists" words (engines match them) and says how to get the id back.
@@ -137,7 +139,14 @@ pub struct Container {
     pub state: State,
 }
 
+/// Directories of molt's own under a root, beside the containers': never a container's id (a
+/// `delete --force volumes` would take the volume registry with it), never listed.
+pub const RESERVED_IDS: &[&str] = &["volumes", "images"];
+
 pub fn validate_id(id: &str) -> Result<()> {
+    if RESERVED_IDS.contains(&id) {
+        return Err(Error::ReservedId(id.to_string()));
+    }
     let ok = !id.is_empty()
         && id.len() <= 1024
         && !id.starts_with('.')
@@ -437,6 +446,7 @@ pub fn list(root: &Path) -> Result<Vec<Container>> {
     let mut out = vec![];
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
+        // Reserved names (the volume registry, the image store) fail validate_id too.
         if validate_id(&name).is_err() || !entry.path().is_dir() {
             continue;
         }
@@ -459,9 +469,10 @@ mod tests {
         for good in ["a", "abc-1.2_3+x", "A0"] {
             assert!(validate_id(good).is_ok(), "{good}");
         }
-        for bad in ["", "../x", "a/b", ".hidden", "a b", "x\n"] {
+        for bad in ["", "../x", "a/b", ".hidden", "a b", "x\n", "volumes", "images"] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
+        assert!(validate_id("volumes").unwrap_err().to_string().contains("reserved"));
     }
 
     #[test]

@@ -269,8 +269,12 @@ impl Setup {
             .unwrap_or_else(|e| format!("error: {e}"))
     }
 
+    /// The ids `list` shows; the root's own directories (the volume registry the test's volume
+    /// made) are neither listed nor warned about.
     pub fn ids(&self) -> Vec<String> {
-        self.root.ok(&["list", "--quiet"]).lines().map(String::from).collect()
+        let out = self.root.molt(&["list", "--quiet"]);
+        assert!(out.status.success() && !stderr_of(&out).contains("holds no state.json"), "list: {}", stderr_of(&out));
+        stdout_of(&out).lines().map(String::from).collect()
     }
 }
 
