@@ -1,5 +1,6 @@
 //! Tests against the real kernel: they create cgroups named molt-test-<pid>-*, drive them with a
-//! sleeping child, and remove them again. They skip (pass) when not root or without cgroups.
+//! sleeping child, and remove them again. Without root or mounted cgroups they fail with the
+//! reason, as the integration tests' `require_root!` does: never a silent pass.
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -8,12 +9,11 @@ use oci_spec::runtime::LinuxResources;
 
 use super::*;
 
-fn can_run() -> bool {
-    let ok = nix::unistd::geteuid().is_root() && detect_layout().is_ok();
-    if !ok {
-        eprintln!("skipping: needs root and mounted cgroups");
+fn require_root_and_cgroups() {
+    assert!(nix::unistd::geteuid().is_root(), "needs root (it makes real cgroups); run as root");
+    if let Err(e) = detect_layout() {
+        panic!("needs mounted cgroups: {e}");
     }
-    ok
 }
 
 fn name(tag: &str) -> String {
@@ -80,9 +80,7 @@ fn assert_gone(cg: &Cgroup) {
 /// The whole lifecycle on the host's own layout (hybrid here: v1 controllers + unified).
 #[test]
 fn lifecycle_on_host_layout() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_cgroups();
     let cg = Cgroup::resolve(Some(&format!("/{}", name("life"))), "x", false).expect("resolve");
     let mut g = Guard::new(cg.clone());
     cg.create().expect("create");
@@ -164,18 +162,13 @@ fn lifecycle_on_host_layout() {
 /// so this covers core files: procs, freeze, kill, unified keys, and the pure-v2 layout).
 #[test]
 fn v2_only_on_the_unified_hierarchy() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_cgroups();
     let v2: Vec<Mount> = read_mounts()
         .expect("mounts")
         .into_iter()
         .filter(|m| m.version == Version::V2)
         .collect();
-    if v2.is_empty() {
-        eprintln!("skipping: no cgroup2 mount");
-        return;
-    }
+    assert!(!v2.is_empty(), "needs a cgroup2 mount (this host has cgroup v1 only)");
     let own = mountinfo::read_own().expect("own");
     let cg = Cgroup::resolve_on(
         &v2,
@@ -241,9 +234,7 @@ fn v2_only_on_the_unified_hierarchy() {
 /// Default path (/molt/<id>) and systemd naming: the parents they create go away with them.
 #[test]
 fn default_and_systemd_parents_are_cleaned_up() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_cgroups();
     for (path, systemd) in [
         (None, false),
         (
@@ -319,9 +310,7 @@ fn snapshot(cg: &Cgroup) -> Vec<(String, String)> {
 /// `docker update`'s whole structure with one value asked changes that value only.
 #[test]
 fn docker_zero_values_change_nothing() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_cgroups();
     let cg = Cgroup::resolve(Some(&format!("/{}", name("zero"))), "x", false).expect("resolve");
     let mut g = Guard::new(cg.clone());
     cg.create().expect("create");
@@ -373,9 +362,7 @@ fn docker_zero_values_change_nothing() {
 /// hierarchy of the host (renamed on v1, migrated on the unified v2), and leaves nothing behind.
 #[test]
 fn move_to_takes_the_process_along_and_leaves_nothing() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_cgroups();
     let target = Cgroup::resolve(Some(&format!("/{}", name("move"))), "x", false).expect("resolve");
     let temp = target.beside(".next-1");
     let mut g = Guard::new(temp.clone());
