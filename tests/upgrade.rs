@@ -599,7 +599,21 @@ fn dry_run_checks_what_create_would_and_lists_the_steps() {
     let mut no_src = s.bundle("1.1.0", "app-one", &[]);
     no_src.config["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/x", "type": "bind", "source": "/nonexistent-src", "options": ["rbind"]}));
     no_src.write();
-    for (b, want) in [(&no_exe, "process.args[0] \"/bin/not-there\""), (&no_root, "root.path /nonexistent-rootfs"), (&no_src, "bind source /nonexistent-src")] {
+    // create's own checks: a sysctl that would change the host, a namespace path that is not there.
+    let mut bad_sysctl = s.bundle("1.1.0", "app-one", &[]);
+    bad_sysctl.config["linux"]["sysctl"] = serde_json::json!({"vm.swappiness": "10"});
+    bad_sysctl.write();
+    let mut bad_ns = s.bundle("1.1.0", "app-one", &[]);
+    bad_ns.remove_namespace("ipc").add_namespace(serde_json::json!({"type": "ipc", "path": "/nonexistent-ns"}));
+    bad_ns.write();
+    let cases = [
+        (&no_exe, "process.args[0] \"/bin/not-there\""),
+        (&no_root, "root.path: /nonexistent-rootfs"),
+        (&no_src, "bind source /nonexistent-src"),
+        (&bad_sysctl, "linux.sysctl vm.swappiness: not in a kernel namespace"),
+        (&bad_ns, "ipc namespace path /nonexistent-ns"),
+    ];
+    for (b, want) in cases {
         let out = dry(b);
         assert!(!out.status.success(), "{want}");
         let err = stderr_of(&out);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 
-use super::config::{plan_namespaces, refuse_intel_rdt, rootfs_of, warn_unsupported, NsPlan};
+use super::config::{plan_namespaces, refuse_intel_rdt, rootfs_of, validate_listen, validate_sysctls, warn_unsupported, NsPlan};
 use super::spawn::{bind_sources, expect, send_bind_sources, write_id_maps};
 use super::{io_err, Container, Error, Result, State, Status};
 use crate::init::channel::{Channel, Msg};
@@ -17,7 +17,7 @@ use crate::init::{self, InitPlan};
 use crate::volume::VolumeSpec;
 
 // Other commands (run, exec, upgrade) use these from here.
-pub use super::config::{check_oci_version, load_spec, validate_listen, validate_process, validate_sysctls};
+pub use super::config::{check_oci_version, load_spec, validate_process};
 pub use super::spawn::spawn_init;
 
 #[derive(Debug, Default, Clone)]
@@ -55,17 +55,8 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
     super::validate_id(&o.id)?;
     let bundle = o.bundle.canonicalize().map_err(|e| Error::Bundle { bundle: o.bundle.clone(), reason: e.to_string() })?;
     let spec = load_spec(&bundle)?;
-    validate_process(&spec)?;
-    validate_sysctls(&spec)?;
-    refuse_intel_rdt(&spec)?;
+    let Checked { rootfs, ns, volumes, idmaps } = check(&bundle, &spec, o.preserve_fds, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
     warn_unsupported(&o.id, &spec);
-    let rootfs = rootfs_of(&bundle, &spec)?;
-    validate_listen(&spec, o.preserve_fds)?;
-    // A notify profile without an agent would hang its process at the first trapped call.
-    super::notify::listener_path(&spec).map_err(|reason| Error::Config { field: "linux.seccomp".into(), reason })?;
-    let ns = plan_namespaces(&spec, o.upgrade.as_ref().and_then(|u| u.join_netns.as_deref()))?;
-    let volumes = volumes_of(&spec)?;
-    let idmaps = idmap_requests(&spec, &bundle, ns.new_user, &volumes)?;
     if !super::sealed_exe::is_sealed() {
         crate::logging::debug(&format!(
             "container {}: its init runs from molt's own binary until it execs, not a sealed one (this molt did not re-execute sealed first)",
@@ -103,6 +94,31 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
             Err(e)
         }
     }
+}
+
+/// What `check` found and `create` builds from.
+pub struct Checked {
+    pub rootfs: PathBuf,
+    ns: NsPlan,
+    volumes: Vec<(usize, VolumeSpec)>,
+    idmaps: Vec<init::idmap::Request>,
+}
+
+/// Every check of a bundle's config that `create` makes before anything is made; the upgrade's
+/// `--dry-run` makes the same ones, so it passes exactly the bundles `create` would take.
+/// `join_netns` is the network namespace joined instead of the config's (an upgrade's `keep`).
+pub fn check(bundle: &Path, spec: &Spec, preserve_fds: i32, join_netns: Option<&Path>) -> Result<Checked> {
+    validate_process(spec)?;
+    validate_sysctls(spec)?;
+    refuse_intel_rdt(spec)?;
+    let rootfs = rootfs_of(bundle, spec)?;
+    validate_listen(spec, preserve_fds)?;
+    // A notify profile without an agent would hang its process at the first trapped call.
+    super::notify::listener_path(spec).map_err(|reason| Error::Config { field: "linux.seccomp".into(), reason })?;
+    let ns = plan_namespaces(spec, join_netns)?;
+    let volumes = volumes_of(spec)?;
+    let idmaps = idmap_requests(spec, bundle, ns.new_user, &volumes)?;
+    Ok(Checked { rootfs, ns, volumes, idmaps })
 }
 
 /// The config's mounts that are remote or loop volumes, by mount index: parsed once, for the

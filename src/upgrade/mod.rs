@@ -202,7 +202,9 @@ pub fn upgrade(root: &Path, opts: &Options) -> Result<Report, UpgradeError> {
     check_new_config(&old, &new_spec, opts)?;
     if opts.dry_run {
         // Everything create would need, then the steps that would run, none of them taken.
-        report.checks = preflight::check(&new_bundle, &new_spec).map_err(precondition)?;
+        // `keep` joins the old container's network namespace, as create-new will.
+        let join = (opts.network == NetworkMode::Keep && old.status() == Status::Running).then(|| crate::namespaces::path(old.state.pid, "net"));
+        report.checks = preflight::check(&new_bundle, &new_spec, join.as_deref()).map_err(precondition)?;
         report.steps = STEPS.iter().map(|s| StepReport { step: s.step.name(), millis: 0, note: format!("would {}", s.what) }).collect();
         report.outcome = "dry-run";
         report.changes = derive::changes(&old.state.config, &new_spec);

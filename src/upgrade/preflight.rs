@@ -1,21 +1,11 @@
 //! `molt upgrade --dry-run`: everything `create` would need from the new bundle, checked without
-//! touching the running container: its rootfs, the process's executable inside it, the cwd, the
-//! listening sockets, every mount source and volume. Each check that passes is listed; the first
-//! that fails is the error, naming the file or field.
+//! touching the running container: `create`'s own checks (create::check), then the process's
+//! executable inside the rootfs, the cwd, every mount source and volume. Each check that passes
+//! is listed; the first that fails is the error, naming the file or field.
 
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::Spec;
-
-/// The new container's rootfs: `root.path`, relative to its bundle.
-fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf, String> {
-    let root = spec.root().as_ref().ok_or("config.json: root: missing")?;
-    let p = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
-    if !p.is_dir() {
-        return Err(format!("root.path {}: not a directory", p.display()));
-    }
-    Ok(p)
-}
 
 /// `path` inside `rootfs`, symlinks resolved as the container will see them (absolute targets
 /// are the rootfs's, never the host's); None when it does not exist. Bounded: a loop is missing.
@@ -113,10 +103,14 @@ fn mounts(bundle: &Path, spec: &Spec) -> Result<Vec<String>, String> {
     Ok(done)
 }
 
-/// Every check `create` would make of the new bundle, in words; the first failure is the error.
-pub fn check(bundle: &Path, spec: &Spec) -> Result<Vec<String>, String> {
-    let rootfs = rootfs_of(bundle, spec)?;
-    let mut done = vec![format!("config.json parsed; rootfs {} is a directory", rootfs.display())];
+/// Every check `create` would make of the new bundle (its own, then what only a started process
+/// would find), in words; the first failure is the error. `join_netns` as for `create::check`.
+pub fn check(bundle: &Path, spec: &Spec, join_netns: Option<&Path>) -> Result<Vec<String>, String> {
+    let rootfs = crate::container::create::check(bundle, spec, 0, join_netns).map_err(|e| e.to_string())?.rootfs;
+    let mut done = vec![
+        format!("config.json parsed; rootfs {} is a directory", rootfs.display()),
+        "create's checks passed: process, sysctls, intelRdt, listening sockets, seccomp notify, namespaces, idmapped mounts".to_string(),
+    ];
     done.push(executable(&rootfs, spec)?);
     let cwd = spec.process().as_ref().map(|p| p.cwd().clone()).unwrap_or_else(|| "/".into());
     done.push(match in_root(&rootfs, &cwd) {
@@ -125,7 +119,6 @@ pub fn check(bundle: &Path, spec: &Spec) -> Result<Vec<String>, String> {
         // As runc: a missing working directory is created.
         None => format!("process.cwd {} will be created", cwd.display()),
     });
-    crate::container::create::validate_listen(spec, 0).map_err(|e| e.to_string())?;
     done.extend(mounts(bundle, spec)?);
     Ok(done)
 }
