@@ -506,8 +506,21 @@ fn a_rollback_releases_a_volume_only_the_new_version_declared() {
 /// signal): the upgrade rolls back, says so, and exits 130; the old version runs again.
 #[test]
 fn sigint_during_the_stop_timeout_rolls_back_and_exits_130() {
+    interrupted_during_the_stop_timeout("sgi", libc::SIGINT, "SIGINT", 130);
+}
+
+/// The same for SIGTERM (a service manager stopping molt): rolled back, exit 128 + 15.
+#[test]
+fn sigterm_during_the_stop_timeout_rolls_back_and_exits_143() {
+    interrupted_during_the_stop_timeout("sgt", libc::SIGTERM, "SIGTERM", 143);
+}
+
+/// `sig` sent to `molt upgrade ID` once the journal shows stop-old under way: it must exit
+/// `code`, say it was interrupted and rolled back, still write its one JSON report, and leave
+/// the old version running with no journal.
+fn interrupted_during_the_stop_timeout(id: &str, sig: i32, name: &str, code: i32) {
     require_root!();
-    let s = Setup::start_slow_exit("sgi", 2500);
+    let s = Setup::start_slow_exit(id, 2500);
     let v2 = s.bundle("2.0.0", "app-two", &[]);
     let dir = v2.write();
     let out_file = s.root.path.with_extension("upgrade-out");
@@ -516,23 +529,23 @@ fn sigint_during_the_stop_timeout_rolls_back_and_exits_130() {
     let mut child = std::process::Command::new("nsenter")
         .arg(format!("--net={}", s.net.path.display()))
         .arg(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "sgi", "--bundle", &dir, "--format", "json"])
+        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", id, "--bundle", &dir, "--format", "json"])
         .stdout(std::fs::File::create(&out_file).unwrap())
         .stderr(std::fs::File::create(&err_file).unwrap())
         .spawn()
         .unwrap();
-    let journal = s.root.path.join(".upgrade-sgi.json");
+    let journal = s.root.path.join(format!(".upgrade-{id}.json"));
     let stopping = wait_until(30, || std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("stop-old")));
     // SAFETY: kill(2) of the child we just spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, sig) };
     let status = child.wait().unwrap();
     let err = std::fs::read_to_string(&err_file).unwrap_or_default();
     let doc = std::fs::read_to_string(&out_file).unwrap_or_default();
     let _ = std::fs::remove_file(&out_file);
     let _ = std::fs::remove_file(&err_file);
     assert!(stopping, "the upgrade never reached stop-old: {err}");
-    assert_eq!(status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted by SIGINT") && err.contains("rolled back"), "{err}");
+    assert_eq!(status.code(), Some(code), "{err}");
+    assert!(err.contains(&format!("interrupted by {name}")) && err.contains("rolled back"), "{err}");
     assert!(doc.contains("\"outcome\": \"rolled-back\""), "one JSON document all the same: {doc}");
     assert!(!journal.exists());
     s.assert_v1_back();

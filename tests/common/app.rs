@@ -515,6 +515,22 @@ pub fn scenario_refusals(s: &Setup) {
     // No health gate: the new (older) app may still be starting.
     assert!(s.answers());
     assert_eq!(s.version(), "version=0.9.0 hostname=app-one");
+    // A build without a version annotation: refused (its version cannot be told), then forced.
+    let mut b = s.bundle("0.9.1", "app-one", &[]);
+    b.config["annotations"].as_object_mut().unwrap().remove("org.opencontainers.image.version");
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir]);
+    assert!(!out.status.success() && stderr_of(&out).contains("has no org.opencontainers.image.version annotation"), "{}", stderr_of(&out));
+    assert_eq!(s.version(), "version=0.9.0 hostname=app-one");
+    let out = s.upgrade(&["--bundle", &dir, "--force", "hotfix build without a version", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("JSON report");
+    assert_eq!((doc["decision"]["running"].as_str(), doc["decision"]["new"].as_str()), (Some("0.9.0"), Some("-")), "{doc}");
+    let reason = doc["decision"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("forced (hotfix build without a version)") && reason.contains("no org.opencontainers.image.version"), "{doc}");
+    assert!(stderr_of(&out).contains("forced past the version rule"), "{}", stderr_of(&out));
+    assert!(s.answers());
+    assert_eq!(s.version(), "version=0.9.1 hostname=app-one");
 }
 
 /// A new version that fails its health gate is rolled back: v1 again, same identity and data.
