@@ -511,17 +511,31 @@ fn errors_and_warnings_have_runcs_shape_and_exit_codes() {
         assert!(logrus_text(std::fs::read_to_string(&rlog).unwrap().trim_end()).is_some());
     }
     // A warning without --log: a record on stderr, in the format asked for. (No device rules:
-    // on pure cgroup v2 they would add a warning of their own.)
-    let mut b = Bundle::new(&["true"]);
-    b.config["process"]["apparmorProfile"] = serde_json::json!("molt-test");
-    b.config["linux"]["resources"] = serde_json::json!({});
-    let bundle = b.write();
-    for (id, json) in [("w1", false), ("w2", true)] {
-        let args: Vec<&str> = if json { vec!["--log-format", "json", "create", "--bundle", &bundle, id] } else { vec!["create", "--bundle", &bundle, id] };
-        let out = root.molt(&args);
-        assert!(out.status.success(), "{}", stderr_of(&out));
-        let (level, msg) = one_record(&out, json);
-        assert!(level == "warning" && msg.contains("apparmorProfile"), "{level} {msg}");
+    // on pure cgroup v2 they would add a warning of their own.) An ignored AppArmor profile, an
+    // ignored SELinux label, a capability molt cannot grant (setpriv takes CAP_SYS_TIME out of
+    // molt's bounding set).
+    let cases: [(&str, fn(&mut Bundle), &str); 3] = [
+        ("aa", |b| b.config["process"]["apparmorProfile"] = serde_json::json!("molt-test"), "apparmorProfile"),
+        ("se", |b| b.config["process"]["selinuxLabel"] = serde_json::json!("system_u:system_r:container_t:s0"), "not supported by molt, ignored: SELinux labels"),
+        ("cap", |b| b.config["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(serde_json::json!("CAP_SYS_TIME")), "ignoring unknown or unavailable capabilities: CAP_SYS_TIME"),
+    ];
+    for (tag, set, want) in cases {
+        let mut b = Bundle::new(&["true"]);
+        set(&mut b);
+        b.config["linux"]["resources"] = serde_json::json!({});
+        let bundle = b.write();
+        for json in [false, true] {
+            let id = format!("w-{tag}-{json}");
+            let mut cmd = std::process::Command::new("setpriv");
+            cmd.args(["--bounding-set", "-sys_time"]).arg(molt_bin()).arg("--root").arg(&root.path);
+            if json {
+                cmd.args(["--log-format", "json"]);
+            }
+            let out = run_to_files(cmd.args(["create", "--bundle", &bundle, &id]));
+            assert!(out.status.success(), "{}", stderr_of(&out));
+            let (level, msg) = one_record(&out, json);
+            assert!(level == "warning" && msg.contains(want), "{tag}: {level} {msg}");
+        }
     }
 }
 
