@@ -1,6 +1,6 @@
 //! What an operator reads: a plain word when molt is not run as root, the commit in --version,
-//! one ociVersion across state and list, an exec error said once, aligned volume columns, and
-//! every upgrade option described in --help.
+//! one ociVersion across state and list, an exec error said once, aligned volume columns,
+//! every upgrade option described in --help, and a VM lab that runs from any folder.
 
 mod common;
 use common::app::*;
@@ -146,5 +146,40 @@ fn debug_logs_namespaces_mounts_cgroup_writes_and_hooks() {
     let debug: Vec<String> = records.iter().filter(|r| r["level"] == "debug").map(|r| r["msg"].as_str().unwrap_or("").to_string()).collect();
     for want in ["namespace: unshare", "mount: ", "cgroup: mkdir", "cgroup: write", "hook prestart: run /bin/true"] {
         assert!(debug.iter().any(|m| m.starts_with(want)), "no {want:?} record in {debug:#?}");
+    }
+}
+
+/// The VM lab from any folder, without booting: virtme-ng hides /var/tmp (and /run, /var/log,
+/// /var/cache) under a tmpfs in the guest, so a checkout there must be shared with `--rodir` at
+/// its real path, also when reached through a symlink from elsewhere; one under /tmp (the guest
+/// sees the host's) needs no share. `--dry-run` prints the vng command and checks no host tools.
+#[test]
+fn the_vm_lab_shares_a_checkout_that_the_guest_would_not_see() {
+    let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy_under = |parent: &str| {
+        let dir = TempDir(std::path::Path::new(parent).join(unique("molt-lab-checkout")));
+        std::fs::create_dir_all(dir.join("scripts")).unwrap();
+        let st = Command::new("cp").arg("-a").arg(top.join("scripts/vm-lab")).arg(top.join("scripts/lab")).arg(dir.join("scripts")).status().expect("cp");
+        assert!(st.success(), "copy scripts/vm-lab and scripts/lab into {}", dir.display());
+        dir
+    };
+    let hidden = copy_under("/var/tmp");
+    let visible = copy_under("/tmp");
+    let link = TempDir(std::path::Path::new("/tmp").join(unique("molt-lab-link")));
+    std::os::unix::fs::symlink(&hidden.0, &link.0).unwrap();
+    let dry_run = |checkout: &std::path::Path| {
+        let out = Command::new(checkout.join("scripts/vm-lab")).args(["--dry-run", "--kernel", "/boot/vmlinuz-lab"]).output().expect("run scripts/vm-lab");
+        assert!(out.status.success(), "{}: {}", checkout.display(), stderr_of(&out));
+        stdout_of(&out)
+    };
+    for (checkout, shared) in [(&hidden.0, Some(&hidden.0)), (&link.0, Some(&hidden.0)), (&visible.0, None)] {
+        let vng = dry_run(checkout);
+        assert!(vng.starts_with("vng --run /boot/vmlinuz-lab "), "{vng}");
+        let real = shared.unwrap_or(checkout).display().to_string();
+        assert!(vng.contains(&format!("{real}/scripts/lab/guest-main")), "the guest runs the lab from {real}: {vng}");
+        match shared {
+            Some(dir) => assert!(vng.contains(&format!("--rodir {} ", dir.display())), "{} not shared: {vng}", dir.display()),
+            None => assert!(!vng.contains("--rodir"), "{vng}"),
+        }
     }
 }
