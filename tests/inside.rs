@@ -523,11 +523,16 @@ fn on_a_pty(bin: &std::path::Path, args: &[&str], input: &[u8]) -> (Option<i32>,
         })
     };
     // Typed too early, the input could meet a terminal not yet switched to raw mode.
-    wait_until(30, || String::from_utf8_lossy(&seen.lock().unwrap()).contains("ready"));
-    let _ = master.write_all(input);
+    let ready = wait_until(30, || String::from_utf8_lossy(&seen.lock().unwrap()).contains("ready"));
+    if ready {
+        let _ = master.write_all(input);
+    } else {
+        let _ = child.kill();
+    }
     let status = child.wait().unwrap();
     reader.join().unwrap();
     let out = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+    assert!(ready, "{}: no \"ready\" on the terminal within 30 s; it wrote {out:?}", bin.display());
     (status.code(), out)
 }
 

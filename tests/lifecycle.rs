@@ -121,8 +121,7 @@ fn kill_all_and_delete_force_in_every_state_as_runc() {
             codes.push((format!("delete --force {state}"), rt(&["delete", "--force", &id]).status.code()));
             assert!(!rt(&["state", &id]).status.success(), "{name}: {id} still exists");
             for p in [pid, pid2] {
-                let gone = || std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| s.contains(") Z "));
-                assert!(wait_until(10, gone), "{name}: process {p} of a {state} container survived");
+                assert!(wait_until(10, || process_gone(p)), "{name}: process {p} of a {state} container survived");
             }
             if *name == "molt" {
                 assert!(cgroups_named(&format!("ka-{state}")).is_empty() && cgroups_named(&format!("df-{state}")).is_empty(), "cgroups left");
@@ -170,7 +169,8 @@ fn ps_of_a_paused_container_and_exec_ignore_paused() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Once its process is in the frozen cgroup, exec can only go on after the resume.
+    let frozen_in = wait_until(10, || root.ok(&["ps", "--format", "json", "pp"]).trim() != format!("[{pid}]") || exec.try_wait().unwrap().is_some());
     let early = exec.try_wait().unwrap();
     root.ok(&["resume", "pp"]);
     let done = wait_until(10, || exec.try_wait().unwrap().is_some());
@@ -178,6 +178,7 @@ fn ps_of_a_paused_container_and_exec_ignore_paused() {
         let _ = exec.kill();
     }
     let status = exec.wait().unwrap();
+    assert!(frozen_in, "the exec's process never joined the paused container");
     assert!(early.is_none(), "exec --ignore-paused returned while the container was paused: {early:?}");
     assert!(done && status.success(), "exec --ignore-paused after resume: {status}");
     assert_eq!(root.ok(&["exec", "pp", "cat", "/w/x"]), "ran\n");

@@ -472,11 +472,12 @@ fn a_crash_after_the_stop_signal_is_rolled_back_to_a_running_old_version() {
     let s = Setup::start_slow_exit("sks", 1500);
     let v2 = s.bundle("2.0.0", "app-two", &[]);
     let dir = v2.write();
+    let signalled = s.root.state("sks")["pid"].as_i64().unwrap();
     s.crashed_upgrade(&[], &["--bundle", &dir], "stop-old:signalled");
     let out = s.net.molt(&s.root, &["upgrade", "--resume", "sks"]);
     assert!(out.status.success() && stdout_of(&out).contains("rolled back"), "{}", stderr_of(&out));
     // Past the moment the signalled old process exits: the old version runs all the same.
-    std::thread::sleep(std::time::Duration::from_millis(2000));
+    assert!(wait_until(10, || process_gone(signalled)), "the signalled old process {signalled} never exited");
     s.assert_v1_back();
 }
 

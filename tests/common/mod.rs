@@ -175,6 +175,11 @@ pub fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// No process `pid` any more, or only its zombie: it has exited.
+pub fn process_gone(pid: i64) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.starts_with(" Z")))
+}
+
 /// Poll until `f` holds or `secs` pass.
 pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
