@@ -1,5 +1,5 @@
-//! containerd through ctr: the runc v2 shim with `BinaryName` = molt (what `--runc-binary` sets),
-//! each case with runc first as the control.
+//! containerd through ctr: the runc v2 shim with `BinaryName` = molt (what `--runc-binary` sets and
+//! what the README's config.toml runtime table gives CRI), each case with runc first as the control.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,8 @@ struct Ctr {
     global: Vec<String>,
     image: String,
     rt: String,
-    /// `--runc-binary` molt; none for runc, the shim's default binary.
+    /// `--runtime T --runc-binary B` from the README's config.toml table for molt; none for runc,
+    /// the shim's default binary.
     runtime: Vec<String>,
     ns: String,
     /// Where detached tasks write their output (`--log-uri file://`) and cases their files.
@@ -40,7 +41,7 @@ impl Ctr {
         common::unique(&format!("ce-{}", self.rt))
     }
 
-    /// `ctr run [extra] [--runc-binary B] IMAGE ID cmd...`. With `--config` the spec names the rootfs and the command: ctr then takes only the id.
+    /// `ctr run [extra] [--runtime T --runc-binary B] IMAGE ID cmd...`. With `--config` the spec names the rootfs and the command: ctr then takes only the id.
     fn run_args(&self, extra: &[&str], id: &str, cmd: &[&str]) -> Vec<String> {
         let mut a: Vec<String> = vec!["run".into()];
         a.extend(extra.iter().map(|s| s.to_string()));
@@ -118,6 +119,12 @@ fn k_task(c: &Ctr) -> Result<(), String> {
     let id = c.detached(&[], &[])?;
     let r = (|| {
         ensure!(c.status(&id) == "RUNNING", "task ls: {}", c.x(&["task", "ls"]).out);
+        if let [_, rt_type, _, binary] = &c.runtime[..] {
+            // What CRI records for a container of the README's runtimes.molt: that type, BinaryName in its options.
+            let info: serde_json::Value = serde_json::from_str(&c.ok(&["container", "info", &id])?).map_err(|e| format!("container info: {e}"))?;
+            let opts = run(Command::new("sh").args(["-c", &format!("echo {} | base64 -d", info["Runtime"]["Options"]["value"].as_str().unwrap_or_default())]), None, 10).out;
+            ensure!(info["Runtime"]["Name"] == rt_type.as_str() && opts.contains(binary.as_str()), "container record's runtime: {}", info["Runtime"]);
+        }
         let o = c.x(&["task", "exec", "--exec-id", "e1", &id, "sh", "-c", "echo in-exec; exit 4"]);
         ensure!(o.code == 4 && o.out.contains("in-exec"), "exec: {}", o.describe());
         let ps = c.ok(&["task", "ps", &id])?;
@@ -327,6 +334,64 @@ const CTR_CASES: &[CtrCase] = &[
     ("8 in parallel", k_parallel),
 ];
 
+/// The README's containerd config.toml table for molt (the ```toml block naming `runtimes.molt`),
+/// with molt's path for /usr/local/bin/molt, and the two values it gives the runc v2 shim.
+struct Snippet {
+    toml: String,
+    runtime_type: String,
+    binary: String,
+}
+
+fn readme_snippet() -> Result<Snippet, String> {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let text = fs::read_to_string(&readme).map_err(|e| format!("{}: {e}", readme.display()))?;
+    let block = text.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).find(|b| b.contains("runtimes.molt]"));
+    let toml = block.ok_or_else(|| format!("{}: no ```toml block with a runtimes.molt table", readme.display()))?.replace("/usr/local/bin/molt", &common::molt_bin().display().to_string());
+    let value = |key: &str| -> Result<String, String> {
+        let line = toml.lines().find(|l| l.trim_start().starts_with(&format!("{key} ="))).ok_or_else(|| format!("{}: the runtimes.molt block has no {key}", readme.display()))?;
+        Ok(line.split('"').nth(1).unwrap_or_default().to_string())
+    };
+    Ok(Snippet { runtime_type: value("runtime_type")?, binary: value("BinaryName")?, toml })
+}
+
+/// The test's containerd: its own root, state, socket and opt dir, the README's table verbatim
+/// (its `version = 2` among these top-level keys), and the CRI plugin on, which reads that table.
+fn daemon_config(snippet: &Snippet, scratch: &Path, run_dir: &Path) -> String {
+    format!(
+        r#"root = "{root}"
+state = "{state}"
+{table}
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+        root = scratch.join("root").display(),
+        state = run_dir.join("state").display(),
+        table = snippet.toml,
+        sock = run_dir.join("containerd.sock").display(),
+        opt = scratch.join("opt").display()
+    )
+}
+
+/// CRI loaded the table (a runtimes table it cannot use makes the plugin fail, and `plugins ls`
+/// says "error") and logged molt's runtime with the snippet's type and BinaryName. Nothing but CRI
+/// reads the table: `ctr run --runtime` names a shim ("molt": "invalid runtime name"), so the
+/// cases run with the table's two values as ctr's flags, which make the same container record.
+fn cri_loaded(c: &Ctr, d: &Daemon, snippet: &Snippet) -> Result<(), String> {
+    let plugins = c.ok(&["plugins", "ls"])?;
+    let cri = plugins.lines().find(|l| l.contains(" cri ")).unwrap_or_default();
+    let log = fs::read_to_string(&d.log).map_err(|e| format!("{}: {e}", d.log.display()))?;
+    let why = log.lines().find(|l| l.contains("failed to load plugin io.containerd.grpc.v1.cri")).unwrap_or_default();
+    ensure!(cri.split_whitespace().last() == Some("ok"), "CRI plugin: {cri:?}; containerd's log: {why}");
+    let want = format!("molt:{{Type:{} ", snippet.runtime_type);
+    let line = log.lines().find(|l| l.contains("Start cri plugin with config")).unwrap_or_default();
+    ensure!(line.contains(&want) && line.contains(&format!("Options:map[BinaryName:{}]", snippet.binary)), "CRI's runtimes: no {want}... BinaryName:{} in {line:?}", snippet.binary);
+    Ok(())
+}
+
 #[test]
 fn containerd() {
     require_root!();
@@ -340,26 +405,8 @@ fn containerd() {
     let ns = format!("molt-eng-{t}");
     let state_roots = new_dirs(&["/run/containerd/runc", "/run/containerd"]);
     let sock = run_dir.join("containerd.sock");
-    // The runtime snippet for the README is the [plugins...cri...runtimes.molt] table (CRI is off
-    // here: Debian 12 has no CRI client); `ctr run --runc-binary` sets the same shim option.
-    let config = format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-        root = scratch.join("root").display(),
-        state = run_dir.join("state").display(),
-        sock = sock.display(),
-        opt = scratch.join("opt").display()
-    );
-    fs::write(scratch.join("config.toml"), config).expect("write config.toml");
+    let snippet = readme_snippet().expect("the README's containerd snippet");
+    fs::write(scratch.join("config.toml"), daemon_config(&snippet, &scratch, &run_dir)).expect("write config.toml");
     let mut report = Report::new("containerd");
     let mut d = Daemon::spawn("containerd", Command::new(&containerd).arg("--config").arg(scratch.join("config.toml")), &scratch.join("containerd.log")).expect("start containerd");
     let base = Ctr { global: vec!["--address".into(), sock.display().to_string(), "--namespace".into(), ns.clone()], image: "docker.io/library/molt-busybox:test".into(), rt: String::new(), runtime: vec![], ns: ns.clone(), scratch: scratch.to_path_buf() };
@@ -374,8 +421,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     match started {
         Err(e) => report.record("engine start, image import", "-", Err(e), Duration::ZERO),
         Ok(()) => {
+            report.record("config.toml (README) runtimes.molt: CRI loads it", "molt", cri_loaded(&base, &d, &snippet), Duration::ZERO);
             for rt in eng::selected_runtimes() {
-                let runtime = if rt == "molt" { vec!["--runc-binary".into(), common::molt_bin().display().to_string()] } else { vec![] };
+                let runtime = if rt == "molt" { vec!["--runtime".into(), snippet.runtime_type.clone(), "--runc-binary".into(), snippet.binary.clone()] } else { vec![] };
                 let c = Ctr { rt: rt.clone(), runtime, global: base.global.clone(), image: base.image.clone(), ns: ns.clone(), scratch: base.scratch.clone() };
                 for (name, f) in CTR_CASES {
                     if !eng::case_selected(name) {
