@@ -597,6 +597,11 @@ fn c_pod(c: &Cli) -> Result<(), String> {
     r
 }
 
+/// docker's pod: `--network container:<id>` joins another container's network namespace.
+fn c_network_container(c: &Cli) -> Result<(), String> {
+    shared_netns(c, &[], &|a| vec!["--network".into(), format!("container:{a}")])
+}
+
 type Case = (&'static str, fn(&Cli) -> Result<(), String>);
 
 const SHARED: &[Case] = &[
@@ -758,7 +763,8 @@ fn docker() {
             report.record("daemon.json runtimes: molt is the default", "molt", if info.trim() == "molt" { Ok(()) } else { Err(format!("docker info: default runtime {info:?}")) }, Duration::ZERO);
             let x_root = run_dir.join("x");
             let cg = cg_parent.clone();
-            run_cases(&mut report, &cli, SHARED, None, &eng::selected_runtimes(), &|c: &Cli| {
+            let cases: Vec<Case> = [SHARED, &[("--network container: shared network namespace", c_network_container as fn(&Cli) -> Result<(), String>)]].concat();
+            run_cases(&mut report, &cli, &cases, None, &eng::selected_runtimes(), &|c: &Cli| {
                 let mut f = cli_left(c);
                 // The runtime's state root under the exec-root: no container of it left.
                 let state = x_root.join(format!("runtime-{}", c.rt)).join("moby");
