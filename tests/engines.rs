@@ -38,7 +38,6 @@ struct Cli {
     subnet: String,
     bridge: String,
     scratch: PathBuf,
-    stash: &'static Mutex<BTreeMap<String, String>>,
 }
 
 static STASH: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
@@ -137,18 +136,24 @@ impl Cli {
         Err(format!("{f}: no {ctrl} line in {s}"))
     }
 
-    /// Remember what runc showed for `key`, or compare molt's with it.
     fn same_as_runc(&self, key: &str, val: &str) -> Result<(), String> {
-        let k = format!("{:?}/{key}", self.kind);
-        let mut m = self.stash.lock().map_err(|e| e.to_string())?;
-        if self.rt == "runc" {
-            m.insert(k, val.to_string());
-            return Ok(());
-        }
-        match m.get(&k) {
-            Some(r) if r != val => Err(format!("{key}: {} showed {val:?}, runc showed {r:?}", self.rt)),
-            _ => Ok(()),
-        }
+        same_as_runc(&format!("{:?}/{}", self.kind, self.rt), key, val)
+    }
+}
+
+/// Remember what runc showed for `key`, or compare another runtime's with it; `who` is
+/// "ENGINE/RUNTIME".
+fn same_as_runc(who: &str, key: &str, val: &str) -> Result<(), String> {
+    let (engine, rt) = who.rsplit_once('/').unwrap_or((who, ""));
+    let k = format!("{engine}/{key}");
+    let mut m = STASH.lock().map_err(|e| e.to_string())?;
+    if rt == "runc" {
+        m.insert(k, val.to_string());
+        return Ok(());
+    }
+    match m.get(&k) {
+        Some(r) if r != val => Err(format!("{key}: {rt} showed {val:?}, runc showed {r:?}")),
+        _ => Ok(()),
     }
 }
 
@@ -532,8 +537,13 @@ fn c_restart(c: &Cli) -> Result<(), String> {
 }
 
 fn c_parallel(c: &Cli) -> Result<(), String> {
+    eight_in_parallel(&|i| c.run_img(&["--rm"], &["sh", "-c", &format!("echo par-{i}")]))
+}
+
+/// Eight runs at once, `run(i)` each printing par-i: every one must succeed with its own output.
+fn eight_in_parallel(run: &(dyn Fn(usize) -> Out + Sync)) -> Result<(), String> {
     let outs: Vec<Out> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..8).map(|i| s.spawn(move || c.run_img(&["--rm"], &["sh", "-c", &format!("echo par-{i}")]))).collect();
+        let hs: Vec<_> = (0..8).map(|i| s.spawn(move || run(i))).collect();
         hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Out { code: -1, out: String::new(), err: "thread panicked".into(), what: String::new() })).collect()
     });
     let bad: Vec<String> = outs.iter().enumerate().filter(|(i, o)| o.code != 0 || !o.out.contains(&format!("par-{i}"))).map(|(_, o)| o.describe()).collect();
@@ -556,20 +566,40 @@ fn c_uidmap(c: &Cli) -> Result<(), String> {
     r
 }
 
+/// Serves /index.html with "from-a" on 127.0.0.1:8081 (and every address).
+const SERVE_8081: &str = "mkdir /tmp/www && echo from-a > /tmp/www/index.html && exec httpd -f -p 8081 -h /tmp/www";
+/// Fetches it from 127.0.0.1, retried while the server starts.
+const FETCH_8081: &str = "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8081/index.html && exit 0; sleep 0.3; done; exit 1";
+
+/// Two containers in one network namespace: `a_flags` start the server, `b_flags(a)` put a second
+/// container beside it, which reaches it on 127.0.0.1 and sees the same namespace.
+fn shared_netns(c: &Cli, a_flags: &[&str], b_flags: &dyn Fn(&str) -> Vec<String>) -> Result<(), String> {
+    let a = c.detached("neta", a_flags, &["sh", "-c", SERVE_8081])?;
+    let r = (|| {
+        let b: Vec<String> = [vec!["--rm".to_string()], b_flags(&a)].concat();
+        let b: Vec<&str> = b.iter().map(String::as_str).collect();
+        let o = c.run_img(&b, &["sh", "-c", FETCH_8081]);
+        ensure!(o.code == 0 && o.out.contains("from-a"), "the second container cannot reach the first on 127.0.0.1: {}", o.describe());
+        let na = c.ok(&["exec", &a, "readlink", "/proc/self/ns/net"])?;
+        let nb = c.run_img(&b, &["readlink", "/proc/self/ns/net"]).ok()?;
+        ensure!(na == nb, "network namespaces differ: {na} {nb}");
+        Ok(())
+    })();
+    c.rm(&a);
+    r
+}
+
 fn c_pod(c: &Cli) -> Result<(), String> {
     let pod = c.name("pod");
     c.ok(&["pod", "create", "--name", &pod])?;
-    let r = (|| {
-        let a = c.detached("poda", &["--pod", &pod], &["sh", "-c", "mkdir /tmp/www && echo from-a > /tmp/www/index.html && exec httpd -f -p 8081 -h /tmp/www"])?;
-        let o = c.run_img(&["--rm", "--pod", &pod], &["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8081/index.html && exit 0; sleep 0.3; done; exit 1"]);
-        let na = c.ok(&["exec", &a, "readlink", "/proc/self/ns/net"]);
-        ensure!(o.code == 0 && o.out.contains("from-a"), "the second container of the pod cannot reach the first on 127.0.0.1: {}", o.describe());
-        let nb = c.run_img(&["--rm", "--pod", &pod], &["readlink", "/proc/self/ns/net"]).ok()?;
-        ensure!(na? == nb, "network namespaces differ");
-        Ok(())
-    })();
+    let r = shared_netns(c, &["--pod", &pod], &|_| vec!["--pod".into(), pod.clone()]);
     let _ = c.x(&["pod", "rm", "-f", "-t", "0", &pod]);
     r
+}
+
+/// docker's pod: `--network container:<id>` joins another container's network namespace.
+fn c_network_container(c: &Cli) -> Result<(), String> {
+    shared_netns(c, &[], &|a| vec!["--network".into(), format!("container:{a}")])
 }
 
 type Case = (&'static str, fn(&Cli) -> Result<(), String>);
@@ -720,7 +750,6 @@ fn docker() {
         subnet: format!("{net}."),
         bridge: bridge.clone(),
         scratch: scratch.to_path_buf(),
-        stash: &STASH,
     };
     let ready = d.wait_ready(tmo(60), || cli.x(&["version"]).code == 0);
     let started = ready.and_then(|_| {
@@ -734,7 +763,8 @@ fn docker() {
             report.record("daemon.json runtimes: molt is the default", "molt", if info.trim() == "molt" { Ok(()) } else { Err(format!("docker info: default runtime {info:?}")) }, Duration::ZERO);
             let x_root = run_dir.join("x");
             let cg = cg_parent.clone();
-            run_cases(&mut report, &cli, SHARED, None, &eng::selected_runtimes(), &|c: &Cli| {
+            let cases: Vec<Case> = [SHARED, &[("--network container: shared network namespace", c_network_container as fn(&Cli) -> Result<(), String>)]].concat();
+            run_cases(&mut report, &cli, &cases, None, &eng::selected_runtimes(), &|c: &Cli| {
                 let mut f = cli_left(c);
                 // The runtime's state root under the exec-root: no container of it left.
                 let state = x_root.join(format!("runtime-{}", c.rt)).join("moby");
@@ -853,7 +883,6 @@ network_config_dir = "{netdir}"
         subnet: format!("{net}."),
         bridge: bridge.clone(),
         scratch: scratch.to_path_buf(),
-        stash: &STASH,
     };
     let libpod_parent_existed = Path::new("/sys/fs/cgroup/memory/libpod_parent").exists() || Path::new("/sys/fs/cgroup/libpod_parent").exists();
     let state_roots = new_dirs(&["/run/runc", "/run/molt"]);
@@ -911,276 +940,5 @@ network_config_dir = "{netdir}"
     finish(report, left);
 }
 
-// ---- containerd (ctr; the runc v2 shim with BinaryName = molt, which is what `--runc-binary` sets) ----
-
-/// ctr against the test's containerd, in a namespace of its own, with one runtime binary.
-struct Ctr {
-    global: Vec<String>,
-    image: String,
-    rt: String,
-    ns: String,
-}
-
-impl Ctr {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("/usr/bin/ctr");
-        c.args(&self.global).args(args);
-        c
-    }
-
-    fn x(&self, args: &[&str]) -> Out {
-        run(&mut self.cmd(args), None, tmo(90))
-    }
-
-    fn ok(&self, args: &[&str]) -> Result<String, String> {
-        self.x(args).ok()
-    }
-
-    /// `ctr run [extra] --runc-binary RT IMAGE ID cmd...` (runc, the control, is the shim's default).
-    fn run_args(&self, extra: &[&str], id: &str, cmd: &[&str]) -> Vec<String> {
-        let mut a: Vec<String> = vec!["run".into()];
-        a.extend(extra.iter().map(|s| s.to_string()));
-        if self.rt == "molt" {
-            a.extend(["--runc-binary".into(), common::molt_bin().display().to_string()]);
-        }
-        a.push(self.image.clone());
-        a.push(id.into());
-        a.extend(cmd.iter().map(|s| s.to_string()));
-        a
-    }
-
-    fn run_img(&self, extra: &[&str], cmd: &[&str]) -> Out {
-        let id = common::unique(&format!("ce-{}", self.rt));
-        let a = self.run_args(&[&["--rm"], extra].concat(), &id, cmd);
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        self.x(&refs)
-    }
-
-    fn detached(&self, extra: &[&str]) -> Result<String, String> {
-        let id = common::unique(&format!("ce-{}", self.rt));
-        let a = self.run_args(&[&["-d"], extra].concat(), &id, &["sleep", "1000"]);
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        self.ok(&refs)?;
-        Ok(id)
-    }
-
-    fn status(&self, id: &str) -> String {
-        self.x(&["task", "ls"]).out.lines().find(|l| l.starts_with(id)).and_then(|l| l.split_whitespace().nth(2)).unwrap_or("").to_string()
-    }
-
-    fn rm(&self, id: &str) {
-        let _ = self.x(&["task", "kill", "-s", "SIGKILL", id]);
-        let _ = poll(tmo(10), || Ok(matches!(self.status(id).as_str(), "STOPPED" | "")));
-        let _ = self.x(&["task", "delete", id]);
-        let _ = self.x(&["container", "delete", id]);
-    }
-
-    fn host_cgroup(&self, id: &str, ctrl: &str) -> Result<PathBuf, String> {
-        let top = Path::new("/sys/fs/cgroup");
-        Ok(if cgroup_v2() { top.join(&self.ns).join(id) } else { top.join(ctrl).join(&self.ns).join(id) })
-    }
-}
-
-fn k_run_exit_stdin(c: &Ctr) -> Result<(), String> {
-    let id = common::unique(&format!("ce-{}", c.rt));
-    let a = c.run_args(&["--rm"], &id, &["sh", "-c", "head -n1; echo err >&2; exit 3"]);
-    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-    // ctr does not close the container's stdin at EOF (with runc too): read one line.
-    let o = run(&mut c.cmd(&refs), Some("from-stdin\n"), tmo(90));
-    ensure!(o.code == 3 && o.out.contains("from-stdin") && o.err.contains("err"), "want exit 3, stdin echoed, stderr apart: {}", o.describe());
-    Ok(())
-}
-
-fn k_task(c: &Ctr) -> Result<(), String> {
-    let id = c.detached(&[])?;
-    let r = (|| {
-        ensure!(c.status(&id) == "RUNNING", "task ls: {}", c.x(&["task", "ls"]).out);
-        let o = c.x(&["task", "exec", "--exec-id", "e1", &id, "sh", "-c", "echo in-exec; exit 4"]);
-        ensure!(o.code == 4 && o.out.contains("in-exec"), "exec: {}", o.describe());
-        let ps = c.ok(&["task", "ps", &id])?;
-        ensure!(ps.lines().count() >= 2, "task ps: {ps}");
-        let m = c.ok(&["task", "metrics", &id])?;
-        ensure!(m.contains("memory"), "task metrics: {m}");
-        c.ok(&["task", "pause", &id])?;
-        ensure!(c.status(&id) == "PAUSED", "not paused");
-        let fz = knob(&|k| c.host_cgroup(&id, k), "freezer")?;
-        ensure!(fz == "FROZEN", "freezer: {fz}");
-        c.ok(&["task", "resume", &id])?;
-        ensure!(c.status(&id) == "RUNNING", "not running after resume");
-        c.ok(&["task", "kill", "-s", "SIGKILL", &id])?;
-        poll(tmo(10), || Ok(c.status(&id) == "STOPPED"))?;
-        let d = c.ok(&["task", "delete", &id])?;
-        ensure!(d.contains("137") || d.is_empty(), "task delete: {d}");
-        c.ok(&["container", "delete", &id])?;
-        Ok(())
-    })();
-    c.rm(&id);
-    r
-}
-
-fn k_tty(c: &Ctr) -> Result<(), String> {
-    // ctr -t wants a terminal of its own: script(1) gives it one.
-    let id = common::unique(&format!("ce-{}", c.rt));
-    let a = c.run_args(&["--rm", "-t"], &id, &["tty"]);
-    let line = format!("/usr/bin/ctr {} {}", c.global.join(" "), a.join(" "));
-    let o = run(Command::new("script").args(["-qec", &line, "/dev/null"]), None, tmo(90));
-    ensure!(o.code == 0 && o.out.contains("/dev/pts/"), "run -t: {}", o.describe());
-    let id = common::unique(&format!("ce-{}", c.rt));
-    let a = c.run_args(&["-d", "-t"], &id, &["sleep", "1000"]);
-    let line = format!("/usr/bin/ctr {} {}", c.global.join(" "), a.join(" "));
-    run(Command::new("script").args(["-qec", &line, "/dev/null"]), None, tmo(90)).ok()?;
-    let line = format!("/usr/bin/ctr {} task exec -t --exec-id t1 {id} tty", c.global.join(" "));
-    let o = run(Command::new("script").args(["-qec", &line, "/dev/null"]), None, tmo(90));
-    c.rm(&id);
-    ensure!(o.code == 0 && o.out.contains("/dev/pts/"), "exec -t: {}", o.describe());
-    Ok(())
-}
-
-fn k_options(c: &Ctr) -> Result<(), String> {
-    let o = c.run_img(&["--read-only"], &["touch", "/x"]);
-    ensure!(o.code != 0 && o.err.contains("Read-only"), "--read-only: {}", o.describe());
-    let o = c.run_img(&["--seccomp"], &["grep", "Seccomp:", "/proc/self/status"]).ok()?;
-    ensure!(o.contains('2'), "--seccomp: {o}");
-    let o = c.run_img(&[], &["ls", "/sys/class/net"]).ok()?;
-    ensure!(o.split_whitespace().collect::<Vec<_>>() == ["lo"], "own network namespace: {o}");
-    let o = c.run_img(&["--net-host"], &["ls", "/sys/class/net"]).ok()?;
-    ensure!(o.split_whitespace().count() > 1, "--net-host: {o}");
-    let o = c.run_img(&["--privileged"], &["sh", "-c", "grep CapEff /proc/self/status; mount -t tmpfs t /tmp && echo privileged-ok"]).ok()?;
-    ensure!(o.contains("privileged-ok"), "--privileged: {o}");
-    Ok(())
-}
-
-fn k_limits(c: &Ctr) -> Result<(), String> {
-    let id = c.detached(&["--memory-limit", "67108864", "--cpus", "0.5"])?;
-    let r = (|| {
-        // ctr's default spec mounts no cgroupfs inside: the limits are checked on the host.
-        let dir = |k: &str| c.host_cgroup(&id, k);
-        let (mem, cpu) = (knob(&dir, "memory")?, knob(&dir, "cpu")?);
-        ensure!((mem.as_str(), cpu.as_str()) == ("67108864", "50000"), "host: {mem} {cpu}");
-        Ok(())
-    })();
-    c.rm(&id);
-    r?;
-    let o = c.run_img(&["--memory-limit", "33554432"], &["tail", "/dev/zero"]);
-    ensure!(o.code == 137, "OOM kill: {}", o.describe());
-    Ok(())
-}
-
-fn k_uidmap(c: &Ctr) -> Result<(), String> {
-    let o = c.run_img(&["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"], &["sh", "-c", "cat /proc/self/uid_map; touch /tmp/f && echo wrote"]).ok()?;
-    ensure!(o.contains("100000") && o.contains("wrote"), "--uidmap: {o}");
-    Ok(())
-}
-
-fn k_parallel(c: &Ctr) -> Result<(), String> {
-    let outs: Vec<Out> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..8).map(|i| s.spawn(move || c.run_img(&[], &["sh", "-c", &format!("echo par-{i}")]))).collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Out { code: -1, out: String::new(), err: "thread panicked".into(), what: String::new() })).collect()
-    });
-    let bad: Vec<String> = outs.iter().enumerate().filter(|(i, o)| o.code != 0 || !o.out.contains(&format!("par-{i}"))).map(|(_, o)| o.describe()).collect();
-    ensure!(bad.is_empty(), "{} of 8 parallel runs failed:\n{}", bad.len(), bad.join("\n"));
-    Ok(())
-}
-
-type CtrCase = (&'static str, fn(&Ctr) -> Result<(), String>);
-
-const CTR_CASES: &[CtrCase] = &[
-    ("run: exit code, stdin", k_run_exit_stdin),
-    ("task: exec, ps, metrics, pause, kill, delete", k_task),
-    ("tty run and exec", k_tty),
-    ("read-only, seccomp, net none/host, privileged", k_options),
-    ("memory/cpu limits, OOM kill", k_limits),
-    ("--uidmap", k_uidmap),
-    ("8 in parallel", k_parallel),
-];
-
-#[test]
-fn containerd() {
-    require_root!();
-    let containerd = need("/usr/bin/containerd");
-    need("/usr/bin/ctr");
-    need("/usr/bin/containerd-shim-runc-v2");
-    let t = tag();
-    let scratch = common::TempDir::new("molt-eng-containerd");
-    let run_dir = PathBuf::from(format!("/run/molt-eng-{t}-c"));
-    fs::create_dir_all(&run_dir).expect("create the run dir");
-    let ns = format!("molt-eng-{t}");
-    let state_roots = new_dirs(&["/run/containerd/runc", "/run/containerd"]);
-    let sock = run_dir.join("containerd.sock");
-    // The runtime snippet for the README is the [plugins...cri...runtimes.molt] table (CRI is off
-    // here: Debian 12 has no CRI client); `ctr run --runc-binary` sets the same shim option.
-    let config = format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-        root = scratch.join("root").display(),
-        state = run_dir.join("state").display(),
-        sock = sock.display(),
-        opt = scratch.join("opt").display()
-    );
-    fs::write(scratch.join("config.toml"), config).expect("write config.toml");
-    let mut report = Report::new("containerd");
-    let mut d = Daemon::spawn("containerd", Command::new(&containerd).arg("--config").arg(scratch.join("config.toml")), &scratch.join("containerd.log")).expect("start containerd");
-    let base = Ctr { global: vec!["--address".into(), sock.display().to_string(), "--namespace".into(), ns.clone()], image: "docker.io/library/molt-busybox:test".into(), rt: String::new(), ns: ns.clone() };
-    let ready = d.wait_ready(tmo(60), || base.x(&["version"]).code == 0);
-    let started = ready.and_then(|_| {
-        let archive = scratch.join("image.tar");
-        eng::oci_archive(&common::rootfs(), &base.image, &archive)?;
-        base.ok(&["images", "import", &archive.display().to_string()])?;
-        ensure!(base.ok(&["images", "ls", "-q"])?.contains(&base.image), "the imported image is not listed");
-        Ok(())
-    });
-    match started {
-        Err(e) => report.record("engine start, image import", "-", Err(e), Duration::ZERO),
-        Ok(()) => {
-            for rt in eng::selected_runtimes() {
-                let c = Ctr { rt: rt.clone(), global: base.global.clone(), image: base.image.clone(), ns: ns.clone() };
-                for (name, f) in CTR_CASES {
-                    if !eng::case_selected(name) {
-                        continue;
-                    }
-                    let t = Instant::now();
-                    let r = f(&c);
-                    report.record(name, &rt, r, t.elapsed());
-                }
-                let mut left = vec![];
-                for l in c.x(&["container", "ls", "-q"]).out.lines().filter(|l| l.starts_with(&format!("ce-{rt}-"))) {
-                    left.push(format!("container {l}"));
-                    c.rm(l);
-                }
-                let state = Path::new("/run/containerd/runc").join(&ns);
-                for e in fs::read_dir(&state).into_iter().flatten().flatten() {
-                    left.push(format!("runtime state {}", e.path().display()));
-                }
-                let o = run(Command::new("sh").args(["-c", &format!("ls -d /sys/fs/cgroup/*/{ns}/* 2>/dev/null")]), None, 30);
-                left.extend(o.out.lines().filter(|l| Path::new(l).is_dir()).map(|l| format!("cgroup {l}")));
-                left.extend(common::host_mounts_with(&scratch.display().to_string()).into_iter().map(|m| format!("mount {m}")));
-                report.record("nothing left behind", &rt, if left.is_empty() { Ok(()) } else { Err(left.join("\n")) }, Duration::ZERO);
-            }
-        }
-    }
-    let _ = base.x(&["images", "rm", &base.image]);
-    let _ = base.x(&["namespaces", "rm", &ns]);
-    d.stop();
-    let mut left = vec![];
-    left.extend(eng::kill_procs_mentioning(&run_dir.display().to_string()));
-    left.extend(eng::unmount_under(&scratch));
-    left.extend(eng::unmount_under(&run_dir));
-    left.extend(eng::remove_cgroups(&ns));
-    let state = Path::new("/run/containerd/runc").join(&ns);
-    if state.exists() {
-        left.push(format!("dir {}", state.display()));
-        let _ = fs::remove_dir_all(&state);
-    }
-    left.extend(state_roots.remove_if_empty());
-    let _ = fs::remove_dir_all(&run_dir);
-    finish(report, left);
-}
+#[path = "engines/containerd.rs"]
+mod containerd;
