@@ -20,11 +20,20 @@ fn cstring(p: &Path) -> Result<std::ffi::CString, String> {
 /// A detached copy of the mount at `path` (with every mount under it when `recursive`).
 pub fn open_tree_clone(path: &Path, recursive: bool) -> Result<OwnedFd, String> {
     let c = cstring(path)?;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
-    // SAFETY: open_tree with a valid NUL-terminated path; returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    open_tree(libc::AT_FDCWD, &c, if recursive { AT_RECURSIVE } else { 0 }).map_err(|e| format!("open_tree {}: {e}", path.display()))
+}
+
+/// A detached bind of the file or directory `fd` is open on, alone (no mount under it).
+pub fn open_tree_clone_fd(fd: &OwnedFd) -> std::io::Result<OwnedFd> {
+    open_tree(fd.as_raw_fd(), &std::ffi::CString::default(), libc::AT_EMPTY_PATH as libc::c_uint)
+}
+
+fn open_tree(dir: libc::c_int, path: &std::ffi::CStr, flags: libc::c_uint) -> std::io::Result<OwnedFd> {
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | flags;
+    // SAFETY: open_tree with a NUL-terminated path relative to `dir`; returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dir, path.as_ptr(), flags) };
     if fd < 0 {
-        return Err(format!("open_tree {}: {}", path.display(), std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this fd to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })

@@ -85,6 +85,12 @@ fn openat2(dir: RawFd, path: &Path, flags: i32, resolve: u64) -> std::io::Result
     Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
 }
 
+/// `path` inside the rootfs opened with `flags`, links followed only inside it (a device node
+/// such as the container's ptmx, which a path from the host could take elsewhere).
+pub fn open_in(root: &RootDir, path: &Path, flags: i32) -> std::io::Result<OwnedFd> {
+    openat2(root.fd.as_raw_fd(), &lexical(path), flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+}
+
 /// The destination `dest` (absolute, as the config names it) inside the rootfs, created as
 /// `make` says when missing, opened O_PATH. With `Links::Follow` symlinks in the image are
 /// followed inside the rootfs, as when it is the container's `/`, before the walk; the walk then

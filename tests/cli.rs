@@ -818,3 +818,28 @@ fn events_stats_in_runcs_shape() {
     assert!(wait_until(30, || child.try_wait().unwrap().is_some()), "events did not end with the container");
     let _ = drain.join();
 }
+
+/// Issue 11: the upgrade's crash hook (MOLT_TEST_CRASH_AT) is compiled only with the
+/// `fault-injection` feature, which the dev-dependency of molt on itself turns on for `cargo test`.
+/// Cargo's feature resolver (version 2, edition 2021) keeps a dev-dependency's features out of
+/// a build without tests: asked for the features molt gets without dev-dependencies (what
+/// `cargo build --release` compiles), cargo names none but "default". The same query with them
+/// must name the feature, or the question was not asked right. No release build is needed.
+#[test]
+fn a_build_without_tests_has_no_crash_hook() {
+    let tree = |edges: &str| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["tree", "--offline", "--locked", "-e", edges, "-i", "molt", "--prefix", "none"])
+            .output()
+            .expect("run cargo tree");
+        assert!(out.status.success(), "cargo tree -e {edges}: {}", stderr_of(&out));
+        stdout_of(&out)
+    };
+    let with_tests = tree("features");
+    assert!(with_tests.contains("molt feature \"fault-injection\""), "the test build's features: {with_tests}");
+    let without = tree("features,no-dev");
+    assert!(without.contains("molt feature \"default\""), "{without}");
+    assert!(!without.contains("fault-injection"), "a build without tests would carry the crash hook: {without}");
+}

@@ -186,3 +186,53 @@ fn proc_and_sys_destinations_that_are_symlinks_are_refused() {
         assert!(host_mounts_with(&copy.dir.display().to_string()).is_empty(), "mounts left");
     }
 }
+
+/// `process.terminal`: /dev/console is bound to the pty as any other mount target, through fds
+/// from the rootfs. An image without a /dev tmpfs whose /dev/console is a symlink to a host path
+/// gets the pty at that path inside the rootfs; before, molt created the host file (File::create
+/// followed the link) and bound the pty over it. With and without a user namespace.
+#[test]
+fn a_console_linked_to_a_host_path_stays_inside_the_rootfs() {
+    require_root!();
+    for userns in [false, true] {
+        console_linked_to_a_host_path(userns);
+    }
+}
+
+fn console_linked_to_a_host_path(userns: bool) {
+    let copy = RootfsCopy::new();
+    let outside = TempDir::new("molt-console-outside");
+    let host_console = outside.join("console");
+    std::os::unix::fs::symlink(&host_console, copy.dir.join("dev/console")).unwrap();
+    let mut b = Bundle::new(&["sh", "-c", "echo through-console > /dev/console; tty"]);
+    b.config["root"]["path"] = serde_json::json!(copy.dir);
+    b.config["process"]["terminal"] = serde_json::json!(true);
+    b.config["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/dev");
+    if userns {
+        // The container's root may make /dev/pts only in a /dev its ids own.
+        std::os::unix::fs::lchown(copy.dir.join("dev"), Some(100000), Some(100000)).unwrap();
+        b.add_namespace(serde_json::json!({"type": "user"}));
+        for map in ["uidMappings", "gidMappings"] {
+            b.config["linux"][map] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        }
+    }
+    let bundle = b.write();
+    let root = Root::new();
+    let id = unique("console-link");
+    let rx = ConsoleReceiver::new();
+    let out = root.molt(&["create", "--console-socket", rx.path.to_str().unwrap(), "--bundle", &bundle, &id]);
+    assert!(out.status.success(), "user namespace {userns}: create with a console: {}", stderr_of(&out));
+    let created_outside = std::fs::symlink_metadata(&host_console).is_ok();
+    root.ok(&["start", &id]);
+    let (_name, bytes) = rx.finish().expect("console receiver");
+    root.ok(&["delete", "--force", &id]);
+    assert!(!created_outside, "user namespace {userns}: {} was created on the host", host_console.display());
+    assert_eq!(std::fs::read_dir(&*outside).unwrap().count(), 0, "user namespace {userns}: something was made outside the rootfs");
+    // The link is followed inside the rootfs: the pty is bound there, and what the container
+    // writes to /dev/console reaches the engine.
+    let inside = copy.dir.join(host_console.strip_prefix("/").unwrap());
+    assert!(inside.is_file(), "user namespace {userns}: {} was not made inside the rootfs", inside.display());
+    assert_eq!(String::from_utf8_lossy(&bytes), "through-console\r\n/dev/pts/0\r\n", "user namespace {userns}");
+    let mounts = [outside.display().to_string(), copy.dir.display().to_string()].iter().flat_map(|n| host_mounts_with(n)).collect::<Vec<_>>();
+    assert!(mounts.is_empty(), "user namespace {userns}: mounts left: {mounts:?}");
+}

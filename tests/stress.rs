@@ -71,9 +71,14 @@ fn concurrent_lifecycles_leave_nothing_behind() {
     let root_s = root.path.display().to_string();
     let stray: Vec<&str> = procs.lines().filter(|l| l.contains(&root_s) || l.trim_end().ends_with("sleep 1000")).collect();
     assert!(stray.is_empty(), "processes left: {stray:?}");
+    // No molt process survives (each names the root on its command line, the re-executed sealed
+    // one too), and no process at all holds an fd into the root or on the volume's image.
+    let img_s = img_dir.display().to_string();
+    let (molts, fds) = leftovers(&root_s, &[&root_s, &img_s]);
+    assert!(molts.is_empty(), "molt processes left: {molts:?}");
+    assert!(fds.is_empty(), "fds left open: {fds:?}");
     // Mounts: nothing of the volume or of the root.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let img_s = img_dir.display().to_string();
     assert!(!mounts.lines().any(|l| l.contains(&root_s) || l.contains(&img_s)), "mounts left: {mounts}");
     // Loop devices: none bound to the image.
     let loops = std::process::Command::new("losetup").arg("-j").arg(&img).output().unwrap();
@@ -89,4 +94,26 @@ fn concurrent_lifecycles_leave_nothing_behind() {
     // with its last port).
     let links = net.ip(&["-o", "link"]);
     assert_eq!(links.lines().count(), 1, "links left: {links}");
+}
+
+/// Processes whose command line has `root` as an argument (molt's `--root`), each with its fd
+/// count, and every open fd of any process whose target contains one of `paths`.
+fn leftovers(root: &str, paths: &[&str]) -> (Vec<String>, Vec<String>) {
+    let (mut molts, mut fds) = (vec![], vec![]);
+    let me = std::process::id().to_string();
+    let pids = std::fs::read_dir("/proc").unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string());
+    for pid in pids.filter(|p| p.bytes().all(|b| b.is_ascii_digit()) && *p != me) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let open: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|fd| std::fs::read_link(fd.path()).map(|t| t.display().to_string()).unwrap_or_default())
+            .collect();
+        if cmdline.split(|b| *b == 0).any(|a| a == root.as_bytes()) {
+            molts.push(format!("{pid} {} ({} fds open)", String::from_utf8_lossy(&cmdline).replace('\0', " "), open.len()));
+        }
+        fds.extend(open.iter().filter(|t| paths.iter().any(|p| t.contains(p))).map(|t| format!("{pid}: {t}")));
+    }
+    (molts, fds)
 }

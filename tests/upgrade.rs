@@ -481,6 +481,28 @@ fn a_crash_after_the_stop_signal_is_rolled_back_to_a_running_old_version() {
     s.assert_v1_back();
 }
 
+/// CVE-2019-5736: `molt upgrade` clones the new version's init, and the command that finds an
+/// interrupted upgrade may rebuild the old version: both re-execute from the sealed binary before
+/// any of that (the settling must not come first).
+#[test]
+fn upgrade_and_the_command_that_recovers_it_run_from_a_sealed_binary() {
+    require_root!();
+    const SEALED: &str = "molt runs from a sealed binary";
+    let s = Setup::start("seal");
+    assert!(s.ask("APPEND kept").starts_with("OK"));
+    let v2 = s.bundle("2.0.0", "app-two", &[]);
+    let dir = v2.write();
+    let out = s.crashed_upgrade(&["--debug"], &["--bundle", &dir], "stop-old:after");
+    assert!(stderr_of(&out).contains(SEALED), "upgrade: {}", stderr_of(&out));
+    let out = s.net.molt(&s.root, &["--debug", "kill", "seal", "SIGCONT"]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    let sealed = err.find(SEALED);
+    let settled = err.find("an interrupted upgrade was found and rolled back");
+    assert!(sealed.is_some() && settled.is_some() && sealed < settled, "sealed before the rollback rebuilt v1: {err}");
+    s.assert_v1_back();
+}
+
 /// A volume only v2 declares is attached at hand-over; the rollback must detach it again.
 #[test]
 fn a_rollback_releases_a_volume_only_the_new_version_declared() {

@@ -6,11 +6,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use nix::fcntl::{open, OFlag};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use nix::sys::stat::Mode;
 
 use super::InitError;
+use crate::mount_target::{self, Links, Make, RootDir};
 
 nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
 
@@ -20,34 +19,31 @@ pub fn connect(socket: &Path) -> Result<UnixStream, InitError> {
 }
 
 /// Open a pty in the devpts under `rootfs`, send its master, return its slave. With
-/// `bind_console`, /dev/console becomes the slave too (the init; `exec` leaves it alone).
+/// `bind_console`, /dev/console becomes the slave too (the init; `exec` leaves it alone). Every
+/// step goes through fds: ptmx opened from the rootfs's fd (links followed only inside it), the
+/// slave by TIOCGPTPEER on the master, and /dev/console a mount target as any other
+/// (`mount_target`), so a link in the image cannot take a step to the host.
 pub fn open_and_send(
     stream: UnixStream,
     rootfs: &Path,
     size: Option<&oci_spec::runtime::Box>,
     bind_console: bool,
 ) -> Result<OwnedFd, InitError> {
+    let root = RootDir::open(rootfs)?;
     let ptmx = rootfs.join("dev/pts/ptmx");
-    let master = open(&ptmx, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| InitError::new(format!("open {} (is /dev/pts a devpts mount with newinstance?): {}", ptmx.display(), e.desc())))?;
-    // SAFETY: `open` just returned this fd and nothing else owns it.
-    let master = unsafe { OwnedFd::from_raw_fd(master) };
-    // SAFETY: unlockpt/TIOCGPTN operate on the fd we own; buffers are sized for them.
-    let n = unsafe {
+    let master = mount_target::open_in(&root, Path::new("dev/pts/ptmx"), libc::O_RDWR | libc::O_NOCTTY)
+        .map_err(|e| InitError::new(format!("open {} (is /dev/pts a devpts mount with newinstance?): {e}", ptmx.display())))?;
+    // SAFETY: unlockpt and TIOCGPTPEER on the master we own; TIOCGPTPEER returns a new fd.
+    let slave = unsafe {
         if libc::unlockpt(master.as_raw_fd()) != 0 {
             return Err(InitError::new(format!("unlockpt: {}", std::io::Error::last_os_error())));
         }
-        let mut num: libc::c_uint = 0;
-        if libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut num) != 0 {
-            return Err(InitError::new(format!("TIOCGPTN: {}", std::io::Error::last_os_error())));
+        let fd = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(InitError::new(format!("open the pty's slave (TIOCGPTPEER): {}", std::io::Error::last_os_error())));
         }
-        num
+        OwnedFd::from_raw_fd(fd)
     };
-    let slave_path = rootfs.join(format!("dev/pts/{n}"));
-    let slave = open(&slave_path, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| InitError::new(format!("open {}: {}", slave_path.display(), e.desc())))?;
-    // SAFETY: as above.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     if let Some(sz) = size {
         let ws = libc::winsize { ws_row: sz.height() as u16, ws_col: sz.width() as u16, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCSWINSZ reads a winsize we own.
@@ -56,12 +52,10 @@ pub fn open_and_send(
     }
     if bind_console {
         // /dev/console in the container is the pty, as runc sets it up.
-        let console = rootfs.join("dev/console");
-        if !console.exists() {
-            std::fs::File::create(&console).map_err(|e| InitError::new(format!("create {}: {e}", console.display())))?;
-        }
-        nix::mount::mount(Some(&slave_path), &console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| InitError::new(format!("bind {} on {}: {}", slave_path.display(), console.display(), e.desc())))?;
+        let target = mount_target::open_target(&root, Path::new("/dev/console"), Make::File, Links::Follow).map_err(InitError::new)?;
+        let tree = crate::mount_api::open_tree_clone_fd(&slave)
+            .map_err(|e| InitError::new(format!("bind the pty on {}: open_tree of the pty's slave: {e}", target.shown.display())))?;
+        mount_target::attach(tree, &target).map_err(InitError::new)?;
     }
     let fds = [master.as_raw_fd()];
     let name = b"/dev/ptmx";

@@ -211,7 +211,7 @@ impl Setup {
     }
 
     /// `molt GLOBAL... upgrade ID ARGS...` with MOLT_TEST_CRASH_AT=`crash_at`; asserts it died there.
-    pub fn crashed_upgrade(&self, global: &[&str], args: &[&str], crash_at: &str) {
+    pub fn crashed_upgrade(&self, global: &[&str], args: &[&str], crash_at: &str) -> std::process::Output {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.net.path.display()))
             .arg(molt_bin())
@@ -223,6 +223,7 @@ impl Setup {
         let out = run_to_files(&mut cmd);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(out.status.signal(), Some(9), "did not crash at {crash_at}: {}", stderr_of(&out));
+        out
     }
 
     /// v1 answers again under the id, alone, with the record the test appended.
