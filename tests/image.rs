@@ -97,6 +97,36 @@ fn upgrade_from_an_oci_archive_picks_this_hosts_platform() {
     assert!(left.len() == 1 && left[0].starts_with("sha256-"), "the archive's scratch copy is gone: {left:?}");
 }
 
+/// The image path hands molt's listening socket over as the bundle path does: no client is
+/// refused or reset under load. The image's own `io.molt.listen` label (another port) is not
+/// taken: what to listen on belongs to the deployment.
+#[test]
+fn upgrade_from_an_image_hands_the_listening_socket_over_under_load() {
+    require_root!();
+    let s = Setup::start_listening("images-ls", "tcp:0.0.0.0:8080");
+    let load = Load::start(&s.net, 2);
+    assert!(load.wait_answers("version=1.0.0", 20), "v1 under load: {:?}", load.tally());
+    let mut l = Layout::new();
+    let mut cfg = app_config("1.1.0");
+    cfg["config"]["ExposedPorts"] = json!({"8080/tcp": {}});
+    cfg["config"]["Labels"]["io.molt.listen"] = json!("tcp:0.0.0.0:9999");
+    let m = l.image(&cfg, &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m, Some("1.1.0"));
+    let out = s.upgrade(&["--image", &l.reference(Some("1.1.0")), "--health", "tcp:8080", "--health-timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(text.contains("holds tcp:0.0.0.0:8080"), "the socket was handed over: {text}");
+    assert!(load.wait_answers("version=1.1.0", 20), "v1.1.0 under load: {:?}", load.tally());
+    let t = load.stop();
+    assert_eq!((t.refused, t.reset, t.timed_out, t.other.len()), (0, 0, 0, 0), "every request answered: {t:?}");
+    let st = s.root.state("images-ls");
+    assert_eq!(st["annotations"]["io.molt.listen"], "tcp:0.0.0.0:8080", "{st}");
+    assert_eq!(st["annotations"]["org.opencontainers.image.exposedPorts"], "8080/tcp", "{st}");
+    let pid = st["pid"].as_i64().unwrap();
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).to_string();
+    assert!(environ.contains("LISTEN_FDS=1") && environ.contains("LISTEN_FDNAMES=tcp-8080"), "{environ}");
+}
+
 #[test]
 fn image_unpack_writes_a_bundle_that_runs_and_inspect_names_the_image() {
     require_root!();
