@@ -59,6 +59,24 @@ pub fn host_platform() -> (Os, Arch) {
     (Os::default(), Arch::default())
 }
 
+/// A platform's variant with the default of its architecture filled in, as containerd compares
+/// them: arm64 is v8 and arm v7 (what molt's arm builds target) when unspecified; amd64's v1 is
+/// the baseline every amd64 host runs, so it is no variant.
+fn variant(arch: &Arch, v: Option<&str>) -> Option<String> {
+    match (arch, v.filter(|v| !v.is_empty())) {
+        (Arch::Amd64, Some("v1")) => None,
+        (_, Some(v)) => Some(v.to_string()),
+        (Arch::ARM64, None) => Some("v8".into()),
+        (Arch::ARM, None) => Some("v7".into()),
+        (_, None) => None,
+    }
+}
+
+/// Whether an image for os/arch/variant runs on the platform `host` (its variant the default).
+fn fits_platform(host: &(Os, Arch), os: &Os, arch: &Arch, v: Option<&str>) -> bool {
+    os == &host.0 && arch == &host.1 && variant(arch, v) == variant(&host.1, None)
+}
+
 /// One manifest of a layout, verified, with its verified config.
 #[derive(Debug)]
 pub struct Image {
@@ -139,14 +157,24 @@ fn read_verified(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> Res
     fs::read(&path).map_err(|e| ImageError::Io { reference: reference.into(), path, reason: e.to_string() })
 }
 
+fn platform_text(os: &Os, arch: &Arch, v: Option<&str>) -> String {
+    match v.filter(|v| !v.is_empty()) {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
+    }
+}
+
 fn platform_name(d: &Descriptor) -> String {
-    d.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())).unwrap_or_else(|| "unspecified".into())
+    d.platform().as_ref().map(|p| platform_text(p.os(), p.architecture(), p.variant().as_deref())).unwrap_or_else(|| "unspecified".into())
 }
 
 /// Of several descriptors, the one for this host's platform (or the only one without a platform).
 fn pick_platform<'a>(reference: &str, list: &'a [Descriptor], within: &str) -> Result<&'a Descriptor> {
-    let (os, arch) = host_platform();
-    let fits = |d: &&Descriptor| d.platform().as_ref().is_some_and(|p| p.os() == &os && p.architecture() == &arch);
+    pick_platform_for(&host_platform(), reference, list, within)
+}
+
+fn pick_platform_for<'a>(host: &(Os, Arch), reference: &str, list: &'a [Descriptor], within: &str) -> Result<&'a Descriptor> {
+    let fits = |d: &&Descriptor| d.platform().as_ref().is_some_and(|p| fits_platform(host, p.os(), p.architecture(), p.variant().as_deref()));
     if let Some(d) = list.iter().find(fits) {
         return Ok(d);
     }
@@ -154,9 +182,14 @@ fn pick_platform<'a>(reference: &str, list: &'a [Descriptor], within: &str) -> R
         [only] if only.platform().is_none() => Ok(only),
         _ => {
             let found: Vec<String> = list.iter().map(platform_name).collect();
+            let (os, arch) = host;
             Err(ImageError::Select {
                 reference: reference.into(),
-                reason: format!("{within} has no manifest for this host's platform {os}/{arch}; platforms found: {}", found.join(", ")),
+                reason: format!(
+                    "{within} has no manifest for this host's platform {}; platforms found: {}",
+                    platform_text(os, arch, variant(arch, None).as_deref()),
+                    found.join(", ")
+                ),
             })
         }
     }
@@ -274,11 +307,17 @@ impl Image {
         let cd = manifest.config().clone();
         let data = read_verified(&text, &dir, &cd, "config")?;
         let config: ImageConfiguration = parse_json(&text, "config", &blob_path(&text, &dir, &cd, "config")?, &data)?;
-        let (os, arch) = host_platform();
-        if config.os() != &os || config.architecture() != &arch {
+        let host = host_platform();
+        if !fits_platform(&host, config.os(), config.architecture(), config.variant().as_deref()) {
+            let (os, arch) = &host;
             return Err(ImageError::Select {
                 reference: text,
-                reason: format!("manifest {} is for {}/{}, this host is {os}/{arch}", d.digest(), config.os(), config.architecture()),
+                reason: format!(
+                    "manifest {} is for {}, this host is {}",
+                    d.digest(),
+                    platform_text(config.os(), config.architecture(), config.variant().as_deref()),
+                    platform_text(os, arch, variant(arch, None).as_deref())
+                ),
             });
         }
         Ok(Image { reference: text, dir, manifest_digest: d.digest().to_string(), manifest, config, _scratch: scratch })
@@ -294,7 +333,7 @@ impl Image {
     }
 
     pub fn platform(&self) -> String {
-        format!("{}/{}", self.config.os(), self.config.architecture())
+        platform_text(self.config.os(), self.config.architecture(), self.config.variant().as_deref())
     }
 }
 
@@ -371,5 +410,31 @@ mod tests {
         assert_eq!(pick_platform("r", &list, "index").unwrap().digest().to_string(), format!("sha256:{}", "a".repeat(64)));
         let e = pick_platform("r", &list[..1], "index").unwrap_err().to_string();
         assert!(e.contains(&format!("{os}/{arch}")) && e.contains("linux/s390x"), "{e}");
+    }
+
+    #[test]
+    fn the_variant_is_matched_with_its_architectures_default() {
+        let d = |n: &str, arch: &str, variant: Option<&str>| -> Descriptor {
+            let mut p = serde_json::json!({"os": "linux", "architecture": arch});
+            if let Some(v) = variant {
+                p["variant"] = v.into();
+            }
+            serde_json::from_value(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1,
+                "digest": format!("sha256:{}", n.repeat(64)), "platform": p
+            }))
+            .unwrap()
+        };
+        let pick = |host: Arch, list: &[Descriptor]| pick_platform_for(&(Os::Linux, host), "r", list, "index").map(|d| d.digest().to_string()[7..8].to_string());
+        let list = [d("a", "arm", Some("v6")), d("b", "arm", Some("v7")), d("c", "arm64", Some("v8")), d("d", "arm64", Some("v9"))];
+        assert_eq!(pick(Arch::ARM, &list).unwrap(), "b", "arm/v7, not arm/v6");
+        assert_eq!(pick(Arch::ARM64, &list).unwrap(), "c", "arm64/v8, not arm64/v9");
+        assert_eq!(pick(Arch::ARM64, &[d("d", "arm64", Some("v9")), d("e", "arm64", None)]).unwrap(), "e", "arm64 without a variant is v8");
+        assert_eq!(pick(Arch::ARM, &[d("a", "arm", Some("v6")), d("f", "arm", None)]).unwrap(), "f", "arm without a variant is v7");
+        assert_eq!(pick(Arch::Amd64, &[d("1", "amd64", Some("v3")), d("2", "amd64", Some("v1"))]).unwrap(), "2");
+        let e = pick(Arch::Amd64, &[d("1", "amd64", Some("v3"))]).unwrap_err().to_string();
+        assert!(e.contains("platform linux/amd64;") && e.contains("found: linux/amd64/v3"), "{e}");
+        let e = pick(Arch::ARM, &list[..1]).unwrap_err().to_string();
+        assert!(e.contains("platform linux/arm/v7;") && e.contains("found: linux/arm/v6"), "{e}");
     }
 }
