@@ -158,6 +158,30 @@ fn image_unpack_writes_a_bundle_that_runs_and_inspect_names_the_image() {
     assert!(!out.status.success() && stderr_of(&out).contains("not empty"), "{}", stderr_of(&out));
 }
 
+/// `image unpack` killed part-way (after the tree and config.json are written, before the
+/// rename) leaves its work beside DIR under a `.tmp-` name, never a DIR that looks complete; the
+/// next unpack into DIR works.
+#[test]
+fn an_unpack_killed_part_way_leaves_no_dir_that_looks_complete() {
+    require_root!();
+    let mut l = Layout::new();
+    let m = l.image(&app_config("1.0.0"), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m, None);
+    let tmp = TempDir::new("molt-unpack-kill");
+    let dir = tmp.join("bundle");
+    let root = Root::new();
+    let args = ["--root", root.path.to_str().unwrap(), "image", "unpack", &l.reference(None), dir.to_str().unwrap()];
+    let out = run_to_files(std::process::Command::new(molt_bin()).args(args).env("MOLT_TEST_CRASH_AT", "image-unpack:applied"));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "did not die at the crash point: {}", stderr_of(&out));
+    assert!(!dir.exists(), "no DIR until the unpack is complete");
+    let left: Vec<String> = std::fs::read_dir(&*tmp).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    assert!(left.len() == 1 && left[0].starts_with("bundle.tmp-"), "{left:?}");
+    assert!(tmp.join(&left[0]).join("config.json").is_file(), "it died with the bundle written, under its .tmp- name");
+    root.ok(&["image", "unpack", &l.reference(None), dir.to_str().unwrap()]);
+    assert!(dir.join("config.json").is_file() && dir.join("rootfs/bin/molt-testapp").is_file());
+}
+
 /// A running container (busybox, v1.0.0) and an upgrade to `reference` that must fail with
 /// `expect` in its message, leaving the container as it was and the store empty.
 fn refused(reference: &str, expect: &str) {
