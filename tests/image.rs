@@ -158,6 +158,45 @@ fn image_unpack_writes_a_bundle_that_runs_and_inspect_names_the_image() {
     assert!(!out.status.success() && stderr_of(&out).contains("not empty"), "{}", stderr_of(&out));
 }
 
+/// An image made by Debian's umoci (`init`, `new`, `unpack`, `repack`, `config`, as scripts/setup
+/// installs it) from the busybox rootfs fixture, in two layers, the second with the whiteout
+/// umoci writes for a removed file: the upgrade takes it as it takes a layout written here.
+#[test]
+fn upgrade_from_an_image_made_by_umoci() {
+    require_root!();
+    let s = Setup::start("images-umoci");
+    assert!(s.ask("APPEND one").starts_with("OK"));
+    let tmp = TempDir::new("molt-umoci");
+    let img = format!("{}:1.1.0", tmp.join("layout").display());
+    let umoci = |args: &[&str]| {
+        let out = std::process::Command::new("umoci").args(args).output().expect("run umoci (scripts/setup installs it)");
+        assert!(out.status.success(), "umoci {args:?}: {}", stderr_of(&out));
+    };
+    let (b1, b2) = (tmp.join("b1"), tmp.join("b2"));
+    umoci(&["init", "--layout", tmp.join("layout").to_str().unwrap()]);
+    umoci(&["new", "--image", &img]);
+    umoci(&["unpack", "--image", &img, b1.to_str().unwrap()]);
+    let cp = std::process::Command::new("cp").arg("-a").arg(rootfs().join(".")).arg(b1.join("rootfs")).status().unwrap();
+    assert!(cp.success());
+    std::fs::write(b1.join("rootfs/etc/gone-in-layer-two"), "1").unwrap();
+    umoci(&["repack", "--image", &img, b1.to_str().unwrap()]);
+    umoci(&["unpack", "--image", &img, b2.to_str().unwrap()]);
+    std::fs::remove_file(b2.join("rootfs/etc/gone-in-layer-two")).unwrap();
+    std::fs::write(b2.join("rootfs/etc/new-in-layer-two"), "2").unwrap();
+    umoci(&["repack", "--image", &img, b2.to_str().unwrap()]);
+    let env = ["--config.env", "PATH=/bin:/sbin:/usr/bin", "--config.env", "APP_VERSION=1.1.0", "--config.exposedports", "8080/tcp"];
+    let labels = ["--config.label", "org.opencontainers.image.version=1.1.0", "--config.label", "io.molt.upgrade.from=>=1.0.0, <2.0.0"];
+    umoci(&[&["config", "--image", &img, "--config.cmd", "/bin/molt-testapp"][..], &env, &labels].concat());
+    let out = s.upgrade(&["--image", &format!("oci:{img}")]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.1.0 hostname=app-one", "1"));
+    let st = s.root.state("images-umoci");
+    assert_eq!(st["annotations"]["org.opencontainers.image.exposedPorts"], "8080/tcp", "{st}");
+    let rootfs = std::path::PathBuf::from(st["rootfs"].as_str().unwrap());
+    assert!(rootfs.starts_with(s.root.path.join("images")), "{}", rootfs.display());
+    assert!(rootfs.join("etc/new-in-layer-two").is_file() && !rootfs.join("etc/gone-in-layer-two").exists(), "umoci's second layer and its whiteout");
+}
+
 /// `image unpack` killed part-way (after the tree and config.json are written, before the
 /// rename) leaves its work beside DIR under a `.tmp-` name, never a DIR that looks complete; the
 /// next unpack into DIR works.
