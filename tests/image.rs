@@ -158,6 +158,25 @@ fn image_unpack_writes_a_bundle_that_runs_and_inspect_names_the_image() {
     assert!(!out.status.success() && stderr_of(&out).contains("not empty"), "{}", stderr_of(&out));
 }
 
+/// A `docker save` archive (written here in Docker 20's format) as the new application, named
+/// by its RepoTag; one whose layer is not what its config's diff_id says is refused.
+#[test]
+fn upgrade_from_a_docker_archive_and_a_layer_that_is_not_its_diff_id_is_refused() {
+    require_root!();
+    let s = Setup::start("images-docker");
+    assert!(s.ask("APPEND one").starts_with("OK"));
+    let tmp = TempDir::new("molt-docker-archive");
+    let archive = tmp.join("app.tar");
+    docker_archive(&archive, app_config("1.1.0"), &[rootfs_tar()], &["registry:5000/app:1.1.0"], None);
+    let out = s.upgrade(&["--image", &format!("docker-archive:{}:registry:5000/app:1.1.0", archive.display())]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.1.0 hostname=app-one", "1"));
+    let bad = tmp.join("bad.tar");
+    let other = format!("sha256:{}", sha256(b"another layer"));
+    docker_archive(&bad, config(host_arch(), &["/bin/sh"], &[], "", "/", labels("2.0.0", None)), &[layer(vec![file("etc/app", b"v2")])], &[], Some(vec![other.clone()]));
+    refused(&format!("docker-archive:{}", bad.display()), &format!("the config's diff_id is {other}"));
+}
+
 /// An image made by Debian's umoci (`init`, `new`, `unpack`, `repack`, `config`, as scripts/setup
 /// installs it) from the busybox rootfs fixture, in two layers, the second with the whiteout
 /// umoci writes for a removed file: the upgrade takes it as it takes a layout written here.

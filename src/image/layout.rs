@@ -18,6 +18,8 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub enum Source {
     Dir(PathBuf),
     Archive(PathBuf),
+    /// A `docker save` tar, made a layout by `super::docker`.
+    DockerArchive(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,16 +31,23 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]`. A path may itself hold ':': when the whole
-    /// rest names an existing file it has no tag, otherwise the tag follows the last ':'.
+    /// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or `docker-archive:FILE[:NAME:TAG]`. A path
+    /// may itself hold ':': when the whole rest names an existing file it has no tag, otherwise
+    /// the tag follows the last ':' (for a docker-archive, whose tags hold ':', the first ':'
+    /// after a path that exists, else the first).
     pub fn parse(s: &str) -> Result<Reference> {
         let bad = || ImageError::BadReference(s.into());
-        let (archive, rest) = match s.split_once(':') {
-            Some(("oci", rest)) => (false, rest),
-            Some(("oci-archive", rest)) => (true, rest),
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        let split = match kind {
+            "oci" | "oci-archive" => rest.rsplit_once(':'),
+            "docker-archive" => {
+                let at = |(i, _): (usize, char)| (&rest[..i], &rest[i + 1..]);
+                let mut colons = rest.char_indices().filter(|&(_, c)| c == ':');
+                colons.clone().map(at).find(|(p, _)| Path::new(p).is_file()).or_else(|| colons.next().map(at))
+            }
             _ => return Err(bad()),
         };
-        let (path, tag) = match rest.rsplit_once(':') {
+        let (path, tag) = match split {
             Some((p, t)) if !Path::new(rest).exists() => (p, Some(t)),
             _ => (rest, None),
         };
@@ -46,11 +55,12 @@ impl Reference {
             return Err(bad());
         }
         let path = PathBuf::from(path);
-        Ok(Reference {
-            source: if archive { Source::Archive(path) } else { Source::Dir(path) },
-            tag: tag.map(String::from),
-            text: s.into(),
-        })
+        let source = match kind {
+            "oci" => Source::Dir(path),
+            "oci-archive" => Source::Archive(path),
+            _ => Source::DockerArchive(path),
+        };
+        Ok(Reference { source, tag: tag.map(String::from), text: s.into() })
     }
 }
 
@@ -111,6 +121,21 @@ fn blob_path(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> Result<
     Ok(dir.join("blobs/sha256").join(hex))
 }
 
+/// The sha256 (lowercase hex) and size of a file, read in chunks.
+pub(super) fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = fs::File::open(path)?;
+    let (mut h, mut n, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 16]);
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), n))
+}
+
 /// Hash the blob of `d` and compare size and digest; returns the path to read it from.
 pub fn verify_blob(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> Result<PathBuf> {
     let path = blob_path(reference, dir, d, what)?;
@@ -123,17 +148,7 @@ pub fn verify_blob(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> R
     if meta.len() != d.size() {
         return Err(err(format!("{} has {} bytes, the descriptor says {}", path.display(), meta.len(), d.size())));
     }
-    let mut f = fs::File::open(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let (got, _) = sha256_file(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
     if Some(got.as_str()) != d.as_digest_sha256() {
         return Err(err(format!("content has digest sha256:{got}, not the descriptor's")));
     }
@@ -289,12 +304,15 @@ impl Image {
         let io = |path: &Path, e: std::io::Error| ImageError::Io { reference: text.clone(), path: path.into(), reason: e.to_string() };
         let (dir, scratch) = match &r.source {
             Source::Dir(d) => (d.clone(), None),
-            Source::Archive(file) => {
+            Source::Archive(file) | Source::DockerArchive(file) => {
                 fs::create_dir_all(scratch_parent).map_err(|e| io(scratch_parent, e))?;
                 let path = scratch_parent.join(format!(".archive-{}-{}", std::process::id(), nanos()));
                 fs::create_dir(&path).map_err(|e| io(&path, e))?;
                 let scratch = ScratchDir(path.clone());
                 extract_archive(r, file, &path)?;
+                if matches!(r.source, Source::DockerArchive(_)) {
+                    super::docker::to_layout(&text, &path)?;
+                }
                 (path, Some(scratch))
             }
         };
@@ -359,7 +377,16 @@ mod tests {
         let r = Reference::parse(&format!("oci:{}", dir.display())).unwrap();
         assert_eq!((r.source, r.tag), (Source::Dir(dir.clone()), None));
         fs::remove_dir_all(&dir).unwrap();
-        for bad in ["docker://busybox", "oci:", "oci:/x:", "busybox:latest"] {
+        let r = Reference::parse("docker-archive:/nonexistent/app.tar:registry:5000/app:1.1").unwrap();
+        assert_eq!((r.source, r.tag.as_deref()), (Source::DockerArchive("/nonexistent/app.tar".into()), Some("registry:5000/app:1.1")));
+        let file = std::env::temp_dir().join(format!("molt-ref:{}.tar", std::process::id()));
+        fs::write(&file, "").unwrap();
+        let r = Reference::parse(&format!("docker-archive:{}:app:1.1", file.display())).unwrap();
+        assert_eq!((&r.source, r.tag.as_deref()), (&Source::DockerArchive(file.clone()), Some("app:1.1")));
+        let r = Reference::parse(&format!("docker-archive:{}", file.display())).unwrap();
+        assert_eq!((r.source, r.tag), (Source::DockerArchive(file.clone()), None));
+        fs::remove_file(&file).unwrap();
+        for bad in ["docker://busybox", "oci:", "oci:/x:", "busybox:latest", "docker-archive:"] {
             assert!(matches!(Reference::parse(bad), Err(ImageError::BadReference(_))), "{bad}");
         }
     }
