@@ -97,6 +97,36 @@ fn upgrade_from_an_oci_archive_picks_this_hosts_platform() {
     assert!(left.len() == 1 && left[0].starts_with("sha256-"), "the archive's scratch copy is gone: {left:?}");
 }
 
+/// The image path hands molt's listening socket over as the bundle path does: no client is
+/// refused or reset under load. The image's own `io.molt.listen` label (another port) is not
+/// taken: what to listen on belongs to the deployment.
+#[test]
+fn upgrade_from_an_image_hands_the_listening_socket_over_under_load() {
+    require_root!();
+    let s = Setup::start_listening("images-ls", "tcp:0.0.0.0:8080");
+    let load = Load::start(&s.net, 2);
+    assert!(load.wait_answers("version=1.0.0", 20), "v1 under load: {:?}", load.tally());
+    let mut l = Layout::new();
+    let mut cfg = app_config("1.1.0");
+    cfg["config"]["ExposedPorts"] = json!({"8080/tcp": {}});
+    cfg["config"]["Labels"]["io.molt.listen"] = json!("tcp:0.0.0.0:9999");
+    let m = l.image(&cfg, &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m, Some("1.1.0"));
+    let out = s.upgrade(&["--image", &l.reference(Some("1.1.0")), "--health", "tcp:8080", "--health-timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(text.contains("holds tcp:0.0.0.0:8080"), "the socket was handed over: {text}");
+    assert!(load.wait_answers("version=1.1.0", 20), "v1.1.0 under load: {:?}", load.tally());
+    let t = load.stop();
+    assert_eq!((t.refused, t.reset, t.timed_out, t.other.len()), (0, 0, 0, 0), "every request answered: {t:?}");
+    let st = s.root.state("images-ls");
+    assert_eq!(st["annotations"]["io.molt.listen"], "tcp:0.0.0.0:8080", "{st}");
+    assert_eq!(st["annotations"]["org.opencontainers.image.exposedPorts"], "8080/tcp", "{st}");
+    let pid = st["pid"].as_i64().unwrap();
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).to_string();
+    assert!(environ.contains("LISTEN_FDS=1") && environ.contains("LISTEN_FDNAMES=tcp-8080"), "{environ}");
+}
+
 #[test]
 fn image_unpack_writes_a_bundle_that_runs_and_inspect_names_the_image() {
     require_root!();
@@ -126,6 +156,88 @@ fn image_unpack_writes_a_bundle_that_runs_and_inspect_names_the_image() {
     // A second unpack into the same (now full) directory is refused.
     let out = root.molt(&["image", "unpack", &l.reference(None), dir.to_str().unwrap()]);
     assert!(!out.status.success() && stderr_of(&out).contains("not empty"), "{}", stderr_of(&out));
+}
+
+/// A `docker save` archive (written here in Docker 20's format) as the new application, named
+/// by its RepoTag; one whose layer is not what its config's diff_id says is refused.
+#[test]
+fn upgrade_from_a_docker_archive_and_a_layer_that_is_not_its_diff_id_is_refused() {
+    require_root!();
+    let s = Setup::start("images-docker");
+    assert!(s.ask("APPEND one").starts_with("OK"));
+    let tmp = TempDir::new("molt-docker-archive");
+    let archive = tmp.join("app.tar");
+    docker_archive(&archive, app_config("1.1.0"), &[rootfs_tar()], &["registry:5000/app:1.1.0"], None);
+    let out = s.upgrade(&["--image", &format!("docker-archive:{}:registry:5000/app:1.1.0", archive.display())]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.1.0 hostname=app-one", "1"));
+    let bad = tmp.join("bad.tar");
+    let other = format!("sha256:{}", sha256(b"another layer"));
+    docker_archive(&bad, config(host_arch(), &["/bin/sh"], &[], "", "/", labels("2.0.0", None)), &[layer(vec![file("etc/app", b"v2")])], &[], Some(vec![other.clone()]));
+    refused(&format!("docker-archive:{}", bad.display()), &format!("the config's diff_id is {other}"));
+}
+
+/// An image made by Debian's umoci (`init`, `new`, `unpack`, `repack`, `config`, as scripts/setup
+/// installs it) from the busybox rootfs fixture, in two layers, the second with the whiteout
+/// umoci writes for a removed file: the upgrade takes it as it takes a layout written here.
+#[test]
+fn upgrade_from_an_image_made_by_umoci() {
+    require_root!();
+    let s = Setup::start("images-umoci");
+    assert!(s.ask("APPEND one").starts_with("OK"));
+    let tmp = TempDir::new("molt-umoci");
+    let img = format!("{}:1.1.0", tmp.join("layout").display());
+    let umoci = |args: &[&str]| {
+        let out = std::process::Command::new("umoci").args(args).output().expect("run umoci (scripts/setup installs it)");
+        assert!(out.status.success(), "umoci {args:?}: {}", stderr_of(&out));
+    };
+    let (b1, b2) = (tmp.join("b1"), tmp.join("b2"));
+    umoci(&["init", "--layout", tmp.join("layout").to_str().unwrap()]);
+    umoci(&["new", "--image", &img]);
+    umoci(&["unpack", "--image", &img, b1.to_str().unwrap()]);
+    let cp = std::process::Command::new("cp").arg("-a").arg(rootfs().join(".")).arg(b1.join("rootfs")).status().unwrap();
+    assert!(cp.success());
+    std::fs::write(b1.join("rootfs/etc/gone-in-layer-two"), "1").unwrap();
+    umoci(&["repack", "--image", &img, b1.to_str().unwrap()]);
+    umoci(&["unpack", "--image", &img, b2.to_str().unwrap()]);
+    std::fs::remove_file(b2.join("rootfs/etc/gone-in-layer-two")).unwrap();
+    std::fs::write(b2.join("rootfs/etc/new-in-layer-two"), "2").unwrap();
+    umoci(&["repack", "--image", &img, b2.to_str().unwrap()]);
+    let env = ["--config.env", "PATH=/bin:/sbin:/usr/bin", "--config.env", "APP_VERSION=1.1.0", "--config.exposedports", "8080/tcp"];
+    let labels = ["--config.label", "org.opencontainers.image.version=1.1.0", "--config.label", "io.molt.upgrade.from=>=1.0.0, <2.0.0"];
+    umoci(&[&["config", "--image", &img, "--config.cmd", "/bin/molt-testapp"][..], &env, &labels].concat());
+    let out = s.upgrade(&["--image", &format!("oci:{img}")]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!((s.version().as_str(), s.ask("COUNT").as_str()), ("version=1.1.0 hostname=app-one", "1"));
+    let st = s.root.state("images-umoci");
+    assert_eq!(st["annotations"]["org.opencontainers.image.exposedPorts"], "8080/tcp", "{st}");
+    let rootfs = std::path::PathBuf::from(st["rootfs"].as_str().unwrap());
+    assert!(rootfs.starts_with(s.root.path.join("images")), "{}", rootfs.display());
+    assert!(rootfs.join("etc/new-in-layer-two").is_file() && !rootfs.join("etc/gone-in-layer-two").exists(), "umoci's second layer and its whiteout");
+}
+
+/// `image unpack` killed part-way (after the tree and config.json are written, before the
+/// rename) leaves its work beside DIR under a `.tmp-` name, never a DIR that looks complete; the
+/// next unpack into DIR works.
+#[test]
+fn an_unpack_killed_part_way_leaves_no_dir_that_looks_complete() {
+    require_root!();
+    let mut l = Layout::new();
+    let m = l.image(&app_config("1.0.0"), &[(LAYER_GZIP, rootfs_layer())]);
+    l.add(m, None);
+    let tmp = TempDir::new("molt-unpack-kill");
+    let dir = tmp.join("bundle");
+    let root = Root::new();
+    let args = ["--root", root.path.to_str().unwrap(), "image", "unpack", &l.reference(None), dir.to_str().unwrap()];
+    let out = run_to_files(std::process::Command::new(molt_bin()).args(args).env("MOLT_TEST_CRASH_AT", "image-unpack:applied"));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "did not die at the crash point: {}", stderr_of(&out));
+    assert!(!dir.exists(), "no DIR until the unpack is complete");
+    let left: Vec<String> = std::fs::read_dir(&*tmp).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    assert!(left.len() == 1 && left[0].starts_with("bundle.tmp-"), "{left:?}");
+    assert!(tmp.join(&left[0]).join("config.json").is_file(), "it died with the bundle written, under its .tmp- name");
+    root.ok(&["image", "unpack", &l.reference(None), dir.to_str().unwrap()]);
+    assert!(dir.join("config.json").is_file() && dir.join("rootfs/bin/molt-testapp").is_file());
 }
 
 /// A running container (busybox, v1.0.0) and an upgrade to `reference` that must fail with

@@ -116,8 +116,9 @@ pub struct RoleUpgrade {
     /// upgrade document's directory...
     #[serde(default)]
     pub bundle: Option<PathBuf>,
-    /// ...or an OCI image there: `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]` (each host then
-    /// runs `molt upgrade --image`, which keeps the container's deployment).
+    /// ...or an OCI image there: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or
+    /// `docker-archive:FILE[:NAME:TAG]` (each host then runs `molt upgrade --image`, which keeps
+    /// the container's deployment).
     #[serde(default)]
     pub image: Option<String>,
     pub health: Option<String>,
@@ -320,7 +321,7 @@ fn check_role_bundle(file: &Path, role: &str, r: &RoleUpgrade, u: &UpgradeDoc) -
             (field, format!("image {i}"), img.labels())
         }
         (Some(_), Some(_)) => return Err(invalid(file, format!("roles.{role}"), "names both a bundle and an image: one new application per role")),
-        (None, None) => return Err(invalid(file, format!("roles.{role}"), "needs \"bundle\" (a bundle directory) or \"image\" (oci:DIR[:TAG] or oci-archive:FILE[:TAG])")),
+        (None, None) => return Err(invalid(file, format!("roles.{role}"), "needs \"bundle\" (a bundle directory) or \"image\" (oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG])")),
     };
     let config = PathBuf::from(config);
     let ann = |k: &str| ann.get(k).cloned();

@@ -96,7 +96,7 @@ fn ship(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], se
 enum App {
     Bundle,
     Layout { tag: Option<String> },
-    Archive { file: PathBuf, tag: Option<String> },
+    Archive { file: PathBuf, tag: Option<String>, kind: &'static str },
 }
 
 fn app_of(r: &super::doc::RoleUpgrade) -> Result<(App, PathBuf), BundleError> {
@@ -107,7 +107,8 @@ fn app_of(r: &super::doc::RoleUpgrade) -> Result<(App, PathBuf), BundleError> {
             let r = Reference::parse(i).map_err(|e| BundleError::Refused(e.to_string()))?;
             Ok(match r.source {
                 Source::Dir(d) => (App::Layout { tag: r.tag }, d),
-                Source::Archive(f) => (App::Archive { file: f.clone(), tag: r.tag }, f),
+                Source::Archive(f) => (App::Archive { file: f.clone(), tag: r.tag, kind: "oci-archive" }, f),
+                Source::DockerArchive(f) => (App::Archive { file: f.clone(), tag: r.tag, kind: "docker-archive" }, f),
             })
         }
         (None, None) => Err(BundleError::Refused("a role without a bundle or an image".into())),
@@ -150,7 +151,7 @@ fn app_args(r: &super::doc::RoleUpgrade, shipped: &std::path::Path, derive: bool
             a
         }
         App::Layout { tag } => vec!["--image".into(), tagged(format!("oci:{}", shipped.display()), &tag)],
-        App::Archive { tag, .. } => vec!["--image".into(), tagged(format!("oci-archive:{}", shipped.join("image.tar").display()), &tag)],
+        App::Archive { tag, kind, .. } => vec!["--image".into(), tagged(format!("{kind}:{}", shipped.join("image.tar").display()), &tag)],
     })
 }
 

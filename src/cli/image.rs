@@ -9,8 +9,8 @@ use crate::image::{self, store, Image, Reference};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Cmd {
-    /// Write a runnable bundle (DIR/config.json + DIR/rootfs) from an image: oci:DIR[:TAG] or
-    /// oci-archive:FILE[:TAG]
+    /// Write a runnable bundle (DIR/config.json + DIR/rootfs) from an image: oci:DIR[:TAG],
+    /// oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]; made as DIR.tmp-* and renamed
     Unpack { reference: String, dir: PathBuf },
     /// Version, upgrade constraint, platform, manifest digest and layers of an image
     Inspect {

@@ -13,8 +13,8 @@ pub struct Args {
     /// Bundle of the new version
     #[arg(long, short = 'b', required_unless_present_any = ["resume", "image"], conflicts_with = "image")]
     pub bundle: Option<PathBuf>,
-    /// The new version as an OCI image: oci:DIR[:TAG] (an image layout) or oci-archive:FILE[:TAG];
-    /// unpacked into <root>/images/ and upgraded to as with --derive (the container keeps its
+    /// The new version as an OCI image: oci:DIR[:TAG] (an image layout), oci-archive:FILE[:TAG]
+    /// or docker-archive:FILE[:NAME:TAG] (docker save); unpacked into <root>/images/ and upgraded to as with --derive (the container keeps its
     /// deployment)
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,

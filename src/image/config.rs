@@ -1,14 +1,33 @@
 //! The runtime config of an unpacked image: `molt spec`'s default with the image's process
-//! (Entrypoint+Cmd, Env, WorkingDir, User) and its labels as annotations, so the version and the
-//! upgrade constraint labels become the annotations eligibility reads.
+//! (Entrypoint+Cmd, Env, WorkingDir, User), its exposed ports and its labels as annotations, so
+//! the version and the upgrade constraint labels become the annotations eligibility reads.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{Root, Spec, User};
 
 use super::{layout::Image, ImageError, Result};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The image spec's conversion of `Config.ExposedPorts`, which the runtime config has no field
+/// for (umoci writes the same): the ports, sorted, joined by ','.
+pub const EXPOSED_PORTS_ANNOTATION: &str = "org.opencontainers.image.exposedPorts";
+
+/// The annotations of an image's runtime config: its exposed ports, then its labels, which win
+/// on a conflict as the image spec's conversion says.
+pub fn annotations(config: &ImageConfiguration) -> HashMap<String, String> {
+    let c = config.config().clone().unwrap_or_default();
+    let mut out = HashMap::new();
+    if let Some(mut ports) = c.exposed_ports().clone().filter(|p| !p.is_empty()) {
+        ports.sort();
+        out.insert(EXPOSED_PORTS_ANNOTATION.to_string(), ports.join(","));
+    }
+    out.extend(c.labels().clone().unwrap_or_default());
+    out
+}
 
 /// `name` in a passwd- or group-style file (`name:x:id:...`): the id fields after the name.
 fn lookup(file: &str, name: &str) -> Option<(u32, Option<u32>)> {
@@ -92,8 +111,8 @@ pub fn bundle_spec(img: &Image, rootfs: &Path, root_path: PathBuf) -> Result<Spe
     root.set_path(root_path);
     root.set_readonly(Some(true));
     spec.set_root(Some(root));
-    let labels = img.labels();
-    spec.set_annotations((!labels.is_empty()).then_some(labels));
+    let ann = annotations(&img.config);
+    spec.set_annotations((!ann.is_empty()).then_some(ann));
     Ok(spec)
 }
 
@@ -117,5 +136,21 @@ mod tests {
         assert!(ids("nobody").unwrap_err().contains("no user \"nobody\""));
         assert!(ids("app:wheel").unwrap_err().contains("no group \"wheel\""));
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn exposed_ports_become_the_image_specs_annotation_and_labels_win() {
+        let config = |c: serde_json::Value| -> ImageConfiguration {
+            serde_json::from_value(serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "config": c})).unwrap()
+        };
+        let a = annotations(&config(serde_json::json!({
+            "ExposedPorts": {"8080/tcp": {}, "53/udp": {}, "2000": {}},
+            "Labels": {"org.opencontainers.image.version": "1.1.0"}
+        })));
+        assert_eq!(a[EXPOSED_PORTS_ANNOTATION], "2000,53/udp,8080/tcp");
+        assert_eq!(a["org.opencontainers.image.version"], "1.1.0");
+        let a = annotations(&config(serde_json::json!({"ExposedPorts": {"80/tcp": {}}, "Labels": {EXPOSED_PORTS_ANNOTATION: "443/tcp"}})));
+        assert_eq!(a[EXPOSED_PORTS_ANNOTATION], "443/tcp", "a label of the same name wins");
+        assert!(annotations(&config(serde_json::json!({"ExposedPorts": {}}))).is_empty());
     }
 }

@@ -18,6 +18,8 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub enum Source {
     Dir(PathBuf),
     Archive(PathBuf),
+    /// A `docker save` tar, made a layout by `super::docker`.
+    DockerArchive(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,16 +31,23 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]`. A path may itself hold ':': when the whole
-    /// rest names an existing file it has no tag, otherwise the tag follows the last ':'.
+    /// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or `docker-archive:FILE[:NAME:TAG]`. A path
+    /// may itself hold ':': when the whole rest names an existing file it has no tag, otherwise
+    /// the tag follows the last ':' (for a docker-archive, whose tags hold ':', the first ':'
+    /// after a path that exists, else the first).
     pub fn parse(s: &str) -> Result<Reference> {
         let bad = || ImageError::BadReference(s.into());
-        let (archive, rest) = match s.split_once(':') {
-            Some(("oci", rest)) => (false, rest),
-            Some(("oci-archive", rest)) => (true, rest),
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        let split = match kind {
+            "oci" | "oci-archive" => rest.rsplit_once(':'),
+            "docker-archive" => {
+                let at = |(i, _): (usize, char)| (&rest[..i], &rest[i + 1..]);
+                let mut colons = rest.char_indices().filter(|&(_, c)| c == ':');
+                colons.clone().map(at).find(|(p, _)| Path::new(p).is_file()).or_else(|| colons.next().map(at))
+            }
             _ => return Err(bad()),
         };
-        let (path, tag) = match rest.rsplit_once(':') {
+        let (path, tag) = match split {
             Some((p, t)) if !Path::new(rest).exists() => (p, Some(t)),
             _ => (rest, None),
         };
@@ -46,17 +55,36 @@ impl Reference {
             return Err(bad());
         }
         let path = PathBuf::from(path);
-        Ok(Reference {
-            source: if archive { Source::Archive(path) } else { Source::Dir(path) },
-            tag: tag.map(String::from),
-            text: s.into(),
-        })
+        let source = match kind {
+            "oci" => Source::Dir(path),
+            "oci-archive" => Source::Archive(path),
+            _ => Source::DockerArchive(path),
+        };
+        Ok(Reference { source, tag: tag.map(String::from), text: s.into() })
     }
 }
 
 /// This host's platform as image descriptors name it (Go's names: amd64, arm64).
 pub fn host_platform() -> (Os, Arch) {
     (Os::default(), Arch::default())
+}
+
+/// A platform's variant with the default of its architecture filled in, as containerd compares
+/// them: arm64 is v8 and arm v7 (what molt's arm builds target) when unspecified; amd64's v1 is
+/// the baseline every amd64 host runs, so it is no variant.
+fn variant(arch: &Arch, v: Option<&str>) -> Option<String> {
+    match (arch, v.filter(|v| !v.is_empty())) {
+        (Arch::Amd64, Some("v1")) => None,
+        (_, Some(v)) => Some(v.to_string()),
+        (Arch::ARM64, None) => Some("v8".into()),
+        (Arch::ARM, None) => Some("v7".into()),
+        (_, None) => None,
+    }
+}
+
+/// Whether an image for os/arch/variant runs on the platform `host` (its variant the default).
+fn fits_platform(host: &(Os, Arch), os: &Os, arch: &Arch, v: Option<&str>) -> bool {
+    os == &host.0 && arch == &host.1 && variant(arch, v) == variant(&host.1, None)
 }
 
 /// One manifest of a layout, verified, with its verified config.
@@ -93,6 +121,21 @@ fn blob_path(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> Result<
     Ok(dir.join("blobs/sha256").join(hex))
 }
 
+/// The sha256 (lowercase hex) and size of a file, read in chunks.
+pub(super) fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = fs::File::open(path)?;
+    let (mut h, mut n, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 16]);
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), n))
+}
+
 /// Hash the blob of `d` and compare size and digest; returns the path to read it from.
 pub fn verify_blob(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> Result<PathBuf> {
     let path = blob_path(reference, dir, d, what)?;
@@ -105,17 +148,7 @@ pub fn verify_blob(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> R
     if meta.len() != d.size() {
         return Err(err(format!("{} has {} bytes, the descriptor says {}", path.display(), meta.len(), d.size())));
     }
-    let mut f = fs::File::open(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let (got, _) = sha256_file(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
     if Some(got.as_str()) != d.as_digest_sha256() {
         return Err(err(format!("content has digest sha256:{got}, not the descriptor's")));
     }
@@ -139,14 +172,24 @@ fn read_verified(reference: &str, dir: &Path, d: &Descriptor, what: &str) -> Res
     fs::read(&path).map_err(|e| ImageError::Io { reference: reference.into(), path, reason: e.to_string() })
 }
 
+fn platform_text(os: &Os, arch: &Arch, v: Option<&str>) -> String {
+    match v.filter(|v| !v.is_empty()) {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
+    }
+}
+
 fn platform_name(d: &Descriptor) -> String {
-    d.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())).unwrap_or_else(|| "unspecified".into())
+    d.platform().as_ref().map(|p| platform_text(p.os(), p.architecture(), p.variant().as_deref())).unwrap_or_else(|| "unspecified".into())
 }
 
 /// Of several descriptors, the one for this host's platform (or the only one without a platform).
 fn pick_platform<'a>(reference: &str, list: &'a [Descriptor], within: &str) -> Result<&'a Descriptor> {
-    let (os, arch) = host_platform();
-    let fits = |d: &&Descriptor| d.platform().as_ref().is_some_and(|p| p.os() == &os && p.architecture() == &arch);
+    pick_platform_for(&host_platform(), reference, list, within)
+}
+
+fn pick_platform_for<'a>(host: &(Os, Arch), reference: &str, list: &'a [Descriptor], within: &str) -> Result<&'a Descriptor> {
+    let fits = |d: &&Descriptor| d.platform().as_ref().is_some_and(|p| fits_platform(host, p.os(), p.architecture(), p.variant().as_deref()));
     if let Some(d) = list.iter().find(fits) {
         return Ok(d);
     }
@@ -154,9 +197,14 @@ fn pick_platform<'a>(reference: &str, list: &'a [Descriptor], within: &str) -> R
         [only] if only.platform().is_none() => Ok(only),
         _ => {
             let found: Vec<String> = list.iter().map(platform_name).collect();
+            let (os, arch) = host;
             Err(ImageError::Select {
                 reference: reference.into(),
-                reason: format!("{within} has no manifest for this host's platform {os}/{arch}; platforms found: {}", found.join(", ")),
+                reason: format!(
+                    "{within} has no manifest for this host's platform {}; platforms found: {}",
+                    platform_text(os, arch, variant(arch, None).as_deref()),
+                    found.join(", ")
+                ),
             })
         }
     }
@@ -256,12 +304,15 @@ impl Image {
         let io = |path: &Path, e: std::io::Error| ImageError::Io { reference: text.clone(), path: path.into(), reason: e.to_string() };
         let (dir, scratch) = match &r.source {
             Source::Dir(d) => (d.clone(), None),
-            Source::Archive(file) => {
+            Source::Archive(file) | Source::DockerArchive(file) => {
                 fs::create_dir_all(scratch_parent).map_err(|e| io(scratch_parent, e))?;
                 let path = scratch_parent.join(format!(".archive-{}-{}", std::process::id(), nanos()));
                 fs::create_dir(&path).map_err(|e| io(&path, e))?;
                 let scratch = ScratchDir(path.clone());
                 extract_archive(r, file, &path)?;
+                if matches!(r.source, Source::DockerArchive(_)) {
+                    super::docker::to_layout(&text, &path)?;
+                }
                 (path, Some(scratch))
             }
         };
@@ -274,11 +325,17 @@ impl Image {
         let cd = manifest.config().clone();
         let data = read_verified(&text, &dir, &cd, "config")?;
         let config: ImageConfiguration = parse_json(&text, "config", &blob_path(&text, &dir, &cd, "config")?, &data)?;
-        let (os, arch) = host_platform();
-        if config.os() != &os || config.architecture() != &arch {
+        let host = host_platform();
+        if !fits_platform(&host, config.os(), config.architecture(), config.variant().as_deref()) {
+            let (os, arch) = &host;
             return Err(ImageError::Select {
                 reference: text,
-                reason: format!("manifest {} is for {}/{}, this host is {os}/{arch}", d.digest(), config.os(), config.architecture()),
+                reason: format!(
+                    "manifest {} is for {}, this host is {}",
+                    d.digest(),
+                    platform_text(config.os(), config.architecture(), config.variant().as_deref()),
+                    platform_text(os, arch, variant(arch, None).as_deref())
+                ),
             });
         }
         Ok(Image { reference: text, dir, manifest_digest: d.digest().to_string(), manifest, config, _scratch: scratch })
@@ -294,7 +351,7 @@ impl Image {
     }
 
     pub fn platform(&self) -> String {
-        format!("{}/{}", self.config.os(), self.config.architecture())
+        platform_text(self.config.os(), self.config.architecture(), self.config.variant().as_deref())
     }
 }
 
@@ -320,7 +377,16 @@ mod tests {
         let r = Reference::parse(&format!("oci:{}", dir.display())).unwrap();
         assert_eq!((r.source, r.tag), (Source::Dir(dir.clone()), None));
         fs::remove_dir_all(&dir).unwrap();
-        for bad in ["docker://busybox", "oci:", "oci:/x:", "busybox:latest"] {
+        let r = Reference::parse("docker-archive:/nonexistent/app.tar:registry:5000/app:1.1").unwrap();
+        assert_eq!((r.source, r.tag.as_deref()), (Source::DockerArchive("/nonexistent/app.tar".into()), Some("registry:5000/app:1.1")));
+        let file = std::env::temp_dir().join(format!("molt-ref:{}.tar", std::process::id()));
+        fs::write(&file, "").unwrap();
+        let r = Reference::parse(&format!("docker-archive:{}:app:1.1", file.display())).unwrap();
+        assert_eq!((&r.source, r.tag.as_deref()), (&Source::DockerArchive(file.clone()), Some("app:1.1")));
+        let r = Reference::parse(&format!("docker-archive:{}", file.display())).unwrap();
+        assert_eq!((r.source, r.tag), (Source::DockerArchive(file.clone()), None));
+        fs::remove_file(&file).unwrap();
+        for bad in ["docker://busybox", "oci:", "oci:/x:", "busybox:latest", "docker-archive:"] {
             assert!(matches!(Reference::parse(bad), Err(ImageError::BadReference(_))), "{bad}");
         }
     }
@@ -371,5 +437,31 @@ mod tests {
         assert_eq!(pick_platform("r", &list, "index").unwrap().digest().to_string(), format!("sha256:{}", "a".repeat(64)));
         let e = pick_platform("r", &list[..1], "index").unwrap_err().to_string();
         assert!(e.contains(&format!("{os}/{arch}")) && e.contains("linux/s390x"), "{e}");
+    }
+
+    #[test]
+    fn the_variant_is_matched_with_its_architectures_default() {
+        let d = |n: &str, arch: &str, variant: Option<&str>| -> Descriptor {
+            let mut p = serde_json::json!({"os": "linux", "architecture": arch});
+            if let Some(v) = variant {
+                p["variant"] = v.into();
+            }
+            serde_json::from_value(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1,
+                "digest": format!("sha256:{}", n.repeat(64)), "platform": p
+            }))
+            .unwrap()
+        };
+        let pick = |host: Arch, list: &[Descriptor]| pick_platform_for(&(Os::Linux, host), "r", list, "index").map(|d| d.digest().to_string()[7..8].to_string());
+        let list = [d("a", "arm", Some("v6")), d("b", "arm", Some("v7")), d("c", "arm64", Some("v8")), d("d", "arm64", Some("v9"))];
+        assert_eq!(pick(Arch::ARM, &list).unwrap(), "b", "arm/v7, not arm/v6");
+        assert_eq!(pick(Arch::ARM64, &list).unwrap(), "c", "arm64/v8, not arm64/v9");
+        assert_eq!(pick(Arch::ARM64, &[d("d", "arm64", Some("v9")), d("e", "arm64", None)]).unwrap(), "e", "arm64 without a variant is v8");
+        assert_eq!(pick(Arch::ARM, &[d("a", "arm", Some("v6")), d("f", "arm", None)]).unwrap(), "f", "arm without a variant is v7");
+        assert_eq!(pick(Arch::Amd64, &[d("1", "amd64", Some("v3")), d("2", "amd64", Some("v1"))]).unwrap(), "2");
+        let e = pick(Arch::Amd64, &[d("1", "amd64", Some("v3"))]).unwrap_err().to_string();
+        assert!(e.contains("platform linux/amd64;") && e.contains("found: linux/amd64/v3"), "{e}");
+        let e = pick(Arch::ARM, &list[..1]).unwrap_err().to_string();
+        assert!(e.contains("platform linux/arm/v7;") && e.contains("found: linux/arm/v6"), "{e}");
     }
 }

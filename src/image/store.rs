@@ -1,6 +1,6 @@
 //! Unpacked images under `<root>/images/sha256-HEX/` (HEX: the manifest digest; '-' because ':'
 //! separates paths in mount options): a bundle dir (`rootfs/` + `config.json`) unpacked under a
-//! `.tmp-` name and renamed when complete, shared by every container that uses the image. An
+//! `.tmp-` name, synced and renamed when complete, shared by every container that uses the image. An
 //! image dir is removed when nothing refers to it any more: no container's state.json and no
 //! derived config (of a running upgrade) has its rootfs. `prune` does that; an upgrade prunes
 //! after it commits, `delete` after it removes a container, and `molt image prune` on demand.
@@ -98,49 +98,63 @@ fn unpack_bundle(img: &Image, bundle: &Path, root_path: PathBuf) -> Result<()> {
     fs::write(&path, text).map_err(|e| io(&path, e))
 }
 
+/// Unpack into `tmp` (created here, beside `dest`), then put it at `dest`: the whole tree is on
+/// disk (syncfs) before the rename and the rename is before `dest` is reported, so a crash or a
+/// kill leaves a `tmp` dir or a complete `dest`, never a `dest` that is half there. A failure
+/// removes `tmp`; `dest` is then as it was.
+fn unpack_beside(img: &Image, tmp: &Path, dest: &Path, root_path: PathBuf) -> Result<()> {
+    let io = |path: &Path, e: std::io::Error| ImageError::Io { reference: img.reference.clone(), path: path.into(), reason: e.to_string() };
+    fs::create_dir(tmp).map_err(|e| io(tmp, e))?;
+    let done = unpack_bundle(img, tmp, root_path).and_then(|_| {
+        crate::fault::crash_at("image-unpack:applied");
+        // One syncfs for the tree rather than an fsync per file: the image's files are many.
+        let d = fs::File::open(tmp).map_err(|e| io(tmp, e))?;
+        nix::unistd::syncfs(d.as_raw_fd()).map_err(|e| io(tmp, std::io::Error::other(format!("syncfs: {e}"))))?;
+        fs::rename(tmp, dest).map_err(|e| io(dest, e))
+    });
+    if let Err(e) = done {
+        let _ = fs::remove_dir_all(tmp);
+        return Err(e);
+    }
+    // The rename itself on disk: the parent's entry.
+    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| io(parent, e))
+}
+
 /// The store's bundle dir of `reference`, unpacked unless it already is. The caller holds
 /// `InUse` until a container or derived config refers to it.
 pub fn unpack(root: &Path, reference: &str) -> Result<PathBuf> {
     let r = Reference::parse(reference)?;
     let dir = images_dir(root);
     let img = Image::open(&r, &dir)?;
-    let io = |path: &Path, e: std::io::Error| ImageError::Io { reference: reference.into(), path: path.into(), reason: e.to_string() };
     let name = img.manifest_digest.replacen(':', "-", 1);
     let done = dir.join(&name);
     if done.join("config.json").is_file() {
         return Ok(done);
     }
     let tmp = dir.join(format!(".tmp-{name}-{}-{}", std::process::id(), nanos()));
-    fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
-    if let Err(e) = unpack_bundle(&img, &tmp, done.join("rootfs")) {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = fs::rename(&tmp, &done) {
-        let _ = fs::remove_dir_all(&tmp);
+    match unpack_beside(&img, &tmp, &done, done.join("rootfs")) {
         // Another molt finished the same image first: theirs is as good.
-        if !done.join("config.json").is_file() {
-            return Err(io(&done, e));
-        }
+        Err(_) if done.join("config.json").is_file() => Ok(done),
+        Err(e) => Err(e),
+        Ok(()) => Ok(done),
     }
-    Ok(done)
 }
 
-/// `molt image unpack REF DIR`: a runnable bundle at DIR (created; it must not exist or be
-/// empty), removed again when the unpack fails.
+/// `molt image unpack REF DIR`: a runnable bundle at DIR, which must not exist or be empty;
+/// unpacked beside it as `DIR.tmp-*` and renamed to DIR when complete.
 pub fn unpack_to(reference: &str, bundle: &Path) -> Result<Image> {
     let r = Reference::parse(reference)?;
     let io = |path: &Path, e: std::io::Error| ImageError::Io { reference: reference.into(), path: path.into(), reason: e.to_string() };
     if fs::read_dir(bundle).is_ok_and(|mut d| d.next().is_some()) {
         return Err(io(bundle, std::io::Error::other("exists and is not empty")));
     }
+    let name = bundle.file_name().ok_or_else(|| io(bundle, std::io::Error::other("names no directory to create")))?;
     let parent = bundle.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
     let img = Image::open(&r, parent)?;
-    fs::create_dir_all(bundle).map_err(|e| io(bundle, e))?;
-    if let Err(e) = unpack_bundle(&img, bundle, PathBuf::from("rootfs")) {
-        let _ = fs::remove_dir_all(bundle);
-        return Err(e);
-    }
+    let tmp = parent.join(format!("{}.tmp-{}-{}", name.to_string_lossy(), std::process::id(), nanos()));
+    unpack_beside(&img, &tmp, bundle, PathBuf::from("rootfs"))?;
     Ok(img)
 }
 

@@ -1,7 +1,7 @@
 //! `--derive`: the new bundle brings only the application (its rootfs, process arguments,
-//! environment, working directory and user, and its annotations); the running container keeps
-//! its deployment (mounts and volumes, namespaces, hostname, resources, hooks, its other
-//! annotations). One application bundle then serves many containers of a bundled application,
+//! environment, working directory and user, its version and constraint and its other labels);
+//! the running container keeps its deployment (mounts and volumes, namespaces, hostname,
+//! resources, hooks, its `io.molt.*` and other annotations). One application bundle then serves many containers of a bundled application,
 //! each upgraded with its own volume and identity. The derived config is written to
 //! `<root>/.derived/ID/<stamp>/` (it must outlive the create: a rollback re-creates from it) and
 //! pruned when the upgrade commits or rolls back, and when the container is deleted.
@@ -62,11 +62,34 @@ pub fn merge(old: &Spec, old_bundle: &Path, app: &Spec, app_bundle: &Path) -> Re
     }
     proc.set_env(Some(env));
     out.set_process(Some(proc));
-    let mut ann: HashMap<String, String> = old.annotations().clone().unwrap_or_default();
-    ann.extend(app.annotations().clone().unwrap_or_default());
+    let mut ann = merge_annotations(old.annotations().clone().unwrap_or_default(), app.annotations().clone().unwrap_or_default());
     ann.insert(APP_BUNDLE_ANNOTATION.into(), app_bundle.display().to_string());
     out.set_annotations(Some(ann));
     Ok(out)
+}
+
+/// What the application describes about itself: the `org.opencontainers.image.*` labels (its
+/// version among them) and its upgrade constraint. These come from the new application only: a
+/// running one's are dropped even when the new one has none (its version is then missing, not
+/// the old one's).
+fn belongs_to_the_application(key: &str) -> bool {
+    key.starts_with("org.opencontainers.image.") || key == super::eligibility::CONSTRAINT_ANNOTATION
+}
+
+/// The running config's annotations with the application's put in. The deployment's stay: an
+/// `io.molt.*` key (what to listen on, the network identity) is never taken from the
+/// application, and any other key the running config sets keeps its value; the application
+/// only adds keys the deployment does not set.
+fn merge_annotations(old: HashMap<String, String>, app: HashMap<String, String>) -> HashMap<String, String> {
+    let mut ann: HashMap<String, String> = old.into_iter().filter(|(k, _)| !belongs_to_the_application(k)).collect();
+    for (k, v) in app {
+        if belongs_to_the_application(&k) {
+            ann.insert(k, v);
+        } else if !k.starts_with("io.molt.") {
+            ann.entry(k).or_insert(v);
+        }
+    }
+    ann
 }
 
 /// One field of the running config that the upgrade changes (what a dry run shows).
@@ -187,5 +210,35 @@ mod tests {
         assert_eq!((ch[0].from.as_str(), ch[0].to.as_str()), ("1.0.0", "1.1.0"));
         assert_eq!(ch[4].to, "1000:1000");
         assert!(changes(&m, &m).is_empty());
+    }
+
+    #[test]
+    fn an_image_label_never_replaces_what_the_deployment_sets() {
+        let map = |pairs: &[(&str, &str)]| -> HashMap<String, String> { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let old = map(&[
+            ("io.molt.listen", "tcp:0.0.0.0:80"),
+            ("io.molt.net.address", "10.0.0.2/24"),
+            ("team", "payments"),
+            ("org.opencontainers.image.version", "1.0.0"),
+            ("org.opencontainers.image.revision", "abc"),
+            ("io.molt.upgrade.from", ">=0.9.0"),
+        ]);
+        let app = map(&[
+            ("io.molt.listen", "tcp:0.0.0.0:9999"),
+            ("io.molt.net.address", "10.9.9.9/24"),
+            ("io.molt.net.bridge", "evil0"),
+            ("team", "other"),
+            ("tier", "web"),
+            ("org.opencontainers.image.version", "1.1.0"),
+        ]);
+        let m = merge_annotations(old, app);
+        let expect = map(&[
+            ("io.molt.listen", "tcp:0.0.0.0:80"),
+            ("io.molt.net.address", "10.0.0.2/24"),
+            ("team", "payments"),
+            ("tier", "web"),
+            ("org.opencontainers.image.version", "1.1.0"),
+        ]);
+        assert_eq!(m, expect, "the old image's revision and constraint go with it; no io.molt.* key comes from the image");
     }
 }

@@ -226,17 +226,10 @@ pub fn try_lock(root: &Path, id: &str) -> Result<Option<Lock>, UpgradeError> {
     }
 }
 
-/// Test-only fault injection: MOLT_TEST_CRASH_AT=<step>:<point> makes molt SIGKILL itself
-/// right there, so tests can prove recovery from every step. Only with the `fault-injection`
-/// feature (on for `cargo test`): a release build ignores the variable.
+/// Test-only fault injection at `<step>:<when>` (see `crate::fault`).
 #[cfg(feature = "fault-injection")]
 pub fn maybe_crash(step: Step, when: &str) {
-    if let Ok(spec) = std::env::var("MOLT_TEST_CRASH_AT") {
-        if spec == format!("{}:{when}", step.name()) {
-            // SAFETY: raising SIGKILL on ourselves; nothing after this runs.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        }
-    }
+    crate::fault::crash_at(&format!("{}:{when}", step.name()));
 }
 
 #[cfg(not(feature = "fault-injection"))]

@@ -191,3 +191,35 @@ pub fn app_config(version: &str) -> Value {
     let env = format!("APP_VERSION={version}");
     config(host_arch(), &["/bin/molt-testapp"], &["PATH=/bin:/sbin:/usr/bin", &env], "", "/", labels(version, Some(">=1.0.0, <2.0.0")))
 }
+
+/// The busybox rootfs fixture as one plain tar layer (what `docker save` holds).
+pub fn rootfs_tar() -> Vec<u8> {
+    let mut out = vec![];
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(rootfs_layer().as_slice()), &mut out).unwrap();
+    out
+}
+
+/// A `docker save` archive (Docker 20's format: `HEX.json` config, `ID/layer.tar` layers,
+/// manifest.json) of one image at `file`; the config's diff_ids are the layers' digests unless
+/// `diff_ids` gives others.
+pub fn docker_archive(file: &Path, mut config: Value, layers: &[Vec<u8>], tags: &[&str], diff_ids: Option<Vec<String>>) {
+    let ids: Vec<String> = layers.iter().map(|l| format!("sha256:{}", sha256(l))).collect();
+    config["rootfs"]["diff_ids"] = json!(diff_ids.unwrap_or_else(|| ids.clone()));
+    let cfg = serde_json::to_vec(&config).unwrap();
+    let cfg_name = format!("{}.json", sha256(&cfg));
+    let names: Vec<String> = ids.iter().enumerate().map(|(i, id)| format!("{}{i}/layer.tar", &id[7..20])).collect();
+    let manifest = json!([{"Config": cfg_name, "RepoTags": tags, "Layers": names}]);
+    let mut b = tar::Builder::new(fs::File::create(file).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add(&cfg_name, &cfg);
+    for (n, l) in names.iter().zip(layers) {
+        add(n, l);
+    }
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    b.finish().unwrap();
+}
