@@ -34,13 +34,17 @@ pub fn checkpoint(c: &mut Container, o: &DumpOptions) -> Result<()> {
     o.criu.validate(&id, ACTION)?;
     let flag = |flag, reason: String| Error::Flag { id: id.clone(), action: ACTION, flag, reason };
     let page_server = o.page_server.as_deref().map(parse_page_server).transpose().map_err(|r| flag("page-server", r))?;
-    if let Some(p) = &o.parent_path {
-        check_parent(&o.criu.image_dir, p).map_err(|r| flag("parent-path", r))?;
+    if o.parent_path.as_ref().is_some_and(|p| p.is_absolute()) {
+        return Err(flag("parent-path", "--parent-path must be relative (to --image-path)".into()));
     }
     refuse_terminal(c, ACTION)?;
     // Before anything is made: on a kernel criu cannot work with, the container stays as it is.
     super::check(&id, ACTION)?;
     super::make_dir(&id, ACTION, &o.criu.image_dir)?;
+    // runc's order: the image directory first, then the parent is looked for from it.
+    if let Some(p) = &o.parent_path {
+        check_parent(&o.criu.image_dir, p).map_err(|r| flag("parent-path", r))?;
+    }
     if let Some(w) = &o.criu.work_dir {
         super::make_dir(&id, ACTION, w)?;
     }
@@ -108,11 +112,8 @@ fn parse_page_server(s: &str) -> std::result::Result<(String, u16), String> {
     Ok((addr.to_string(), port))
 }
 
-/// runc's rule: relative to the image directory, and a directory there.
+/// runc's rule: a directory, relative to the image directory.
 fn check_parent(image_dir: &Path, parent: &Path) -> std::result::Result<(), String> {
-    if parent.is_absolute() {
-        return Err("--parent-path must be relative (to --image-path)".into());
-    }
     let real = image_dir.join(parent);
     match std::fs::metadata(&real) {
         Ok(m) if m.is_dir() => Ok(()),
