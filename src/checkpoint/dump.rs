@@ -156,7 +156,7 @@ pub(super) fn ns_key(criu_name: &str) -> String {
     format!("extRoot{name}NS")
 }
 
-pub(super) fn joined_namespace(spec: &oci_spec::runtime::Spec, typ: LinuxNamespaceType) -> Option<PathBuf> {
+fn joined_namespace(spec: &oci_spec::runtime::Spec, typ: LinuxNamespaceType) -> Option<PathBuf> {
     let namespaces = spec.linux().as_ref()?.namespaces().clone()?;
     namespaces.into_iter().find(|n| n.typ() == typ).and_then(|n| n.path().clone())
 }

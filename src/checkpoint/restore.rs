@@ -12,7 +12,7 @@ use std::process::Command;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use super::dump::{config_file_args, external_mounts, joined_namespace, ns_key, refuse_terminal};
+use super::dump::{config_file_args, external_mounts, ns_key, refuse_terminal};
 use super::{CriuOptions, Error, Result};
 use crate::container::create::{self, CreateOptions};
 use crate::container::{Container, Status};
@@ -166,7 +166,6 @@ fn namespace_args(id: &str, spec: &Spec, cmd: &mut Command) -> Result<Vec<OwnedF
             T::Cgroup => return Err(path_err("criu cannot join a cgroup namespace by path (runc refuses it too)".into())),
         };
         if matches!(ns.typ(), T::Network | T::Pid) {
-            debug_assert!(joined_namespace(spec, ns.typ()).is_some());
             let fd: OwnedFd = std::fs::File::open(&path).map_err(|e| path_err(format!("the namespace to restore into: {e}")))?.into();
             // Inherited by criu under its own number.
             nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).map_err(|e| path_err(e.to_string()))?;
