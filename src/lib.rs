@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod cgroups;
+pub mod checkpoint;
 pub mod cli;
 pub mod container;
 pub mod fault;

@@ -3,6 +3,7 @@
 //! hands the work to the library.
 
 mod bundle;
+mod checkpoint;
 mod create;
 mod delete;
 mod docs;
@@ -14,6 +15,7 @@ mod kill;
 mod list;
 mod pause;
 mod ps;
+mod restore;
 mod run;
 mod spec;
 mod start;
@@ -89,6 +91,10 @@ enum Command {
     Pause(pause::Args),
     /// Thaw a paused container
     Resume(pause::Args),
+    /// Checkpoint a running container with criu (runc's flags)
+    Checkpoint(checkpoint::Args),
+    /// Restore a container from a checkpoint with criu (runc's flags)
+    Restore(restore::Args),
     /// Replace a running container by one from a new bundle, keeping its volumes and identity
     Upgrade(upgrade::Args),
     /// Volumes attached on this host
@@ -140,6 +146,7 @@ impl Command {
             Command::Pause(a) | Command::Resume(a) => &a.id,
             Command::Update(a) => &a.id,
             Command::Events(a) => &a.id,
+            Command::Checkpoint(a) => &a.id,
             _ => return None,
         })
     }
@@ -168,6 +175,9 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
         "-no-subreaper", "-no-pivot", "-no-new-keyring", "-detach", "-bundle", "-pid-file",
         "-console-socket", "-preserve-fds", "-force", "-all", "-root", "-log", "-log-format", "-debug",
         "-process", "-tty", "-format", "-ignore-paused", "-systemd-cgroup", "-image-path", "-work-path", "-resources",
+        "-parent-path", "-leave-running", "-tcp-established", "-ext-unix-sk", "-shell-job", "-lazy-pages", "-status-fd",
+        "-page-server", "-file-locks", "-pre-dump", "-manage-cgroups-mode", "-empty-ns", "-auto-dedup", "-lsm-profile",
+        "-lsm-mount-context",
     ];
     let mut out = vec![];
     let mut past_dashdash = false;
@@ -264,6 +274,8 @@ pub fn main() -> i32 {
         Command::Events(a) => events::run(&ctx, a),
         Command::Pause(a) => pause::run(&ctx, a, true),
         Command::Resume(a) => pause::run(&ctx, a, false),
+        Command::Checkpoint(a) => checkpoint::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
         Command::Upgrade(a) => upgrade::run(&ctx, a),
         Command::Volume(c) => volume::run(&ctx, c),
         Command::Image(c) => image::run(&ctx, c),

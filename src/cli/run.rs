@@ -40,11 +40,7 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     };
     let mut c = create(&ctx.root, &options)?;
     // Block before start so no signal meant for the container is lost between start and wait.
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
-    }
-    set.add(Signal::SIGCHLD);
+    let set = forwarded_signals();
     if !a.detach {
         set.thread_block()?;
     }
@@ -64,11 +60,34 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     if a.detach {
         return Ok(0);
     }
+    let code = wait_forwarding(&c, &set, proxy.as_ref())?;
+    if let Some(p) = proxy {
+        p.finish();
+    }
+    if !a.keep {
+        c.delete(true)?;
+    }
+    Ok(code)
+}
+
+/// The signals `run` (and `restore`) pass on to the container, and SIGCHLD to see it end.
+pub(super) fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// Waits for the container's init (molt's child) with `set` blocked, passing each signal on;
+/// its exit status, 128+N when killed by signal N.
+pub(super) fn wait_forwarding(c: &crate::container::Container, set: &SigSet, proxy: Option<&Proxy>) -> Result<i32, Box<dyn std::error::Error>> {
     let pid = Pid::from_raw(c.state.pid);
-    let code = loop {
+    loop {
         match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => break code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
             Ok(_) => {}
             Err(e) => return Err(format!("wait for container {}: {e}", c.state.id).into()),
         }
@@ -76,7 +95,7 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
             Ok(Signal::SIGCHLD) => continue,
             // Our terminal changed size: the pty follows, and its foreground process hears of it.
             Ok(Signal::SIGWINCH) if proxy.is_some() => {
-                if let Some(p) = &proxy {
+                if let Some(p) = proxy {
                     p.resize();
                 }
             }
@@ -85,14 +104,7 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
             }
             Err(_) => continue,
         }
-    };
-    if let Some(p) = proxy {
-        p.finish();
     }
-    if !a.keep {
-        c.delete(true)?;
-    }
-    Ok(code)
 }
 
 /// process.terminal of the bundle's config; a bad config is reported by create itself.

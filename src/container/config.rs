@@ -57,7 +57,7 @@ pub fn check_oci_version(v: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
+pub fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
     let root = spec.root().as_ref().ok_or_else(|| Error::Config {
         field: "root".into(),
         reason: "missing".into(),

@@ -17,7 +17,7 @@ use crate::init::{self, InitPlan};
 use crate::volume::VolumeSpec;
 
 // Other commands (run, exec, upgrade) use these from here.
-pub use super::config::{check_oci_version, load_spec, validate_process};
+pub use super::config::{check_oci_version, load_spec, rootfs_of, validate_process};
 pub use super::spawn::spawn_init;
 
 #[derive(Debug, Default, Clone)]
@@ -64,28 +64,7 @@ pub fn create(root: &Path, o: &CreateOptions) -> Result<Container> {
         ));
     }
     super::create_root(root).map_err(io_err(root))?;
-    let me = std::process::id() as i32;
-    let mut c = Container {
-        root: root.to_path_buf(),
-        state: State {
-            id: o.id.clone(),
-            status: Status::Creating,
-            pid: 0,
-            pid_start_time: 0,
-            bundle: bundle.clone(),
-            rootfs: rootfs.clone(),
-            created: crate::logging::now_rfc3339(),
-            owner: String::new(),
-            config: spec,
-            cgroup: None,
-            net: None,
-            volumes: vec![],
-            netns_pin: None,
-            use_systemd_cgroup: o.systemd_cgroup,
-            creator_pid: me,
-            creator_start_time: super::start_time(me).unwrap_or(0),
-        },
-    };
+    let mut c = Container { root: root.to_path_buf(), state: first_state(o, bundle, rootfs, spec) };
     super::publish_state_dir(root, &c.state)?;
     match build(&mut c, o, ns, volumes, &idmaps) {
         Ok(()) => Ok(c),
@@ -121,9 +100,33 @@ pub fn check(bundle: &Path, spec: &Spec, preserve_fds: i32, join_netns: Option<&
     Ok(Checked { rootfs, ns, volumes, idmaps })
 }
 
+/// A container's state before anything is made for it: creating, by this molt (`create` and
+/// `restore`).
+pub(crate) fn first_state(o: &CreateOptions, bundle: PathBuf, rootfs: PathBuf, config: Spec) -> State {
+    let me = std::process::id() as i32;
+    State {
+        id: o.id.clone(),
+        status: Status::Creating,
+        pid: 0,
+        pid_start_time: 0,
+        bundle,
+        rootfs,
+        created: crate::logging::now_rfc3339(),
+        owner: String::new(),
+        config,
+        cgroup: None,
+        net: None,
+        volumes: vec![],
+        netns_pin: None,
+        use_systemd_cgroup: o.systemd_cgroup,
+        creator_pid: me,
+        creator_start_time: super::start_time(me).unwrap_or(0),
+    }
+}
+
 /// The config's mounts that are remote or loop volumes, by mount index: parsed once, for the
 /// checks before anything is made and for the build.
-fn volumes_of(spec: &Spec) -> Result<Vec<(usize, VolumeSpec)>> {
+pub(crate) fn volumes_of(spec: &Spec) -> Result<Vec<(usize, VolumeSpec)>> {
     let mut out = vec![];
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         if let Some(v) = crate::volume::from_mount(m)? {
@@ -175,7 +178,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan, volumes: Vec<(usize, 
     if !idmaps.is_empty() {
         init::idmap::send(&parent_end, pid.as_raw(), idmaps).map_err(step_err("make idmapped mounts"))?;
     }
-    attach_network(c, o, &ns)?;
+    attach_network(c, o, ns.new_net)?;
     run_hooks_until_ready(c, &parent_end)?;
 
     c.state.status = Status::Created;
@@ -187,7 +190,7 @@ fn build(c: &mut Container, o: &CreateOptions, ns: NsPlan, volumes: Vec<(usize, 
 }
 
 /// The id's cgroup (or, for an upgrade's replacement, the one beside it), made and limited.
-fn make_cgroup(c: &mut Container, o: &CreateOptions) -> Result<crate::cgroups::Cgroup> {
+pub(crate) fn make_cgroup(c: &mut Container, o: &CreateOptions) -> Result<crate::cgroups::Cgroup> {
     let linux = c.state.config.linux().clone().unwrap_or_default();
     let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().to_string());
     let cg = match o.upgrade.as_ref().and_then(|u| u.cgroup.clone()) {
@@ -204,7 +207,7 @@ fn make_cgroup(c: &mut Container, o: &CreateOptions) -> Result<crate::cgroups::C
 /// Attaches every volume (each recorded first) and returns the bind each becomes, by mount
 /// index; an upgrade's replacement defers them all to the hand-over instead.
 #[allow(clippy::type_complexity)]
-fn acquire_volumes(c: &mut Container, o: &CreateOptions, volumes: Vec<(usize, VolumeSpec)>) -> Result<(Vec<(usize, PathBuf, Vec<String>)>, Vec<usize>)> {
+pub(crate) fn acquire_volumes(c: &mut Container, o: &CreateOptions, volumes: Vec<(usize, VolumeSpec)>) -> Result<(Vec<(usize, PathBuf, Vec<String>)>, Vec<usize>)> {
     if o.upgrade.as_ref().is_some_and(|u| u.defer_volumes) {
         return Ok((vec![], volumes.into_iter().map(|(i, _)| i).collect()));
     }
@@ -266,12 +269,12 @@ fn init_plan(c: &Container, o: &CreateOptions, ns: &NsPlan, volume_binds: Vec<(u
 
 /// The veth the annotations ask for (not for an upgrade's replacement: the old one moves in)
 /// and the host devices `linux.netDevices` moves into the container's namespace.
-fn attach_network(c: &mut Container, o: &CreateOptions, ns: &NsPlan) -> Result<()> {
+pub(crate) fn attach_network(c: &mut Container, o: &CreateOptions, new_net: bool) -> Result<()> {
     let netns = crate::namespaces::path(c.state.pid, "net");
     let skip_net = o.upgrade.as_ref().is_some_and(|u| u.skip_net_setup || u.join_netns.is_some());
     if let Some(net) = crate::net::spec_from_annotations(&c.state.annotations())? {
         if !skip_net {
-            if !ns.new_net {
+            if !new_net {
                 return Err(Error::Config {
                     field: "annotations io.molt.net.bridge".into(),
                     reason: "needs a new network namespace in linux.namespaces".into(),
