@@ -72,27 +72,32 @@ fn hook(path: &Path, extra: Value) -> Value {
     h
 }
 
+/// Each kind has two hooks: a recorder with `env` of its own, then one without `env` that writes
+/// its cwd and environment (less what the shell itself sets) to `<kind>.noenv`.
 fn bundle_with_all_hooks(h: &Hooks) -> Bundle {
     let mut b = Bundle::new(&["sleep", "1000"]);
     b.mount(json!({"destination": "/hooks", "type": "bind", "source": h.dir, "options": ["rbind"]}));
+    b.config["process"]["env"] = json!(["PATH=/usr/bin:/bin", "MARK=process"]);
+    b.config["process"]["cwd"] = json!("/hooks");
     let host = h.dir.display().to_string();
+    let no_env = h.script("no-env", "#!/bin/sh\n{ pwd; env | grep -v -e '^PWD=' -e '^OLDPWD=' -e '^SHLVL=' -e '^_=' | sort; } > \"$2/$1.noenv\"\n");
     let mut hooks = json!({});
     for kind in KINDS {
         let dir = if kind == "startContainer" { "/hooks" } else { host.as_str() };
         // startContainer runs inside the container: its script is the bind-mounted one.
         // poststart notes whether startContainer (run by the init before its exec) had finished.
         let extra = if kind == "poststart" { format!("if test -f {host}/startContainer.args; then echo after; else echo before; fi > {host}/order") } else { String::new() };
-        let path = h.recorder(kind, dir, &extra);
-        let path = if kind == "startContainer" { Path::new("/hooks").join(path.file_name().unwrap()) } else { path };
-        hooks[kind] = json!([hook(&path, json!({}))]);
+        let inside = |p: PathBuf| if kind == "startContainer" { Path::new("/hooks").join(p.file_name().unwrap()) } else { p };
+        let path = inside(h.recorder(kind, dir, &extra));
+        hooks[kind] = json!([hook(&path, json!({})), {"path": inside(no_env.clone()), "args": ["no-env.sh", kind, dir]}]);
     }
     b.config["hooks"] = hooks;
     b
 }
 
 /// Run create/start/kill/delete with `run` (molt or runc) and return the six recorded states
-/// and namespace views, plus the container's own namespaces.
-fn lifecycle(h: &Hooks, b: &Bundle, run: &dyn Fn(&[&str]) -> std::process::Output) -> (Vec<Value>, Vec<String>, String) {
+/// and namespace views, the container's own namespaces, and each kind's `.noenv` record.
+fn lifecycle(h: &Hooks, b: &Bundle, run: &dyn Fn(&[&str]) -> std::process::Output) -> (Vec<Value>, Vec<String>, String, Vec<String>) {
     h.clear();
     let bundle = b.write();
     let ok = |a: &[&str]| {
@@ -117,7 +122,8 @@ fn lifecycle(h: &Hooks, b: &Bundle, run: &dyn Fn(&[&str]) -> std::process::Outpu
     ok(&["delete", "hk"]);
     let states = KINDS.iter().map(|k| h.state(k)).collect();
     let nss = KINDS.iter().map(|k| h.read(&format!("{k}.ns")).unwrap_or_default()).collect();
-    (states, nss, container_ns)
+    let no_env = KINDS.iter().map(|k| h.read(&format!("{k}.noenv")).unwrap_or_default()).collect();
+    (states, nss, container_ns, no_env)
 }
 
 #[test]
@@ -126,7 +132,7 @@ fn all_six_kinds_get_the_state_in_the_right_namespace() {
     let h = Hooks::new();
     let b = bundle_with_all_hooks(&h);
     let root = Root::new();
-    let (states, nss, container_ns) = lifecycle(&h, &b, &|a| root.molt(a));
+    let (states, nss, container_ns, no_env) = lifecycle(&h, &b, &|a| root.molt(a));
     let host_ns: String = ["mnt", "pid"].iter().map(|n| std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap().display().to_string() + "\n").collect();
     for (i, kind) in KINDS.iter().enumerate() {
         let s = &states[i];
@@ -135,12 +141,33 @@ fn all_six_kinds_get_the_state_in_the_right_namespace() {
         let in_container = *kind == "createContainer" || *kind == "startContainer";
         assert_eq!(nss[i], if in_container { container_ns.clone() } else { host_ns.clone() }, "{kind} namespaces");
         assert_eq!(h.read(&format!("{kind}.args")).unwrap(), "arg1 env1\n", "{kind}: args and env");
+        // Without `env` (the spec says nothing then, nor of the cwd): as runc, the runtime's own
+        // environment in the bundle, or the container process's in its root before the pivot
+        // (without the HOME it gets later) and in process.cwd after.
+        let (cwd, env) = match *kind {
+            "createContainer" => (rootfs().display().to_string(), vec!["MARK=process".to_string(), "PATH=/usr/bin:/bin".into()]),
+            "startContainer" => ("/hooks".to_string(), vec!["HOME=/root".to_string(), "MARK=process".into(), "PATH=/usr/bin:/bin".into()]),
+            _ => (b.dir.display().to_string(), vec![format!("PATH={}", std::env::var("PATH").unwrap())]),
+        };
+        let mut lines = no_env[i].lines();
+        assert_eq!(lines.next(), Some(cwd.as_str()), "{kind} without env: cwd");
+        let seen: Vec<&str> = lines.collect();
+        if in_container {
+            assert_eq!(seen, env, "{kind} without env: the container process's environment");
+        } else {
+            assert!(seen.contains(&env[0].as_str()) && !seen.iter().any(|l| l.starts_with("MARK=")), "{kind} without env: molt's environment: {seen:?}");
+        }
     }
     let status: Vec<&str> = states.iter().map(|s| s["status"].as_str().unwrap()).collect();
     assert_eq!(status, ["creating", "creating", "creating", "created", "running", "stopped"]);
     assert_eq!(h.read("order").as_deref(), Some("after\n"), "poststart ran before startContainer had finished");
     if let Some(r) = RuncRoot::new() {
-        let (rstates, _, _) = lifecycle(&h, &b, &|a| r.runc(a));
+        let (rstates, _, _, rno_env) = lifecycle(&h, &b, &|a| r.runc(a));
+        // The same cwd and environment, but poststop's cwd: runc's is wherever `delete` was
+        // called, molt's the bundle as for the other runtime-namespace hooks.
+        let here = std::env::current_dir().unwrap().display().to_string();
+        let molt_poststop = no_env[5].replacen(&b.dir.display().to_string(), &here, 1);
+        assert_eq!([&no_env[..5], &[molt_poststop]].concat(), rno_env, "hooks without env: cwd and environment, molt (left) vs runc (right)");
         let mut rstatus: Vec<&str> = rstates.iter().map(|s| s["status"].as_str().unwrap()).collect();
         // runc 1.1.5 tells poststart "created"; the process has started by then, and the spec's
         // state for it is running, which molt reports.

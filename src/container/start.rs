@@ -31,7 +31,7 @@ impl Container {
         self.wait_for_exec(init_exe);
         let hooks = crate::init::hooks_of(&self.state.config, |h| h.poststart().clone());
         // The spec: a failing poststart hook is logged and the lifecycle continues.
-        crate::hooks::run_all_logged("poststart", &hooks, &self.oci_state(Status::Running).to_string());
+        crate::hooks::run_all_logged("poststart", &hooks, &self.oci_state(Status::Running).to_string(), crate::hooks::Place::Runtime { bundle: &self.state.bundle });
         Ok(())
     }
 }
