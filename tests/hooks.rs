@@ -240,8 +240,10 @@ fn a_hook_past_its_timeout_is_killed() {
     assert!(wait_until(5, || !running()), "hook still running");
 }
 
+/// runtime-spec 1.3: a failing poststart hook is an error that stops the container (1.2 and runc
+/// 1.1.5 only warned); a failing poststop hook is a warning and the next one still runs.
 #[test]
-fn failing_poststart_and_poststop_hooks_only_warn() {
+fn a_failing_poststart_hook_stops_the_container_a_failing_poststop_hook_warns() {
     require_root!();
     let h = Hooks::new();
     let fail = h.script("fail", "#!/bin/sh\nexit 1\n");
@@ -252,15 +254,19 @@ fn failing_poststart_and_poststop_hooks_only_warn() {
     let log = h.dir.join("log.json");
     let bundle = b.write();
     root.ok(&["create", "--bundle", &bundle, "warn"]);
-    root.ok(&["--log", log.to_str().unwrap(), "--log-format", "json", "start", "warn"]);
-    assert_eq!(root.state("warn")["status"], "running");
-    root.ok(&["--log", log.to_str().unwrap(), "--log-format", "json", "delete", "--force", "warn"]);
+    let out = root.molt(&["--log", log.to_str().unwrap(), "--log-format", "json", "start", "warn"]);
+    assert!(!out.status.success(), "start succeeded despite its failing poststart hook");
+    assert_eq!(root.state("warn")["status"], "stopped");
+    root.ok(&["--log", log.to_str().unwrap(), "--log-format", "json", "delete", "warn"]);
     assert!(!root.path.join("warn").exists());
     assert!(h.read("poststop.state").is_some(), "the hooks after a failed poststop still run");
     let text = std::fs::read_to_string(&log).unwrap();
-    let levels: Vec<String> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["level"].as_str().unwrap().to_string()).collect();
-    assert_eq!(levels, ["warning", "warning"], "{text}");
-    assert!(text.contains("poststart") && text.contains("poststop"), "{text}");
+    let levels: Vec<(String, bool)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["level"].as_str().unwrap().to_string(), v["msg"].as_str().unwrap().contains(if v["level"] == "error" { "poststart" } else { "poststop" })))
+        .collect();
+    assert_eq!(levels, [("error".to_string(), true), ("warning".to_string(), true)], "{text}");
 }
 
 #[test]
