@@ -137,6 +137,7 @@ fn all_six_kinds_get_the_state_in_the_right_namespace() {
     for (i, kind) in KINDS.iter().enumerate() {
         let s = &states[i];
         assert_eq!(s["id"], "hk", "{kind}");
+        assert_eq!(s["ociVersion"], molt::spec::OCI_VERSION, "{kind}");
         assert_eq!(s["bundle"], b.dir.display().to_string(), "{kind}");
         let in_container = *kind == "createContainer" || *kind == "startContainer";
         assert_eq!(nss[i], if in_container { container_ns.clone() } else { host_ns.clone() }, "{kind} namespaces");
