@@ -329,13 +329,14 @@ fn exec_cgroup_joins_a_sub_cgroup_as_runc() {
         let init = serde_json::from_slice::<serde_json::Value>(&rt(&["state", &id]).stdout).unwrap()["pid"].as_i64().unwrap();
         // The sub-cgroups, made from the host: "sub" everywhere (v1 cpuset with its parent's
         // cpus and mems, or it takes no process), "mem" in the memory controller's.
+        // (A host that co-mounts controllers lists one directory under several names: _all.)
         for dir in cgroup_dirs_named(&cgroup) {
-            std::fs::create_dir(dir.join("sub")).unwrap();
+            std::fs::create_dir_all(dir.join("sub")).unwrap();
             for f in ["cpuset.cpus", "cpuset.mems"].iter().filter(|_| dir.starts_with("/sys/fs/cgroup/cpuset")) {
                 std::fs::write(dir.join("sub").join(f), std::fs::read(dir.join(f)).unwrap()).unwrap();
             }
             if dir.starts_with("/sys/fs/cgroup/memory") || !v1 {
-                std::fs::create_dir(dir.join("mem")).unwrap();
+                std::fs::create_dir_all(dir.join("mem")).unwrap();
             }
         }
         let mut outcomes = vec![];
@@ -367,10 +368,15 @@ fn exec_cgroup_joins_a_sub_cgroup_as_runc() {
     assert!(molt[0].1 && all_in(&molt[0].2, &|_| ""), "{:?}", molt[0]);
     assert!(molt[1].1 && all_in(&molt[1].2, &|_| ""), "{:?}", molt[1]);
     assert!(molt[2].1 && all_in(&molt[2].2, &|_| "/sub"), "{:?}", molt[2]);
-    let own = |l: &str| match l.split(':').nth(1) {
-        Some("memory") => "/mem",
-        Some("cpuacct") => "/sub",
-        _ => "",
+    let own = |l: &str| {
+        let controllers: Vec<&str> = l.split(':').nth(1).unwrap_or_default().split(',').collect();
+        if controllers.contains(&"memory") {
+            "/mem"
+        } else if controllers.contains(&"cpuacct") {
+            "/sub"
+        } else {
+            ""
+        }
     };
     assert_eq!(molt[3].1, v1, "CONTROLLER:PATH works on v1 only: {:?}", molt[3]);
     assert!(!v1 || all_in(&molt[3].2, &own), "{:?}", molt[3]);
