@@ -3,6 +3,7 @@
 //! only knows how to run one list of hooks and report the first failure.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,24 +22,59 @@ pub enum HookError {
     BadTimeout { kind: &'static str, path: String, secs: i64 },
 }
 
+/// Where a hook runs and what environment it gets without an `env` of its own. runtime-spec 1.3
+/// makes a hook's `env` its whole environment (execve's) and says nothing of a hook without one,
+/// nor of the working directory: there molt does as runc 1.1.5 does, but for poststop's cwd.
+#[derive(Clone, Copy)]
+pub enum Place<'a> {
+    /// prestart, createRuntime, poststart, poststop: molt's own environment (hook scripts find
+    /// their PATH) and the bundle as cwd, as runc's create gives them (runc's poststop runs
+    /// wherever `delete` was called; molt's in the bundle too, or the caller's cwd once it is gone).
+    Runtime { bundle: &'a Path },
+    /// createContainer and startContainer: the container process's environment and the given cwd
+    /// (the container's root before the pivot, then process.cwd), as runc's init gives them.
+    Container { env: &'a [String], cwd: &'a Path },
+}
+
 /// Run the hooks in order; the first that fails stops the list.
-pub fn run_all(kind: &'static str, hooks: &[Hook], state_json: &str) -> Result<(), HookError> {
+pub fn run_all(kind: &'static str, hooks: &[Hook], state_json: &str, place: Place) -> Result<(), HookError> {
     for hook in hooks {
-        run_one(kind, hook, state_json)?;
+        run_one(kind, hook, state_json, place)?;
     }
     Ok(())
 }
 
 /// Run the list but only report failures (poststop: the spec says failures are logged, not fatal).
-pub fn run_all_logged(kind: &'static str, hooks: &[Hook], state_json: &str) {
+pub fn run_all_logged(kind: &'static str, hooks: &[Hook], state_json: &str, place: Place) {
     for hook in hooks {
-        if let Err(e) = run_one(kind, hook, state_json) {
+        if let Err(e) = run_one(kind, hook, state_json, place) {
             crate::logging::warn(&e.to_string());
         }
     }
 }
 
-fn run_one(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), HookError> {
+fn set_env_and_cwd(cmd: &mut Command, hook: &Hook, place: Place) {
+    let own = hook.env().as_deref();
+    let env = match (own, place) {
+        (Some(env), _) | (None, Place::Container { env, .. }) => Some(env),
+        (None, Place::Runtime { .. }) => None,
+    };
+    if let Some(env) = env {
+        cmd.env_clear();
+        for kv in env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
+    }
+    match place {
+        Place::Runtime { bundle } if bundle.is_dir() => cmd.current_dir(bundle),
+        Place::Runtime { .. } => cmd,
+        Place::Container { cwd, .. } => cmd.current_dir(cwd),
+    };
+}
+
+fn run_one(kind: &'static str, hook: &Hook, state_json: &str, place: Place) -> Result<(), HookError> {
     let path = hook.path().display().to_string();
     let timeout = match hook.timeout() {
         Some(s) if s <= 0 => return Err(HookError::BadTimeout { kind, path, secs: s }),
@@ -51,16 +87,8 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), Hook
     if let Some(argv0) = args.first() {
         cmd.arg0(argv0);
     }
-    cmd.args(args.iter().skip(1))
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for kv in hook.env().clone().unwrap_or_default() {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
-        }
-    }
+    cmd.args(args.iter().skip(1)).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    set_env_and_cwd(&mut cmd, hook, place);
     // Its own process group, so a timeout kills whatever the hook started too.
     cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|source| HookError::Spawn { kind, path: path.clone(), source })?;

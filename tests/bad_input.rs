@@ -81,7 +81,7 @@ fn missing_or_malformed_config() {
 }
 
 #[test]
-fn an_oci_version_that_is_not_semver_1_x_is_refused() {
+fn an_oci_version_that_is_not_semver_1_x_is_refused_a_newer_1_x_warns() {
     require_root!();
     // runtime-spec: ociVersion is REQUIRED and MUST be SemVer 2.0.0 (runc 1.1.5 takes anything).
     for (v, needle) in [(json!("banana"), "not a SemVer 2.0.0 version"), (json!("1.0"), "not a SemVer"), (json!("2.0.0"), "runtime-spec 1.x"), (json!(""), "missing")] {
@@ -92,6 +92,17 @@ fn an_oci_version_that_is_not_semver_1_x_is_refused() {
     let mut b = Bundle::new(&["true"]);
     b.config.as_object_mut().unwrap().remove("ociVersion");
     refused(&b, "noversion", &["ociVersion", "missing"]);
+    // What the spec does not call invalid runs: engines' older versions as they are, a 1.x newer
+    // than molt's with a warning (its new fields are optional).
+    for (v, warned) in [("1.0.2-dev", false), ("1.1.0", false), (molt::spec::OCI_VERSION, false), ("1.9.0", true)] {
+        let mut b = Bundle::new(&["true"]);
+        b.config["ociVersion"] = json!(v);
+        let root = Root::new();
+        let out = root.molt(&["run", "--bundle", &b.write(), "version"]);
+        assert!(out.status.success(), "{v}: {}", stderr_of(&out));
+        let warnings = stderr_of(&out).lines().filter_map(logrus_text).filter(|(level, msg)| level == "warning" && msg.contains("ociVersion")).count();
+        assert_eq!(warnings, usize::from(warned), "{v}: {}", stderr_of(&out));
+    }
 }
 
 /// The controllers /proc/cgroups lists, and whether a hierarchy binds each (v1) or offers it (the

@@ -216,6 +216,15 @@ fn features_lists_what_molt_supports() {
         assert!(archs.iter().any(|x| x == a), "{a} in {archs:?} (tests/seccomp_arch.rs proves the three)");
     }
     assert_eq!(f["linux"]["apparmor"]["enabled"], false, "molt has no AppArmor and must not claim it");
+    // One version everywhere: features, --version's spec line and the state hooks get
+    // (tests/hooks.rs reads the latter).
+    assert_eq!((f["ociVersionMin"].as_str(), f["ociVersionMax"].as_str()), (Some("1.0.0"), Some(molt::spec::OCI_VERSION)));
+    let version = stdout_of(&run_to_files(std::process::Command::new(molt_bin()).arg("--version")));
+    assert!(version.lines().any(|l| l == format!("spec: {}", molt::spec::OCI_VERSION)), "{version}");
+    // linux.netDevices (tests/net_root.rs) and idmapped mounts (tests/idmap.rs).
+    assert_eq!(f["linux"]["netDevices"]["enabled"], true);
+    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
+    assert_eq!(f["linux"]["intelRdt"]["enabled"], false, "molt does not apply linux.intelRdt");
     // runtime-spec 1.3 attributes, each proved in tests/inside.rs.
     let modes = f["linux"]["memoryPolicy"]["modes"].as_array().unwrap();
     assert!(modes.iter().any(|m| m == "MPOL_BIND") && modes.iter().any(|m| m == "MPOL_INTERLEAVE"), "{modes:?}");

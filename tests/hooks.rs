@@ -72,27 +72,32 @@ fn hook(path: &Path, extra: Value) -> Value {
     h
 }
 
+/// Each kind has two hooks: a recorder with `env` of its own, then one without `env` that writes
+/// its cwd and environment (less what the shell itself sets) to `<kind>.noenv`.
 fn bundle_with_all_hooks(h: &Hooks) -> Bundle {
     let mut b = Bundle::new(&["sleep", "1000"]);
     b.mount(json!({"destination": "/hooks", "type": "bind", "source": h.dir, "options": ["rbind"]}));
+    b.config["process"]["env"] = json!(["PATH=/usr/bin:/bin", "MARK=process"]);
+    b.config["process"]["cwd"] = json!("/hooks");
     let host = h.dir.display().to_string();
+    let no_env = h.script("no-env", "#!/bin/sh\n{ pwd; env | grep -v -e '^PWD=' -e '^OLDPWD=' -e '^SHLVL=' -e '^_=' | sort; } > \"$2/$1.noenv\"\n");
     let mut hooks = json!({});
     for kind in KINDS {
         let dir = if kind == "startContainer" { "/hooks" } else { host.as_str() };
         // startContainer runs inside the container: its script is the bind-mounted one.
         // poststart notes whether startContainer (run by the init before its exec) had finished.
         let extra = if kind == "poststart" { format!("if test -f {host}/startContainer.args; then echo after; else echo before; fi > {host}/order") } else { String::new() };
-        let path = h.recorder(kind, dir, &extra);
-        let path = if kind == "startContainer" { Path::new("/hooks").join(path.file_name().unwrap()) } else { path };
-        hooks[kind] = json!([hook(&path, json!({}))]);
+        let inside = |p: PathBuf| if kind == "startContainer" { Path::new("/hooks").join(p.file_name().unwrap()) } else { p };
+        let path = inside(h.recorder(kind, dir, &extra));
+        hooks[kind] = json!([hook(&path, json!({})), {"path": inside(no_env.clone()), "args": ["no-env.sh", kind, dir]}]);
     }
     b.config["hooks"] = hooks;
     b
 }
 
 /// Run create/start/kill/delete with `run` (molt or runc) and return the six recorded states
-/// and namespace views, plus the container's own namespaces.
-fn lifecycle(h: &Hooks, b: &Bundle, run: &dyn Fn(&[&str]) -> std::process::Output) -> (Vec<Value>, Vec<String>, String) {
+/// and namespace views, the container's own namespaces, and each kind's `.noenv` record.
+fn lifecycle(h: &Hooks, b: &Bundle, run: &dyn Fn(&[&str]) -> std::process::Output) -> (Vec<Value>, Vec<String>, String, Vec<String>) {
     h.clear();
     let bundle = b.write();
     let ok = |a: &[&str]| {
@@ -117,7 +122,8 @@ fn lifecycle(h: &Hooks, b: &Bundle, run: &dyn Fn(&[&str]) -> std::process::Outpu
     ok(&["delete", "hk"]);
     let states = KINDS.iter().map(|k| h.state(k)).collect();
     let nss = KINDS.iter().map(|k| h.read(&format!("{k}.ns")).unwrap_or_default()).collect();
-    (states, nss, container_ns)
+    let no_env = KINDS.iter().map(|k| h.read(&format!("{k}.noenv")).unwrap_or_default()).collect();
+    (states, nss, container_ns, no_env)
 }
 
 #[test]
@@ -126,21 +132,43 @@ fn all_six_kinds_get_the_state_in_the_right_namespace() {
     let h = Hooks::new();
     let b = bundle_with_all_hooks(&h);
     let root = Root::new();
-    let (states, nss, container_ns) = lifecycle(&h, &b, &|a| root.molt(a));
+    let (states, nss, container_ns, no_env) = lifecycle(&h, &b, &|a| root.molt(a));
     let host_ns: String = ["mnt", "pid"].iter().map(|n| std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap().display().to_string() + "\n").collect();
     for (i, kind) in KINDS.iter().enumerate() {
         let s = &states[i];
         assert_eq!(s["id"], "hk", "{kind}");
+        assert_eq!(s["ociVersion"], molt::spec::OCI_VERSION, "{kind}");
         assert_eq!(s["bundle"], b.dir.display().to_string(), "{kind}");
         let in_container = *kind == "createContainer" || *kind == "startContainer";
         assert_eq!(nss[i], if in_container { container_ns.clone() } else { host_ns.clone() }, "{kind} namespaces");
         assert_eq!(h.read(&format!("{kind}.args")).unwrap(), "arg1 env1\n", "{kind}: args and env");
+        // Without `env` (the spec says nothing then, nor of the cwd): as runc, the runtime's own
+        // environment in the bundle, or the container process's in its root before the pivot
+        // (without the HOME it gets later) and in process.cwd after.
+        let (cwd, env) = match *kind {
+            "createContainer" => (rootfs().display().to_string(), vec!["MARK=process".to_string(), "PATH=/usr/bin:/bin".into()]),
+            "startContainer" => ("/hooks".to_string(), vec!["HOME=/root".to_string(), "MARK=process".into(), "PATH=/usr/bin:/bin".into()]),
+            _ => (b.dir.display().to_string(), vec![format!("PATH={}", std::env::var("PATH").unwrap())]),
+        };
+        let mut lines = no_env[i].lines();
+        assert_eq!(lines.next(), Some(cwd.as_str()), "{kind} without env: cwd");
+        let seen: Vec<&str> = lines.collect();
+        if in_container {
+            assert_eq!(seen, env, "{kind} without env: the container process's environment");
+        } else {
+            assert!(seen.contains(&env[0].as_str()) && !seen.iter().any(|l| l.starts_with("MARK=")), "{kind} without env: molt's environment: {seen:?}");
+        }
     }
     let status: Vec<&str> = states.iter().map(|s| s["status"].as_str().unwrap()).collect();
     assert_eq!(status, ["creating", "creating", "creating", "created", "running", "stopped"]);
     assert_eq!(h.read("order").as_deref(), Some("after\n"), "poststart ran before startContainer had finished");
     if let Some(r) = RuncRoot::new() {
-        let (rstates, _, _) = lifecycle(&h, &b, &|a| r.runc(a));
+        let (rstates, _, _, rno_env) = lifecycle(&h, &b, &|a| r.runc(a));
+        // The same cwd and environment, but poststop's cwd: runc's is wherever `delete` was
+        // called, molt's the bundle as for the other runtime-namespace hooks.
+        let here = std::env::current_dir().unwrap().display().to_string();
+        let molt_poststop = no_env[5].replacen(&b.dir.display().to_string(), &here, 1);
+        assert_eq!([&no_env[..5], &[molt_poststop]].concat(), rno_env, "hooks without env: cwd and environment, molt (left) vs runc (right)");
         let mut rstatus: Vec<&str> = rstates.iter().map(|s| s["status"].as_str().unwrap()).collect();
         // runc 1.1.5 tells poststart "created"; the process has started by then, and the spec's
         // state for it is running, which molt reports.
@@ -213,8 +241,10 @@ fn a_hook_past_its_timeout_is_killed() {
     assert!(wait_until(5, || !running()), "hook still running");
 }
 
+/// runtime-spec 1.3: a failing poststart hook is an error that stops the container (1.2 and runc
+/// 1.1.5 only warned); a failing poststop hook is a warning and the next one still runs.
 #[test]
-fn failing_poststart_and_poststop_hooks_only_warn() {
+fn a_failing_poststart_hook_stops_the_container_a_failing_poststop_hook_warns() {
     require_root!();
     let h = Hooks::new();
     let fail = h.script("fail", "#!/bin/sh\nexit 1\n");
@@ -225,15 +255,19 @@ fn failing_poststart_and_poststop_hooks_only_warn() {
     let log = h.dir.join("log.json");
     let bundle = b.write();
     root.ok(&["create", "--bundle", &bundle, "warn"]);
-    root.ok(&["--log", log.to_str().unwrap(), "--log-format", "json", "start", "warn"]);
-    assert_eq!(root.state("warn")["status"], "running");
-    root.ok(&["--log", log.to_str().unwrap(), "--log-format", "json", "delete", "--force", "warn"]);
+    let out = root.molt(&["--log", log.to_str().unwrap(), "--log-format", "json", "start", "warn"]);
+    assert!(!out.status.success(), "start succeeded despite its failing poststart hook");
+    assert_eq!(root.state("warn")["status"], "stopped");
+    root.ok(&["--log", log.to_str().unwrap(), "--log-format", "json", "delete", "warn"]);
     assert!(!root.path.join("warn").exists());
     assert!(h.read("poststop.state").is_some(), "the hooks after a failed poststop still run");
     let text = std::fs::read_to_string(&log).unwrap();
-    let levels: Vec<String> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["level"].as_str().unwrap().to_string()).collect();
-    assert_eq!(levels, ["warning", "warning"], "{text}");
-    assert!(text.contains("poststart") && text.contains("poststop"), "{text}");
+    let levels: Vec<(String, bool)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["level"].as_str().unwrap().to_string(), v["msg"].as_str().unwrap().contains(if v["level"] == "error" { "poststart" } else { "poststop" })))
+        .collect();
+    assert_eq!(levels, [("error".to_string(), true), ("warning".to_string(), true)], "{text}");
 }
 
 #[test]

@@ -386,3 +386,95 @@ fn concurrent_creates_of_one_id_have_one_winner_and_leave_nothing() {
         one.assert_all_gone(&format!("round {round}"));
     }
 }
+
+/// `exec --cgroup` as runc's: a PATH alone moves the process to that sub-cgroup in every
+/// hierarchy, CONTROLLER:PATH (v1) only in the controller's own, `/` is the container's cgroup;
+/// a PATH above the container's cgroup, one that does not exist, an unknown controller and a
+/// repeated PATH without controller are refused, and no process is left behind by a refusal.
+#[test]
+fn exec_cgroup_joins_a_sub_cgroup_as_runc() {
+    require_root!();
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists();
+    let per_controller: &[&str] = if v1 { &["--cgroup", "memory:mem", "--cgroup", "cpuacct:/sub"] } else { &["--cgroup", "memory:mem"] };
+    let cases: [(&str, &[&str]); 8] = [
+        ("none", &[]),
+        ("root", &["--cgroup", "/"]),
+        ("sub", &["--cgroup", "sub"]),
+        ("per controller", per_controller),
+        ("parent", &["--cgroup", ".."]),
+        ("missing", &["--cgroup", "nonexistent"]),
+        ("unknown controller", &["--cgroup", "whaat:/"]),
+        ("two paths", &["--cgroup", "sub", "--cgroup", "/"]),
+    ];
+    let root = Root::new();
+    let runc = RuncRoot::new();
+    let mut runtimes: Vec<(&str, Box<dyn Fn(&[&str]) -> std::process::Output + '_>)> = vec![("molt", Box::new(|a: &[&str]| root.molt(a)))];
+    if let Some(r) = &runc {
+        runtimes.push(("runc", Box::new(move |a: &[&str]| r.runc(a))));
+    }
+    let mut seen = vec![];
+    for (name, rt) in &runtimes {
+        let cgroup = unique(&format!("molt-execcg-{name}"));
+        let mut b = Bundle::new(&["sleep", "1000"]);
+        b.config["linux"]["cgroupsPath"] = serde_json::json!(format!("/{cgroup}"));
+        let id = unique("execcg");
+        assert!(rt(&["run", "-d", "--bundle", &b.write(), &id]).status.success(), "{name} run");
+        let init = serde_json::from_slice::<serde_json::Value>(&rt(&["state", &id]).stdout).unwrap()["pid"].as_i64().unwrap();
+        // The sub-cgroups, made from the host: "sub" everywhere (v1 cpuset with its parent's
+        // cpus and mems, or it takes no process), "mem" in the memory controller's.
+        // (A host that co-mounts controllers lists one directory under several names: _all.)
+        for dir in cgroup_dirs_named(&cgroup) {
+            std::fs::create_dir_all(dir.join("sub")).unwrap();
+            for f in ["cpuset.cpus", "cpuset.mems"].iter().filter(|_| dir.starts_with("/sys/fs/cgroup/cpuset")) {
+                std::fs::write(dir.join("sub").join(f), std::fs::read(dir.join(f)).unwrap()).unwrap();
+            }
+            if dir.starts_with("/sys/fs/cgroup/memory") || !v1 {
+                std::fs::create_dir_all(dir.join("mem")).unwrap();
+            }
+        }
+        let mut outcomes = vec![];
+        for (case, flags) in &cases {
+            let args: Vec<&str> = ["exec"].iter().chain(flags.iter()).chain([id.as_str(), "cat", "/proc/self/cgroup"].iter()).copied().collect();
+            let out = rt(&args);
+            let text = stdout_of(&out).replace(&cgroup, "C");
+            // molt's refusals name what is wrong.
+            let said = [("parent", "is not a sub-cgroup"), ("missing", "/nonexistent/cgroup.procs"), ("unknown controller", "unknown controller whaat")];
+            if let (true, Some((_, words))) = (*name == "molt", said.iter().find(|(c, _)| c == case)) {
+                assert!(stderr_of(&out).contains(words), "molt, {case}: {}", stderr_of(&out));
+            }
+            outcomes.push((case.to_string(), out.status.success(), text));
+        }
+        let ps = rt(&["ps", "--format", "json", &id]);
+        assert_eq!(stdout_of(&ps).trim(), format!("[{init}]"), "{name}: only the init is left in the container");
+        assert!(rt(&["delete", "--force", &id]).status.success(), "{name} delete");
+        if *name == "molt" {
+            assert!(cgroup_dirs_named(&cgroup).is_empty(), "molt's delete left {:?}", cgroup_dirs_named(&cgroup));
+        }
+        for dir in cgroup_dirs_named(&cgroup) {
+            let _ = ["sub", "mem", ""].iter().map(|s| std::fs::remove_dir(dir.join(s))).count();
+        }
+        seen.push(outcomes);
+    }
+    let molt = &seen[0];
+    // Each line of /proc/self/cgroup ("N:controllers:path") in the expected place.
+    let all_in = |text: &str, want: &dyn Fn(&str) -> &'static str| !text.is_empty() && text.lines().all(|l| l.ends_with(&format!(":/C{}", want(l))));
+    assert!(molt[0].1 && all_in(&molt[0].2, &|_| ""), "{:?}", molt[0]);
+    assert!(molt[1].1 && all_in(&molt[1].2, &|_| ""), "{:?}", molt[1]);
+    assert!(molt[2].1 && all_in(&molt[2].2, &|_| "/sub"), "{:?}", molt[2]);
+    let own = |l: &str| {
+        let controllers: Vec<&str> = l.split(':').nth(1).unwrap_or_default().split(',').collect();
+        if controllers.contains(&"memory") {
+            "/mem"
+        } else if controllers.contains(&"cpuacct") {
+            "/sub"
+        } else {
+            ""
+        }
+    };
+    assert_eq!(molt[3].1, v1, "CONTROLLER:PATH works on v1 only: {:?}", molt[3]);
+    assert!(!v1 || all_in(&molt[3].2, &own), "{:?}", molt[3]);
+    assert!(molt[4..].iter().all(|(_, ok, _)| !ok), "refused: {:?}", &molt[4..]);
+    if let Some(runc) = seen.get(1) {
+        assert_eq!(molt, runc, "molt (left) and runc (right)");
+    }
+}

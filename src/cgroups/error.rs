@@ -60,6 +60,9 @@ pub enum CgroupError {
         reason: String,
     },
 
+    #[error("cgroup: exec --cgroup {arg:?}: {reason}")]
+    SubCgroup { arg: String, reason: String },
+
     #[error("cgroup: linux.resources.unified key {key:?}: {reason}")]
     Unified { key: String, reason: String },
 

@@ -12,6 +12,7 @@ mod path;
 mod plan;
 mod processes;
 mod stats;
+mod sub;
 
 #[cfg(test)]
 mod root_tests;
@@ -26,6 +27,7 @@ pub use mountinfo::{
     Version,
 };
 pub use path::DEFAULT_PARENT;
+pub use sub::SubCgroup;
 
 /// The host's cgroup layout, from /proc/self/mountinfo.
 pub fn detect_layout() -> Result<Layout, CgroupError> {

@@ -44,6 +44,9 @@ pub struct Args {
     /// Exec into a paused container too: the process starts when the container is resumed
     #[arg(long = "ignore-paused")]
     pub ignore_paused: bool,
+    /// Join a sub-cgroup of the container's: [CONTROLLER[,CONTROLLER]:]PATH (repeat per v1 controller)
+    #[arg(long = "cgroup")]
+    pub cgroup: Vec<String>,
     /// Additional group ids (repeat or comma-separate)
     #[arg(long = "additional-gids", short = 'g', value_delimiter = ',')]
     pub additional_gids: Vec<u32>,
@@ -113,6 +116,7 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
     // The exec child is a clone of this process among the container's: always sealed first.
     let c = Container::load(&ctx.root, &a.id)?;
     let process = process_from(&a, &c)?;
+    let sub_cgroup = crate::cgroups::SubCgroup::parse(&a.cgroup)?;
     let new_user_ns = crate::spec::has_namespace(&c.state.config, oci_spec::runtime::LinuxNamespaceType::User, true);
     // A created init made by a molt that did not seal itself (an upgrade's replacement, an older
     // molt) is still molt's binary: a process that can ptrace it could take that binary.
@@ -141,6 +145,7 @@ pub fn run(ctx: &Ctx, a: Args) -> CmdResult {
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
         ignore_paused: a.ignore_paused,
+        sub_cgroup,
     })?;
     if a.detach {
         return Ok(0);

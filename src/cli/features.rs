@@ -12,8 +12,8 @@ pub fn run() -> CmdResult {
         v
     };
     let doc = serde_json::json!({
-        "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.2.0",
+        "ociVersionMin": crate::spec::OCI_VERSION_MIN,
+        "ociVersionMax": crate::spec::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": crate::mount_options::known_options(),
         // Every annotation molt acts on (network identity, listening sockets, upgrade versions

@@ -219,7 +219,7 @@ pub fn main() -> i32 {
     };
     crate::logging::init(cli.log.clone(), format, cli.debug);
     if cli.version {
-        println!("molt version {}\ncommit: {}\nspec: 1.2.0", env!("CARGO_PKG_VERSION"), option_env!("MOLT_COMMIT").unwrap_or("unknown"));
+        println!("molt version {}\ncommit: {}\nspec: {}", env!("CARGO_PKG_VERSION"), option_env!("MOLT_COMMIT").unwrap_or("unknown"), crate::spec::OCI_VERSION);
         return 0;
     }
     let Some(command) = cli.command else {

@@ -44,7 +44,11 @@ fn attr_error(e: crate::init::process_attrs::AttrError) -> Error {
 }
 
 /// runtime-spec: ociVersion is REQUIRED and MUST be SemVer 2.0.0; versions are compatible within
-/// a major version, and molt implements 1.x. (runc 1.1.5 does not check it.)
+/// a major version, and molt implements 1.x. (runc 1.1.5 does not check it.) Only what the spec
+/// calls invalid is refused: a 1.x newer than molt's (a config "not compatible with a runtime
+/// that supports" only older ones) may still run, since its new fields are optional, and gets a
+/// warning at create (warn_unsupported); engines send older ones ("1.0.2-dev", "1.1.0"), which run
+/// as they are.
 pub fn check_oci_version(v: &str) -> Result<()> {
     let bad = |reason: String| Error::Config { field: "ociVersion".into(), reason };
     if v.is_empty() {
@@ -55,6 +59,12 @@ pub fn check_oci_version(v: &str) -> Result<()> {
         return Err(bad(format!("{v:?}: molt implements runtime-spec 1.x, and major versions are not compatible")));
     }
     Ok(())
+}
+
+/// Pre-releases of molt's own version (SemVer puts "1.3.0-rc.1" before 1.3.0) are not newer.
+fn newer_than_molt(v: &semver::Version) -> bool {
+    let own = semver::Version::parse(crate::spec::OCI_VERSION).unwrap_or_else(|_| semver::Version::new(1, 0, 0));
+    (v.major, v.minor, v.patch) > (own.major, own.minor, own.patch)
 }
 
 pub fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
@@ -246,6 +256,13 @@ pub(super) fn warn_unsupported(id: &str, spec: &Spec) {
     if !missing.is_empty() {
         crate::logging::warn(&format!("container {id}: not supported by molt, ignored: {}", missing.join(", ")));
     }
+    if semver::Version::parse(spec.version()).is_ok_and(|v| newer_than_molt(&v)) {
+        crate::logging::warn(&format!(
+            "container {id}: config.json's ociVersion {} is newer than runtime-spec {}, which molt implements: fields added since are ignored",
+            spec.version(),
+            crate::spec::OCI_VERSION
+        ));
+    }
 }
 
 /// `linux.intelRdt` is refused, never ignored: a cache or memory-bandwidth partition the user
@@ -291,6 +308,9 @@ mod tests {
         for ok in ["1.0.0", "1.0.2-dev", "1.2.0", "1.3.0", "1.10.1+build"] {
             assert!(check_oci_version(ok).is_ok(), "{ok}");
         }
+        assert!(!newer_than_molt(&semver::Version::parse(crate::spec::OCI_VERSION).unwrap()));
+        assert!(!newer_than_molt(&semver::Version::parse("1.3.0-rc.1").unwrap()) && !newer_than_molt(&semver::Version::parse("1.0.2-dev").unwrap()));
+        assert!(newer_than_molt(&semver::Version::parse("1.3.1").unwrap()) && newer_than_molt(&semver::Version::parse("1.4.0").unwrap()));
         for (bad, why) in [("", "missing"), ("banana", "not a SemVer"), ("1.0", "not a SemVer"), ("v1.0.0", "not a SemVer"), ("2.0.0", "1.x"), ("0.1.0", "1.x")] {
             let e = check_oci_version(bad).unwrap_err().to_string();
             assert!(e.contains("ociVersion") && e.contains(why), "{bad:?}: {e}");

@@ -300,8 +300,9 @@ fn run_hooks_until_ready(c: &Container, parent_end: &Channel) -> Result<()> {
     let talk = |e: std::io::Error| Error::Step { id: id.clone(), step: "talk to the container's init", reason: e.to_string() };
     let agent = |reason: String| Error::Step { id: id.clone(), step: "seccomp agent", reason };
     let state_json = c.oci_state(Status::Creating).to_string();
-    crate::hooks::run_all("prestart", &init::hooks_of(spec, |h| h.prestart().clone()), &state_json)?;
-    crate::hooks::run_all("createRuntime", &init::hooks_of(spec, |h| h.create_runtime().clone()), &state_json)?;
+    let place = crate::hooks::Place::Runtime { bundle: &c.state.bundle };
+    crate::hooks::run_all("prestart", &init::hooks_of(spec, |h| h.prestart().clone()), &state_json, place)?;
+    crate::hooks::run_all("createRuntime", &init::hooks_of(spec, |h| h.create_runtime().clone()), &state_json, place)?;
     parent_end.send(&Msg::Continue { state_json: state_json.clone() }).map_err(talk)?;
     loop {
         match parent_end.recv_with_fds() {

@@ -101,7 +101,7 @@ pub fn teardown(c: &mut Container, poststop: bool) {
     }
     if poststop {
         let hooks = crate::init::hooks_of(&c.state.config, |h| h.poststop().clone());
-        crate::hooks::run_all_logged("poststop", &hooks, &c.oci_state(Status::Stopped).to_string());
+        crate::hooks::run_all_logged("poststop", &hooks, &c.oci_state(Status::Stopped).to_string(), crate::hooks::Place::Runtime { bundle: &c.state.bundle });
     }
     // Last, so that a delete killed before this point finds the state again and repeats the rest.
     let dir = c.dir();

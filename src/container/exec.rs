@@ -20,6 +20,8 @@ pub struct ExecOptions {
     /// Exec into a paused container too (runc's --ignore-paused): the process joins the frozen
     /// cgroup and does not start until the container is resumed, so the call returns only then.
     pub ignore_paused: bool,
+    /// `exec --cgroup`: a sub-cgroup of the container's to join instead of its own.
+    pub sub_cgroup: Option<crate::cgroups::SubCgroup>,
 }
 
 /// Namespace kinds in join order; pid is entered by the parent (it applies to children only).
@@ -48,6 +50,12 @@ impl Container {
         if status != Status::Running && status != Status::Created && !paused_ok {
             return Err(Error::WrongStatus { id: self.state.id.clone(), status, action: "exec", wanted: "running" });
         }
+        // A wrong --cgroup is refused before any process exists.
+        let cgroup = match (&self.state.cgroup, &o.sub_cgroup) {
+            (Some(cg), Some(sub)) => Some(cg.sub(sub)?),
+            (None, Some(_)) => return Err(Error::Step { id: self.state.id.clone(), step: "exec --cgroup", reason: "the container has no cgroup of molt's to go below".into() }),
+            (cg, None) => cg.clone(),
+        };
         let pid = self.state.pid;
         let join: Vec<(CloneFlags, PathBuf)> = JOIN_ORDER
             .iter()
@@ -89,7 +97,7 @@ impl Container {
         // execCPUAffinity.initial: the new process's CPUs until it is in the container's cgroup.
         crate::init::process_attrs::set_initial_affinity(child.as_raw(), plan.process.exec_cpu_affinity().as_ref())
             .map_err(|e| abort(fail(e.to_string())))?;
-        if let Some(cg) = &self.state.cgroup {
+        if let Some(cg) = &cgroup {
             cg.add_process(child.as_raw()).map_err(|e| abort(e.into()))?;
         }
         crate::init::process::set_oom_score_adj(child.as_raw(), &plan.process).map_err(|reason| abort(fail(reason)))?;

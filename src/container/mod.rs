@@ -257,7 +257,7 @@ impl Container {
         let s = &self.state;
         let ann = s.annotations();
         OciState {
-            oci_version: "1.2.0".into(),
+            oci_version: crate::spec::OCI_VERSION.into(),
             id: s.id.clone(),
             pid: if status == Status::Stopped { 0 } else { s.pid },
             status,

@@ -27,7 +27,7 @@ pub fn send_to_agent(spec: &Spec, pid: i32, state_json: &str, fd: &OwnedFd) -> R
     let metadata = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).and_then(|s| s.listener_metadata().clone()).unwrap_or_default();
     let state: serde_json::Value = serde_json::from_str(state_json).map_err(|e| e.to_string())?;
     let doc = serde_json::json!({
-        "ociVersion": "1.2.0",
+        "ociVersion": crate::spec::OCI_VERSION,
         "fds": ["seccompFd"],
         "pid": pid,
         "metadata": metadata,

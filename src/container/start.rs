@@ -1,4 +1,5 @@
-//! `start`: release the init blocked on the exec fifo, then run the poststart hooks.
+//! `start`: release the init blocked on the exec fifo, then run the poststart hooks (the first
+//! failing one stops the container).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -30,8 +31,16 @@ impl Container {
         // run its startContainer hooks and exec'd (or died).
         self.wait_for_exec(init_exe);
         let hooks = crate::init::hooks_of(&self.state.config, |h| h.poststart().clone());
-        // The spec: a failing poststart hook is logged and the lifecycle continues.
-        crate::hooks::run_all_logged("poststart", &hooks, &self.oci_state(Status::Running).to_string());
+        // runtime-spec 1.3 (1.2 only warned): a failing poststart hook is an error and the
+        // container is stopped; `delete` then destroys it and runs poststop, as after a failing
+        // startContainer hook.
+        let place = crate::hooks::Place::Runtime { bundle: &self.state.bundle };
+        if let Err(e) = crate::hooks::run_all("poststart", &hooks, &self.oci_state(Status::Running).to_string(), place) {
+            if !super::delete::stop_all(self, std::time::Duration::from_secs(10)) {
+                crate::logging::warn(&format!("container {}: processes still alive 10 s after the failed poststart hook's SIGKILL", self.state.id));
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 }

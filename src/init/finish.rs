@@ -154,7 +154,8 @@ impl Finish for Real<'_> {
             wait_for_start(fifo)?;
         }
         let hooks = hooks_of(&self.plan.spec, |h| h.start_container().clone());
-        crate::hooks::run_all("startContainer", &hooks, &state_seen_inside(state_json, "created"))
+        let place = crate::hooks::Place::Container { env: &self.env, cwd: self.plan.process.cwd() };
+        crate::hooks::run_all("startContainer", &hooks, &state_seen_inside(state_json, "created"), place)
             .map_err(|e| self.after_ready(InitError::new(e.to_string())))
     }
 

@@ -195,9 +195,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         Some(stream) => Some(console::open_and_send(stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?),
         None => None,
     };
-    let create_state = state_seen_inside(&state_json, "creating");
-    crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &create_state)
-        .map_err(|e| InitError::new(e.to_string()))?;
+    run_create_container_hooks(plan, &state_json)?;
     rootfs::switch_root(&plan.rootfs, plan.no_pivot)?;
     // Unix socket paths are the container's: after the switch, before the root turns read-only.
     let listeners = listen_sockets(plan)?;
@@ -211,11 +209,19 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     prepare_and_exec(plan, chan, console, Some(state_json), listeners)
 }
 
+/// createContainer, before the switch to the container's root: in the root's directory, with the
+/// container process's environment (as yet without the HOME it gets later, as with runc).
+fn run_create_container_hooks(plan: &InitPlan, state_json: &str) -> Result<(), InitError> {
+    let env = process::dedup_env(plan.process.env().as_deref().unwrap_or_default());
+    let place = crate::hooks::Place::Container { env: &env, cwd: &plan.rootfs };
+    crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &state_seen_inside(state_json, "creating"), place)
+        .map_err(|e| InitError::new(e.to_string()))
+}
+
 /// A container without a mount namespace of its own: create checked that it asks for no mount,
 /// device, masked or read-only path and no terminal, so nothing here touches the host's mounts.
 fn finish_in_shared_mounts(plan: &InitPlan, chan: &Channel, state_json: String) -> Result<std::convert::Infallible, InitError> {
-    crate::hooks::run_all("createContainer", &hooks_of(&plan.spec, |h| h.create_container().clone()), &state_seen_inside(&state_json, "creating"))
-        .map_err(|e| InitError::new(e.to_string()))?;
+    run_create_container_hooks(plan, &state_json)?;
     // /proc is still the host's mount, which shows this process's own namespaces' values.
     rootfs::set_sysctls(&plan.spec)?;
     rootfs::chroot_into(&plan.rootfs)?;

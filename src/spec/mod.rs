@@ -2,6 +2,13 @@
 
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.json");
 
+/// The runtime-spec release molt implements (every Linux field 1.3.0 defines, intelRdt only as
+/// "not supported"): `molt features`' ociVersionMax, `--version`'s "spec:" line and the state
+/// hooks get. Configs of 1.x are all run; one newer than this gets a warning (see check_oci_version).
+pub const OCI_VERSION: &str = "1.3.0";
+/// The oldest release whose configs molt runs: `molt features`' ociVersionMin.
+pub const OCI_VERSION_MIN: &str = "1.0.0";
+
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 /// The config lists a namespace of this type; with `created_only`, one molt creates (no path).
