@@ -257,6 +257,27 @@ fn keep_with_molt_listening_socket_refuses_resets_and_loses_no_request_under_loa
     assert!(environ.contains("LISTEN_PID=1\0"), "LISTEN_PID is the pid the app sees: {environ}");
 }
 
+/// A unix socket of `io.molt.listen` in a tmpfs of the container (/dev/shm, not a volume): the new
+/// container has the same socket at the same path from its creation on, so clients that connect
+/// by the path in the container before, during and after the upgrade are all answered.
+#[test]
+fn keep_hands_a_unix_socket_over_at_its_path_under_load() {
+    require_root!();
+    let s = Setup::start_listening("ux", "tcp:0.0.0.0:8080,unix:/dev/shm/app.sock");
+    let load = Load::start_unix(&s.root, "/dev/shm/app.sock", 2);
+    assert!(load.wait_answers("version=1.0.0", 20), "v1 by the path: {:?}", load.tally());
+    let b = s.bundle("2.0.0", "app-two", &[]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--network", "keep", "--health", "tcp:8080", "--health-timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("unix:/dev/shm/app.sock"), "the unix socket was handed over: {}", stdout_of(&out));
+    assert!(load.wait_answers("version=2.0.0", 20), "v2 by the path: {:?}", load.tally());
+    let t = load.stop();
+    assert_eq!((t.refused, t.reset, t.timed_out, t.other.len()), (0, 0, 0, 0), "every request by the path answered: {t:?}");
+    let asked = s.root.molt(&["exec", "ux", "/bin/molt-testapp", "ask", "/dev/shm/app.sock", "VERSION"]);
+    assert_eq!(stdout_of(&asked).trim(), "version=2.0.0 hostname=app-one", "a client in the new container: {}", stderr_of(&asked));
+}
+
 /// v1 opened its own socket (no annotation); v2 asks for it with `io.molt.listen`: molt takes the
 /// running app's socket by its address and hands it over.
 #[test]
