@@ -297,17 +297,37 @@ fn the_old_apps_own_listening_socket_is_taken_and_handed_over() {
     assert_eq!((t.refused, t.reset, t.timed_out, t.other.len(), t.lost_syn), (0, 0, 0, 0, 0), "{t:?}");
 }
 
+/// A release that never accepts fails its gate while clients run, over TCP and by the unix
+/// socket's path: the rollback gives v1 the very sockets it had (the same socket inodes), and the
+/// connections queued meanwhile are answered by v1: none refused, reset or lost.
 #[test]
 fn a_hung_release_on_a_handed_over_socket_fails_the_gate_and_v1_gets_the_socket_back() {
     require_root!();
-    let s = Setup::start_listening("hung", "tcp:0.0.0.0:8080");
+    let s = Setup::start_listening("hung", "tcp:0.0.0.0:8080,unix:/dev/shm/app.sock");
+    // The socket-activation fds 3 and 4 of the app: "socket:[INODE]".
+    let sockets = || {
+        let pid = s.root.state("hung")["pid"].as_i64().unwrap();
+        [3, 4].map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|l| l.display().to_string()).unwrap_or_default())
+    };
+    let before = sockets();
+    assert!(before.iter().all(|l| l.starts_with("socket:[")), "{before:?}");
+    let (tcp, unix) = (Load::start(&s.net, 2), Load::start_unix(&s.root, "/dev/shm/app.sock", 2));
+    assert!(tcp.wait_answers("version=1.0.0", 20) && unix.wait_answers("version=1.0.0", 20), "v1 under load: {:?} {:?}", tcp.tally(), unix.tally());
     let b = s.bundle("2.0.0", "app-two", &["APP_NO_ACCEPT=1"]);
     let dir = b.write();
     let out = s.upgrade(&["--bundle", &dir, "--network", "keep", "--health", "tcp:8080", "--health-timeout", "2s"]);
     assert!(!out.status.success());
     let err = stderr_of(&out);
     assert!(err.contains("does not accept them") && err.contains("rolled back"), "{err}");
-    assert!(s.answers());
+    // The requests queued during the gate are answered by the rebuilt v1, and new ones after it.
+    let n = |l: &Load| l.tally().ok.get("version=1.0.0").copied().unwrap_or(0) + 20;
+    let (nt, nu) = (n(&tcp), n(&unix));
+    assert!(tcp.wait_answers("version=1.0.0", nt) && unix.wait_answers("version=1.0.0", nu), "v1 back under load: {:?} {:?}", tcp.tally(), unix.tally());
+    for (what, t) in [("tcp", tcp.stop()), ("unix", unix.stop())] {
+        assert_eq!((t.refused, t.reset, t.timed_out, t.other.len()), (0, 0, 0, 0), "{what}: every request answered: {t:?}");
+        assert!(!t.ok.contains_key("version=2.0.0"), "{what}: the hung release answered nothing: {t:?}");
+    }
+    assert_eq!(sockets(), before, "v1 is back with the same listening sockets");
     assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
     assert_eq!(s.ids(), vec!["hung".to_string()]);
 }

@@ -371,7 +371,15 @@ impl Load {
     pub fn start_unix(root: &Root, path: &str, clients: usize) -> Load {
         let (root, path) = (root.path.clone(), path.trim_start_matches('/').to_string());
         Load::spawn(clients, || {}, move || {
-            let pid = newest_init(&root).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no live container"))?;
+            // Between one container's end and the next one's creation (a rollback stops the new
+            // version before it builds the old one again) there is no container to connect in: the
+            // client waits for one, as a client that follows the container would.
+            let mut pid = None;
+            wait_until(30, || {
+                pid = newest_init(&root);
+                pid.is_some()
+            });
+            let pid = pid.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no live container for 30 s"))?;
             let s = std::os::unix::net::UnixStream::connect(format!("/proc/{pid}/root/{path}"))?;
             s.set_read_timeout(Some(Duration::from_secs(30)))?;
             Ok(Box::new(s) as Box<dyn Conn>)
