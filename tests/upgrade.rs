@@ -344,13 +344,7 @@ fn the_new_container_gets_the_old_stdio_and_a_captured_upgrade_returns() {
     assert!(old_fds.iter().all(|l| l.contains("molt-out")), "v1 writes to the files `molt run` was given: {old_fds:?}");
     let b = s.bundle("2.0.0", "app-two", &[]);
     let dir = b.write();
-    let mut cmd = std::process::Command::new("nsenter");
-    cmd.arg(format!("--net={}", s.net.path.display()))
-        .arg(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "io", "--bundle", &dir])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let child = molt_in(&s, &["upgrade", "io", "--bundle", &dir]).spawn().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
@@ -363,36 +357,91 @@ fn the_new_container_gets_the_old_stdio_and_a_captured_upgrade_returns() {
     assert_eq!([link(new_pid, 1), link(new_pid, 2)], old_fds, "the new app writes where the old one did");
 }
 
+/// A command on a container during its upgrade, and what it must have done once the upgrade is
+/// over: acted on the new container, never on a half-moved one.
+struct DuringUpgrade {
+    args: &'static [&'static str],
+    /// Checks the command's output and the container after both finished; gets the old pid.
+    then: fn(&Setup, &std::process::Output, i64),
+}
+
+const DURING_UPGRADE: &[DuringUpgrade] = &[
+    DuringUpgrade {
+        args: &["state", "wt"],
+        then: |_, out, old_pid| {
+            let st: serde_json::Value = serde_json::from_str(&stdout_of(out)).unwrap_or_default();
+            assert_eq!(st["status"], "running", "state: {}", stderr_of(out));
+            assert_ne!(st["pid"].as_i64().unwrap_or(old_pid), old_pid, "state saw the container after the upgrade: {st}");
+        },
+    },
+    DuringUpgrade {
+        // busybox sh, tr and grep in the new container read its process's environment.
+        args: &["exec", "wt", "/bin/sh", "-c", "tr '\\0' '\\n' < /proc/1/environ | grep APP_VERSION"],
+        then: |_, out, _| assert_eq!(stdout_of(out).trim(), "APP_VERSION=2.0.0", "exec ran in the new container: {}", stderr_of(out)),
+    },
+    DuringUpgrade {
+        args: &["start", "wt"],
+        then: |s, out, _| {
+            assert!(!out.status.success() && stderr_of(out).contains("running") && !stderr_of(out).contains("in progress"), "start: {}", stderr_of(out));
+            assert_eq!(s.version(), "version=2.0.0 hostname=app-one", "start left the new container as it was");
+        },
+    },
+    DuringUpgrade {
+        args: &["kill", "wt", "SIGKILL"],
+        then: |s, out, old_pid| {
+            assert!(out.status.success(), "kill: {}", stderr_of(out));
+            assert!(wait_until(10, || s.root.state("wt")["status"] == "stopped"), "kill stopped the container: {}", s.root.state("wt"));
+            assert_ne!(s.root.state("wt")["pid"].as_i64(), Some(old_pid), "the new one");
+        },
+    },
+    DuringUpgrade {
+        // What an engine does when it sees the old init exit: delete, which must not remove the
+        // new container.
+        args: &["delete", "wt"],
+        then: |s, out, _| {
+            assert!(!out.status.success() && stderr_of(out).contains("running") && !stderr_of(out).contains("in progress"), "delete: {}", stderr_of(out));
+            assert_eq!(s.version(), "version=2.0.0 hostname=app-one", "delete left the new container running");
+        },
+    },
+];
+
+/// `molt --root ROOT ARGS` in the test host's namespace, its output piped.
+fn molt_in(s: &Setup, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", s.net.path.display())).arg(molt_bin()).args(["--root", s.root.path.to_str().unwrap()]).args(args);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Each command, during an upgrade whose stop step lasts 2 s: with MOLT_UPGRADE_WAIT=0 it fails
+/// naming the upgrade; without a limit it waits and then acts on the new container. The commands
+/// that leave it running share one upgrade; kill gets its own.
 #[test]
 fn commands_wait_for_a_running_upgrade_and_then_see_the_new_container() {
     require_root!();
-    let s = Setup::start("wt");
-    let old_pid = s.root.state("wt")["pid"].as_i64().unwrap();
-    let b = s.bundle("2.0.0", "app-two", &[]);
-    let dir = b.write();
-    // SIGUSR1 does nothing to the app: the stop step lasts the whole 2 s timeout.
-    let mut cmd = std::process::Command::new("nsenter");
-    cmd.arg(format!("--net={}", s.net.path.display()))
-        .arg(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "wt", "--bundle", &dir, "--stop-signal", "SIGUSR1", "--stop-timeout", "2s"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let lock = s.root.path.join(".upgrade-wt.lock");
-    assert!(wait_until(30, || lock.exists()), "the upgrade never started");
-    let out = std::process::Command::new(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "state", "wt"])
-        .env("MOLT_UPGRADE_WAIT", "0")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(stderr_of(&out).contains("upgrade") && stderr_of(&out).contains("in progress"), "{}", stderr_of(&out));
-    // Without a limit, state waits for the upgrade and reports the new container.
-    let st = s.root.state("wt");
-    assert!(child.wait().unwrap().success());
-    assert_eq!(st["status"], "running");
-    assert_ne!(st["pid"].as_i64().unwrap(), old_pid, "state saw the container after the upgrade: {st}");
-    assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
+    let (stops, keep): (Vec<&DuringUpgrade>, Vec<&DuringUpgrade>) = DURING_UPGRADE.iter().partition(|c| c.args[0] == "kill");
+    for cases in [keep, stops] {
+        let s = Setup::start("wt");
+        let old_pid = s.root.state("wt")["pid"].as_i64().unwrap();
+        let b = s.bundle("2.0.0", "app-two", &[]);
+        let dir = b.write();
+        // SIGUSR1 does nothing to the app: the stop step lasts the whole 2 s timeout.
+        let mut upgrade = molt_in(&s, &["upgrade", "wt", "--bundle", &dir, "--stop-signal", "SIGUSR1", "--stop-timeout", "2s"]).spawn().unwrap();
+        let lock = s.root.path.join(".upgrade-wt.lock");
+        assert!(wait_until(30, || lock.exists()), "the upgrade never started");
+        for c in &cases {
+            let out = molt_in(&s, c.args).env("MOLT_UPGRADE_WAIT", "0").output().unwrap();
+            assert!(!out.status.success() && stderr_of(&out).contains("upgrade") && stderr_of(&out).contains("in progress"), "{:?}: {}", c.args, stderr_of(&out));
+        }
+        let waiting: Vec<_> = cases.iter().map(|c| molt_in(&s, c.args).spawn().unwrap()).collect();
+        assert!(upgrade.try_wait().unwrap().is_none(), "the commands started while the upgrade ran");
+        let outs: Vec<_> = waiting.into_iter().map(|w| w.wait_with_output().unwrap()).collect();
+        let up = upgrade.wait_with_output().unwrap();
+        assert!(up.status.success(), "{}", stderr_of(&up));
+        for (c, out) in cases.iter().zip(&outs) {
+            (c.then)(&s, out, old_pid);
+        }
+    }
 }
 
 #[test]
