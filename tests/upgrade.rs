@@ -444,41 +444,45 @@ fn commands_wait_for_a_running_upgrade_and_then_see_the_new_container() {
     }
 }
 
+/// Stand-ins for podman's conmon and a containerd shim (the runc v2 shim's name, which the kernel
+/// cuts to 15 characters): a child subreaper of that name starts the container and stays its
+/// parent. podman's own case is in tests/engines.rs.
 #[test]
 fn a_container_an_engine_manages_is_not_upgraded_behind_its_back() {
     require_root!();
-    let root = Root::new();
-    let mut b = Bundle::new(&["sleep", "300"]);
-    b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "1.0.0"});
-    let dir = b.write();
-    // A stand-in for conmon: a child subreaper named conmon starts the container and stays its parent.
-    let script = "import ctypes, os, subprocess, sys, time\n\
-         libc = ctypes.CDLL(None)\n\
-         libc.prctl(36, 1, 0, 0, 0)\n\
-         libc.prctl(15, b'conmon', 0, 0, 0)\n\
-         subprocess.run([sys.argv[1], '--root', sys.argv[2], 'run', '--detach', '--bundle', sys.argv[3], 'eng'], check=True)\n\
-         print('ready', flush=True)\n\
-         sys.stdin.read()\n\
-         os.waitpid(-1, 0)\n";
-    let mut conmon = std::process::Command::new("python3")
-        .args(["-c", script, molt_bin().to_str().unwrap(), root.path.to_str().unwrap(), &dir])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(conmon.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    let mut b2 = Bundle::new(&["sleep", "300"]);
-    b2.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "2.0.0"});
-    let dir2 = b2.write();
-    let out = root.molt(&["upgrade", "eng", "--bundle", &dir2]);
-    let _ = root.molt(&["delete", "--force", "eng"]);
-    drop(conmon.stdin.take());
-    let _ = conmon.wait();
-    assert!(!out.status.success());
-    let err = stderr_of(&out);
-    assert!(err.contains("managed by conmon") && err.contains("through its engine"), "{err}");
+    for (engine, shown) in [("conmon", "conmon"), ("containerd-shim-runc-v2", "containerd-shim")] {
+        let root = Root::new();
+        let mut b = Bundle::new(&["sleep", "300"]);
+        b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "1.0.0"});
+        let dir = b.write();
+        let script = "import ctypes, os, subprocess, sys, time\n\
+             libc = ctypes.CDLL(None)\n\
+             libc.prctl(36, 1, 0, 0, 0)\n\
+             libc.prctl(15, sys.argv[4].encode(), 0, 0, 0)\n\
+             subprocess.run([sys.argv[1], '--root', sys.argv[2], 'run', '--detach', '--bundle', sys.argv[3], 'eng'], check=True)\n\
+             print('ready', flush=True)\n\
+             sys.stdin.read()\n\
+             os.waitpid(-1, 0)\n";
+        let mut parent = std::process::Command::new("python3")
+            .args(["-c", script, molt_bin().to_str().unwrap(), root.path.to_str().unwrap(), &dir, engine])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(parent.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "{engine}");
+        let mut b2 = Bundle::new(&["sleep", "300"]);
+        b2.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "2.0.0"});
+        let dir2 = b2.write();
+        let out = root.molt(&["upgrade", "eng", "--bundle", &dir2]);
+        let _ = root.molt(&["delete", "--force", "eng"]);
+        drop(parent.stdin.take());
+        let _ = parent.wait();
+        assert!(!out.status.success(), "{engine}");
+        let err = stderr_of(&out);
+        assert!(err.contains(&format!("managed by {shown} (pid")) && err.contains("through its engine"), "{engine}: {err}");
+    }
 }
 
 /// In `move` the TCP socket of the old namespace is not held: connections queued on it would die
