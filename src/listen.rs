@@ -2,6 +2,8 @@
 //! container's namespaces before its process starts and passed to it by systemd's
 //! socket-activation protocol; on upgrade the same sockets go from the old application to the new
 //! one, so connections that arrive during the swap wait in the accept queue instead of being refused.
+//! A unix socket's file goes with it: a copy of its mount in the old container is attached at the
+//! same path in the new one, which a tmpfs or a rootfs of its own would otherwise lack.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -102,6 +104,45 @@ fn last_os(endpoint: &Endpoint, step: &'static str) -> ListenError {
 fn set_int(fd: RawFd, level: i32, opt: i32, v: i32) -> i32 {
     // SAFETY: setsockopt with a pointer to a live int of the right size.
     unsafe { libc::setsockopt(fd, level, opt, &v as *const i32 as *const libc::c_void, std::mem::size_of::<i32>() as u32) }
+}
+
+/// A socket handed over to a new container: molt's fd of it and, for a unix socket, a detached
+/// mount of its file in the old container (open_tree), to attach at the path in the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handed {
+    pub socket: RawFd,
+    pub file: Option<RawFd>,
+}
+
+/// In the init, after the switch to its root: make the handed-over unix socket reachable at its
+/// path by attaching `file` (a detached mount of the socket's file) there. Nothing is done when
+/// the path already is that file (a volume or a rootfs both versions share); a stale socket file
+/// is covered; anything else in the way is an error. A missing path is made as a socket inode
+/// (mknod), so what outlives the container in a rootfs on the host is a stale socket file, which
+/// a later `create` replaces.
+pub fn place_file(ep: &Endpoint, file: RawFd) -> Result<(), ListenError> {
+    use crate::mount_target::{self, Links, Make};
+    let Addr::Unix(path) = &ep.addr else { return Ok(()) };
+    let fail = |step: &'static str, e: String| ListenError::Socket { endpoint: ep.to_string(), step, source: std::io::Error::other(e) };
+    let ino = |fd: RawFd| nix::sys::stat::fstat(fd).map(|st| (st.st_dev, st.st_ino, st.st_mode & libc::S_IFMT));
+    let root = mount_target::RootDir::open(Path::new("/")).map_err(|e| fail("open the root", e))?;
+    let target = mount_target::open_target(&root, path, Make::Socket, Links::Follow).map_err(|e| fail("socket file", e))?;
+    let (want, here) = (ino(file), ino(target.fd.as_raw_fd()));
+    match (want, here) {
+        (Ok((dev, ino, _)), Ok((d, i, _))) if (dev, ino) == (d, i) => return Ok(()),
+        (_, Ok((_, _, kind))) if kind != libc::S_IFSOCK => {
+            return Err(fail("socket file", format!("{} is in the way and is not a socket", path.display())))
+        }
+        _ => {}
+    }
+    // SAFETY: F_DUPFD_CLOEXEC of an fd inherited from molt; the result is checked, then owned.
+    let dup = unsafe { libc::fcntl(file, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(last_os(ep, "dup the old socket file"));
+    }
+    // SAFETY: a fresh fd.
+    let tree = unsafe { OwnedFd::from_raw_fd(dup) };
+    mount_target::attach(tree, &target).map(|_| ()).map_err(|e| fail("attach the old socket file", e))
 }
 
 /// A new listening socket in the caller's network (and, for unix, mount) namespace. TCP sockets

@@ -33,6 +33,8 @@ impl RootDir {
 pub enum Make {
     Dir,
     File,
+    /// A socket inode (mknod S_IFSOCK, bound to nothing): where a socket's file is attached.
+    Socket,
 }
 
 /// Whether the path to a destination may go through symlinks (inside the rootfs).
@@ -161,6 +163,8 @@ pub fn create_in(dir: &OwnedFd, name: &OsStr, make: Make) -> std::io::Result<boo
             }
             fd.min(0)
         }
+        // SAFETY: mknodat in a directory fd we hold, with a NUL-terminated name.
+        Make::Socket => unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), libc::S_IFSOCK | 0o666, 0) },
     };
     match r {
         0 => Ok(true),

@@ -602,6 +602,34 @@ fn c_network_container(c: &Cli) -> Result<(), String> {
     shared_netns(c, &[], &|a| vec!["--network".into(), format!("container:{a}")])
 }
 
+/// `molt upgrade` of a container podman runs with molt is refused, naming conmon (podman's
+/// monitor waits for the init's pid), and the container runs on under podman. molt's state root
+/// is the one conmon was told (`--runtime-arg --root`), else molt's default.
+fn c_upgrade_refused(c: &Cli) -> Result<(), String> {
+    if c.rt != "molt" {
+        return Err("n/a: molt upgrade acts on molt's own containers".into());
+    }
+    let n = c.detached("upg", &["--annotation", "org.opencontainers.image.version=1.0.0"], &[])?;
+    let r = (|| {
+        let (id, pid) = (c.inspect(&n, "{{.Id}}")?, c.inspect(&n, "{{.State.Pid}}")?);
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("init {pid}: {e}"))?;
+        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)).unwrap_or_default().to_string();
+        let cmdline = fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+        let root = args.windows(4).find(|w| w[0] == "--runtime-arg" && w[1] == "--root" && w[2] == "--runtime-arg").map_or("/run/molt".to_string(), |w| w[3].clone());
+        ensure!(Path::new(&root).join(&id).join("state.json").exists(), "no molt state for {id} under {root} (conmon: {args:?})");
+        let mut b = common::Bundle::new(&["sleep", "1000"]);
+        b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "2.0.0"});
+        let dir = b.write();
+        let o = run(Command::new(common::molt_bin()).args(["--root", &root, "upgrade", &id, "--bundle", &dir]), None, tmo(60));
+        ensure!(o.code != 0 && o.err.contains("managed by conmon") && o.err.contains("through its engine"), "molt upgrade: {}", o.describe());
+        ensure!(c.inspect(&n, "{{.State.Running}}")? == "true", "the container no longer runs under podman");
+        Ok(())
+    })();
+    c.rm(&n);
+    r
+}
+
 type Case = (&'static str, fn(&Cli) -> Result<(), String>);
 
 const SHARED: &[Case] = &[
@@ -901,6 +929,7 @@ network_config_dir = "{netdir}"
             let mut cases: Vec<Case> = SHARED.to_vec();
             cases.push(("--uidmap", c_uidmap));
             cases.push(("pod: shared network namespace", c_pod));
+            cases.push(("molt upgrade refused (conmon)", c_upgrade_refused));
             let sd = run_dir.display().to_string();
             let seen: Mutex<Vec<String>> = Mutex::new(vec![]);
             run_cases(&mut report, &cli, &cases, only, &runtimes, &|c: &Cli| {

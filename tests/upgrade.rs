@@ -257,6 +257,27 @@ fn keep_with_molt_listening_socket_refuses_resets_and_loses_no_request_under_loa
     assert!(environ.contains("LISTEN_PID=1\0"), "LISTEN_PID is the pid the app sees: {environ}");
 }
 
+/// A unix socket of `io.molt.listen` in a tmpfs of the container (/dev/shm, not a volume): the new
+/// container has the same socket at the same path from its creation on, so clients that connect
+/// by the path in the container before, during and after the upgrade are all answered.
+#[test]
+fn keep_hands_a_unix_socket_over_at_its_path_under_load() {
+    require_root!();
+    let s = Setup::start_listening("ux", "tcp:0.0.0.0:8080,unix:/dev/shm/app.sock");
+    let load = Load::start_unix(&s.root, "/dev/shm/app.sock", 2);
+    assert!(load.wait_answers("version=1.0.0", 20), "v1 by the path: {:?}", load.tally());
+    let b = s.bundle("2.0.0", "app-two", &[]);
+    let dir = b.write();
+    let out = s.upgrade(&["--bundle", &dir, "--network", "keep", "--health", "tcp:8080", "--health-timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("unix:/dev/shm/app.sock"), "the unix socket was handed over: {}", stdout_of(&out));
+    assert!(load.wait_answers("version=2.0.0", 20), "v2 by the path: {:?}", load.tally());
+    let t = load.stop();
+    assert_eq!((t.refused, t.reset, t.timed_out, t.other.len()), (0, 0, 0, 0), "every request by the path answered: {t:?}");
+    let asked = s.root.molt(&["exec", "ux", "/bin/molt-testapp", "ask", "/dev/shm/app.sock", "VERSION"]);
+    assert_eq!(stdout_of(&asked).trim(), "version=2.0.0 hostname=app-one", "a client in the new container: {}", stderr_of(&asked));
+}
+
 /// v1 opened its own socket (no annotation); v2 asks for it with `io.molt.listen`: molt takes the
 /// running app's socket by its address and hands it over.
 #[test]
@@ -276,17 +297,37 @@ fn the_old_apps_own_listening_socket_is_taken_and_handed_over() {
     assert_eq!((t.refused, t.reset, t.timed_out, t.other.len(), t.lost_syn), (0, 0, 0, 0, 0), "{t:?}");
 }
 
+/// A release that never accepts fails its gate while clients run, over TCP and by the unix
+/// socket's path: the rollback gives v1 the very sockets it had (the same socket inodes), and the
+/// connections queued meanwhile are answered by v1: none refused, reset or lost.
 #[test]
 fn a_hung_release_on_a_handed_over_socket_fails_the_gate_and_v1_gets_the_socket_back() {
     require_root!();
-    let s = Setup::start_listening("hung", "tcp:0.0.0.0:8080");
+    let s = Setup::start_listening("hung", "tcp:0.0.0.0:8080,unix:/dev/shm/app.sock");
+    // The socket-activation fds 3 and 4 of the app: "socket:[INODE]".
+    let sockets = || {
+        let pid = s.root.state("hung")["pid"].as_i64().unwrap();
+        [3, 4].map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|l| l.display().to_string()).unwrap_or_default())
+    };
+    let before = sockets();
+    assert!(before.iter().all(|l| l.starts_with("socket:[")), "{before:?}");
+    let (tcp, unix) = (Load::start(&s.net, 2), Load::start_unix(&s.root, "/dev/shm/app.sock", 2));
+    assert!(tcp.wait_answers("version=1.0.0", 20) && unix.wait_answers("version=1.0.0", 20), "v1 under load: {:?} {:?}", tcp.tally(), unix.tally());
     let b = s.bundle("2.0.0", "app-two", &["APP_NO_ACCEPT=1"]);
     let dir = b.write();
     let out = s.upgrade(&["--bundle", &dir, "--network", "keep", "--health", "tcp:8080", "--health-timeout", "2s"]);
     assert!(!out.status.success());
     let err = stderr_of(&out);
     assert!(err.contains("does not accept them") && err.contains("rolled back"), "{err}");
-    assert!(s.answers());
+    // The requests queued during the gate are answered by the rebuilt v1, and new ones after it.
+    let n = |l: &Load| l.tally().ok.get("version=1.0.0").copied().unwrap_or(0) + 20;
+    let (nt, nu) = (n(&tcp), n(&unix));
+    assert!(tcp.wait_answers("version=1.0.0", nt) && unix.wait_answers("version=1.0.0", nu), "v1 back under load: {:?} {:?}", tcp.tally(), unix.tally());
+    for (what, t) in [("tcp", tcp.stop()), ("unix", unix.stop())] {
+        assert_eq!((t.refused, t.reset, t.timed_out, t.other.len()), (0, 0, 0, 0), "{what}: every request answered: {t:?}");
+        assert!(!t.ok.contains_key("version=2.0.0"), "{what}: the hung release answered nothing: {t:?}");
+    }
+    assert_eq!(sockets(), before, "v1 is back with the same listening sockets");
     assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
     assert_eq!(s.ids(), vec!["hung".to_string()]);
 }
@@ -303,13 +344,7 @@ fn the_new_container_gets_the_old_stdio_and_a_captured_upgrade_returns() {
     assert!(old_fds.iter().all(|l| l.contains("molt-out")), "v1 writes to the files `molt run` was given: {old_fds:?}");
     let b = s.bundle("2.0.0", "app-two", &[]);
     let dir = b.write();
-    let mut cmd = std::process::Command::new("nsenter");
-    cmd.arg(format!("--net={}", s.net.path.display()))
-        .arg(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "io", "--bundle", &dir])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let child = molt_in(&s, &["upgrade", "io", "--bundle", &dir]).spawn().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
@@ -322,73 +357,132 @@ fn the_new_container_gets_the_old_stdio_and_a_captured_upgrade_returns() {
     assert_eq!([link(new_pid, 1), link(new_pid, 2)], old_fds, "the new app writes where the old one did");
 }
 
+/// A command on a container during its upgrade, and what it must have done once the upgrade is
+/// over: acted on the new container, never on a half-moved one.
+struct DuringUpgrade {
+    args: &'static [&'static str],
+    /// Checks the command's output and the container after both finished; gets the old pid.
+    then: fn(&Setup, &std::process::Output, i64),
+}
+
+const DURING_UPGRADE: &[DuringUpgrade] = &[
+    DuringUpgrade {
+        args: &["state", "wt"],
+        then: |_, out, old_pid| {
+            let st: serde_json::Value = serde_json::from_str(&stdout_of(out)).unwrap_or_default();
+            assert_eq!(st["status"], "running", "state: {}", stderr_of(out));
+            assert_ne!(st["pid"].as_i64().unwrap_or(old_pid), old_pid, "state saw the container after the upgrade: {st}");
+        },
+    },
+    DuringUpgrade {
+        // busybox sh, tr and grep in the new container read its process's environment.
+        args: &["exec", "wt", "/bin/sh", "-c", "tr '\\0' '\\n' < /proc/1/environ | grep APP_VERSION"],
+        then: |_, out, _| assert_eq!(stdout_of(out).trim(), "APP_VERSION=2.0.0", "exec ran in the new container: {}", stderr_of(out)),
+    },
+    DuringUpgrade {
+        args: &["start", "wt"],
+        then: |s, out, _| {
+            assert!(!out.status.success() && stderr_of(out).contains("running") && !stderr_of(out).contains("in progress"), "start: {}", stderr_of(out));
+            assert_eq!(s.version(), "version=2.0.0 hostname=app-one", "start left the new container as it was");
+        },
+    },
+    DuringUpgrade {
+        args: &["kill", "wt", "SIGKILL"],
+        then: |s, out, old_pid| {
+            assert!(out.status.success(), "kill: {}", stderr_of(out));
+            assert!(wait_until(10, || s.root.state("wt")["status"] == "stopped"), "kill stopped the container: {}", s.root.state("wt"));
+            assert_ne!(s.root.state("wt")["pid"].as_i64(), Some(old_pid), "the new one");
+        },
+    },
+    DuringUpgrade {
+        // What an engine does when it sees the old init exit: delete, which must not remove the
+        // new container.
+        args: &["delete", "wt"],
+        then: |s, out, _| {
+            assert!(!out.status.success() && stderr_of(out).contains("running") && !stderr_of(out).contains("in progress"), "delete: {}", stderr_of(out));
+            assert_eq!(s.version(), "version=2.0.0 hostname=app-one", "delete left the new container running");
+        },
+    },
+];
+
+/// `molt --root ROOT ARGS` in the test host's namespace, its output piped.
+fn molt_in(s: &Setup, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", s.net.path.display())).arg(molt_bin()).args(["--root", s.root.path.to_str().unwrap()]).args(args);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Each command, during an upgrade whose stop step lasts 2 s: with MOLT_UPGRADE_WAIT=0 it fails
+/// naming the upgrade; without a limit it waits and then acts on the new container. The commands
+/// that leave it running share one upgrade; kill gets its own.
 #[test]
 fn commands_wait_for_a_running_upgrade_and_then_see_the_new_container() {
     require_root!();
-    let s = Setup::start("wt");
-    let old_pid = s.root.state("wt")["pid"].as_i64().unwrap();
-    let b = s.bundle("2.0.0", "app-two", &[]);
-    let dir = b.write();
-    // SIGUSR1 does nothing to the app: the stop step lasts the whole 2 s timeout.
-    let mut cmd = std::process::Command::new("nsenter");
-    cmd.arg(format!("--net={}", s.net.path.display()))
-        .arg(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "upgrade", "wt", "--bundle", &dir, "--stop-signal", "SIGUSR1", "--stop-timeout", "2s"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let lock = s.root.path.join(".upgrade-wt.lock");
-    assert!(wait_until(30, || lock.exists()), "the upgrade never started");
-    let out = std::process::Command::new(molt_bin())
-        .args(["--root", s.root.path.to_str().unwrap(), "state", "wt"])
-        .env("MOLT_UPGRADE_WAIT", "0")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(stderr_of(&out).contains("upgrade") && stderr_of(&out).contains("in progress"), "{}", stderr_of(&out));
-    // Without a limit, state waits for the upgrade and reports the new container.
-    let st = s.root.state("wt");
-    assert!(child.wait().unwrap().success());
-    assert_eq!(st["status"], "running");
-    assert_ne!(st["pid"].as_i64().unwrap(), old_pid, "state saw the container after the upgrade: {st}");
-    assert_eq!(s.version(), "version=2.0.0 hostname=app-one");
+    let (stops, keep): (Vec<&DuringUpgrade>, Vec<&DuringUpgrade>) = DURING_UPGRADE.iter().partition(|c| c.args[0] == "kill");
+    for cases in [keep, stops] {
+        let s = Setup::start("wt");
+        let old_pid = s.root.state("wt")["pid"].as_i64().unwrap();
+        let b = s.bundle("2.0.0", "app-two", &[]);
+        let dir = b.write();
+        // SIGUSR1 does nothing to the app: the stop step lasts the whole 2 s timeout.
+        let mut upgrade = molt_in(&s, &["upgrade", "wt", "--bundle", &dir, "--stop-signal", "SIGUSR1", "--stop-timeout", "2s"]).spawn().unwrap();
+        let lock = s.root.path.join(".upgrade-wt.lock");
+        assert!(wait_until(30, || lock.exists()), "the upgrade never started");
+        for c in &cases {
+            let out = molt_in(&s, c.args).env("MOLT_UPGRADE_WAIT", "0").output().unwrap();
+            assert!(!out.status.success() && stderr_of(&out).contains("upgrade") && stderr_of(&out).contains("in progress"), "{:?}: {}", c.args, stderr_of(&out));
+        }
+        let waiting: Vec<_> = cases.iter().map(|c| molt_in(&s, c.args).spawn().unwrap()).collect();
+        assert!(upgrade.try_wait().unwrap().is_none(), "the commands started while the upgrade ran");
+        let outs: Vec<_> = waiting.into_iter().map(|w| w.wait_with_output().unwrap()).collect();
+        let up = upgrade.wait_with_output().unwrap();
+        assert!(up.status.success(), "{}", stderr_of(&up));
+        for (c, out) in cases.iter().zip(&outs) {
+            (c.then)(&s, out, old_pid);
+        }
+    }
 }
 
+/// Stand-ins for podman's conmon and a containerd shim (the runc v2 shim's name, which the kernel
+/// cuts to 15 characters): a child subreaper of that name starts the container and stays its
+/// parent. podman's own case is in tests/engines.rs.
 #[test]
 fn a_container_an_engine_manages_is_not_upgraded_behind_its_back() {
     require_root!();
-    let root = Root::new();
-    let mut b = Bundle::new(&["sleep", "300"]);
-    b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "1.0.0"});
-    let dir = b.write();
-    // A stand-in for conmon: a child subreaper named conmon starts the container and stays its parent.
-    let script = "import ctypes, os, subprocess, sys, time\n\
-         libc = ctypes.CDLL(None)\n\
-         libc.prctl(36, 1, 0, 0, 0)\n\
-         libc.prctl(15, b'conmon', 0, 0, 0)\n\
-         subprocess.run([sys.argv[1], '--root', sys.argv[2], 'run', '--detach', '--bundle', sys.argv[3], 'eng'], check=True)\n\
-         print('ready', flush=True)\n\
-         sys.stdin.read()\n\
-         os.waitpid(-1, 0)\n";
-    let mut conmon = std::process::Command::new("python3")
-        .args(["-c", script, molt_bin().to_str().unwrap(), root.path.to_str().unwrap(), &dir])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(conmon.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    let mut b2 = Bundle::new(&["sleep", "300"]);
-    b2.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "2.0.0"});
-    let dir2 = b2.write();
-    let out = root.molt(&["upgrade", "eng", "--bundle", &dir2]);
-    let _ = root.molt(&["delete", "--force", "eng"]);
-    drop(conmon.stdin.take());
-    let _ = conmon.wait();
-    assert!(!out.status.success());
-    let err = stderr_of(&out);
-    assert!(err.contains("managed by conmon") && err.contains("through its engine"), "{err}");
+    for (engine, shown) in [("conmon", "conmon"), ("containerd-shim-runc-v2", "containerd-shim")] {
+        let root = Root::new();
+        let mut b = Bundle::new(&["sleep", "300"]);
+        b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "1.0.0"});
+        let dir = b.write();
+        let script = "import ctypes, os, subprocess, sys, time\n\
+             libc = ctypes.CDLL(None)\n\
+             libc.prctl(36, 1, 0, 0, 0)\n\
+             libc.prctl(15, sys.argv[4].encode(), 0, 0, 0)\n\
+             subprocess.run([sys.argv[1], '--root', sys.argv[2], 'run', '--detach', '--bundle', sys.argv[3], 'eng'], check=True)\n\
+             print('ready', flush=True)\n\
+             sys.stdin.read()\n\
+             os.waitpid(-1, 0)\n";
+        let mut parent = std::process::Command::new("python3")
+            .args(["-c", script, molt_bin().to_str().unwrap(), root.path.to_str().unwrap(), &dir, engine])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(parent.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "{engine}");
+        let mut b2 = Bundle::new(&["sleep", "300"]);
+        b2.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "2.0.0"});
+        let dir2 = b2.write();
+        let out = root.molt(&["upgrade", "eng", "--bundle", &dir2]);
+        let _ = root.molt(&["delete", "--force", "eng"]);
+        drop(parent.stdin.take());
+        let _ = parent.wait();
+        assert!(!out.status.success(), "{engine}");
+        let err = stderr_of(&out);
+        assert!(err.contains(&format!("managed by {shown} (pid")) && err.contains("through its engine"), "{engine}: {err}");
+    }
 }
 
 /// In `move` the TCP socket of the old namespace is not held: connections queued on it would die

@@ -43,7 +43,7 @@ pub struct UpgradePrep {
     pub skip_net_setup: bool,
     /// Listening sockets handed over (molt's fds), used for the `io.molt.listen` entries with
     /// the same address instead of new sockets.
-    pub listen_fds: Vec<(crate::listen::Endpoint, std::os::fd::RawFd)>,
+    pub listen_fds: Vec<(crate::listen::Endpoint, crate::listen::Handed)>,
     /// molt's fds to become the new process's 0, 1, 2 instead of molt's own.
     pub stdio: Option<[std::os::fd::RawFd; 3]>,
     /// Built in this cgroup instead of the config's: the id's own path is the old container's

@@ -72,9 +72,9 @@ pub struct InitPlan {
     /// No mount namespace of its own (runtime-spec: it shares the runtime's): nothing is
     /// mounted, the process is chrooted into `rootfs` instead of pivoting.
     pub shared_mounts: bool,
-    /// The `io.molt.listen` sockets, each with an fd of molt's to use instead of a new socket
-    /// (an upgrade's handover; the clone inherited molt's fd table).
-    pub listen: Vec<(crate::listen::Endpoint, Option<std::os::fd::RawFd>)>,
+    /// The `io.molt.listen` sockets, each with molt's fds to use instead of a new socket (an
+    /// upgrade's handover; the clone inherited molt's fd table).
+    pub listen: Vec<(crate::listen::Endpoint, Option<crate::listen::Handed>)>,
     /// fds of molt's to become the process's 0, 1, 2 (an upgrade: the old container's stdio).
     pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
@@ -242,16 +242,21 @@ fn take_stdio(fds: [std::os::fd::RawFd; 3]) -> Result<(), InitError> {
 }
 
 /// One listening socket per `io.molt.listen` entry: the one handed over, or a new one made here,
-/// in the container's network and mount namespaces.
+/// in the container's network and mount namespaces. A handed-over unix socket's file is attached
+/// at its path when the container has mounts of its own (with the runtime's, the path is the
+/// host's and holds the file already).
 fn listen_sockets(plan: &InitPlan) -> Result<Vec<OwnedFd>, InitError> {
     let mut out = vec![];
     for (ep, given) in &plan.listen {
         let fd = match given {
-            Some(raw) => {
+            Some(h) => {
                 // SAFETY: a duplicate of an fd this process inherited from molt, owned at once.
-                let d = unsafe { libc::fcntl(*raw, libc::F_DUPFD_CLOEXEC, 3) };
+                let d = unsafe { libc::fcntl(h.socket, libc::F_DUPFD_CLOEXEC, 3) };
                 if d < 0 {
                     return Err(InitError::new(format!("listening socket {ep}: dup: {}", std::io::Error::last_os_error())));
+                }
+                if let (Some(file), false) = (h.file, plan.shared_mounts) {
+                    crate::listen::place_file(ep, file).map_err(|e| InitError::new(e.to_string()))?;
                 }
                 // SAFETY: a fresh fd.
                 unsafe { std::os::fd::FromRawFd::from_raw_fd(d) }

@@ -1,6 +1,7 @@
 //! Kernel pieces of the hand-over: attach a volume's host staging mount inside a created (not yet
-//! started) container with open_tree + move_mount, and set the hostname in its UTS namespace.
-//! Both run in a short-lived child that joined the container's namespaces.
+//! started) container with open_tree + move_mount, copy a unix socket's file out of the old
+//! container's mounts, and set the hostname in its UTS namespace. Each runs in a short-lived
+//! child that joined the container's namespaces.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,53 @@ pub fn attach_volume(pid: i32, staging: &Path, dest: &Path, bind_options: &[Stri
     })
 }
 
+/// Detached copies (open_tree) of the socket file at `path` in the mount namespace of `pid`, one
+/// per container that will be given it: a copy attaches once. A mount keeps the file (and its
+/// filesystem, a tmpfs of the old container say) reachable after that container is gone.
+pub fn socket_file_copies(pid: i32, path: &Path, n: usize) -> Result<Vec<OwnedFd>, String> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let ns = vec![(CloneFlags::CLONE_NEWNS, namespaces::path(pid, "mnt"))];
+    let path = path.to_path_buf();
+    namespaces::run_in(&ns, move || {
+        let mut copies = vec![];
+        for _ in 0..n {
+            // After setns the root is the container's: the path resolves as its processes see it.
+            let copy = crate::mount_api::open_tree_clone(&path, false)?;
+            let st = nix::sys::stat::fstat(copy.as_raw_fd()).map_err(|e| format!("fstat {}: {e}", path.display()))?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+                return Err(format!("{} is not a socket file", path.display()));
+            }
+            copies.push(copy);
+        }
+        let raw: Vec<_> = copies.iter().map(|c| c.as_raw_fd()).collect();
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
+        nix::sys::socket::sendmsg::<()>(theirs.as_raw_fd(), &[std::io::IoSlice::new(b"f")], &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+            .map(|_| ())
+            .map_err(|e| format!("send the copies of {}: {e}", path.display()))
+    })?;
+    recv_fds(&ours, n)
+}
+
+fn recv_fds(from: &std::os::unix::net::UnixStream, n: usize) -> Result<Vec<OwnedFd>, String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let msg = recvmsg::<()>(from.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| format!("receive the copies: {e}"))?;
+    let mut fds = vec![];
+    for c in msg.cmsgs().map_err(|e| format!("receive the copies: {e}"))? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these fds in our table for us.
+            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    if fds.len() != n {
+        return Err(format!("received {} of {n} copies", fds.len()));
+    }
+    Ok(fds)
+}
+
 pub fn read_hostname(pid: i32) -> Result<String, String> {
     let (mut rd, wr) = std::io::pipe().map_err(|e| e.to_string())?;
     let ns = vec![(CloneFlags::CLONE_NEWUTS, namespaces::path(pid, "uts"))];
@@ -68,10 +116,14 @@ pub fn tcp_probe(pid: i32, port: u16) -> Result<(), String> {
 
 /// What the upgrade process holds for the length of the swap: duplicates of the application's
 /// listening sockets (a socket some process holds keeps queueing connections while no application
-/// runs) and of the old container's stdio (the new one gets it, never the upgrade command's).
+/// runs), copies of the unix sockets' files, and the old container's stdio (the new one gets it,
+/// never the upgrade command's).
 #[derive(Default)]
 pub struct Held {
     pub listen: Vec<(crate::listen::Endpoint, OwnedFd)>,
+    /// Per unix endpoint, the copies of its socket file still to give: each container built with
+    /// the socket takes one.
+    files: Vec<(crate::listen::Endpoint, Vec<OwnedFd>)>,
     pub stdio: Option<[OwnedFd; 3]>,
 }
 
@@ -84,20 +136,38 @@ pub fn pids_of(c: &crate::container::Container) -> Vec<i32> {
     pids
 }
 
-/// What `create` is given of the held fds: sockets by endpoint, and 0, 1, 2.
-pub type Prep = (Vec<(crate::listen::Endpoint, std::os::fd::RawFd)>, [std::os::fd::RawFd; 3]);
+/// What `create` is given of the held fds: sockets (and socket files) by endpoint, and 0, 1, 2.
+pub struct Prep {
+    pub listen: Vec<(crate::listen::Endpoint, crate::listen::Handed)>,
+    pub stdio: [std::os::fd::RawFd; 3],
+    /// The socket file copies handed to this container, open until its init has attached them.
+    _files: Vec<OwnedFd>,
+}
+
+/// Copies of a unix socket's file: one for the new version, one for the old should it be rebuilt.
+const FILE_COPIES: usize = 2;
 
 impl Held {
-    /// Take from a running container the listening sockets for `eps` that it holds, and its stdio.
+    /// Take from a running container the listening sockets for `eps` that it holds, the files of
+    /// the unix ones, and its stdio. A unix socket whose file cannot be copied is not held: the
+    /// next container binds a new one at the path, as `create` does.
     pub fn take_from(&mut self, c: &crate::container::Container, eps: &[crate::listen::Endpoint]) {
         if c.state.pid <= 0 || c.status() == crate::container::Status::Stopped {
             return;
         }
         let want: Vec<_> = eps.iter().filter(|e| !self.listen.iter().any(|(h, _)| h.addr == e.addr)).cloned().collect();
         for (ep, fd) in want.iter().zip(crate::listen::take(&pids_of(c), &want)) {
-            if let Some(fd) = fd {
-                self.listen.push((ep.clone(), fd));
+            let Some(fd) = fd else { continue };
+            if let crate::listen::Addr::Unix(path) = &ep.addr {
+                match socket_file_copies(c.state.pid, path, FILE_COPIES) {
+                    Ok(copies) => self.files.push((ep.clone(), copies)),
+                    Err(e) => {
+                        crate::logging::warn(&format!("{ep} of {} is not handed over (a new socket will be bound): {e}", c.state.id));
+                        continue;
+                    }
+                }
             }
+            self.listen.push((ep.clone(), fd));
         }
         if self.stdio.is_none() {
             let pidfd = crate::listen::Pidfd::open(c.state.pid).ok();
@@ -111,16 +181,22 @@ impl Held {
         }
     }
 
-    /// The fds for `create`: the sockets whose endpoint `keep` accepts, and the stdio (the
-    /// null device when no old stdio could be taken: never the upgrade command's own).
+    /// The fds for `create`: the sockets whose endpoint `keep` accepts, each unix one with a copy
+    /// of its file (which leaves the held ones), and the stdio (the null device when no old stdio
+    /// could be taken: never the upgrade command's own).
     pub fn prep(&mut self, keep: impl Fn(&crate::listen::Endpoint) -> bool) -> Result<Prep, String> {
         if self.stdio.is_none() {
             let null = || dev_null().map_err(|e| format!("open /dev/null: {e}"));
             self.stdio = Some([null()?, null()?, null()?]);
         }
         let stdio = self.stdio.as_ref().map(|s| [s[0].as_raw_fd(), s[1].as_raw_fd(), s[2].as_raw_fd()]).unwrap_or([0, 1, 2]);
-        let listen = self.listen.iter().filter(|(e, _)| keep(e)).map(|(e, fd)| (e.clone(), fd.as_raw_fd())).collect();
-        Ok((listen, stdio))
+        let (mut listen, mut files) = (vec![], vec![]);
+        for (ep, fd) in self.listen.iter().filter(|(e, _)| keep(e)) {
+            let file = self.files.iter_mut().find(|(e, _)| e == ep).and_then(|(_, copies)| copies.pop());
+            listen.push((ep.clone(), crate::listen::Handed { socket: fd.as_raw_fd(), file: file.as_ref().map(|f| f.as_raw_fd()) }));
+            files.extend(file);
+        }
+        Ok(Prep { listen, stdio, _files: files })
     }
 
     pub fn describe(&self) -> String {

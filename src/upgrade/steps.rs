@@ -177,14 +177,14 @@ impl Run<'_> {
     /// rollback the old one again.
     pub(super) fn create_held(&mut self, id: &str, bundle: &Path, join_netns: Option<PathBuf>, cgroup: Option<crate::cgroups::Cgroup>, systemd_cgroup: bool) -> Result<Container, String> {
         let mode = self.rec.network;
-        let (listen_fds, stdio) = self.held.prep(|e| hands_over(mode, e))?;
+        let prep = self.held.prep(|e| hands_over(mode, e))?;
         let co = CreateOptions {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             systemd_cgroup,
             // A stopped old version left no namespace to join or links to move: the new one is
             // given the container's address as `create` gives it (stopped.rs).
-            upgrade: Some(UpgradePrep { defer_volumes: true, join_netns, skip_net_setup: !self.rec.old_stopped, listen_fds, stdio: Some(stdio), cgroup }),
+            upgrade: Some(UpgradePrep { defer_volumes: true, join_netns, skip_net_setup: !self.rec.old_stopped, listen_fds: prep.listen.clone(), stdio: Some(prep.stdio), cgroup }),
             ..CreateOptions::default()
         };
         create(self.root, &co).map_err(|e| e.to_string())

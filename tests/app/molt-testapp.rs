@@ -9,15 +9,17 @@
 //! APP_START_DELAY_MS (0: simulates a slow start), APP_FAIL=1 (exit at once: a broken release),
 //! APP_NO_ACCEPT=1 (listen but never accept: a hung release), APP_STOP_DELAY_MS (0: simulates a slow
 //! shutdown, the time from the stop signal to the exit).
-//! Socket activation: with LISTEN_FDS=1 and LISTEN_PID = its pid it serves the socket on fd 3
-//! instead of opening one (systemd's protocol, which `io.molt.listen` speaks).
+//! Socket activation: with LISTEN_FDS=N and LISTEN_PID = its pid it serves the sockets on fds 3 to
+//! 3+N-1, TCP or unix, instead of opening one (systemd's protocol, which `io.molt.listen` speaks).
+//! `molt-testapp ask PATH LINE` is a client: sends LINE to the unix socket at PATH, prints the reply.
 //! SIGTERM/SIGINT stop it gracefully: no new connection is accepted (they stay queued for whoever
 //! else holds the socket), each open connection finishes its request, then it exits.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,30 +44,124 @@ extern "C" fn on_term(_: i32) {
     STOPPING.store(true, Ordering::SeqCst);
 }
 
-/// The socket from the socket-activation protocol, if this process was given one.
-fn activated() -> Option<TcpListener> {
-    let n: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
-    let pid: i32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// A connection from either kind of listener.
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    fn fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+
+    /// Non-blocking: another process holding the same socket may have taken the connection.
+    fn accept(&self) -> Option<Conn> {
+        match self {
+            Listener::Tcp(l) => {
+                let _ = l.set_nonblocking(true);
+                let (c, _) = l.accept().ok()?;
+                c.set_nonblocking(false).ok().map(|_| Conn::Tcp(c))
+            }
+            Listener::Unix(l) => {
+                let _ = l.set_nonblocking(true);
+                let (c, _) = l.accept().ok()?;
+                c.set_nonblocking(false).ok().map(|_| Conn::Unix(c))
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn try_clone(&self) -> std::io::Result<Conn> {
+        match self {
+            Conn::Tcp(c) => c.try_clone().map(Conn::Tcp),
+            Conn::Unix(c) => c.try_clone().map(Conn::Unix),
+        }
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(c) => c.set_read_timeout(t),
+            Conn::Unix(c) => c.set_read_timeout(t),
+        }
+    }
+}
+
+impl std::io::Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(c) => c.read(buf),
+            Conn::Unix(c) => c.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(c) => c.write(buf),
+            Conn::Unix(c) => c.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The sockets from the socket-activation protocol, if this process was given any: a unix
+/// socket is told from a TCP one by its address family.
+fn activated() -> Vec<Listener> {
+    let n: i32 = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let pid: i32 = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
     // SAFETY: getpid has no preconditions.
     if n < 1 || pid != unsafe { getpid() } {
-        return None;
+        return vec![];
     }
-    // SAFETY: fd 3 is ours by the protocol.
-    Some(unsafe { TcpListener::from_raw_fd(3) })
+    (3..3 + n)
+        .map(|fd| {
+            // SAFETY: fds 3 to 3+n-1 are ours by the protocol; each is owned once.
+            let unix = unsafe { UnixListener::from_raw_fd(fd) };
+            if unix.local_addr().is_ok() {
+                return Listener::Unix(unix);
+            }
+            std::mem::forget(unix);
+            // SAFETY: as above; the UnixListener wrapper was forgotten, not closed.
+            Listener::Tcp(unsafe { TcpListener::from_raw_fd(fd) })
+        })
+        .collect()
 }
 
 /// Wait up to 50 ms for a connection to accept (so a stop request is seen promptly).
-fn readable(l: &TcpListener) -> bool {
-    let mut p = PollFd { fd: l.as_raw_fd(), events: 1, revents: 0 };
+fn readable(fd: RawFd) -> bool {
+    let mut p = PollFd { fd, events: 1, revents: 0 };
     // SAFETY: one valid pollfd.
     unsafe { poll(&mut p, 1, 50) > 0 }
+}
+
+/// The client mode: one request to the unix socket at `path`.
+fn ask(path: &str, line: &str) -> std::io::Result<String> {
+    let mut s = UnixStream::connect(path)?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply)?;
+    Ok(reply.trim().to_string())
 }
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
 }
 
-fn serve(stream: TcpStream, version: &str, data: &Arc<Mutex<std::fs::File>>, path: &str) -> std::io::Result<()> {
+fn serve(stream: Conn, version: &str, data: &Arc<Mutex<std::fs::File>>, path: &str) -> std::io::Result<()> {
     let mut out = stream.try_clone()?;
     // A short read timeout so a stop request ends an idle connection: one that has been served
     // (an idle keep-alive) at once, one accepted but not yet heard from only after a grace, as
@@ -111,8 +207,37 @@ fn serve(stream: TcpStream, version: &str, data: &Arc<Mutex<std::fs::File>>, pat
     }
 }
 
+/// Accept until the stop request; each connection is served on a thread of its own.
+fn accept_loop(listener: Listener, version: String, data: Arc<Mutex<std::fs::File>>, path: String) {
+    let accept = std::env::var("APP_NO_ACCEPT").as_deref() != Ok("1");
+    while !STOPPING.load(Ordering::SeqCst) {
+        if !accept || !readable(listener.fd()) {
+            std::thread::sleep(Duration::from_millis(if accept { 0 } else { 50 }));
+            continue;
+        }
+        let Some(stream) = listener.accept() else { continue };
+        let (data, version, path) = (data.clone(), version.clone(), path.clone());
+        OPEN.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            let _ = serve(stream, &version, &data, &path);
+            OPEN.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
 fn main() {
-    // SAFETY: installing a handler that only calls _exit. As pid 1 the default SIGTERM is ignored.
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "ask" {
+        match ask(&args[2], &args[3]) {
+            Ok(reply) => println!("{reply}"),
+            Err(e) => {
+                eprintln!("molt-testapp ask {}: {e}", args[2]);
+                std::process::exit(1)
+            }
+        }
+        return;
+    }
+    // SAFETY: installing a handler that only sets a flag. As pid 1 the default SIGTERM is ignored.
     unsafe {
         signal(15, on_term as *const () as usize);
         signal(2, on_term as *const () as usize);
@@ -132,33 +257,27 @@ fn main() {
         std::process::exit(1)
     });
     let data = Arc::new(Mutex::new(file));
-    let (listener, how) = match activated() {
-        Some(l) => (l, "the socket on fd 3 (LISTEN_FDS)"),
-        None => (
-            TcpListener::bind(format!("0.0.0.0:{port}")).unwrap_or_else(|e| {
-                eprintln!("molt-testapp: listen on {port}: {e}");
-                std::process::exit(1)
-            }),
-            "its own socket",
-        ),
+    let mut listeners = activated();
+    let how = if listeners.is_empty() {
+        let own = TcpListener::bind(format!("0.0.0.0:{port}")).unwrap_or_else(|e| {
+            eprintln!("molt-testapp: listen on {port}: {e}");
+            std::process::exit(1)
+        });
+        listeners.push(Listener::Tcp(own));
+        "its own socket".to_string()
+    } else {
+        format!("the {} sockets from fd 3 (LISTEN_FDS)", listeners.len())
     };
     eprintln!("molt-testapp {version} serving {how} on {port}, data {path}");
-    let accept = std::env::var("APP_NO_ACCEPT").as_deref() != Ok("1");
-    while !STOPPING.load(Ordering::SeqCst) {
-        if !accept || !readable(&listener) {
-            std::thread::sleep(Duration::from_millis(if accept { 0 } else { 50 }));
-            continue;
-        }
-        // Non-blocking: another process holding the same socket may have taken the connection.
-        let _ = listener.set_nonblocking(true);
-        let Ok((stream, _)) = listener.accept() else { continue };
-        let _ = stream.set_nonblocking(false);
-        let (data, version, path) = (data.clone(), version.clone(), path.clone());
-        OPEN.fetch_add(1, Ordering::SeqCst);
-        std::thread::spawn(move || {
-            let _ = serve(stream, &version, &data, &path);
-            OPEN.fetch_sub(1, Ordering::SeqCst);
-        });
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let (data, version, path) = (data.clone(), version.clone(), path.clone());
+            std::thread::spawn(move || accept_loop(l, version, data, path))
+        })
+        .collect();
+    for l in loops {
+        let _ = l.join();
     }
     if let Ok(ms) = std::env::var("APP_STOP_DELAY_MS").unwrap_or_default().parse::<u64>() {
         std::thread::sleep(Duration::from_millis(ms));

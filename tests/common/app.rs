@@ -279,16 +279,15 @@ impl Setup {
     }
 }
 
-/// What a client saw of one request: the kernel's connect (no short timeout, so a lost SYN
-/// costs TCP's one-second retransmission as it does for curl or a database driver).
+/// What the clients of a `Load` saw, request by request.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     pub ok: std::collections::BTreeMap<String, usize>,
     pub refused: usize,
     pub reset: usize,
     pub timed_out: usize,
-    /// Closed without an answer, or any other error.
-    pub other: Vec<String>,
+    /// Closed without an answer, or any other error: how many of each.
+    pub other: std::collections::BTreeMap<String, usize>,
     /// Requests that took a second or more.
     pub slow: usize,
     /// Connections whose connect() took a second or more: a SYN was lost and TCP retransmitted it
@@ -299,23 +298,30 @@ pub struct Tally {
 
 impl Tally {
     pub fn failures(&self) -> usize {
-        self.refused + self.reset + self.timed_out + self.other.len()
+        self.refused + self.reset + self.timed_out + self.other.values().sum::<usize>()
     }
 }
 
-/// Clients asking VERSION back to back over new connections from the test host, until stopped.
+/// Clients asking VERSION back to back over new connections, until stopped: over TCP from the
+/// test host, or by a unix socket's path in the container.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     tally: std::sync::Arc<std::sync::Mutex<Tally>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn one_request(lost_syn: &mut bool) -> Result<String, std::io::Error> {
+/// A client's connection: TCP or unix.
+pub trait Conn: std::io::Read + Write {}
+impl<T: std::io::Read + Write> Conn for T {}
+
+/// Opens one client connection (with a read timeout set) the way a client would.
+type Connect = dyn Fn() -> std::io::Result<Box<dyn Conn>> + Send + Sync;
+
+fn one_request(connect: &Connect, lost_syn: &mut bool) -> Result<String, std::io::Error> {
     let t = std::time::Instant::now();
-    let s = TcpStream::connect_timeout(&format!("{IP}:8080").parse().unwrap(), Duration::from_secs(30));
+    let s = connect();
     *lost_syn = t.elapsed() >= Duration::from_secs(1);
     let mut s = s?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.write_all(b"VERSION\n")?;
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply)?;
@@ -325,21 +331,81 @@ fn one_request(lost_syn: &mut bool) -> Result<String, std::io::Error> {
     Ok(reply.trim().to_string())
 }
 
+/// The init of the newest live container under `root` that is created or running: during an
+/// upgrade the new version's once created (the old one's until then), as a client that follows
+/// the container would find it (one still being created has not made its root yet).
+pub fn newest_init(root: &Path) -> Option<i32> {
+    let start_time = |pid: i64| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse::<u64>().ok()
+    };
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("state.json")).ok())
+        .filter_map(|data| serde_json::from_slice::<serde_json::Value>(&data).ok())
+        .filter(|st| st["status"] == "created" || st["status"] == "running")
+        .filter_map(|st| st["pid"].as_i64())
+        .filter_map(|pid| Some((start_time(pid)?, pid)))
+        .max()
+        .map(|(_, pid)| pid as i32)
+}
+
 impl Load {
+    /// Over TCP to IP:8080 from the test host, with the kernel's connect (no short timeout, so a
+    /// lost SYN costs TCP's one-second retransmission as it does for curl or a database driver).
     pub fn start(net: &HostNet, clients: usize) -> Load {
+        let path = net.path.clone();
+        let enter = move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        };
+        Load::spawn(clients, enter, || {
+            let s = TcpStream::connect_timeout(&format!("{IP}:8080").parse().unwrap(), Duration::from_secs(30))?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            Ok(Box::new(s) as Box<dyn Conn>)
+        })
+    }
+
+    /// By the unix socket's `path` inside the container, in the newest container under `root`
+    /// (through /proc/PID/root: the path as the container's own processes resolve it).
+    pub fn start_unix(root: &Root, path: &str, clients: usize) -> Load {
+        let (root, path) = (root.path.clone(), path.trim_start_matches('/').to_string());
+        Load::spawn(clients, || {}, move || {
+            // Between one container's end and the next one's creation (a rollback stops the new
+            // version before it builds the old one again) there is no container to connect in: the
+            // client waits for one, as a client that follows the container would.
+            let mut pid = None;
+            wait_until(30, || {
+                pid = newest_init(&root);
+                pid.is_some()
+            });
+            let pid = pid.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no live container for 30 s"))?;
+            let s = std::os::unix::net::UnixStream::connect(format!("/proc/{pid}/root/{path}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            Ok(Box::new(s) as Box<dyn Conn>)
+        })
+    }
+
+    fn spawn(
+        clients: usize,
+        enter: impl Fn() + Send + Sync + 'static,
+        connect: impl Fn() -> std::io::Result<Box<dyn Conn>> + Send + Sync + 'static,
+    ) -> Load {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tally = std::sync::Arc::new(std::sync::Mutex::new(Tally::default()));
+        let enter = std::sync::Arc::new(enter);
+        let connect: std::sync::Arc<Connect> = std::sync::Arc::new(connect);
         let threads = (0..clients)
             .map(|_| {
-                let (stop, tally, path) = (stop.clone(), tally.clone(), net.path.clone());
+                let (stop, tally, enter, connect) = (stop.clone(), tally.clone(), enter.clone(), connect.clone());
                 std::thread::spawn(move || {
-                    let ns = std::fs::File::open(&path).unwrap();
-                    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    enter();
                     while !stop.load(Ordering::SeqCst) {
                         let t = std::time::Instant::now();
                         let mut lost_syn = false;
-                        let r = one_request(&mut lost_syn);
+                        let r = one_request(&*connect, &mut lost_syn);
                         let ms = t.elapsed().as_millis();
                         let mut g = tally.lock().unwrap();
                         g.lost_syn += usize::from(lost_syn);
@@ -353,7 +419,7 @@ impl Load {
                                 std::io::ErrorKind::ConnectionRefused => g.refused += 1,
                                 std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => g.reset += 1,
                                 std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => g.timed_out += 1,
-                                _ => g.other.push(e.to_string()),
+                                _ => *g.other.entry(e.to_string()).or_default() += 1,
                             },
                         }
                     }
