@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 
-use super::config::{plan_namespaces, refuse_intel_rdt, rootfs_of, validate_listen, validate_sysctls, warn_unsupported, NsPlan};
+use super::config::{plan_namespaces, refuse_intel_rdt, validate_listen, validate_sysctls, warn_unsupported, NsPlan};
 use super::spawn::{bind_sources, expect, send_bind_sources, write_id_maps};
 use super::{io_err, Container, Error, Result, State, Status};
 use crate::init::channel::{Channel, Msg};
