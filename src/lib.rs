@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod cli;
 pub mod container;
+pub mod fuzzing;
 pub mod hooks;
 pub mod image;
 pub mod init;
