@@ -131,13 +131,13 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &str, place: Place) -> R
     if status.success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&output).trim().to_string();
-    Err(HookError::Failed {
-        kind,
-        path,
-        status: status.to_string(),
-        output: if text.is_empty() { String::new() } else { format!(": {text}") },
-    })
+    Err(HookError::Failed { kind, path, status: status.to_string(), output: failure_output(&output) })
+}
+
+/// What a failed hook printed, as its error quotes it (": TEXT", or nothing).
+pub fn failure_output(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output).trim().to_string();
+    if text.is_empty() { String::new() } else { format!(": {text}") }
 }
 
 /// SIGPIPE ignored while it lives, the previous disposition restored on drop.

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod container;
 pub mod fault;
+pub mod fuzzing;
 pub mod hooks;
 pub mod image;
 pub mod init;

@@ -159,6 +159,19 @@ pub struct Stat {
 }
 
 pub fn parse_stat(text: &str) -> Result<Stat, String> {
+    // procfs-core 0.18 slices around the parentheses of the command name without checking them
+    // and panics on a line that is not the kernel's shape (found by fuzzing: "1 (a (b) c)"
+    // with nothing after, a '(' first or after a multi-byte character): checked here first.
+    let t = text.trim();
+    let shaped = match (t.find('('), t.rfind(')')) {
+        (Some(open), Some(close)) => {
+            open >= 2 && t.as_bytes()[open - 1] == b' ' && close > open && t.len() > close + 2 && t.as_bytes()[close + 1] == b' '
+        }
+        _ => false,
+    };
+    if !shaped {
+        return Err(format!("not a stat line: {:?}", t.chars().take(80).collect::<String>()));
+    }
     let s = procfs_core::process::Stat::from_read(text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(Stat { state: s.state, ppid: s.ppid, start_time: s.starttime })
 }
@@ -271,6 +284,10 @@ mod tests {
                     18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
         assert_eq!(parse_stat(text), Ok(Stat { state: 'S', ppid: 7, start_time: 12345 }));
         assert!(parse_stat("garbage").is_err());
+        // Lines that made procfs-core panic (fuzz target kernel_files).
+        for bad in ["1234 (molt (x) y)", "1234 (m234 (mxx)", "(molt) S 1", "\u{fffd}(a) S 1 2", "1 (a)S 1", "1 (a) "] {
+            assert!(parse_stat(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

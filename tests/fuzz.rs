@@ -9,24 +9,9 @@
 mod common;
 use common::*;
 
+use molt::fuzzing::Rng;
 use serde_json::{json, Value};
 use std::process::Command;
-
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn seed_and_cases(default_cases: usize) -> (u64, usize) {
     let seed = std::env::var("MOLT_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x6d6f_6c74);

@@ -9,7 +9,7 @@ mod fsio;
 mod limits;
 mod mountinfo;
 mod path;
-mod plan;
+pub(crate) mod plan;
 mod processes;
 mod stats;
 mod sub;

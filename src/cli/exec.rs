@@ -57,13 +57,18 @@ pub struct Args {
     pub args: Vec<String>,
 }
 
+/// process.json's bytes as `exec --process` reads them (the parse only).
+pub fn parse_process(data: &[u8]) -> Result<Process, String> {
+    let mut raw: serde_json::Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    crate::init::process_attrs::check_process(&raw, "process").map_err(|e| e.to_string())?;
+    crate::init::process_attrs::translate_sched_flags(&mut raw);
+    serde_json::from_value(raw).map_err(|e| e.to_string())
+}
+
 fn process_from(a: &Args, c: &Container) -> Result<Process, Box<dyn std::error::Error>> {
     if let Some(path) = &a.process {
         let data = std::fs::read(path).map_err(|e| format!("--process {}: {e}", path.display()))?;
-        let mut raw: serde_json::Value = serde_json::from_slice(&data).map_err(|e| format!("--process {}: {e}", path.display()))?;
-        crate::init::process_attrs::check_process(&raw, "process").map_err(|e| format!("--process {}: {e}", path.display()))?;
-        crate::init::process_attrs::translate_sched_flags(&mut raw);
-        return Ok(serde_json::from_value(raw).map_err(|e| format!("--process {}: {e}", path.display()))?);
+        return Ok(parse_process(&data).map_err(|e| format!("--process {}: {e}", path.display()))?);
     }
     if a.args.is_empty() {
         return Err("exec needs a command (ARGS) or --process".into());

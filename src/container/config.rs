@@ -19,13 +19,18 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
         bundle: bundle.into(),
         reason: format!("config.json: {e}"),
     })?;
+    spec_from_bytes(bundle, &data)
+}
+
+/// config.json's bytes as `create` reads them (the parse only: no file or system call).
+pub fn spec_from_bytes(bundle: &Path, data: &[u8]) -> Result<Spec> {
     let not_oci = |e: serde_json::Error| Error::Bundle {
         bundle: bundle.into(),
         reason: format!("config.json is not a valid OCI runtime config: {e}"),
     };
     // The runtime-spec 1.3 process attributes are checked on the raw JSON first: serde's
     // "unknown variant" would not say which field holds it.
-    let mut raw: serde_json::Value = serde_json::from_slice(&data).map_err(not_oci)?;
+    let mut raw: serde_json::Value = serde_json::from_slice(data).map_err(not_oci)?;
     crate::init::process_attrs::check_config(&raw).map_err(attr_error)?;
     if let Some(p) = raw.get_mut("process") {
         crate::init::process_attrs::translate_sched_flags(p);
@@ -84,7 +89,7 @@ pub fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
 }
 
 /// Namespaces from the config, split into what clone creates, what unshare creates and what is joined.
-pub(super) struct NsPlan {
+pub(crate) struct NsPlan {
     pub(super) clone: CloneFlags,
     pub(super) unshare: CloneFlags,
     pub(super) join: Vec<(CloneFlags, PathBuf)>,
@@ -123,7 +128,7 @@ fn refuse_mounts_without_namespace(spec: &Spec) -> Result<()> {
     }
 }
 
-pub(super) fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
+pub(crate) fn plan_namespaces(spec: &Spec, join_netns: Option<&Path>) -> Result<NsPlan> {
     let list = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
     let mut plan = NsPlan {
         clone: CloneFlags::empty(),

@@ -2,7 +2,7 @@
 //! recorded state, and the truth about its status read from the kernel. One file per lifecycle
 //! operation next to this one.
 
-mod config;
+pub(crate) mod config;
 pub mod create;
 pub mod delete;
 pub mod exec;

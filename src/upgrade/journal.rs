@@ -130,12 +130,15 @@ pub fn path(root: &Path, id: &str) -> PathBuf {
 pub fn load(root: &Path, id: &str) -> Result<Option<Record>, UpgradeError> {
     let p = path(root, id);
     match fs::read(&p) {
-        Ok(data) => serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| UpgradeError::Journal { path: p, reason: format!("unreadable: {e}") }),
+        Ok(data) => parse(&p, &data).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(UpgradeError::Journal { path: p, reason: e.to_string() }),
     }
+}
+
+/// A journal's bytes (the parse only).
+pub fn parse(path: &Path, data: &[u8]) -> Result<Record, UpgradeError> {
+    serde_json::from_slice(data).map_err(|e| UpgradeError::Journal { path: path.into(), reason: format!("unreadable: {e}") })
 }
 
 pub fn save(root: &Path, rec: &Record) -> Result<(), UpgradeError> {
