@@ -102,22 +102,28 @@ fn every_upgrade_option_is_described_in_help() {
 
 #[test]
 fn man_pages_and_completions_come_from_the_same_flags() {
+    // scripts/install with the binary under test (it builds a release one without --bin): the
+    // binary, its pages and completions, as an operator gets them.
     let dir = TempDir::new("molt-man");
-    let out = Command::new(molt_bin()).arg("man").arg(dir.join("man")).output().unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install");
+    let out = Command::new(&script).arg("--bin").arg(molt_bin()).arg("--destdir").arg(&dir.0).args(["--prefix", "/usr"]).output().unwrap();
+    assert!(out.status.success(), "scripts/install: {}", stderr_of(&out));
+    let usr = dir.join("usr");
+    let installed = Command::new(usr.join("bin/molt")).arg("--version").output().unwrap();
+    assert!(installed.status.success() && stdout_of(&installed).contains("spec:"), "installed molt --version: {}", stderr_of(&installed));
+    let man = usr.join("share/man/man1");
     for page in ["molt.1", "molt-run.1", "molt-upgrade.1", "molt-bundle-upgrade.1"] {
-        let text = std::fs::read_to_string(dir.join("man").join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        let text = std::fs::read_to_string(man.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.starts_with(".ie") || text.contains(".TH"), "{page} is not roff");
     }
-    let upgrade = std::fs::read_to_string(dir.join("man/molt-upgrade.1")).unwrap();
+    let upgrade = std::fs::read_to_string(man.join("molt-upgrade.1")).unwrap();
     assert!(upgrade.contains("derive") && upgrade.contains("stop\\-timeout"), "{upgrade}");
-    for shell in ["bash", "zsh", "fish"] {
-        let out = Command::new(molt_bin()).args(["completion", shell]).output().unwrap();
-        assert!(out.status.success() && stdout_of(&out).contains("upgrade"), "{shell}: {}", stderr_of(&out));
+    let completions = usr.join("share");
+    for file in ["bash-completion/completions/molt", "zsh/site-functions/_molt", "fish/vendor_completions.d/molt.fish"] {
+        let text = std::fs::read_to_string(completions.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(text.contains("upgrade"), "{file} does not complete upgrade");
     }
-    let script = dir.join("molt.bash");
-    std::fs::write(&script, Command::new(molt_bin()).args(["completion", "bash"]).output().unwrap().stdout).unwrap();
-    let st = Command::new("bash").arg("-n").arg(&script).status().unwrap();
+    let st = Command::new("bash").arg("-n").arg(completions.join("bash-completion/completions/molt")).status().unwrap();
     assert!(st.success(), "the bash completion does not parse");
 }
 
