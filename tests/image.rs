@@ -31,7 +31,9 @@ fn upgrade_from_an_oci_layout_keeps_the_volume_and_hostname_and_the_store_only_i
     let out = s.upgrade(&["--image", &reference, "--dry-run"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let text = stdout_of(&out);
-    assert!(text.contains("1.0.0 -> 1.1.0") && text.contains("APP_VERSION=1.1.0") && text.contains("version  1.0.0 -> 1.1.0"), "{text}");
+    assert!(text.contains("1.0.0 -> 1.1.0") && text.contains("APP_VERSION=1.1.0") && text.contains("version     1.0.0 -> 1.1.0"), "{text}");
+    // The labels the image brings (its constraint) are named too, with what they replace.
+    assert!(text.contains(r#"annotations {"io.molt.app-bundle":null,"io.molt.upgrade.from":null} -> "#) && text.contains(r#""io.molt.upgrade.from":">=1.0.0, <2.0.0"}"#), "{text}");
     assert!(store_entries(&s.root).is_empty(), "{:?}", store_entries(&s.root));
     let out = s.upgrade(&["--image", &reference]);
     assert!(out.status.success(), "{}", stderr_of(&out));

@@ -137,7 +137,7 @@ fn print_text(r: &Report) -> String {
         if !r.changes.is_empty() {
             out.push_str("the new config differs from the running one in:\n");
             for c in &r.changes {
-                out.push_str(&format!("  {:<8} {} -> {}\n", c.field, c.from, c.to));
+                out.push_str(&format!("  {:<11} {} -> {}\n", c.field, c.from, c.to));
             }
         }
         out.push_str("dry run: the new bundle passes what create checks:\n");

@@ -117,7 +117,25 @@ pub fn changes(old: &Spec, new: &Spec) -> Vec<Change> {
         ("user", user(&a), user(&b)),
         ("root", root(old), root(new)),
     ];
-    fields.into_iter().filter(|(_, f, t)| f != t).map(|(field, from, to)| Change { field, from, to }).collect()
+    let mut out: Vec<Change> = fields.into_iter().filter(|(_, f, t)| f != t).map(|(field, from, to)| Change { field, from, to }).collect();
+    out.extend(annotation_changes(old, new));
+    out
+}
+
+/// The annotations (labels such as the constraint, exposed ports, the application bundle) that
+/// the upgrade adds, removes or changes, beside the version shown on its own: the keys that
+/// differ, with their old and new values (null when absent), as JSON objects.
+fn annotation_changes(old: &Spec, new: &Spec) -> Option<Change> {
+    let of = |s: &Spec| s.annotations().clone().unwrap_or_default();
+    let (a, b) = (of(old), of(new));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).filter(|k| k.as_str() != super::eligibility::VERSION_ANNOTATION && a.get(*k) != b.get(*k)).collect();
+    keys.sort();
+    keys.dedup();
+    if keys.is_empty() {
+        return None;
+    }
+    let side = |m: &HashMap<String, String>| serde_json::Value::Object(keys.iter().map(|k| (k.to_string(), m.get(*k).map_or(serde_json::Value::Null, |v| v.clone().into()))).collect());
+    Some(Change { field: "annotations", from: side(&a).to_string(), to: side(&b).to_string() })
 }
 
 /// Write the derived bundle for container `id` and return its directory.
@@ -206,7 +224,11 @@ mod tests {
         assert_eq!(ann[APP_BUNDLE_ANNOTATION], "/apps/v2");
         let ch = changes(&old, &m);
         let names: Vec<&str> = ch.iter().map(|c| c.field).collect();
-        assert_eq!(names, ["version", "args", "env", "cwd", "user", "root"]);
+        assert_eq!(names, ["version", "args", "env", "cwd", "user", "root", "annotations"]);
+        let (from, to): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&ch[6].from).unwrap(), serde_json::from_str(&ch[6].to).unwrap());
+        assert_eq!(to["io.molt.upgrade.from"], ">=1.0.0", "{to}");
+        assert_eq!(to[APP_BUNDLE_ANNOTATION], "/apps/v2", "{to}");
+        assert!(from.get("io.molt.listen").is_none() && to.get("io.molt.listen").is_none(), "a kept annotation is no change: {to}");
         assert_eq!((ch[0].from.as_str(), ch[0].to.as_str()), ("1.0.0", "1.1.0"));
         assert_eq!(ch[4].to, "1000:1000");
         assert!(changes(&m, &m).is_empty());
