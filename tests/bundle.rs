@@ -340,6 +340,34 @@ fn a_batch_whose_upgraded_containers_die_after_their_gate_is_rolled_back() {
     }
 }
 
+/// A batch where one container fails `molt upgrade`'s own health gate (and is rolled back by it)
+/// while the other upgraded: under rollback-batch the upgraded one goes back too, by a forced
+/// upgrade to the application it ran, and the summary says which way each went back.
+#[test]
+fn rollback_batch_takes_back_the_upgraded_container_when_another_fails_its_health_gate() {
+    require_root!();
+    let (lab, manifest) = two_dbs(0, "1.0.0");
+    // One role bundle for both: the new version exits at once on db-2's volume only.
+    let db = sleep_bundle("1.1.0", &["sh", "-c", &format!("[ \"$(cat /data/who)\" != {} ] || exit 3; exec sleep 3600", lab.id("db-2"))]);
+    let doc = serde_json::json!({"version": "1.1.0", "roles": {"db": {"bundle": db.dir}}, "order": ["db"], "batch_size": 2,
+        "health": "running:300ms", "health_timeout": "5s", "stop_signal": "SIGKILL", "failure_policy": "rollback-batch"});
+    let upgrade = lab.upgrade_doc("upgrade.json", doc).display().to_string();
+    let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("failure policy rollback-batch") && text.contains("rollout STOPPED"), "{text}");
+    let summary = |short: &str| text.lines().find(|l| l.starts_with(&lab.id(short)) && l.contains("rolled-back")).unwrap_or_else(|| panic!("{short} not rolled back:\n{text}")).to_string();
+    // db-1 passed its gate and was upgraded; rollback-batch brought it back.
+    assert!(text.lines().any(|l| l.starts_with(&format!("  {} ", lab.id("db-1"))) && l.contains(" upgraded ")), "{text}");
+    assert!(summary("db-1").contains("back to 1.0.0 by rollback-batch"), "{text}");
+    // db-2 failed its gate: molt upgrade itself rolled it back, rollback-batch leaves it.
+    assert!(!summary("db-2").contains("by rollback-batch") && !text.contains(&format!("rollback-batch {}:", lab.id("db-2"))), "{text}");
+    for short in ["db-1", "db-2"] {
+        assert_eq!(lab.version(short), "running 1.0.0", "{short}\n{text}");
+        assert_eq!(lab.volume_of(short), lab.id(short), "{short} on its own volume");
+    }
+}
+
 /// `molt upgrade --allow-stopped` (rollback-batch's way back for a dead container) is journaled
 /// like any upgrade: killed once the volume was handed over and the id moved, `--resume` leaves
 /// the container stopped on its old version, alone under its id; run again, the upgrade brings
