@@ -175,8 +175,16 @@ fn a_full_rollout_upgrades_the_eligible_containers_in_order_and_a_rerun_does_not
     let recs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history JSON");
     assert_eq!(recs.as_array().map(Vec::len), Some(1), "{recs}");
     assert_eq!(recs[0]["containers"].as_array().map(Vec::len), Some(5), "{recs}");
+    // The whole plan is kept: the skipped containers with their decision and rule too.
+    let planned = |short: &str| recs[0]["plan"].as_array().and_then(|p| p.iter().find(|r| r["id"] == lab.id(short)).cloned()).unwrap_or_else(|| panic!("{short} not in the plan: {recs}"));
+    assert_eq!(recs[0]["plan"].as_array().map(Vec::len), Some(8), "{recs}");
+    assert_eq!((planned("db-1")["decision"].as_str(), planned("db-1")["batch"].as_u64()), (Some("upgrade"), Some(1)));
+    assert!(planned("app-2")["decision"] == "skip: constraint not met" && planned("app-2")["rule"].as_str().unwrap_or("").contains("0.9.0"), "{recs}");
     let table = stdout_of(&lab.bundle(&["history", &d.manifest]));
-    assert!(table.contains("complete (5 of 5 upgraded)"), "{table}");
+    assert!(table.contains("complete (5 of 5 upgraded, 3 skipped)"), "{table}");
+    let line = |short: &str| table.lines().find(|l| l.contains(&format!(" {} ", lab.id(short)))).unwrap_or_else(|| panic!("no {short} in\n{table}")).to_string();
+    assert!(line("app-4").contains("skip: not running") && line("app-4").contains("container is created"), "{table}");
+    assert!(line("app-1").contains("skip: not newer") && line("db-2").contains("upgraded"), "{table}");
     // The next version of the db role: h1's copy of 1.1.0 is no longer used and is removed.
     let shipped = |host: &str| -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(lab.root_file(host, ".bundles")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect()).unwrap_or_default();
