@@ -187,3 +187,38 @@ pub fn last_per_container(records: &[Record]) -> BTreeMap<String, String> {
     }
     last
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = r#"{"at":"2026-12-01T10:00:00Z","who":"root@x","bundle":"b","version":"1.1.0","constraint":null,"upgrade_document":null,"completed":false,
+        "containers":[{"id":"db-1","role":"db","host":"h1","from":"1.0.0","to":"1.1.0","outcome":"upgraded","upgraded":true,"millis":900,"detail":""}]}"#;
+
+    fn row(id: &str, decision: &str, rule: &str, batch: Option<usize>) -> Row {
+        serde_json::from_value(serde_json::json!({"id": id, "role": "db", "host": "h1", "running": "1.0.0", "status": "running",
+            "decision": decision, "rule": rule, "batch": batch, "canary": false}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_record_without_a_plan_still_reads_and_shows_its_containers() {
+        let rec: Record = serde_json::from_str(OLD).unwrap();
+        assert!(rec.plan.is_empty());
+        let t = table(&[rec]);
+        assert!(t.contains("STOPPED (1 of 1 upgraded)") && t.contains("db-1") && t.contains("900 ms"), "{t}");
+    }
+
+    #[test]
+    fn the_table_shows_every_container_of_the_plan_in_plan_order() {
+        let mut rec: Record = serde_json::from_str(OLD).unwrap();
+        rec.plan = vec![row("db-0", "skip: not newer", "new version 1.1.0 is not later", None), row("db-1", "upgrade", "later", Some(1)), row("db-2", "upgrade", "later", Some(2))];
+        let t = table(&[rec]);
+        assert!(t.contains("STOPPED (1 of 1 upgraded, 1 skipped, 1 not started)"), "{t}");
+        let at = |id: &str| t.find(&format!(" {id} ")).unwrap_or_else(|| panic!("{id} missing:\n{t}"));
+        assert!(at("db-0") < at("db-1") && at("db-1") < at("db-2"), "{t}");
+        let line = |id: &str| t.lines().find(|l| l.contains(&format!(" {id} "))).unwrap_or_default().to_string();
+        assert!(line("db-0").contains("skip: not newer") && line("db-0").contains("is not later"), "{t}");
+        assert!(line("db-2").contains("not started") && line("db-2").contains("planned for batch 2"), "{t}");
+    }
+}
