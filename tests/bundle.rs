@@ -175,8 +175,16 @@ fn a_full_rollout_upgrades_the_eligible_containers_in_order_and_a_rerun_does_not
     let recs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history JSON");
     assert_eq!(recs.as_array().map(Vec::len), Some(1), "{recs}");
     assert_eq!(recs[0]["containers"].as_array().map(Vec::len), Some(5), "{recs}");
+    // The whole plan is kept: the skipped containers with their decision and rule too.
+    let planned = |short: &str| recs[0]["plan"].as_array().and_then(|p| p.iter().find(|r| r["id"] == lab.id(short)).cloned()).unwrap_or_else(|| panic!("{short} not in the plan: {recs}"));
+    assert_eq!(recs[0]["plan"].as_array().map(Vec::len), Some(8), "{recs}");
+    assert_eq!((planned("db-1")["decision"].as_str(), planned("db-1")["batch"].as_u64()), (Some("upgrade"), Some(1)));
+    assert!(planned("app-2")["decision"] == "skip: constraint not met" && planned("app-2")["rule"].as_str().unwrap_or("").contains("0.9.0"), "{recs}");
     let table = stdout_of(&lab.bundle(&["history", &d.manifest]));
-    assert!(table.contains("complete (5 of 5 upgraded)"), "{table}");
+    assert!(table.contains("complete (5 of 5 upgraded, 3 skipped)"), "{table}");
+    let line = |short: &str| table.lines().find(|l| l.contains(&format!(" {} ", lab.id(short)))).unwrap_or_else(|| panic!("no {short} in\n{table}")).to_string();
+    assert!(line("app-4").contains("skip: not running") && line("app-4").contains("container is created"), "{table}");
+    assert!(line("app-1").contains("skip: not newer") && line("db-2").contains("upgraded"), "{table}");
     // The next version of the db role: h1's copy of 1.1.0 is no longer used and is removed.
     let shipped = |host: &str| -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(lab.root_file(host, ".bundles")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect()).unwrap_or_default();
@@ -335,6 +343,34 @@ fn a_batch_whose_upgraded_containers_die_after_their_gate_is_rolled_back() {
     for short in ["db-1", "db-2"] {
         assert!(text.contains(&format!("{}: upgraded, then it is stopped on version 1.1.0", lab.id(short))), "{short}:\n{text}");
         assert!(text.lines().any(|l| l.starts_with(&lab.id(short)) && l.contains("rolled-back")), "{short}:\n{text}");
+        assert_eq!(lab.version(short), "running 1.0.0", "{short}\n{text}");
+        assert_eq!(lab.volume_of(short), lab.id(short), "{short} on its own volume");
+    }
+}
+
+/// A batch where one container fails `molt upgrade`'s own health gate (and is rolled back by it)
+/// while the other upgraded: under rollback-batch the upgraded one goes back too, by a forced
+/// upgrade to the application it ran, and the summary says which way each went back.
+#[test]
+fn rollback_batch_takes_back_the_upgraded_container_when_another_fails_its_health_gate() {
+    require_root!();
+    let (lab, manifest) = two_dbs(0, "1.0.0");
+    // One role bundle for both: the new version exits at once on db-2's volume only.
+    let db = sleep_bundle("1.1.0", &["sh", "-c", &format!("[ \"$(cat /data/who)\" != {} ] || exit 3; exec sleep 3600", lab.id("db-2"))]);
+    let doc = serde_json::json!({"version": "1.1.0", "roles": {"db": {"bundle": db.dir}}, "order": ["db"], "batch_size": 2,
+        "health": "running:300ms", "health_timeout": "5s", "stop_signal": "SIGKILL", "failure_policy": "rollback-batch"});
+    let upgrade = lab.upgrade_doc("upgrade.json", doc).display().to_string();
+    let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes"]);
+    let text = stdout_of(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("failure policy rollback-batch") && text.contains("rollout STOPPED"), "{text}");
+    let summary = |short: &str| text.lines().find(|l| l.starts_with(&lab.id(short)) && l.contains("rolled-back")).unwrap_or_else(|| panic!("{short} not rolled back:\n{text}")).to_string();
+    // db-1 passed its gate and was upgraded; rollback-batch brought it back.
+    assert!(text.lines().any(|l| l.starts_with(&format!("  {} ", lab.id("db-1"))) && l.contains(" upgraded ")), "{text}");
+    assert!(summary("db-1").contains("back to 1.0.0 by rollback-batch"), "{text}");
+    // db-2 failed its gate: molt upgrade itself rolled it back, rollback-batch leaves it.
+    assert!(!summary("db-2").contains("by rollback-batch") && !text.contains(&format!("rollback-batch {}:", lab.id("db-2"))), "{text}");
+    for short in ["db-1", "db-2"] {
         assert_eq!(lab.version(short), "running 1.0.0", "{short}\n{text}");
         assert_eq!(lab.volume_of(short), lab.id(short), "{short} on its own volume");
     }

@@ -488,8 +488,10 @@ fn c_network(c: &Cli) -> Result<(), String> {
     ensure!(o.split_whitespace().collect::<Vec<_>>() == ["lo"], "--network none: {o}");
     let o = c.run_img(&["--rm"], &["ip", "-4", "-o", "addr", "show", "eth0"]).ok()?;
     ensure!(o.contains(&c.subnet), "bridge: eth0 not in {}: {o}", c.subnet);
-    let o = c.run_img(&["--rm", "--network", "host"], &["ls", "/sys/class/net"]).ok()?;
-    ensure!(o.split_whitespace().any(|l| l == c.bridge), "--network host does not see {}: {o}", c.bridge);
+    // The host's bridge by name, not a listing: `ls /sys/class/net` fails when a veth of another
+    // test's container goes between its readdir and its stat (seen in CI).
+    let o = c.run_img(&["--rm", "--network", "host"], &["cat", &format!("/sys/class/net/{}/ifindex", c.bridge)]).ok()?;
+    ensure!(o.trim().parse::<u32>().is_ok(), "--network host does not see {}: {o}", c.bridge);
     Ok(())
 }
 

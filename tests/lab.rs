@@ -267,6 +267,9 @@ fn bundle_rollout_keeps_each_containers_own_nfs_or_iscsi_volume() {
         ("h2".to_string(), HostNet::existing(&lab_var("MOLT_LAB_APP2_NETNS")), lab_var("MOLT_LAB_APP2_IP")),
     ];
     let mut lab = Lab::on(guest_host(), hosts);
+    // ssh's handshake under emulation on a loaded machine took longer than the default 5 s
+    // (h2 "timed out" while h1 connected, 2026-12-02).
+    lab.connect_timeout = Some("60s");
     let export = PathBuf::from(lab_var("MOLT_LAB_NFS_EXPORT_DIR"));
     let mut dirs = vec![];
     for (short, host) in [("db-1", "h1"), ("db-2", "h2")] {

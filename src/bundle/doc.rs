@@ -42,12 +42,26 @@ pub struct Host {
     pub identity: Option<PathBuf>,
     /// An ssh config file to use instead of ~/.ssh/config (ssh -F); relative to the manifest's directory.
     pub ssh_config: Option<PathBuf>,
+    /// How long ssh may take to connect and shake hands (ConnectTimeout), and how long the host
+    /// may be silent before it counts as gone (three ServerAliveIntervals of it): default 5s.
+    pub connect_timeout: Option<String>,
     /// molt's --root on that host.
     #[serde(default = "default_root")]
     pub root: PathBuf,
     /// The molt binary on that host (a name on its PATH, or a path).
     #[serde(default = "default_molt")]
     pub molt: String,
+}
+
+impl Host {
+    /// `connect_timeout` in whole seconds for ssh (5 when not given); None when it is not a
+    /// duration of at least one second.
+    pub fn ssh_timeout_secs(&self) -> Option<u64> {
+        match &self.connect_timeout {
+            None => Some(5),
+            Some(t) => crate::upgrade::parse_duration(t).ok().map(|d| d.as_secs_f64().ceil() as u64).filter(|s| *s >= 1),
+        }
+    }
 }
 
 fn default_root() -> PathBuf {
@@ -219,8 +233,12 @@ pub fn validate_manifest(file: &Path, m: &Manifest) -> Result<(), BundleError> {
             }
             _ => {}
         }
-        if h.local && (h.user.is_some() || h.port.is_some() || h.identity.is_some() || h.ssh_config.is_some()) {
-            return Err(invalid(file, format!("hosts.{name}"), "user, port, identity and ssh_config are for ssh hosts, not a local one"));
+        if h.local && (h.user.is_some() || h.port.is_some() || h.identity.is_some() || h.ssh_config.is_some() || h.connect_timeout.is_some()) {
+            return Err(invalid(file, format!("hosts.{name}"), "user, port, identity, ssh_config and connect_timeout are for ssh hosts, not a local one"));
+        }
+        if h.connect_timeout.is_some() && h.ssh_timeout_secs().is_none() {
+            let why = h.connect_timeout.as_deref().map(crate::upgrade::parse_duration).and_then(Result::err).unwrap_or_else(|| "must be at least 1s".into());
+            return Err(invalid(file, field("connect_timeout"), why));
         }
         if let Some(u) = &h.user {
             if u.is_empty() || u.starts_with('-') || u.contains(char::is_whitespace) {
@@ -385,6 +403,12 @@ mod tests {
         assert!(e.contains("hosts.a") && e.contains("local"), "{e}");
         let e = err(manifest(&GOOD.replace(r#""name": "shop", "#, "")));
         assert!(e.contains("missing field `name`"), "{e}");
+        let e = err(manifest(&GOOD.replace(r#""port": 2222"#, r#""port": 2222, "connect_timeout": "5x""#)));
+        assert!(e.contains("hosts.b.connect_timeout") && e.contains("unit must be"), "{e}");
+        let e = err(manifest(&GOOD.replace(r#""port": 2222"#, r#""port": 2222, "connect_timeout": "0s""#)));
+        assert!(e.contains("hosts.b.connect_timeout") && e.contains("at least 1s"), "{e}");
+        let e = err(manifest(&GOOD.replace(r#"{"local": true}"#, r#"{"local": true, "connect_timeout": "9s"}"#)));
+        assert!(e.contains("hosts.a") && e.contains("connect_timeout are for ssh hosts"), "{e}");
     }
 
     const UP: &str = r#"{"version": "1.1.0", "constraint": ">=1.0.0, <2.0.0",

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::doc::{Documents, Manifest};
+use super::plan::{Action, Row};
 use super::rollout::{Done, Say, Summary};
 use super::transport::{quote, Session, Transport};
 
 pub const FILE: &str = "bundle-history.jsonl";
 
-/// One rollout as one host recorded it (`containers`: those of that host it touched).
+/// One rollout as one host recorded it (`containers`: those of that host it touched; `plan`: the
+/// whole plan, every host's containers with their decision, rule and batch, skipped ones too).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub at: String,
@@ -23,6 +25,9 @@ pub struct Record {
     pub upgrade_document: Option<PathBuf>,
     pub completed: bool,
     pub containers: Vec<Done>,
+    /// Empty in records written before the plan was kept.
+    #[serde(default)]
+    pub plan: Vec<Row>,
 }
 
 pub fn who() -> String {
@@ -44,18 +49,18 @@ fn ok_or_stderr(o: std::process::Output) -> Result<std::process::Output, String>
 
 /// Append the rollout's record on every host it touched; a host that cannot be written is
 /// named in a warning (the rollout's outcome stands).
-pub fn record(docs: &Documents, hosts: &[(Transport, Option<String>)], session: &Session, s: &Summary, say: Say) {
+pub fn record(docs: &Documents, hosts: &[(Transport, Option<String>)], session: &Session, s: &Summary, plan: &[Row], say: Say) {
     let at = crate::logging::now_rfc3339();
     let at = &at;
     // Every host at once: a rollout's end should not grow with the number of hosts.
     std::thread::scope(|scope| {
         for (t, down) in hosts {
-            scope.spawn(move || record_on(docs, t, down.is_some(), session, s, at, say));
+            scope.spawn(move || record_on(docs, t, down.is_some(), session, (s, plan), at, say));
         }
     });
 }
 
-fn record_on(docs: &Documents, t: &Transport, down: bool, session: &Session, s: &Summary, at: &str, say: Say) {
+fn record_on(docs: &Documents, t: &Transport, down: bool, session: &Session, (s, plan): (&Summary, &[Row]), at: &str, say: Say) {
     let mine: Vec<Done> = s.containers.iter().filter(|d| d.host == t.name && d.millis > 0).cloned().collect();
     if down || mine.is_empty() {
         return;
@@ -69,6 +74,7 @@ fn record_on(docs: &Documents, t: &Transport, down: bool, session: &Session, s: 
         upgrade_document: Some(docs.upgrade_file.clone()),
         completed: s.completed,
         containers: mine,
+        plan: plan.to_vec(),
     };
     let file = session.path().join(format!("{}.history.json", t.name.replace('/', "_")));
     let root = quote(&t.host.root.display().to_string());
@@ -112,7 +118,13 @@ pub fn read(manifest: &Manifest, hosts: &[(Transport, Option<String>)]) -> (Vec<
                 continue;
             }
             match merged.entry((rec.at.clone(), rec.who.clone(), rec.version.clone())) {
-                std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().containers.extend(rec.containers),
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let r = o.get_mut();
+                    r.containers.extend(rec.containers);
+                    if r.plan.is_empty() {
+                        r.plan = rec.plan;
+                    }
+                }
                 std::collections::btree_map::Entry::Vacant(v) => {
                     v.insert(rec);
                 }
@@ -122,7 +134,9 @@ pub fn read(manifest: &Manifest, hosts: &[(Transport, Option<String>)]) -> (Vec<
     (merged.into_values().collect(), warnings)
 }
 
-/// One block per rollout: when, who, to which version, how it ended; a line per container.
+/// One block per rollout: when, who, to which version, how it ended; a line per container of its
+/// plan in plan order: what the rollout did to it, or the plan's decision and rule for one it
+/// left alone.
 pub fn table(records: &[Record]) -> String {
     if records.is_empty() {
         return "no rollout of this bundle is recorded on its hosts\n".into();
@@ -130,22 +144,36 @@ pub fn table(records: &[Record]) -> String {
     let mut out = String::new();
     for r in records {
         let up = r.containers.iter().filter(|d| d.outcome == "upgraded").count();
+        let left = |upgrade: bool| r.plan.iter().filter(|p| (p.decision == Action::Upgrade) == upgrade && !r.containers.iter().any(|d| d.id == p.id)).count();
+        let more: String = [(left(false), "skipped"), (left(true), "not started")].iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!(", {n} {what}")).collect();
         out.push_str(&format!(
-            "{}  {}  -> {}  {} ({up} of {} upgraded)\n",
+            "{}  {}  -> {}  {} ({up} of {} upgraded{more})\n",
             r.at,
             r.who,
             r.version,
             if r.completed { "complete" } else { "STOPPED" },
             r.containers.len()
         ));
-        let cells: Vec<Vec<String>> = r
-            .containers
-            .iter()
-            .map(|d| vec![String::new(), d.id.clone(), d.host.clone(), d.role.clone(), format!("{} -> {}", d.from.as_deref().unwrap_or("-"), d.to), d.outcome.clone(), format!("{} ms", d.millis), d.detail.clone()])
-            .collect();
-        let body = crate::table::columns(&["", "CONTAINER", "HOST", "ROLE", "VERSIONS", "OUTCOME", "TIME", "DETAIL"], &cells);
-        out.push_str(&body);
+        out.push_str(&crate::table::columns(&["", "CONTAINER", "HOST", "ROLE", "VERSIONS", "OUTCOME", "TIME", "DETAIL"], &lines(r)));
     }
+    out
+}
+
+/// The table's lines of one rollout: the plan's containers in order (each with its outcome if
+/// the rollout touched it), then any touched container the plan does not name (an older record
+/// without a plan).
+fn lines(r: &Record) -> Vec<Vec<String>> {
+    let versions = |from: Option<&str>| format!("{} -> {}", from.unwrap_or("-"), r.version);
+    let done = |d: &Done| vec![String::new(), d.id.clone(), d.host.clone(), d.role.clone(), versions(d.from.as_deref()), d.outcome.clone(), format!("{} ms", d.millis), d.detail.clone()];
+    let planned = |p: &Row| {
+        let (outcome, detail) = match p.decision {
+            Action::Upgrade => ("not started", format!("planned for batch {}", p.batch.unwrap_or(0))),
+            d => (d.label(), p.rule.clone()),
+        };
+        vec![String::new(), p.id.clone(), p.host.clone(), p.role.clone(), versions(p.running.as_deref()), outcome.into(), "-".into(), detail]
+    };
+    let mut out: Vec<Vec<String>> = r.plan.iter().map(|p| r.containers.iter().find(|d| d.id == p.id).map(done).unwrap_or_else(|| planned(p))).collect();
+    out.extend(r.containers.iter().filter(|d| !r.plan.iter().any(|p| p.id == d.id)).map(done));
     out
 }
 
@@ -158,4 +186,39 @@ pub fn last_per_container(records: &[Record]) -> BTreeMap<String, String> {
         }
     }
     last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = r#"{"at":"2026-12-01T10:00:00Z","who":"root@x","bundle":"b","version":"1.1.0","constraint":null,"upgrade_document":null,"completed":false,
+        "containers":[{"id":"db-1","role":"db","host":"h1","from":"1.0.0","to":"1.1.0","outcome":"upgraded","upgraded":true,"millis":900,"detail":""}]}"#;
+
+    fn row(id: &str, decision: &str, rule: &str, batch: Option<usize>) -> Row {
+        serde_json::from_value(serde_json::json!({"id": id, "role": "db", "host": "h1", "running": "1.0.0", "status": "running",
+            "decision": decision, "rule": rule, "batch": batch, "canary": false}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_record_without_a_plan_still_reads_and_shows_its_containers() {
+        let rec: Record = serde_json::from_str(OLD).unwrap();
+        assert!(rec.plan.is_empty());
+        let t = table(&[rec]);
+        assert!(t.contains("STOPPED (1 of 1 upgraded)") && t.contains("db-1") && t.contains("900 ms"), "{t}");
+    }
+
+    #[test]
+    fn the_table_shows_every_container_of_the_plan_in_plan_order() {
+        let mut rec: Record = serde_json::from_str(OLD).unwrap();
+        rec.plan = vec![row("db-0", "skip: not newer", "new version 1.1.0 is not later", None), row("db-1", "upgrade", "later", Some(1)), row("db-2", "upgrade", "later", Some(2))];
+        let t = table(&[rec]);
+        assert!(t.contains("STOPPED (1 of 1 upgraded, 1 skipped, 1 not started)"), "{t}");
+        let at = |id: &str| t.find(&format!(" {id} ")).unwrap_or_else(|| panic!("{id} missing:\n{t}"));
+        assert!(at("db-0") < at("db-1") && at("db-1") < at("db-2"), "{t}");
+        let line = |id: &str| t.lines().find(|l| l.contains(&format!(" {id} "))).unwrap_or_default().to_string();
+        assert!(line("db-0").contains("skip: not newer") && line("db-0").contains("is not later"), "{t}");
+        assert!(line("db-2").contains("not started") && line("db-2").contains("planned for batch 2"), "{t}");
+    }
 }

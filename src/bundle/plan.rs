@@ -3,7 +3,7 @@
 //! rollout takes, role by role in the document's order. Pure: recomputed from current state on
 //! every run, which is what makes a re-run after an interruption continue and never repeat.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::doc::Documents;
 use crate::upgrade::eligibility;
@@ -19,7 +19,7 @@ pub enum Observed {
     Unreachable { reason: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     #[serde(rename = "upgrade")]
     Upgrade,
@@ -51,7 +51,7 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub id: String,
     pub role: String,

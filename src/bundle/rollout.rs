@@ -399,7 +399,7 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
         })
         .collect();
     let summary = Summary { bundle: plan.bundle.clone(), version: plan.version.clone(), completed, containers };
-    super::history::record(docs, hosts, session, &summary, say);
+    super::history::record(docs, hosts, session, &summary, &plan.rows, say);
     clean_up(docs, hosts, started, say);
     Ok(summary)
 }

@@ -64,11 +64,12 @@ impl Transport {
             if let Some(f) = &host.ssh_config {
                 ssh.extend(["-F".into(), f.display().to_string()]);
             }
+            let secs = host.ssh_timeout_secs().unwrap_or(5);
             for o in [
                 "BatchMode=yes".to_string(),
                 "StrictHostKeyChecking=yes".into(),
-                "ConnectTimeout=5".into(),
-                "ServerAliveInterval=5".into(),
+                format!("ConnectTimeout={secs}"),
+                format!("ServerAliveInterval={secs}"),
                 "ServerAliveCountMax=3".into(),
                 format!("ControlPath={}/%C", session.dir.display()),
                 "ControlMaster=no".into(),
@@ -261,6 +262,10 @@ mod tests {
         }
         assert!(args.ends_with("db.example"));
         assert!(args.contains(&format!("ControlPath={}/%C", session.dir.display())));
+        assert!(args.contains("ConnectTimeout=5 ") && args.contains("ServerAliveInterval=5 "), "the default: {args}");
+        let slow: Host = serde_json::from_str(r#"{"ssh": "db.example", "connect_timeout": "89.5s"}"#).unwrap();
+        let args = Transport::new(&session, "db", &slow).ssh.join(" ");
+        assert!(args.contains("ConnectTimeout=90 ") && args.contains("ServerAliveInterval=90 "), "{args}");
     }
 
     #[test]

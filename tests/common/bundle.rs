@@ -83,6 +83,9 @@ pub struct Lab {
     pub local: Root,
     pub containers: Vec<Running>,
     pub files: TempDir,
+    /// Every ssh host's `connect_timeout` in the manifest (the VM lab's hosts are slow to shake
+    /// hands under emulation); molt's default when None.
+    pub connect_timeout: Option<&'static str>,
 }
 
 /// The network of the test application on each lab host's bridge.
@@ -173,7 +176,7 @@ impl Lab {
         fs::write(keys.join("known_hosts"), known).unwrap();
         fs::write(keys.join("ssh_config"), config).unwrap();
         let tag = format!("b{}x{}", std::process::id() % 100_000, unique("").rsplit('-').next().unwrap_or("0"));
-        Lab { tag, op, keys, hosts: out, local: Root::new(), containers: vec![], files: TempDir::new("molt-lab-docs") }
+        Lab { tag, op, keys, hosts: out, local: Root::new(), containers: vec![], files: TempDir::new("molt-lab-docs"), connect_timeout: None }
     }
 
     /// Every sshd's log (for a failure message).
@@ -332,11 +335,14 @@ impl Lab {
         let mut hosts = serde_json::Map::new();
         hosts.insert("local".into(), serde_json::json!({"local": true, "root": self.local.path, "molt": bin}));
         for h in &self.hosts {
-            let v = if h.name == "h1" {
+            let mut v = if h.name == "h1" {
                 serde_json::json!({"ssh": "h1", "ssh_config": cfg, "root": h.root.path, "molt": bin})
             } else {
                 serde_json::json!({"ssh": h.addr, "user": "root", "port": PORT, "identity": self.keys.join("id"), "ssh_config": cfg, "root": h.root.path, "molt": bin})
             };
+            if let Some(t) = self.connect_timeout {
+                v["connect_timeout"] = serde_json::json!(t);
+            }
             hosts.insert(h.name.clone(), v);
         }
         let containers: Vec<_> = self.containers.iter().map(|c| serde_json::json!({"id": c.id, "role": c.role, "host": c.host})).collect();
