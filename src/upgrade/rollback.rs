@@ -151,10 +151,6 @@ fn give_back(b: &mut Back, restored: &mut Container, net: Option<crate::net::Att
 /// Undo of create-new: the failed new container goes. Its volumes and links belong to the id
 /// (the rebuilt old version has them, or the old one never gave them away).
 pub(super) fn remove_new(b: &mut Back) -> Result<(), String> {
-    // A create-new killed before the new container's directory took its name left only a staged
-    // directory (its first state, nothing else), which no record names: removed here, not left
-    // for the next create or delete of any id.
-    crate::container::sweep_staged(b.run.root);
     match Container::load(b.run.root, &b.run.rec.next_id) {
         Ok(mut failed) => discard(&mut failed),
         Err(_) => Ok(()),
