@@ -753,3 +753,115 @@ fn dry_run_checks_what_create_would_and_lists_the_steps() {
     assert_eq!(s.root.state("dry")["pid"], pid);
     assert_eq!(s.version(), "version=1.0.0 hostname=app-one");
 }
+
+/// issue 11: `molt upgrade` SIGKILLed at a random moment (inside a step, not only between them,
+/// as MOLT_TEST_CRASH_AT does), then settled by `upgrade --resume`: one running container under
+/// the id (the old version or the new), every acknowledged record there, no journal, the id's
+/// cgroup path unchanged, and nothing of the upgrade left (cgroups, pins, mounts, loop devices,
+/// veths, staged directories, processes of the app).
+#[test]
+fn a_sigkill_at_a_random_moment_of_an_upgrade_is_settled_by_resume_with_every_record_kept() {
+    require_root!();
+    const ROUNDS: usize = 12;
+    let s = Setup::start("ukill");
+    let id = s.id.as_str();
+    let mut acked = 0;
+    let mut append = |s: &Setup, n: usize| {
+        for _ in 0..n {
+            let r = s.ask(&format!("APPEND rec-{acked}"));
+            assert!(r.starts_with("OK"), "APPEND rec-{acked}: {r}");
+            acked += 1;
+        }
+        acked
+    };
+    // Every version's bundle stays until the end: a rollback rebuilds from the old one.
+    let mut bundles = vec![];
+    let mut upgrade_to = |major: usize| {
+        let b = s.bundle(&format!("{major}.0.0"), "app-two", &[]);
+        let dir = b.write();
+        bundles.push(b);
+        let mut cmd = molt_in(&s, &["upgrade", id, "--bundle", &dir, "--network", "move", "--health", "tcp:8080", "--health-timeout", "30s"]);
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        cmd
+    };
+    append(&s, 2);
+    // The shorter of two clean upgrades (the first one is often the slower).
+    let clean = (2..4)
+        .map(|major| {
+            let t = std::time::Instant::now();
+            assert!(upgrade_to(major).status().unwrap().success(), "the clean upgrade to {major}.0.0 failed");
+            t.elapsed()
+        })
+        .min()
+        .unwrap();
+    assert_eq!(s.version(), "version=3.0.0 hostname=app-one");
+    // What a settled container holds, as the clean upgrade left it.
+    let cgroup_before = cgroup_of(&s.root, id);
+    let img = s.volume["source"].as_str().unwrap().to_string();
+    let leftovers = |s: &Setup| {
+        let staged: Vec<String> = std::fs::read_dir(&s.root.path).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with(".creating-") || n.starts_with(".deleting-")).collect();
+        let pins = std::fs::read_dir(s.root.path.join(".pins")).map(|d| d.count()).unwrap_or(0);
+        let loops = stdout_of(&std::process::Command::new("losetup").args(["-j", &img]).output().unwrap()).lines().count();
+        let veths = s.net.ip(&["-o", "link", "show", "master", &s.net.bridge]).lines().count();
+        (staged, pins, host_mounts_with(s.root.path.to_str().unwrap()).len(), loops, veths, cgroups_named(&format!("{id}.next")))
+    };
+    let settled = leftovers(&s);
+    assert_eq!((settled.0.len(), settled.1, settled.3, settled.4, settled.5.len()), (0, 0, 1, 1, 0), "after the clean upgrade: {settled:?}");
+    let app_procs = || processes_with_env(&s.env[0]);
+
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
+    let mut rng = seed;
+    let mut running = 3;
+    // How each round ended: killed inside the command or not, and what settled it.
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    for round in 0..ROUNDS {
+        let records = append(&s, 3);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let at = clean.mul_f64(1.2 * (rng % 10_001) as f64 / 10_000.0);
+        let target = running + 1;
+        let mut child = upgrade_to(target).spawn().unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        let killed = status.signal() == Some(9);
+        let when = format!("round {round}: upgrade {running}.0.0 -> {target}.0.0 killed after {at:?} of {clean:?} (seed {seed})");
+        assert!(killed || status.success(), "{when}: the upgrade failed by itself: {status}");
+        let journal = s.root.path.join(format!(".upgrade-{id}.json"));
+        let settled_by = if journal.exists() {
+            let out = s.net.molt(&s.root, &["upgrade", "--resume", id]);
+            assert!(out.status.success(), "{when}: resume: {}", stderr_of(&out));
+            stdout_of(&out).trim().to_string()
+        } else {
+            "nothing to settle".to_string()
+        };
+        assert!(!journal.exists(), "{when}: a journal is left");
+        assert_eq!(s.ids(), vec![id.to_string()], "{when}");
+        assert_eq!(s.root.state(id)["status"], "running", "{when}");
+        assert!(s.answers(), "{when}: nothing answers");
+        let version = s.version();
+        let now = [running, target].into_iter().find(|v| version == format!("version={v}.0.0 hostname=app-one"));
+        let Some(now) = now else { panic!("{when}: neither {running}.0.0 nor {target}.0.0 answers: {version}") };
+        assert_eq!(s.ask("COUNT"), records.to_string(), "{when}: acknowledged records lost");
+        assert_eq!(cgroup_of(&s.root, id), cgroup_before, "{when}: the id's cgroup path changed");
+        assert_eq!(leftovers(&s), settled, "{when}: left (staged, pins, mounts, loop devices, veths, cgroups)");
+        assert!(wait_until(10, || app_procs().len() == 1), "{when}: processes of the app: {:?}", app_procs());
+        let what = format!("{} -> {}, {settled_by}", if killed { "killed inside" } else { "finished" }, if now == target { "new" } else { "old" });
+        eprintln!("{when}: {what}");
+        *outcomes.entry(what).or_default() += 1;
+        running = now;
+    }
+    eprintln!("clean upgrade {clean:?}; rounds (seed {seed}): {outcomes:?}");
+    let inside: usize = outcomes.iter().filter(|(k, _)| k.starts_with("killed inside")).map(|(_, n)| n).sum();
+    assert!(inside >= 3, "only {inside} of {ROUNDS} kills landed inside the upgrade (seed {seed}): {outcomes:?}");
+}
+
+/// The pids of processes whose environment holds `kv` ("APP_DATA=...": this set-up's app).
+fn processes_with_env(kv: &str) -> Vec<String> {
+    let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().to_string());
+    pids.filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|p| std::fs::read(format!("/proc/{p}/environ")).unwrap_or_default().split(|b| *b == 0).any(|e| e == kv.as_bytes()))
+        .collect()
+}

@@ -23,6 +23,10 @@ pub fn resume(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static st
 
 pub(super) fn resume_locked(root: &Path, id: &str, systemd_cgroup: bool) -> Result<&'static str, UpgradeError> {
     let rec = journal::load(root, id)?.ok_or_else(|| UpgradeError::Precondition { id: id.into(), reason: "no upgrade in progress".into() })?;
+    // The molt that was killed may have been inside a create (create-new, the rollback's rebuild)
+    // or a delete (commit, the undo of create-new): a staged directory no record names is all
+    // that is left of it, removed here rather than by the next create or delete of any id.
+    crate::container::sweep_staged(root);
     if rec.started(Step::Commit) {
         commit(root, &rec).map_err(|reason| UpgradeError::StepFailed { id: id.into(), step: "commit", reason, rollback: String::new(), rolled_back: false, steps: vec![] })?;
         crate::image::store::prune_quietly(root);
