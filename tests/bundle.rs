@@ -144,6 +144,12 @@ fn a_full_rollout_upgrades_the_eligible_containers_in_order_and_a_rerun_does_not
     let pos = |short: &str| text.find(&format!("  {} ", lab.id(short))).unwrap_or_else(|| panic!("no progress line for {short}:\n{text}"));
     assert!(pos("db-1").max(pos("db-2")) < pos("app-3") && pos("app-3") < pos("proxy-1").min(pos("proxy-2")), "{text}");
     assert!(text.contains("sha256 verified on arrival") && text.contains("rollout complete"), "{text}");
+    // Piped, each container's steps as `molt upgrade` runs them on its host, then its result.
+    for short in ["db-1", "db-2", "app-3", "proxy-1", "proxy-2"] {
+        let at = |what: &str| text.lines().position(|l| l.starts_with(&format!("  {} ", lab.id(short))) && l.contains(what)).unwrap_or_else(|| panic!("no {what:?} line for {short}:\n{text}"));
+        let (created, gated, result) = (at("  step create-new started"), at("  step health-gate done "), at(" upgraded "));
+        assert!(created < gated && gated < result, "{short}: step lines before its result line:\n{text}");
+    }
     // One multiplexed ssh connection per host for every command of the rollout.
     assert_eq!((lab.ssh_connections("h1"), lab.ssh_connections("h2")), (1, 1), "{}", lab.sshd_logs());
     // The pre-upgrade command ran on the db hosts, and each touched host has its history line.

@@ -6,6 +6,7 @@ pub mod control;
 pub mod doc;
 pub mod history;
 pub mod plan;
+pub mod progress;
 pub mod rollback;
 pub mod rollout;
 pub mod transport;

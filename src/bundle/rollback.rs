@@ -54,6 +54,8 @@ pub fn check_still_upgraded(docs: &Documents, hosts: &[(Transport, Option<String
 pub struct Steer<'a> {
     pub control: &'a Control,
     pub auto_promote: bool,
+    /// The batches' progress redrawn in place (stdout is a terminal) rather than plain lines.
+    pub live: bool,
 }
 
 /// Before the first non-canary batch of a role whose upgrade has canaries: hold until promoted

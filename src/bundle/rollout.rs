@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::doc::{Documents, FailurePolicy};
 use super::plan::{Action, Plan, Row};
+use super::progress::{Progress, StepEvent};
 use super::rollback::canary_gate;
 pub use super::rollback::Steer;
 use super::transport::{quote, Archive, Session, Transport};
@@ -173,8 +174,9 @@ fn hooks(t: &Transport, which: &str, cmds: &[String], row: &Row, version: &str) 
     Ok(())
 }
 
-/// One container: pre-upgrade commands, `molt upgrade` on its host, post-upgrade commands.
-fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf) -> Done {
+/// One container: pre-upgrade commands, `molt upgrade` on its host (its step events shown as
+/// they come), post-upgrade commands.
+fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf, progress: &Progress) -> Done {
     let u = &docs.upgrade;
     let role = &u.roles[&row.role];
     let t0 = Instant::now();
@@ -220,7 +222,12 @@ fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf)
     if let Some(st) = &u.stop_timeout {
         args.extend(["--stop-timeout", st]);
     }
-    let out = match t.molt(&args) {
+    let show = |line: &str| {
+        if let Some(e) = StepEvent::parse(line) {
+            progress.step(&row.id, &e);
+        }
+    };
+    let out = match t.molt_lines(&args, &show) {
         Ok(o) => o,
         Err(e) => return finish(done, "failed", e.to_string()),
     };
@@ -273,23 +280,26 @@ fn not_done(docs: &Documents, r: &Row, outcome: &str, detail: &str) -> Done {
     }
 }
 
-/// One batch: every container upgraded at the same time, a progress line each as it ends; then
-/// each one upgraded must still run the new version.
-fn run_batch(docs: &Documents, hosts: &[(Transport, Option<String>)], rows: &[&Row], shipped: &BTreeMap<(String, String), PathBuf>, widths: (usize, usize, usize), say: Say) -> Vec<Done> {
+/// One batch: every container upgraded at the same time, its steps shown live and a result line
+/// as it ends; then each one upgraded must still run the new version.
+fn run_batch(docs: &Documents, hosts: &[(Transport, Option<String>)], rows: &[&Row], shipped: &BTreeMap<(String, String), PathBuf>, widths: (usize, usize, usize), live: bool, say: Say) -> Vec<Done> {
+    let names: Vec<(&str, &str)> = rows.iter().map(|r| (r.id.as_str(), r.host.as_str())).collect();
+    let progress = &Progress::new(say, live, (widths.0, widths.1), &names);
     let mut done: Vec<Done> = std::thread::scope(|s| {
         let handles: Vec<_> = rows
             .iter()
             .map(|row| {
                 s.spawn(move || {
                     let d = match (host_of(hosts, &row.host), shipped.get(&(row.role.clone(), row.host.clone()))) {
-                        (Ok(t), Some(dir)) => upgrade_one(docs, t, row, dir),
+                        (Ok(t), Some(dir)) => upgrade_one(docs, t, row, dir, progress),
                         _ => not_done(docs, row, "failed", "no shipped bundle for its host"),
                     };
-                    say(&format!("  {}", line(&d, widths)));
+                    progress.ended(&d.id, line(&d, widths));
                     d
                 })
             })
             .collect();
+        progress.tick_until_ended();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
     super::rollback::check_still_upgraded(docs, hosts, &mut done);
@@ -365,7 +375,7 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
         if failed.is_empty() {
             let ids = rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
             say(&format!("batch {n}/{} ({role}{}): {ids}", plan.batches, if canary { ", canary" } else { "" }));
-            let mut done = run_batch(docs, hosts, &rows, &shipped, widths, say);
+            let mut done = run_batch(docs, hosts, &rows, &shipped, widths, steer.live, say);
             failed = done.iter().filter(|d| d.outcome != "upgraded").map(|d| format!("{} ({}: {})", d.id, d.outcome, d.detail)).collect();
             if !failed.is_empty() && rollback_batch {
                 super::rollback::roll_back_batch(docs, hosts, &rows, &mut done, say);

@@ -136,11 +136,60 @@ impl Transport {
         }
     }
 
-    /// `molt --root ROOT ARGS...` on the host, output collected.
-    pub fn molt(&self, args: &[&str]) -> Result<Output, BundleError> {
+    /// `molt --root ROOT ARGS...` as one command line for the host's shell.
+    fn molt_script(&self, args: &[&str]) -> String {
         let mut words = vec![quote(&self.host.molt), "--root".into(), quote(&self.host.root.display().to_string())];
         words.extend(args.iter().map(|a| quote(a)));
-        self.run(&words.join(" "), None)
+        words.join(" ")
+    }
+
+    /// `molt --root ROOT ARGS...` on the host, output collected.
+    pub fn molt(&self, args: &[&str]) -> Result<Output, BundleError> {
+        self.run(&self.molt_script(args), None)
+    }
+
+    /// `molt` as [`Transport::molt`], each line of its stderr handed to `on_line` as it arrives
+    /// (a live display of `--format json`'s step events); stdout and stderr collected as well.
+    pub fn molt_lines(&self, args: &[&str], on_line: &(dyn Fn(&str) + Sync)) -> Result<Output, BundleError> {
+        use std::io::{BufRead, Read};
+        let mut c = self.shell(&self.molt_script(args));
+        let mut child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| self.cannot_run(e))?;
+        let (mut out, err) = (child.stdout.take(), child.stderr.take());
+        // stdout read beside stderr: a report larger than a pipe must not block the stream.
+        let (stdout, stderr) = std::thread::scope(|s| {
+            let reader = s.spawn(move || {
+                let mut buf = vec![];
+                if let Some(o) = out.as_mut() {
+                    let _ = o.read_to_end(&mut buf);
+                }
+                buf
+            });
+            let mut all = vec![];
+            if let Some(e) = err {
+                let mut lines = std::io::BufReader::new(e);
+                let mut line = vec![];
+                while lines.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                    on_line(String::from_utf8_lossy(&line).trim_end());
+                    all.append(&mut line);
+                }
+            }
+            (reader.join().unwrap_or_default(), all)
+        });
+        let status = child.wait().map_err(|e| self.cannot_run(e))?;
+        self.checked(Output { status, stdout, stderr })
+    }
+
+    fn cannot_run(&self, e: std::io::Error) -> BundleError {
+        self.err(format!("cannot run {}: {e}", if self.ssh.is_empty() { "sh" } else { "ssh" }))
+    }
+
+    /// ssh's own failure (exit 255) is an error of the transport, not of the command.
+    fn checked(&self, out: Output) -> Result<Output, BundleError> {
+        if !self.ssh.is_empty() && out.status.code() == Some(255) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(self.err(format!("ssh: {}", err.lines().last().unwrap_or("connection failed").trim())));
+        }
+        Ok(out)
     }
 
     /// Run a script, feeding `input` (a file) on stdin; ssh's own failure (exit 255) is an error.
@@ -150,12 +199,8 @@ impl Transport {
             Some(p) => c.stdin(std::fs::File::open(p).map_err(|e| self.err(format!("{}: {e}", p.display())))?),
             None => c.stdin(Stdio::null()),
         };
-        let out = c.output().map_err(|e| self.err(format!("cannot run {}: {e}", if self.ssh.is_empty() { "sh" } else { "ssh" })))?;
-        if !self.ssh.is_empty() && out.status.code() == Some(255) {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(self.err(format!("ssh: {}", err.lines().last().unwrap_or("connection failed").trim())));
-        }
-        Ok(out)
+        let out = c.output().map_err(|e| self.cannot_run(e))?;
+        self.checked(out)
     }
 
     /// Ship a bundle directory; returns its directory on the host. Sent only when the host has

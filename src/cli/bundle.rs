@@ -196,7 +196,7 @@ pub fn run(cmd: Cmd) -> CmdResult {
             }
             let quiet = |_: &str| {};
             let progress: rollout::Say = if a.format == "table" { &say } else { &quiet };
-            let steer = rollout::Steer { control: &ctl, auto_promote: a.auto_promote };
+            let steer = rollout::Steer { control: &ctl, auto_promote: a.auto_promote, live: a.format == "table" && std::io::stdout().is_terminal() };
             let summary = rollout::run(&docs, &p, &hosts, &session, &steer, progress)?;
             let text = if a.format == "json" { serde_json::to_string_pretty(&summary)? + "\n" } else { rollout::summary_table(&summary) };
             std::io::stdout().write_all(text.as_bytes())?;
