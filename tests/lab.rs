@@ -259,7 +259,7 @@ fn iscsi_absent_lun_is_a_clear_error_and_leaves_nothing() {
 /// on its own NFS directory) and the operator's own host (on the iSCSI LUN, which only the root
 /// namespace can log in to); one rollout, and each container is on its own volume after it.
 #[test]
-#[ignore = "VM lab only (scripts/lab-suite runs it): this host kernel has no NFS client and no iSCSI initiator"]
+#[ignore = "VM lab only, run by hand (scripts/lab-suite skips it: 310-712 s under emulation): this host kernel has no NFS client and no iSCSI initiator"]
 fn bundle_rollout_keeps_each_containers_own_nfs_or_iscsi_volume() {
     require_lab!();
     let hosts = vec![
