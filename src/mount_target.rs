@@ -300,6 +300,27 @@ mod tests {
     }
 
     #[test]
+    fn a_protected_path_under_a_swapped_proc_is_refused_not_skipped() {
+        let (base, root) = scratch("protected");
+        fs::create_dir_all(root.join("proc")).unwrap();
+        fs::create_dir_all(root.join("real/sub")).unwrap();
+        fs::write(root.join("etc"), "").unwrap();
+        symlink("real", root.join("sys")).unwrap();
+        let r = RootDir::open(&root).unwrap();
+        let proc_fs = Some(("proc", libc::PROC_SUPER_MAGIC as i64));
+        // A plain directory where proc was mounted: absent paths are not taken for absent.
+        let e = open_protected(&r, Path::new("/proc/acpi"), proc_fs).err().expect("refused");
+        assert!(e.contains("/proc (for /proc/acpi) is no longer the proc mount"), "{e}");
+        let e = open_protected(&r, Path::new("/sys/firmware"), Some(("sysfs", libc::SYSFS_MAGIC as i64))).err().expect("refused");
+        assert!(e.contains("/sys became a symlink"), "{e}");
+        // Elsewhere, links are followed inside the root and an absent path is nothing to protect.
+        assert!(open_protected(&r, Path::new("/sys/sub"), None).unwrap().is_some());
+        assert!(open_protected(&r, Path::new("/absent"), None).unwrap().is_none());
+        assert!(open_protected(&r, Path::new("/etc"), None).unwrap().is_some());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
     fn a_link_on_the_way_to_proc_is_refused_naming_it() {
         let (base, root) = scratch("link");
         fs::create_dir_all(root.join("real")).unwrap();
