@@ -21,6 +21,10 @@ const ROUNDS: usize = 30;
 /// rebuild), about a second here.
 const UPGRADE_ROUNDS: usize = 12;
 
+/// Then upgrades to a version that exits at once and fails its health gate: each rolls back,
+/// rebuilding the old version and attaching the volume to it through the race.
+const FAILING_ROUNDS: usize = 4;
+
 /// A directory `<rootfs>/race/a` and, beside it, `<rootfs>/race/b`, a symlink to a host directory
 /// outside the rootfs. A thread swaps the two names (renameat2 RENAME_EXCHANGE) in a loop, as the
 /// runc PoC does, while molt creates containers whose mount destinations go through /race/a.
@@ -317,11 +321,12 @@ fn mounts_of(pid: i64) -> Vec<Mounted> {
 /// Here each new version declares the volume at /race/a/rN/data while a host thread swaps
 /// /race/a with a link to a host directory, for the whole of each upgrade: create-new (which makes
 /// the target), the hand-over, and when it fails the rollback, which rebuilds the old version and
-/// attaches the volume to it through the same race. Nothing may be made or mounted in the host
-/// directory, and every upgrade ends with one running container that has the volume at its
-/// destination (the version it upgraded to, or the one it rolled back to, by `--resume` when the
-/// rollback itself met the race). The root is writable: a target made at one place and walked to
-/// at another is then made again, and most upgrades complete under the race.
+/// attaches the volume to it through the same race (the last rounds fail their gate on purpose).
+/// Nothing may be made or mounted in the host directory, and every upgrade ends with one running
+/// container that has the volume at its destination (the version it upgraded to, or the one it
+/// rolled back to, by `--resume` when the rollback itself met the race). The root is writable: a
+/// target made at one place and walked to at another is then made again, and most upgrades
+/// complete under the race.
 #[test]
 fn an_upgrades_volume_attach_raced_with_a_symlink_never_lands_outside() {
     require_root!();
@@ -330,8 +335,8 @@ fn an_upgrades_volume_attach_raced_with_a_symlink_never_lands_outside() {
     let volume = common::app::loop_volume(&common::app::make_volume(&img_dir));
     let root = Root::new();
     let id = unique("race-upg");
-    let version = |v: &str, dest: &str| {
-        let mut b = Bundle::new(&["sleep", "1000"]);
+    let version = |v: &str, dest: &str, args: &[&str]| {
+        let mut b = Bundle::new(args);
         b.config["root"] = serde_json::json!({"path": race.copy.dir, "readonly": false});
         b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": v});
         let mut m = volume.clone();
@@ -340,21 +345,24 @@ fn an_upgrades_volume_attach_raced_with_a_symlink_never_lands_outside() {
         b
     };
     // Every version's bundle stays: a rollback rebuilds the old version from its own.
-    let mut bundles = vec![version("1.0.0", "/data")];
+    let mut bundles = vec![version("1.0.0", "/data", &["sleep", "1000"])];
     root.ok(&["run", "--detach", "--bundle", &bundles[0].write(), &id]);
     let mut at = "/data".to_string();
     let (mut upgraded, mut rolled_back) = (0, 0);
     let mut first_failure = String::new();
-    for round in 0..UPGRADE_ROUNDS {
+    for round in 0..UPGRADE_ROUNDS + FAILING_ROUNDS {
         let dest = format!("/race/a/r{round}/data");
-        bundles.push(version(&format!("1.0.{}", round + 1), &dest));
+        let failing = round >= UPGRADE_ROUNDS;
+        let args: &[&str] = if failing { &["sh", "-c", "exit 3"] } else { &["sleep", "1000"] };
+        bundles.push(version(&format!("1.0.{}", round + 1), &dest, args));
         let dir = bundles.last().unwrap().write();
-        let out = root.molt(&["upgrade", &id, "--bundle", &dir, "--stop-signal", "SIGKILL"]);
+        let out = root.molt(&["upgrade", &id, "--bundle", &dir, "--stop-signal", "SIGKILL", "--health", "running:500ms"]);
         let err = stderr_of(&out);
         let leaked: Vec<PathBuf> = std::fs::read_dir(&*race.outside).unwrap().flatten().map(|e| e.path()).collect();
         assert!(leaked.is_empty(), "round {round}: molt made {leaked:?} outside the rootfs ({err})");
         assert!(host_mounts_with(&race.outside.display().to_string()).is_empty(), "round {round}: a host mount on the outside directory");
         assert!(!err.contains("panicked"), "round {round}: {err}");
+        assert!(!(failing && out.status.success()), "round {round}: a version that exits at once passed its gate: {err}");
         if out.status.success() {
             upgraded += 1;
             at = format!("/r{round}/data");
@@ -387,6 +395,7 @@ fn an_upgrades_volume_attach_raced_with_a_symlink_never_lands_outside() {
     assert!(host_mounts_with(&race.copy.dir.display().to_string()).is_empty(), "mounts of the rootfs left on the host");
     eprintln!("upgrade: {upgraded} upgraded, {rolled_back} rolled back, {} swaps; first failure: {first_failure}", race.swapper.swaps());
     assert!(upgraded > 0, "every upgrade failed; the first: {first_failure}");
+    assert!(rolled_back >= FAILING_ROUNDS, "{rolled_back} rollbacks");
 }
 
 /// `process.terminal`: /dev/console is bound to the pty as any other mount target, through fds
