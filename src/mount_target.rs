@@ -307,11 +307,11 @@ mod tests {
         fs::write(root.join("etc"), "").unwrap();
         symlink("real", root.join("sys")).unwrap();
         let r = RootDir::open(&root).unwrap();
-        let proc_fs = Some(("proc", libc::PROC_SUPER_MAGIC as i64));
+        let proc_fs = Some(("proc", libc::PROC_SUPER_MAGIC));
         // A plain directory where proc was mounted: absent paths are not taken for absent.
-        let e = open_protected(&r, Path::new("/proc/acpi"), proc_fs).err().expect("refused");
+        let e = open_protected(&r, Path::new("/proc/acpi"), proc_fs).expect_err("refused");
         assert!(e.contains("/proc (for /proc/acpi) is no longer the proc mount"), "{e}");
-        let e = open_protected(&r, Path::new("/sys/firmware"), Some(("sysfs", libc::SYSFS_MAGIC as i64))).err().expect("refused");
+        let e = open_protected(&r, Path::new("/sys/firmware"), Some(("sysfs", libc::SYSFS_MAGIC))).expect_err("refused");
         assert!(e.contains("/sys became a symlink"), "{e}");
         // Elsewhere, links are followed inside the root and an absent path is nothing to protect.
         assert!(open_protected(&r, Path::new("/sys/sub"), None).unwrap().is_some());

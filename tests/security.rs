@@ -684,7 +684,8 @@ fn each_seccomp_action_operator_and_flag_molt_lists_as_runc() {
     let errs = |deny: &[u32]| out_of(deny, "Operation not permitted");
     let killed = "3 0 \n5 159 \n7 0 \n".to_string();
     // (case, rules, flags, output before the speculation line, records since the last count)
-    let cases: Vec<(&str, serde_json::Value, Vec<&str>, String, Option<usize>)> = vec![
+    type Case<'a> = (&'a str, serde_json::Value, Vec<&'a str>, String, Option<usize>);
+    let cases: Vec<Case> = vec![
         ("TRAP", on_5("SCMP_ACT_TRAP"), vec![], killed.clone(), None),
         // No tracer: the call fails with ENOSYS.
         ("TRACE", on_5("SCMP_ACT_TRACE"), vec![], out_of(&[5], "Function not implemented"), None),
