@@ -264,11 +264,15 @@ fn iscsi_absent_lun_is_a_clear_error_and_leaves_nothing() {
 #[ignore = "VM lab only (scripts/lab-suite runs it): this host kernel has no NFS client and no iSCSI initiator"]
 fn bundle_rollout_over_ssh_keeps_the_data_of_nfs_and_iscsi_volumes() {
     require_lab!();
+    // Where the lab's time goes, on stderr (seen with --nocapture, or on a failure).
+    let t0 = std::time::Instant::now();
+    let phase = |what: &str| eprintln!("lab-bundle: {what} at {:.1} s", t0.elapsed().as_secs_f64());
     let hosts = vec![("h1".to_string(), app1(), lab_var("MOLT_LAB_APP_IP")), ("h2".to_string(), guest_host(), "127.0.0.1".to_string())];
     let mut lab = Lab::on(guest_host(), hosts);
     // ssh's handshake under emulation on a loaded machine took longer than the default 5 s
     // (a host "timed out" while the other connected, 2026-12-02).
     lab.connect_timeout = Some("60s");
+    phase("two sshd listening");
     let sub = lab.id("db-1");
     let dir = PathBuf::from(lab_var("MOLT_LAB_NFS_EXPORT_DIR")).join(&sub);
     std::fs::create_dir_all(&dir).unwrap();
@@ -276,7 +280,9 @@ fn bundle_rollout_over_ssh_keeps_the_data_of_nfs_and_iscsi_volumes() {
     nfs["source"] = serde_json::json!(format!("{}/{sub}", lab_var("MOLT_LAB_NFS_SOURCE")));
     // Each writes its id to /data/who in its 1.0.0 version (Lab::start_on).
     lab.start_on("db-1", "db", "h1", "1.0.0", nfs);
+    phase("db-1 runs on NFS");
     lab.start_on("db-2", "db", "h2", "1.0.0", iscsi_volume());
+    phase("db-2 runs on iSCSI");
     let manifest = lab.manifest(&["db"]).display().to_string();
     let db = sleep_bundle("1.1.0", &["sleep", "3600"]);
     let doc = serde_json::json!({"version": "1.1.0", "roles": {"db": {"bundle": db.dir}}, "order": ["db"], "batch_size": 2, "stop_signal": "SIGKILL"});
@@ -284,6 +290,7 @@ fn bundle_rollout_over_ssh_keeps_the_data_of_nfs_and_iscsi_volumes() {
     let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes"]);
     let text = stdout_of(&out);
     println!("{text}");
+    phase("rollout done");
     assert!(out.status.success(), "{text}\n{}\n{}", stderr_of(&out), lab.sshd_logs());
     for short in ["db-1", "db-2"] {
         assert_eq!(lab.version(short), "running 1.1.0", "{short}\n{text}");
@@ -291,7 +298,9 @@ fn bundle_rollout_over_ssh_keeps_the_data_of_nfs_and_iscsi_volumes() {
     }
     // Seen from the storage host, too: the export's directory holds db-1's file.
     assert_eq!(std::fs::read_to_string(dir.join("who")).unwrap_or_default().trim(), lab.id("db-1"));
+    phase("checked");
     drop(lab);
     let _ = std::fs::remove_dir_all(dir);
+    phase("cleaned up");
     assert!(no_molt_mounts_of("nfs"), "NFS attachments are gone with their containers");
 }
