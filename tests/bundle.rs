@@ -519,6 +519,50 @@ fn a_failed_health_gate_stops_the_rollout_before_the_next_batch() {
     assert!(h.contains("\"completed\":false") && h.contains("rolled-back"), "{h}");
 }
 
+/// status's HEALTH: each running container's role's health gate from the upgrade document, run
+/// now on its host (h1 over ssh, the operator's own); a failing check and a container that does
+/// not run show unhealthy; without the document there is no check to run.
+#[test]
+fn status_runs_each_roles_health_check_on_its_host_and_a_failing_one_is_unhealthy() {
+    require_root!();
+    let mut lab = Lab::new(1, 0);
+    lab.start_with_volume("db-1", "db", "h1", "1.0.0"); //  exec: its volume holds `who`: healthy
+    lab.start("db-2", "db", "local", "1.0.0", true); //     exec: no volume, no `who`: unhealthy
+    lab.start("app-1", "app", "h1", "1.0.0", true); //      tcp:9, nothing listens: unhealthy
+    lab.start("app-2", "app", "local", "1.0.0", false); //  created, not running: unhealthy
+    lab.start("proxy-1", "proxy", "local", "1.0.0", true); // the document's running:1s: healthy
+    let manifest = lab.manifest(&["db", "app", "proxy"]).display().to_string();
+    let b = sleep_bundle(V, &["sleep", "3600"]);
+    let doc = serde_json::json!({
+        "version": V,
+        "roles": {"db": {"bundle": b.dir, "health": "exec:test -s /data/who"}, "app": {"bundle": b.dir, "health": "tcp:9"}, "proxy": {"bundle": b.dir}},
+        "order": ["db", "app", "proxy"], "health": "running:1s"
+    });
+    let upgrade = lab.upgrade_doc("upgrade.json", doc).display().to_string();
+    let out = lab.bundle(&["status", &manifest, &upgrade, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let st = |short: &str| rows.as_array().and_then(|r| r.iter().find(|r| r["id"] == lab.id(short)).cloned()).unwrap_or_else(|| panic!("no {short} in {rows}"));
+    let health = |short: &str| (st(short)["health"].as_str().unwrap_or("?").to_string(), st(short)["health_detail"].as_str().unwrap_or("?").to_string());
+    for (short, want, why) in [
+        ("db-1", "healthy", "exec:test -s /data/who: `test -s /data/who` exited 0"),
+        ("db-2", "unhealthy", "exec:test -s /data/who: "),
+        ("app-1", "unhealthy", "tcp:9: connect to port 9"),
+        ("app-2", "unhealthy", "created, not running"),
+        ("proxy-1", "healthy", "running:1s: running"),
+    ] {
+        let (h, detail) = health(short);
+        assert!(h == want && detail.starts_with(why), "{short}: {h}: {detail}\n{rows}");
+    }
+    let table = stdout_of(&lab.bundle(&["status", &manifest, &upgrade]));
+    assert!(table.contains("HEALTH") && table.contains(&format!("{}: unhealthy: tcp:9: connect to port 9", lab.id("app-1"))), "{table}");
+    // Without the document: the state alone, no check run.
+    let out = lab.bundle(&["status", &manifest, "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let of = |short: &str| rows.as_array().and_then(|r| r.iter().find(|r| r["id"] == lab.id(short))).map(|r| r["health"].clone());
+    assert_eq!((of("db-1"), of("db-2"), of("app-2")), (Some("running".into()), Some("running".into()), Some("unhealthy".into())), "{rows}");
+}
+
 fn bad(manifest: &str, upgrade: &str) -> String {
     let dir = TempDir::new("molt-bundle-bad");
     let b = sleep_bundle(V, &["sleep", "1"]);

@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod doc;
+pub mod health;
 pub mod history;
 pub mod plan;
 pub mod progress;
@@ -13,7 +14,7 @@ pub mod transport;
 
 use std::path::PathBuf;
 
-use doc::Manifest;
+use doc::{Manifest, UpgradeDoc};
 use plan::Observed;
 use transport::{Session, Transport};
 
@@ -106,12 +107,19 @@ fn observe_host(t: &Transport, ids: &[&str]) -> Vec<Observed> {
 /// Every container of the manifest as its host sees it now, in manifest order; hosts are asked
 /// in parallel, each once.
 pub fn observe(manifest: &Manifest, hosts: &[(Transport, Option<String>)]) -> Vec<Observed> {
+    let ids: Vec<(&str, &str)> = manifest.containers.iter().map(|c| (c.id.as_str(), c.host.as_str())).collect();
+    observe_ids(hosts, &ids)
+}
+
+/// The containers `ids` (id, host) as their hosts see them now, in that order; each host with one
+/// of them asked once, all in parallel.
+pub fn observe_ids(hosts: &[(Transport, Option<String>)], ids: &[(&str, &str)]) -> Vec<Observed> {
     let per_host: Vec<Vec<(usize, Observed)>> = std::thread::scope(|s| {
         let handles: Vec<_> = hosts
             .iter()
             .map(|(t, down)| {
                 s.spawn(move || {
-                    let mine: Vec<(usize, &str)> = manifest.containers.iter().enumerate().filter(|(_, c)| c.host == t.name).map(|(i, c)| (i, c.id.as_str())).collect();
+                    let mine: Vec<(usize, &str)> = ids.iter().enumerate().filter(|(_, (_, h))| *h == t.name).map(|(i, (id, _))| (i, *id)).collect();
                     let found = match down {
                         Some(reason) => mine.iter().map(|_| Observed::Unreachable { reason: reason.clone() }).collect(),
                         None if mine.is_empty() => vec![],
@@ -123,7 +131,8 @@ pub fn observe(manifest: &Manifest, hosts: &[(Transport, Option<String>)]) -> Ve
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
     });
-    let mut all = vec![Observed::NotFound; manifest.containers.len()];
+    // A host the manifest does not name answers for none of its containers.
+    let mut all = vec![Observed::Unreachable { reason: "its host is not in the manifest".into() }; ids.len()];
     for (i, o) in per_host.into_iter().flatten() {
         all[i] = o;
     }
@@ -139,39 +148,55 @@ pub struct StatusRow {
     /// running, created, paused, stopped, not found, or unreachable.
     pub status: String,
     pub version: Option<String>,
+    /// healthy, unhealthy, running (no check named) or unknown: see [`health::health_of`].
+    pub health: String,
+    /// What the check found, or why there is none.
+    pub health_detail: String,
     /// From the hosts' history: when, from which version to which, and the outcome.
     pub last_upgrade: Option<String>,
     /// Why a container could not be asked.
     pub detail: Option<String>,
 }
 
-/// Every container's status, version and last recorded upgrade; warnings for hosts whose
-/// history could not be read.
-pub fn status(manifest: &Manifest, hosts: &[(Transport, Option<String>)]) -> (Vec<StatusRow>, Vec<String>) {
+/// Every container's status, health, version and last recorded upgrade; warnings for hosts whose
+/// history could not be read. With `upgrade`, each running container's role's health check is
+/// run now on its host.
+pub fn status(manifest: &Manifest, hosts: &[(Transport, Option<String>)], upgrade: Option<&UpgradeDoc>) -> (Vec<StatusRow>, Vec<String>) {
     let observed = observe(manifest, hosts);
+    let probed = health::probe_all(manifest, hosts, &observed, upgrade);
     let (records, warnings) = history::read(manifest, hosts);
     let last = history::last_per_container(&records);
     let rows = manifest
         .containers
         .iter()
         .zip(observed)
-        .map(|(c, o)| {
+        .zip(probed)
+        .map(|((c, o), p)| {
+            let (health, health_detail) = health::health_of(&o, health::check_of(upgrade, &c.role), p.as_ref());
             let (status, version, detail) = match o {
                 Observed::Found { status, version, .. } => (status, version, None),
                 Observed::NotFound => ("not found".into(), None, None),
                 Observed::Unreachable { reason } => ("unreachable".into(), None, Some(reason)),
             };
-            StatusRow { id: c.id.clone(), role: c.role.clone(), host: c.host.clone(), status, version, last_upgrade: last.get(&c.id).cloned(), detail }
+            StatusRow { id: c.id.clone(), role: c.role.clone(), host: c.host.clone(), status, version, health: health.into(), health_detail, last_upgrade: last.get(&c.id).cloned(), detail }
         })
         .collect();
     (rows, warnings)
 }
 
+/// The table, then a line per container that is not healthy or not checked, saying why.
 pub fn status_table(rows: &[StatusRow]) -> String {
     let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| vec![r.id.clone(), r.role.clone(), r.host.clone(), r.status.clone(), dash(&r.version), r.last_upgrade.clone().or_else(|| r.detail.clone()).unwrap_or_else(|| "-".into())])
+        .map(|r| vec![r.id.clone(), r.role.clone(), r.host.clone(), r.status.clone(), r.health.clone(), dash(&r.version), r.last_upgrade.clone().or_else(|| r.detail.clone()).unwrap_or_else(|| "-".into())])
         .collect();
-    crate::table::columns(&["CONTAINER", "ROLE", "HOST", "STATUS", "VERSION", "LAST UPGRADE"], &cells)
+    let mut out = crate::table::columns(&["CONTAINER", "ROLE", "HOST", "STATUS", "HEALTH", "VERSION", "LAST UPGRADE"], &cells);
+    for r in rows.iter().filter(|r| r.health != "healthy" && r.health != "running") {
+        out.push_str(&format!("{}: {}: {}\n", r.id, r.health, r.health_detail));
+    }
+    if rows.iter().any(|r| r.health == "running") {
+        out.push_str("running: no health check was run for it (none given: `molt bundle status MANIFEST UPGRADE` runs each role's health gate now)\n");
+    }
+    out
 }

@@ -19,10 +19,45 @@ pub enum Cmd {
     Resume(ControlArgs),
     /// Let a rollout held at a canary go on with the rest of the role
     Promote(PromoteArgs),
-    /// Every container's status, version and last recorded upgrade
-    Status(ViewArgs),
+    /// Every container's status, health, version and last recorded upgrade
+    ///
+    /// HEALTH is healthy (its check passed now), unhealthy (its check failed now, or it is not
+    /// running: stopped, created, paused, not found), running (it runs and no check is named) or
+    /// unknown (its host, or the check, could not be reached). The check is the health gate the
+    /// upgrade document names for the container's role (the role's `health`, else the document's),
+    /// run once now on the container's host: exec:CMD runs CMD in the container, tcp:PORT connects
+    /// to the port in its network namespace, running:DUR only checks that it runs. Without UPGRADE
+    /// no check is run.
+    Status(StatusArgs),
     /// Every rollout of the bundle recorded on its hosts, oldest first
     History(ViewArgs),
+    /// Run health checks of containers on this host now and print the results as JSON (what
+    /// `status` runs on each host)
+    Probe(ProbeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The bundle manifest
+    pub manifest: PathBuf,
+    /// An upgrade document whose health gates are run now (each container's role's)
+    pub upgrade: Option<PathBuf>,
+    /// table or json
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// ID=CHECK, CHECK as `molt upgrade --health`: exec:CMD, tcp:PORT or running:DUR
+    #[arg(required = true)]
+    pub checks: Vec<String>,
+    /// How long one check may take
+    #[arg(long, default_value = "10s")]
+    pub timeout: String,
+    /// Run the one check given here, in this process (what each check of a probe runs as)
+    #[arg(long, hide = true)]
+    pub one: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,7 +198,7 @@ fn print(text: &str) -> CmdResult {
     Ok(0)
 }
 
-pub fn run(cmd: Cmd) -> CmdResult {
+pub fn run(ctx: &super::Ctx, cmd: Cmd) -> CmdResult {
     match cmd {
         Cmd::Plan(a) => {
             let (_, _, _, p) = plan_now(&a.manifest, &a.upgrade, a.parallel, a.canary, &a.format)?;
@@ -216,8 +251,12 @@ pub fn run(cmd: Cmd) -> CmdResult {
             print(&format!("promoted: the canary of role {} on {}; the rollout goes on with the rest of the role\n", g.role, g.version))
         }
         Cmd::Status(a) => {
+            let upgrade = match &a.upgrade {
+                Some(u) => Some(Documents::load(&a.manifest, u)?.upgrade),
+                None => None,
+            };
             let (m, _session, hosts) = view(&a.manifest, &a.format)?;
-            let (rows, warnings) = bundle::status(&m, &hosts);
+            let (rows, warnings) = bundle::status(&m, &hosts, upgrade.as_ref());
             warn_all(&warnings);
             print(&if a.format == "json" { serde_json::to_string_pretty(&rows)? + "\n" } else { bundle::status_table(&rows) })
         }
@@ -226,6 +265,17 @@ pub fn run(cmd: Cmd) -> CmdResult {
             let (records, warnings) = bundle::history::read(&m, &hosts);
             warn_all(&warnings);
             print(&if a.format == "json" { serde_json::to_string_pretty(&records)? + "\n" } else { bundle::history::table(&records) })
+        }
+        Cmd::Probe(a) => {
+            let checks = a.checks.iter().map(|c| bundle::health::parse_check(c)).collect::<Result<Vec<_>, _>>()?;
+            let timeout = crate::upgrade::parse_duration(&a.timeout).map_err(|e| format!("--timeout: {e}"))?;
+            if !a.one {
+                return print(&(serde_json::to_string(&bundle::health::probe_here(&ctx.root, &a.checks, timeout))? + "\n"));
+            }
+            let [(id, check)] = <[_; 1]>::try_from(checks).map_err(|_| "--one: give exactly one ID=CHECK")?;
+            // An exec check clones a process into the container (CVE-2019-5736, as `molt exec`).
+            crate::container::sealed_exe::reexec_sealed()?;
+            print(&(serde_json::to_string(&bundle::health::probe_one(&ctx.root, id, &check))? + "\n"))
         }
     }
 }

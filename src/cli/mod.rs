@@ -279,7 +279,7 @@ pub fn main() -> i32 {
         Command::Upgrade(a) => upgrade::run(&ctx, a),
         Command::Volume(c) => volume::run(&ctx, c),
         Command::Image(c) => image::run(&ctx, c),
-        Command::Bundle(c) => bundle::run(c),
+        Command::Bundle(c) => bundle::run(&ctx, c),
         Command::Completion(a) => docs::completion(a),
         Command::Man(a) => docs::man(a),
     };

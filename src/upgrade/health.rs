@@ -95,6 +95,22 @@ pub(super) fn health_gate(r: &mut Run) -> Result<String, String> {
     Ok(note)
 }
 
+/// One attempt of the check `h` against a container as it runs now (what `molt bundle status`
+/// reports on each host): Ok with what passed, Err with why not. The gate's own timing (its
+/// retries, running:DUR's wait) is not repeated: running:DUR holds now when the container runs.
+pub fn check_now(c: &Container, h: &Health) -> Result<String, String> {
+    let status = c.status();
+    if status != Status::Running {
+        return Err(format!("the container is {status}"));
+    }
+    match h {
+        Health::None => Ok("running; no check".into()),
+        Health::Running(_) => Ok("running".into()),
+        Health::Tcp(port) => handover::tcp_probe(c.state.pid, *port).and_then(|()| app_accepts(c, *port, Instant::now() + Duration::from_secs(1))),
+        Health::Exec(args) => exec_probe(c, args).map(|()| format!("`{}` exited 0", args.join(" "))),
+    }
+}
+
 /// With a socket molt holds, the kernel completes every handshake whether or not the application
 /// runs: the gate also waits for the application to take the connections from the accept queue.
 fn app_accepts(new: &Container, port: u16, deadline: Instant) -> Result<String, String> {

@@ -32,7 +32,7 @@ use crate::container::{Container, Status};
 use eligibility::Decision;
 use journal::Record;
 
-pub use health::{parse_duration, seconds, Health};
+pub use health::{check_now, parse_duration, seconds, Health};
 pub use interrupt::{catch_interrupts, interrupted_by, signal_name};
 pub use recovery::{abandon, interrupted, interrupted_ids, interrupted_note, resume, settle, Settle, INTERRUPTED_ANNOTATION};
 pub use steps::{stop_container, StepDef, STEPS};

@@ -458,13 +458,16 @@ pub fn bench_scaling() {
     let n: usize = env("MOLT_BENCH_CONTAINERS", "30").parse().expect("MOLT_BENCH_CONTAINERS");
     let pars: Vec<usize> = env("MOLT_BENCH_PARALLEL", "1,3,10").split(',').map(|p| p.trim().parse().expect("MOLT_BENCH_PARALLEL")).collect();
     let rounds: usize = env("MOLT_BENCH_ROUNDS", "2").parse().expect("MOLT_BENCH_ROUNDS");
+    // Declared before the lab: dropped after it, once its containers and sshd are gone.
+    let cpu = CpuAccount::new();
     let mut lab = Lab::new(2, 0);
     let hosts = ["h1", "h2", "local"];
     for i in 0..n {
         lab.start(&format!("c{i}"), "app", hosts[i % 3], "1.0.0", true);
     }
     let manifest = lab.manifest(&["app"]).display().to_string();
-    let mut times: Vec<(usize, f64)> = vec![];
+    // Per rollout: --parallel, wall s, CPU user s, CPU sys s, median ms of one container's upgrade.
+    let mut times: Vec<(usize, f64, f64, f64, f64)> = vec![];
     let mut bundles = vec![];
     let mut minor = 0;
     for round in 0..rounds {
@@ -476,28 +479,41 @@ pub fn bench_scaling() {
             let doc = serde_json::json!({"version": v, "roles": {"app": {"bundle": b.dir}}, "order": ["app"], "batch_size": p, "stop_signal": "SIGKILL"});
             let upgrade = lab.upgrade_doc(&format!("u{minor}.json"), doc).display().to_string();
             bundles.push(b);
+            let c0 = cpu.as_ref().map(CpuAccount::used);
             let t0 = std::time::Instant::now();
             let out = lab.bundle(&["upgrade", &manifest, &upgrade, "--yes", "--format", "json"]);
             let secs = t0.elapsed().as_secs_f64();
+            let (user, sys) = match (cpu.as_ref().map(CpuAccount::used), c0) {
+                (Some((u1, s1)), Some((u0, s0))) => (u1 - u0, s1 - s0),
+                _ => (f64::NAN, f64::NAN),
+            };
             assert!(out.status.success(), "rollout to {v} at --parallel {p}: {}\n{}", stdout_of(&out), stderr_of(&out));
             let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
             let up = s["containers"].as_array().map(|c| c.iter().filter(|d| d["outcome"] == "upgraded").count()).unwrap_or(0);
             assert_eq!(up, n, "every container upgraded to {v}: {s}");
-            eprintln!("bench-bundle: round {} --parallel {p}: {n} containers in {secs:.1} s", round + 1);
+            let mut each: Vec<f64> = s["containers"].as_array().map(|c| c.iter().filter_map(|d| d["millis"].as_f64()).collect()).unwrap_or_default();
+            each.sort_by(|a, b| a.total_cmp(b));
+            let each = each.get(each.len() / 2).copied().unwrap_or(f64::NAN);
+            eprintln!("bench-bundle: round {} --parallel {p}: {n} containers in {secs:.1} s, CPU user {user:.1} s sys {sys:.1} s, one upgrade (median) {each:.0} ms", round + 1);
             if std::env::var("MOLT_BENCH_VERBOSE").is_ok() {
                 eprintln!("{s}");
             }
-            times.push((p, secs));
+            times.push((p, secs, user, sys, each));
         }
     }
     let mut md = format!(
         "{n} containers (busybox sleep, one role) over 3 hosts (2 over ssh in network namespaces, 1 local), \
          {rounds} rounds, --parallel order alternating; a rollout's wall time includes ssh, shipping the \
-         role's bundle once per host and every `molt upgrade`.\n\n| --parallel | rollouts | median s | s per container | speed-up vs --parallel {} |\n|---:|---:|---:|---:|---:|\n",
+         role's bundle once per host and every `molt upgrade`. CPU is user and system time of everything \
+         the bench started (the operator's molt and ssh, both sshd with their sessions, every `molt upgrade` \
+         on every host), from a cpuacct cgroup of its own; CPU / wall is how many of the cores it kept busy. \
+         \"One upgrade\" is a container's time as the operator sees it (its `molt upgrade` over ssh).\n\n\
+         | --parallel | rollouts | median s | s per container | speed-up vs --parallel {} | CPU s (user + sys) | CPU / wall | one upgrade ms |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|\n",
         pars[0]
     );
-    let median = |p: usize| {
-        let mut v: Vec<f64> = times.iter().filter(|(q, _)| *q == p).map(|(_, s)| *s).collect();
+    let median = |p: usize, f: fn(&(usize, f64, f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = times.iter().filter(|t| t.0 == p).map(f).collect();
         v.sort_by(|a, b| a.total_cmp(b));
         if v.len() % 2 == 1 {
             v[v.len() / 2]
@@ -505,13 +521,60 @@ pub fn bench_scaling() {
             (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
         }
     };
-    let base = median(pars[0]);
+    let base = median(pars[0], |t| t.1);
     for &p in &pars {
-        let m = median(p);
-        md.push_str(&format!("| {p} | {rounds} | {m:.1} | {:.2} | {:.1}x |\n", m / n as f64, base / m));
+        let (m, user, sys, each) = (median(p, |t| t.1), median(p, |t| t.2), median(p, |t| t.3), median(p, |t| t.4));
+        md.push_str(&format!(
+            "| {p} | {rounds} | {m:.1} | {:.2} | {:.1}x | {:.1} ({user:.1} + {sys:.1}) | {:.2} | {each:.0} |\n",
+            m / n as f64,
+            base / m,
+            user + sys,
+            (user + sys) / m
+        ));
+    }
+    if cpu.is_none() {
+        md.push_str("\nCPU not measured: no cgroup v1 cpuacct hierarchy at /sys/fs/cgroup/cpuacct.\n");
     }
     println!("{md}");
     if let Ok(path) = std::env::var("MOLT_BENCH_OUT") {
         fs::write(&path, &md).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+}
+
+/// A cgroup v1 cpuacct group of the bench's own that this process (so everything it starts
+/// after) is moved into; on drop it moves back and the group is removed. None where the host has
+/// no cpuacct hierarchy (pure cgroup v2).
+pub struct CpuAccount {
+    dir: PathBuf,
+    was: PathBuf,
+}
+
+impl CpuAccount {
+    pub fn new() -> Option<CpuAccount> {
+        let top = Path::new("/sys/fs/cgroup/cpuacct");
+        if !top.join("cpuacct.usage_user").exists() {
+            return None;
+        }
+        let mine = fs::read_to_string("/proc/self/cgroup").ok()?;
+        let rel = mine.lines().find_map(|l| l.split(':').nth(2).filter(|_| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "cpuacct"))))?;
+        let was = top.join(rel.trim_start_matches('/'));
+        let dir = top.join(format!("molt-bundle-bench-{}", std::process::id()));
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).unwrap_or_else(|e| panic!("{}/cgroup.procs: {e}", dir.display()));
+        Some(CpuAccount { dir, was })
+    }
+
+    /// User and system CPU seconds used in the group so far.
+    pub fn used(&self) -> (f64, f64) {
+        let ns = |f: &str| fs::read_to_string(self.dir.join(f)).ok().and_then(|t| t.trim().parse::<f64>().ok()).unwrap_or(f64::NAN) / 1e9;
+        (ns("cpuacct.usage_user"), ns("cpuacct.usage_sys"))
+    }
+}
+
+impl Drop for CpuAccount {
+    fn drop(&mut self) {
+        let _ = fs::write(self.was.join("cgroup.procs"), std::process::id().to_string());
+        // Empty once every process the bench started has exited.
+        wait_until(10, || fs::remove_dir(&self.dir).is_ok());
     }
 }
