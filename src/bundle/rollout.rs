@@ -4,7 +4,7 @@
 //! Nothing here remembers progress: a re-run recomputes the plan from what the hosts run.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,9 @@ fn ship(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)], se
         }
     }
     let archives = &archives;
-    let results: Vec<Result<Vec<((String, String), PathBuf)>, BundleError>> = std::thread::scope(|s| {
+    // Per host: each (host, role) and where its bundle arrived there.
+    type Shipped = Vec<((String, String), PathBuf)>;
+    let results: Vec<Result<Shipped, BundleError>> = std::thread::scope(|s| {
         let handles: Vec<_> = per_host
             .into_iter()
             .map(|(host, roles)| {
@@ -176,7 +178,7 @@ fn hooks(t: &Transport, which: &str, cmds: &[String], row: &Row, version: &str) 
 
 /// One container: pre-upgrade commands, `molt upgrade` on its host (its step events shown as
 /// they come), post-upgrade commands.
-fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &PathBuf, progress: &Progress) -> Done {
+fn upgrade_one(docs: &Documents, t: &Transport, row: &Row, bundle_dir: &Path, progress: &Progress) -> Done {
     let u = &docs.upgrade;
     let role = &u.roles[&row.role];
     let t0 = Instant::now();

@@ -116,7 +116,7 @@ impl Transport {
             .map_err(|e| self.err(format!("cannot run ssh: {e}")))?;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if !st.success() {
-            let why = text.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("ssh failed").trim().to_string();
+            let why = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("ssh failed").trim().to_string();
             return Err(self.err(format!("ssh {}: {why}", self.ssh.last().map(String::as_str).unwrap_or("-"))));
         }
         session.masters.lock().unwrap_or_else(|e| e.into_inner()).push(self.ssh.clone());
