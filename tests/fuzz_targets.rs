@@ -2,7 +2,7 @@
 //! suite: each seed of `fuzz/corpus/TARGET/` as it is, then MOLT_FUZZ_MUTATIONS (default 2 000)
 //! byte-level mutations of the seeds. A panic fails the test and leaves the input under
 //! `target/.../fuzz-failures/` to replay (`scripts/fuzz TARGET --replay FILE`). The
-//! coverage-guided runs are `scripts/fuzz` (cargo fuzz); this is the short run CI makes.
+//! coverage-guided runs are `scripts/fuzz` (cargo fuzz; CI's short one is tests/fuzz_libfuzzer.rs).
 //! Needs no root (the layer target writes under the temporary directory only).
 
 use molt::fuzzing::{mutate, Rng, TARGETS};
