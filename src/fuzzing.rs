@@ -10,8 +10,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+/// A fuzz target: its name and the function that takes one input.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target by name, as `fuzz/fuzz_targets/NAME.rs` and `fuzz/corpus/NAME/` name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("config", config),
     ("process", process),
     ("annotations", annotations),
@@ -34,7 +37,7 @@ fn text(data: &[u8]) -> String {
 /// Splits one input into `n` strings on NUL bytes, so a target with several inputs gets all of
 /// them from one buffer.
 fn fields(data: &[u8], n: usize) -> Vec<String> {
-    let mut out: Vec<String> = data.splitn(n, |b| *b == 0).map(|p| text(p)).collect();
+    let mut out: Vec<String> = data.splitn(n, |b| *b == 0).map(text).collect();
     out.resize(n, String::new());
     out
 }
@@ -194,7 +197,7 @@ pub fn image_layer(data: &[u8]) {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -202,7 +205,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -223,7 +226,7 @@ pub fn mutate(data: &mut Vec<u8>, rng: &mut Rng) {
         }
         1 => {
             let i = at(rng, data.len());
-            data.insert(i, rng.next() as u8);
+            data.insert(i, rng.next_u64() as u8);
         }
         2 if !data.is_empty() => {
             let i = rng.below(data.len());

@@ -3,9 +3,6 @@
 mod common;
 use common::*;
 
-/// A runtime by name and how to run it with arguments (molt, and runc when installed).
-type Runtime<'a> = (&'static str, Box<dyn Fn(&[&str]) -> std::process::Output + 'a>);
-
 #[test]
 fn run_returns_the_container_exit_status_and_cleans_up() {
     require_root!();

@@ -713,7 +713,7 @@ fn each_seccomp_action_operator_and_flag_molt_lists_as_runc() {
         assert!(proven_elsewhere.contains(&name.as_str()) || cases.iter().any(|c| c.0 == short), "molt features lists {name}, which no case proves");
     }
     let runc = RuncRoot::new();
-    let mut runtimes: Vec<(&str, Box<dyn Fn(&[&str]) -> std::process::Output + '_>)> = vec![("molt", Box::new(|a: &[&str]| Root::new().molt(a)))];
+    let mut runtimes: Vec<Runtime<'_>> = vec![("molt", Box::new(|a: &[&str]| Root::new().molt(a)))];
     if let Some(r) = &runc {
         runtimes.push(("runc", Box::new(move |a: &[&str]| r.runc(a))));
     }

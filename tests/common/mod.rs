@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A runtime by name and how to run it with arguments (molt, and runc when installed): the tests
+/// that compare the two run each case through a list of these.
+pub type Runtime<'a> = (&'static str, Box<dyn Fn(&[&str]) -> Output + 'a>);
+
 use serde_json::Value;
 
 /// The molt binary under test: cargo's build, or the copy `MOLT_TEST_BIN` names (the VM lab runs
