@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod image;
 pub mod init;
 pub mod listen;
+pub mod kernel;
 pub mod logging;
 pub mod mount_api;
 pub mod mount_options;
