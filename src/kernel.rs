@@ -163,6 +163,9 @@ pub mod recording {
         n: Cell<usize>,
         /// A call whose line starts with this fails (EPERM).
         pub fail_at: Option<&'static str>,
+        /// A child cloned without namespace flags (a helper, such as the one that clones an init
+        /// from a joined user namespace) is run inline, its pid 4343; any other child never runs.
+        pub run_helpers: bool,
     }
 
     impl Default for Recording {
@@ -176,7 +179,7 @@ pub mod recording {
             static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let scratch = std::env::temp_dir().join(format!("molt-kernel-rec-{}-{k}", std::process::id()));
-            Recording { calls: RefCell::default(), scratch, made: RefCell::default(), n: Cell::new(0), fail_at: None }
+            Recording { calls: RefCell::default(), scratch, made: RefCell::default(), n: Cell::new(0), fail_at: None, run_helpers: false }
         }
     }
 
@@ -257,8 +260,13 @@ pub mod recording {
         fn become_root(&self) -> nix::Result<()> {
             self.note("become-root".into())
         }
-        fn clone_child(&self, flags: CloneFlags, _child: &mut dyn FnMut() -> isize) -> nix::Result<Pid> {
-            self.note(format!("clone {flags:?}")).map(|_| Pid::from_raw(4242))
+        fn clone_child(&self, flags: CloneFlags, child: &mut dyn FnMut() -> isize) -> nix::Result<Pid> {
+            self.note(format!("clone {flags:?}"))?;
+            if flags.is_empty() && self.run_helpers {
+                child();
+                return Ok(Pid::from_raw(4343));
+            }
+            Ok(Pid::from_raw(4242))
         }
         fn run_in<F: FnOnce() -> Result<(), String>>(&self, targets: &[(CloneFlags, PathBuf)], f: F) -> Result<(), String> {
             for (kind, path) in targets {
