@@ -21,6 +21,7 @@ pub mod namespaces;
 pub mod net;
 pub mod procfs;
 pub mod safe_path;
+pub mod seccomp_support;
 pub mod spec;
 pub mod table;
 pub mod upgrade;
