@@ -89,9 +89,18 @@ mod tests {
             own_cgroups: &[],
         };
         let between = Between {
-            before_switch: &mut || Ok(note("hooks")),
-            after_switch: &mut || Ok(note("listen")),
-            names_and_sysctls: &mut || Ok(note("sysctls")),
+            before_switch: &mut || {
+                note("hooks");
+                Ok(())
+            },
+            after_switch: &mut || {
+                note("listen");
+                Ok(())
+            },
+            names_and_sysctls: &mut || {
+                note("sysctls");
+                Ok(())
+            },
         };
         assemble(k, spec, rplan, false, between).unwrap();
     }
