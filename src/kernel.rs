@@ -39,6 +39,8 @@ pub trait Kernel {
 
     /// open_tree(OPEN_TREE_CLONE): a detached copy of the mount at `path`.
     fn open_tree_clone(&self, path: &Path, recursive: bool) -> Result<OwnedFd, String>;
+    /// open_tree(OPEN_TREE_CLONE | AT_EMPTY_PATH): a detached bind of what `fd` is open on.
+    fn open_tree_fd(&self, fd: &OwnedFd, recursive: bool) -> std::io::Result<OwnedFd>;
     /// fsopen/fsconfig/fsmount: a new detached mount of a `fstype` filesystem.
     fn fs_mount(&self, fstype: &str, source: &str, data: &str, sb_flags: &[&str], attrs: u64) -> Result<OwnedFd, String>;
     /// move_mount(2) of the detached `tree` onto the file or directory `target` is open on.
@@ -112,6 +114,10 @@ impl Kernel for Real {
 
     fn open_tree_clone(&self, path: &Path, recursive: bool) -> Result<OwnedFd, String> {
         crate::mount_api::open_tree_clone(path, recursive)
+    }
+
+    fn open_tree_fd(&self, fd: &OwnedFd, recursive: bool) -> std::io::Result<OwnedFd> {
+        if recursive { crate::mount_api::open_tree_clone_fd_recursive(fd) } else { crate::mount_api::open_tree_clone_fd(fd) }
     }
 
     fn fs_mount(&self, fstype: &str, source: &str, data: &str, sb_flags: &[&str], attrs: u64) -> Result<OwnedFd, String> {
@@ -232,12 +238,6 @@ pub mod recording {
             calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no call {prefix:?} in {calls:#?}"))
         }
 
-        /// Index of the last call starting with `prefix`.
-        pub fn last(&self, prefix: &str) -> usize {
-            let calls = self.calls.borrow();
-            calls.iter().rposition(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no call {prefix:?} in {calls:#?}"))
-        }
-
         pub fn has(&self, prefix: &str) -> bool {
             self.calls.borrow().iter().any(|c| c.starts_with(prefix))
         }
@@ -302,6 +302,11 @@ pub mod recording {
         fn open_tree_clone(&self, path: &Path, recursive: bool) -> Result<OwnedFd, String> {
             self.note(format!("open_tree {}{}", path.display(), if recursive { " recursive" } else { "" })).map_err(|e| e.to_string())?;
             self.tree(format!("tree:{}", path.display()))
+        }
+        fn open_tree_fd(&self, fd: &OwnedFd, recursive: bool) -> std::io::Result<OwnedFd> {
+            let at = self.fd(fd);
+            io(self.note(format!("open_tree_fd {at}{}", if recursive { " recursive" } else { "" })))?;
+            self.tree(format!("tree:{at}")).map_err(std::io::Error::other)
         }
         fn fs_mount(&self, fstype: &str, source: &str, data: &str, sb_flags: &[&str], attrs: u64) -> Result<OwnedFd, String> {
             self.note(format!("fsmount {fstype} {source} data {data:?} sb {sb_flags:?} attrs {attrs:#x}")).map_err(|e| e.to_string())?;

@@ -216,7 +216,7 @@ pub fn is_listening_on(fd: RawFd, ep: &Endpoint) -> bool {
 }
 
 /// A handle on another process for taking duplicates of its fds (pidfd_open + pidfd_getfd,
-/// Linux 5.6; needs ptrace rights over it).
+/// Linux 5.6; needs ptrace rights over it) and for waiting for its exit.
 pub struct Pidfd(OwnedFd);
 
 impl Pidfd {
@@ -228,6 +228,14 @@ impl Pidfd {
         }
         // SAFETY: a fresh pidfd owned here.
         Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) }))
+    }
+
+    /// Waits up to `timeout` for the process to exit (the pidfd turns readable then).
+    pub fn wait_exit(&self, timeout: std::time::Duration) {
+        let mut p = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: poll(2) on one pollfd we own; an error or EINTR just ends the wait early.
+        unsafe { libc::poll(&mut p, 1, ms) };
     }
 
     /// A duplicate of the process's `fd` (close-on-exec).

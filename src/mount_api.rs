@@ -28,6 +28,11 @@ pub fn open_tree_clone_fd(fd: &OwnedFd) -> std::io::Result<OwnedFd> {
     open_tree(fd.as_raw_fd(), &std::ffi::CString::default(), libc::AT_EMPTY_PATH as libc::c_uint)
 }
 
+/// The same with every mount under it.
+pub fn open_tree_clone_fd_recursive(fd: &OwnedFd) -> std::io::Result<OwnedFd> {
+    open_tree(fd.as_raw_fd(), &std::ffi::CString::default(), libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE)
+}
+
 fn open_tree(dir: libc::c_int, path: &std::ffi::CStr, flags: libc::c_uint) -> std::io::Result<OwnedFd> {
     let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | flags;
     // SAFETY: open_tree with a NUL-terminated path relative to `dir`; returns a new fd or -1.

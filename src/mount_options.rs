@@ -215,7 +215,7 @@ pub fn superblock_flags(flags: MsFlags) -> Vec<&'static str> {
 
 /// A propagation option's flags as mount_setattr takes them: (the mode, whether recursive).
 pub fn propagation_attr(flag: MsFlags) -> (u64, bool) {
-    ((flag & !MsFlags::MS_REC).bits() as u64, flag.contains(MsFlags::MS_REC))
+    ((flag & !MsFlags::MS_REC).bits(), flag.contains(MsFlags::MS_REC))
 }
 
 #[cfg(test)]
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(mount_attrs(o.flags), (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME_MASK));
         assert_eq!(superblock_flags(o.flags), ["ro", "sync"]);
         assert_eq!(mount_attrs(parse_options(&["nodev".into()]).flags), (MOUNT_ATTR_NODEV, 0));
-        assert_eq!(propagation_attr(propagation_flag("rslave").unwrap()), (MsFlags::MS_SLAVE.bits() as u64, true));
-        assert_eq!(propagation_attr(propagation_flag("shared").unwrap()), (MsFlags::MS_SHARED.bits() as u64, false));
+        assert_eq!(propagation_attr(propagation_flag("rslave").unwrap()), (MsFlags::MS_SLAVE.bits(), true));
+        assert_eq!(propagation_attr(propagation_flag("shared").unwrap()), (MsFlags::MS_SHARED.bits(), false));
     }
 }

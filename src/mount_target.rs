@@ -64,6 +64,7 @@ pub fn fd_path(fd: &OwnedFd) -> PathBuf {
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// openat2(2), retried on the EAGAIN it returns when a rename races a RESOLVE_IN_ROOT walk.
@@ -130,6 +131,45 @@ pub fn open_target(root: &RootDir, dest: &Path, make: Make, links: Links) -> Res
     }
     let mode_before = (!created).then(|| nix::sys::stat::fstat(fd.as_raw_fd()).map(|st| st.st_mode & 0o7777).ok()).flatten();
     Ok(Target { fd, shown, mode_before })
+}
+
+/// A masked or read-only path (`linux.maskedPaths`, `linux.readonlyPaths`) opened O_PATH inside
+/// the root, links followed inside it; None when it does not exist. `kernel_fs` names the
+/// filesystem molt mounted on the path's first directory (proc on /proc, sysfs on /sys) with its
+/// statfs magic: that directory is then opened without following a link and must still be that
+/// filesystem, and the rest is resolved beneath it. By name, a /proc the rootfs's owner swapped
+/// meanwhile (for a link, or for another directory) would hold none of the paths, each would be
+/// skipped as absent, and the real one would reach the container unprotected.
+pub fn open_protected(root: &RootDir, path: &Path, kernel_fs: Option<(&str, i64)>) -> Result<Option<OwnedFd>, String> {
+    let absent = |r: std::io::Result<OwnedFd>| match r {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let rel = lexical(path);
+    let Some((typ, magic)) = kernel_fs else {
+        return absent(openat2(root.fd.as_raw_fd(), &rel, libc::O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)).map_err(|e| format!("open {}: {e}", path.display()));
+    };
+    let mut parts = rel.components();
+    let top = Path::new("/").join(parts.next().map(|c| c.as_os_str()).unwrap_or_default());
+    let dir = openat2(root.fd.as_raw_fd(), &top, libc::O_PATH | libc::O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!("{} became a symlink after the {typ} mount was made there; {} is not left unprotected", top.display(), path.display()),
+            _ => format!("{} (for {}): {e}; it must be the {typ} mount made there", top.display(), path.display()),
+        })?;
+    // SAFETY: fstatfs on an fd we hold into a zeroed statfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut st) } != 0 {
+        return Err(format!("statfs {}: {}", top.display(), std::io::Error::last_os_error()));
+    }
+    if st.f_type as i64 != magic {
+        return Err(format!("{} (for {}) is no longer the {typ} mount made there (filesystem {:#x}): it was swapped while the container was set up", top.display(), path.display(), st.f_type));
+    }
+    let rest = parts.as_path();
+    if rest.as_os_str().is_empty() {
+        return Ok(Some(dir));
+    }
+    absent(openat2(dir.as_raw_fd(), rest, libc::O_PATH, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)).map_err(|e| format!("open {}: {e}", path.display()))
 }
 
 /// `/a/../b/.` as `a/b` would be read with no links: `..` drops the component before it.
@@ -262,6 +302,27 @@ mod tests {
         assert_eq!(fs::read_link(fd_path(&t.fd)).unwrap(), root.join("etc/file"));
         assert!(root.join("etc/file").is_file());
         assert_eq!(fs::read_dir(base.join("outside")).unwrap().count(), 0, "made outside the root");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_protected_path_under_a_swapped_proc_is_refused_not_skipped() {
+        let (base, root) = scratch("protected");
+        fs::create_dir_all(root.join("proc")).unwrap();
+        fs::create_dir_all(root.join("real/sub")).unwrap();
+        fs::write(root.join("etc"), "").unwrap();
+        symlink("real", root.join("sys")).unwrap();
+        let r = RootDir::open(&root).unwrap();
+        let proc_fs = Some(("proc", libc::PROC_SUPER_MAGIC));
+        // A plain directory where proc was mounted: absent paths are not taken for absent.
+        let e = open_protected(&r, Path::new("/proc/acpi"), proc_fs).expect_err("refused");
+        assert!(e.contains("/proc (for /proc/acpi) is no longer the proc mount"), "{e}");
+        let e = open_protected(&r, Path::new("/sys/firmware"), Some(("sysfs", libc::SYSFS_MAGIC))).expect_err("refused");
+        assert!(e.contains("/sys became a symlink"), "{e}");
+        // Elsewhere, links are followed inside the root and an absent path is nothing to protect.
+        assert!(open_protected(&r, Path::new("/sys/sub"), None).unwrap().is_some());
+        assert!(open_protected(&r, Path::new("/absent"), None).unwrap().is_none());
+        assert!(open_protected(&r, Path::new("/etc"), None).unwrap().is_some());
         fs::remove_dir_all(&base).unwrap();
     }
 

@@ -523,7 +523,8 @@ fn errors_and_warnings_have_runcs_shape_and_exit_codes() {
     // on pure cgroup v2 they would add a warning of their own.) An ignored AppArmor profile, an
     // ignored SELinux label, a capability molt cannot grant (setpriv takes CAP_SYS_TIME out of
     // molt's bounding set).
-    let cases: [(&str, fn(&mut Bundle), &str); 3] = [
+    type Case<'a> = (&'a str, fn(&mut Bundle), &'a str);
+    let cases: [Case; 3] = [
         ("aa", |b| b.config["process"]["apparmorProfile"] = serde_json::json!("molt-test"), "apparmorProfile"),
         ("se", |b| b.config["process"]["selinuxLabel"] = serde_json::json!("system_u:system_r:container_t:s0"), "not supported by molt, ignored: SELinux labels"),
         ("cap", |b| b.config["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(serde_json::json!("CAP_SYS_TIME")), "ignoring unknown or unavailable capabilities: CAP_SYS_TIME"),

@@ -973,3 +973,5 @@ network_config_dir = "{netdir}"
 
 #[path = "engines/containerd.rs"]
 mod containerd;
+#[path = "engines/cri.rs"]
+mod cri;

@@ -3,6 +3,9 @@
 mod common;
 use common::*;
 
+/// A runtime by name and how to run it with arguments (molt, and runc when installed).
+type Runtime<'a> = (&'static str, Box<dyn Fn(&[&str]) -> std::process::Output + 'a>);
+
 #[test]
 fn run_returns_the_container_exit_status_and_cleans_up() {
     require_root!();
@@ -100,7 +103,7 @@ fn kill_all_and_delete_force_in_every_state_as_runc() {
     let root = Root::new();
     let runc = RuncRoot::new();
     let molt = |a: &[&str]| root.molt(a);
-    let mut runtimes: Vec<(&str, Box<dyn Fn(&[&str]) -> std::process::Output + '_>)> = vec![("molt", Box::new(molt))];
+    let mut runtimes: Vec<Runtime<'_>> = vec![("molt", Box::new(molt))];
     if let Some(r) = &runc {
         runtimes.push(("runc", Box::new(move |a: &[&str]| r.runc(a))));
     }
@@ -408,7 +411,7 @@ fn exec_cgroup_joins_a_sub_cgroup_as_runc() {
     ];
     let root = Root::new();
     let runc = RuncRoot::new();
-    let mut runtimes: Vec<(&str, Box<dyn Fn(&[&str]) -> std::process::Output + '_>)> = vec![("molt", Box::new(|a: &[&str]| root.molt(a)))];
+    let mut runtimes: Vec<Runtime<'_>> = vec![("molt", Box::new(|a: &[&str]| root.molt(a)))];
     if let Some(r) = &runc {
         runtimes.push(("runc", Box::new(move |a: &[&str]| r.runc(a))));
     }
@@ -451,7 +454,9 @@ fn exec_cgroup_joins_a_sub_cgroup_as_runc() {
             assert!(cgroup_dirs_named(&cgroup).is_empty(), "molt's delete left {:?}", cgroup_dirs_named(&cgroup));
         }
         for dir in cgroup_dirs_named(&cgroup) {
-            let _ = ["sub", "mem", ""].iter().map(|s| std::fs::remove_dir(dir.join(s))).count();
+            for s in ["sub", "mem", ""] {
+                let _ = std::fs::remove_dir(dir.join(s));
+            }
         }
         seen.push(outcomes);
     }

@@ -223,7 +223,8 @@ fn masked_paths_are_covered_with_the_null_device_only() {
 
 /// The state root holds every container's config and exec fifo: root's alone (runc's 0700). The
 /// pid file goes to a directory others may write: the temporary file molt writes it through
-/// must not be a name known in advance, or a symlink planted there would be written through.
+/// must not be a name known in advance, or a symlink planted there would be written through; the
+/// same for the state's own temporary file.
 #[test]
 fn state_root_fifo_and_pid_file_give_nothing_away() {
     use std::os::unix::fs::PermissionsExt;
@@ -240,6 +241,10 @@ fn state_root_fifo_and_pid_file_give_nothing_away() {
     let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&root.path), 0o700, "state root");
     assert_eq!(mode(&root.path.join("perm/exec.fifo")), 0o600, "exec.fifo");
+    // The name state.json was once written through: `start` writes the state again.
+    std::os::unix::fs::symlink(&precious, root.path.join("perm/.state.json.tmp")).unwrap();
+    root.ok(&["start", "perm"]);
+    assert!(std::fs::symlink_metadata(root.path.join("perm/state.json")).unwrap().file_type().is_file(), "state.json is a symlink");
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "root's own file\n", "written through the planted symlink");
     assert!(std::fs::symlink_metadata(&pid_file).unwrap().file_type().is_file(), "the pid file is a symlink");
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), root.state("perm")["pid"].to_string());
@@ -679,7 +684,8 @@ fn each_seccomp_action_operator_and_flag_molt_lists_as_runc() {
     let errs = |deny: &[u32]| out_of(deny, "Operation not permitted");
     let killed = "3 0 \n5 159 \n7 0 \n".to_string();
     // (case, rules, flags, output before the speculation line, records since the last count)
-    let cases: Vec<(&str, serde_json::Value, Vec<&str>, String, Option<usize>)> = vec![
+    type Case<'a> = (&'a str, serde_json::Value, Vec<&'a str>, String, Option<usize>);
+    let cases: Vec<Case> = vec![
         ("TRAP", on_5("SCMP_ACT_TRAP"), vec![], killed.clone(), None),
         // No tracer: the call fails with ENOSYS.
         ("TRACE", on_5("SCMP_ACT_TRACE"), vec![], out_of(&[5], "Function not implemented"), None),

@@ -50,14 +50,7 @@ impl Cgroup {
                     mkdir_p(to_h)?;
                     let delegated = fsio::read(&to_h.mount_point.join("cgroup.subtree_control"))?;
                     enable_controllers(to_h, &delegated.split_whitespace().collect::<Vec<_>>())?;
-                    let procs = fsio::read(&from.dir.join("cgroup.procs"))?;
-                    for pid in procs.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                        match fsio::write(&to_h.dir.join("cgroup.procs"), pid, "move process") {
-                            // Exited meanwhile.
-                            Err(e) if e.errno() == Some(Errno::ESRCH) => {}
-                            other => other?,
-                        }
-                    }
+                    migrate_all(&from.dir, &to_h.dir)?;
                     fsio::remove_tree(&from.dir)?;
                     migrated = true;
                 }
@@ -101,6 +94,28 @@ impl Cgroup {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// Moves every process of the v2 cgroup `from` into `to`. The processes may be running (the
+/// upgrade moves a started application) and fork meanwhile: a child forked after `from` was read
+/// is still there, so it is read again until empty.
+fn migrate_all(from: &Path, to: &Path) -> Result<(), CgroupError> {
+    for _ in 0..100 {
+        let procs = fsio::read(&from.join("cgroup.procs"))?;
+        let pids: Vec<&str> = procs.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        for pid in pids {
+            match fsio::write(&to.join("cgroup.procs"), pid, "move process") {
+                // Exited meanwhile.
+                Err(e) if e.errno() == Some(Errno::ESRCH) => {}
+                other => other?,
+            }
+        }
+    }
+    // Left for remove_tree to report (EBUSY), naming the directory.
+    Ok(())
 }
 
 /// Creates `h.dir` and its missing ancestors. A concurrent destroy of another container may

@@ -132,7 +132,8 @@ mod tests {
         }
         // The read-only tmpfs on /dev turns read-only after the device nodes are made in it.
         let dev_ro = k.pos("mount_setattr fs:tmpfs:tmpfs set 0x1 clear 0x0");
-        assert!(k.last("move_mount tree:/dev/") < dev_ro && dev_ro < k.pos("hooks"), "{lines:#?}");
+        let last_node = lines.iter().rposition(|l| l.starts_with("move_mount tree:/dev/") && l.contains(&format!("{r}/dev/"))).expect("device nodes bound");
+        assert!(last_node < dev_ro && dev_ro < k.pos("hooks"), "{lines:#?}");
         // The old root goes right after the switch.
         assert!(k.pos("hooks") < pivot && pivot < k.pos("umount ."), "{lines:#?}");
         assert!(k.pos("umount .") < k.pos("listen"), "{lines:#?}");
@@ -146,14 +147,25 @@ mod tests {
             let ro_root = k.pos("mount none / MS_RDONLY | MS_REMOUNT | MS_BIND");
             assert!(k.pos("listen") < ro_root && ro_root < k.pos("sysctls"), "{lines:#?}");
             // Read-only paths, then masked ones (a masked path under a read-only one stays masked),
-            // all after /proc and every other mount exist and after the sysctls are written.
-            let ro_path = k.pos(&format!("mount {} {} MS_BIND | MS_REC", p("ro"), p("ro")));
-            assert!(k.pos("sysctls") < ro_path && ro_path < k.pos(&format!("mount none {} MS_RDONLY | MS_REMOUNT | MS_BIND", p("ro"))), "{lines:#?}");
-            let masked_dir = k.pos(&format!("mount tmpfs {} MS_RDONLY type tmpfs", p("masked-dir")));
-            let masked_file = k.pos("mount /proc/self/fd/");
-            assert!(lines[masked_file].ends_with(&format!("{} MS_BIND", p("masked-file"))), "{lines:#?}");
+            // all after /proc and every other mount exist and after the sysctls are written; each
+            // made detached, read-only before it is attached on the fd of its target.
+            let ro = p("ro");
+            let ro_path = k.pos(&format!("open_tree_fd {ro} recursive"));
+            assert!(k.pos("sysctls") < ro_path, "{lines:#?}");
+            assert_eq!(lines[ro_path + 1..ro_path + 3], [format!("mount_setattr tree:{ro} set 0x1 clear 0x0"), format!("move_mount tree:{ro} -> {ro}")], "{lines:#?}");
+            let masked_dir = k.pos(&format!("move_mount fs:tmpfs:tmpfs -> {}", p("masked-dir")));
+            assert_eq!(lines[masked_dir - 1], "fsmount tmpfs tmpfs data \"\" sb [\"ro\"] attrs 0x1", "{lines:#?}");
+            let masked_file = k.pos(&format!("move_mount tree:/dev/null -> {}", p("masked-file")));
             assert!(ro_path < masked_dir && masked_dir < masked_file, "{lines:#?}");
-            assert!(!k.has(&format!("mount none {}", p("absent"))) && !lines.iter().any(|l| l.contains(&p("absent"))), "{lines:#?}");
+            assert!(!lines.iter().any(|l| l.contains(&p("absent"))), "{lines:#?}");
+            // Nothing after the switch is mounted by a path but the old root (made a slave before
+            // it is detached) and the new root's own flags.
+            for l in &lines[k.pos("pivot_root")..] {
+                if let Some(rest) = l.strip_prefix("mount ") {
+                    let target = rest.split(' ').nth(1).unwrap_or("");
+                    assert!(target == "/" || target == ".", "a mount by path after the switch: {l}");
+                }
+            }
             // A shared root is given last: pivot_root refuses a shared new root.
             assert_eq!(lines.last().unwrap(), "mount none / MS_SHARED", "{lines:#?}");
             assert!(!lines[..k.pos("pivot_root")].iter().any(|l| l.contains("MS_SHARED")), "{lines:#?}");

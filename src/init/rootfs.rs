@@ -331,36 +331,61 @@ pub fn readonly_root(k: &impl Kernel, spec: &Spec) -> Result<(), InitError> {
 }
 
 /// After the sysctls: read-only paths, then masked paths (runc's order, so a masked path under a
-/// read-only one is still masked).
+/// read-only one is still masked). Each is opened inside the root and mounted on through its fd
+/// (`open_protected`: under /proc and /sys only while they are still the filesystems mounted
+/// there), so no path taken twice can lead the mount elsewhere.
 pub fn protect_paths(k: &impl Kernel, spec: &Spec) -> Result<(), InitError> {
     let linux = spec.linux().clone().unwrap_or_default();
+    let root = RootDir::open(Path::new("/"))?;
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let open = |key: &str, p: &str| {
+        let path = Path::new(p);
+        crate::mount_target::open_protected(&root, path, kernel_fs(&mounts, path)).map_err(|e| InitError::new(format!("linux.{key} {p}: {e}")))
+    };
     for p in linux.readonly_paths().clone().unwrap_or_default() {
-        let path = Path::new(&p);
-        if fs::symlink_metadata(path).is_ok() {
-            do_mount(k, Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-            remount_readonly(k, path)?;
-        }
+        let Some(target) = open("readonlyPaths", &p)? else { continue };
+        let fail = |what: &str, e: String| InitError::new(format!("linux.readonlyPaths {p}: {what}: {e}"));
+        let tree = k.open_tree_fd(&target, true).map_err(|e| fail("open_tree", e.to_string()))?;
+        // Read-only on the bind itself, as a remount would make it; what is mounted under it keeps its own flags.
+        k.mount_setattr(&tree, false, MOUNT_ATTR_RDONLY, 0).map_err(|e| fail("mount_setattr read-only", e.to_string()))?;
+        k.move_mount_onto_fd(&tree, &target).map_err(|e| fail("attach", e))?;
     }
     let masked = linux.masked_paths().clone().unwrap_or_default();
     // Opened once, and only when a masked file needs it.
     let mut null: Option<std::os::fd::OwnedFd> = None;
     for p in masked {
-        let path = Path::new(&p);
-        match fs::metadata(path) {
-            Err(_) => {}
-            Ok(m) if m.is_dir() => do_mount(k, Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)?,
-            Ok(_) => {
-                let fd = match &null {
-                    Some(fd) => fd,
-                    None => null.insert(open_null_device(Path::new("/dev/null"))?),
-                };
-                let source = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)));
-                do_mount(k, Some(&source), path, None, MsFlags::MS_BIND, None)
-                    .map_err(|e| InitError::new(format!("linux.maskedPaths {p}: {e}")))?;
-            }
-        }
+        let Some(target) = open("maskedPaths", &p)? else { continue };
+        let fail = |what: &str, e: String| InitError::new(format!("linux.maskedPaths {p}: {what}: {e}"));
+        let is_dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&target)).map_err(|e| fail("stat", e.to_string()))?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let cover = if is_dir {
+            k.fs_mount("tmpfs", "tmpfs", "", &["ro"], MOUNT_ATTR_RDONLY).map_err(|e| fail("tmpfs", e))?
+        } else {
+            let fd = match &null {
+                Some(fd) => fd,
+                None => null.insert(open_null_device(Path::new("/dev/null"))?),
+            };
+            k.open_tree_fd(fd, false).map_err(|e| fail("open_tree /dev/null", e.to_string()))?
+        };
+        k.move_mount_onto_fd(&cover, &target).map_err(|e| fail("attach", e))?;
     }
     Ok(())
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// The filesystem the config mounts on `path`'s first directory when it is proc on /proc or
+/// sysfs on /sys, with its statfs magic (see `open_protected`).
+fn kernel_fs(mounts: &[Mount], path: &Path) -> Option<(&'static str, i64)> {
+    let top = Path::new("/").join(path.components().find_map(|c| match c {
+        std::path::Component::Normal(n) => Some(n),
+        _ => None,
+    })?);
+    let (typ, magic) = match top.to_str()? {
+        "/proc" => ("proc", libc::PROC_SUPER_MAGIC),
+        "/sys" => ("sysfs", libc::SYSFS_MAGIC),
+        _ => return None,
+    };
+    mounts.iter().any(|m| m.destination() == &top && m.typ().as_deref() == Some(typ)).then_some((typ, magic as i64))
 }
 
 /// The source of masked files: the container's /dev/null is the image's or the config's to

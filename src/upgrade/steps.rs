@@ -256,12 +256,23 @@ pub fn stop_container(c: &Container, signal: i32, timeout: Duration) -> Result<S
     if c.status() == Status::Stopped {
         return Ok("already stopped".into());
     }
+    // A pidfd taken before the signal wakes the wait at the exit itself: the old version's exit
+    // is inside the window where nothing answers, so no polling interval is added to it.
+    let exit = crate::listen::Pidfd::open(c.state.pid).ok();
     let _ = c.kill(signal, false);
     journal::maybe_crash(Step::StopOld, "signalled");
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline && c.status() != Status::Stopped {
+    while c.status() != Status::Stopped {
         check_interrupt()?;
-        std::thread::sleep(Duration::from_millis(5));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // Slices of at most 50 ms, so an interrupt is seen; without a pidfd, a 5 ms poll.
+        match &exit {
+            Some(fd) => fd.wait_exit(left.min(Duration::from_millis(50))),
+            None => std::thread::sleep(left.min(Duration::from_millis(5))),
+        }
     }
     let graceful = c.status() == Status::Stopped;
     // Every process of the container must be gone before its volume changes hands.
@@ -343,20 +354,21 @@ pub(super) fn move_links_into(rec: &Record, from: &Path, to: &Container) -> Resu
     crate::net::move_links(from, &crate::namespaces::path(to.state.pid, "net"), &rec.links).map_err(|e| e.to_string())
 }
 
-/// Step 5: the new container takes the id's cgroup path, then the id.
+/// Step 5: the id names the new container (its cgroup path follows in start-new).
 fn take_id(r: &mut Run) -> Result<String, String> {
-    let moved = move_cgroup_in(r.root, &r.rec)?;
     transfer_id(r.root, &r.rec, false)?;
-    Ok(format!("{} is now the new container{moved}", r.rec.id))
+    Ok(format!("{} is now the new container", r.rec.id))
 }
 
-/// Step 5, first half: the new container takes the id's cgroup path. The old container's
-/// processes are all gone (stop-old), so when both versions use the same path its cgroup is
-/// removed first; its record forgets it before, so no later teardown of the old record can
-/// touch the new container's cgroup.
+/// Step 6, second half: the new container, now the id, takes the id's cgroup path. Done after
+/// its start, outside the window where nothing answers: on cgroup v2 a move migrates the
+/// processes, and the first migration waits for an RCU grace period (10-20 ms). The old
+/// container's processes are all gone (stop-old), so when both versions use the same path its
+/// cgroup is removed first; its record forgets it before, so no later teardown of the old record
+/// can touch the new container's cgroup. The rollback finds the new container in either place.
 fn move_cgroup_in(root: &Path, rec: &Record) -> Result<String, String> {
     let (Some(temp), Some(fin)) = (&rec.new_cgroup_temp, &rec.new_cgroup) else { return Ok(String::new()) };
-    let mut old = Container::load(root, &rec.id).map_err(|e| e.to_string())?;
+    let mut old = Container::load(root, &rec.prev_id).map_err(|e| e.to_string())?;
     // The same path: the new record takes the old one's cgroup as it is, with the parents it
     // made, so deleting the id later removes those too.
     let mut target = fin.clone();
@@ -367,12 +379,12 @@ fn move_cgroup_in(root: &Path, rec: &Record) -> Result<String, String> {
             target = cg;
         }
     }
-    let mut new = Container::load(root, &rec.next_id).map_err(|e| e.to_string())?;
+    let mut new = Container::load(root, &rec.id).map_err(|e| e.to_string())?;
     let limits = crate::container::create::with_default_device_rules(&new.state.config.linux().clone().unwrap_or_default());
     temp.move_to(&target, &limits).map_err(|e| format!("move the new container into the cgroup {}: {e}", fin.path()))?;
     new.state.cgroup = Some(target);
     new.save().map_err(|e| e.to_string())?;
-    Ok(format!(" in cgroup {}", fin.path()))
+    Ok(format!("; in cgroup {}", fin.path()))
 }
 
 /// Step 5 (and its undo with `back`): the id names the new container; the old is kept aside.
@@ -413,13 +425,14 @@ fn record_own_id(root: &Path, id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Step 6.
+/// Step 6: the new application starts, then the container takes the id's cgroup path.
 fn start_new(r: &mut Run) -> Result<String, String> {
     let mut new = r.load(&r.rec.id)?;
     new.start().map_err(|e| e.to_string())?;
     r.started_at = Some(Instant::now());
     let down = r.stopped_at.map(|s| s.elapsed().as_millis());
-    Ok(match down { Some(ms) => format!("started pid {}; unavailable {ms}ms", new.state.pid), None => format!("started pid {}", new.state.pid) })
+    let moved = move_cgroup_in(r.root, &r.rec)?;
+    Ok(match down { Some(ms) => format!("started pid {}; unavailable {ms}ms{moved}", new.state.pid), None => format!("started pid {}{moved}", new.state.pid) })
 }
 
 /// Step 7: the old record goes, with whatever it still held that the new one does not use.

@@ -305,8 +305,9 @@ pub fn http_get(addr: &str, secs: u64) -> Result<String, String> {
 }
 
 /// An OCI image archive (docker's and containerd's `import`) of `rootfs` as one uncompressed
-/// layer, named `name` (e.g. docker.io/library/molt-busybox:test). Built with tar and sha256sum.
-pub fn oci_archive(rootfs: &Path, name: &str, dest: &Path) -> Result<(), String> {
+/// layer, named `name` (e.g. docker.io/library/molt-busybox:test), whose config runs `cmd`.
+/// Built with tar and sha256sum.
+pub fn oci_archive(rootfs: &Path, name: &str, cmd: &[&str], dest: &Path) -> Result<(), String> {
     let dir = dest.with_extension("d");
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(|e| format!("{}: {e}", blobs.display()))?;
@@ -326,7 +327,7 @@ pub fn oci_archive(rootfs: &Path, name: &str, dest: &Path) -> Result<(), String>
     let (ld, lsize) = put(&layer)?;
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "config": {"Cmd": cmd, "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{ld}")]},
     });
     let cpath = dir.join("config.json");

@@ -342,13 +342,13 @@ const CTR_CASES: &[CtrCase] = &[
 
 /// The README's containerd config.toml table for molt (the ```toml block naming `runtimes.molt`),
 /// with molt's path for /usr/local/bin/molt, and the two values it gives the runc v2 shim.
-struct Snippet {
-    toml: String,
-    runtime_type: String,
-    binary: String,
+pub(crate) struct Snippet {
+    pub(crate) toml: String,
+    pub(crate) runtime_type: String,
+    pub(crate) binary: String,
 }
 
-fn readme_snippet() -> Result<Snippet, String> {
+pub(crate) fn readme_snippet() -> Result<Snippet, String> {
     let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
     let text = fs::read_to_string(&readme).map_err(|e| format!("{}: {e}", readme.display()))?;
     let block = text.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).find(|b| b.contains("runtimes.molt]"));
@@ -361,8 +361,9 @@ fn readme_snippet() -> Result<Snippet, String> {
 }
 
 /// The test's containerd: its own root, state, socket and opt dir, the README's table verbatim
-/// (its `version = 2` among these top-level keys), and the CRI plugin on, which reads that table.
-fn daemon_config(snippet: &Snippet, scratch: &Path, run_dir: &Path) -> String {
+/// (its `version = 2` among these top-level keys), and the CRI plugin on, which reads that table;
+/// `more` is appended (more tables).
+pub(crate) fn daemon_config(snippet: &Snippet, scratch: &Path, run_dir: &Path, more: &str) -> String {
     format!(
         r#"root = "{root}"
 state = "{state}"
@@ -373,12 +374,12 @@ state = "{state}"
   address = "{sock}.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
-"#,
+{more}"#,
         root = scratch.join("root").display(),
         state = run_dir.join("state").display(),
         table = snippet.toml,
         sock = run_dir.join("containerd.sock").display(),
-        opt = scratch.join("opt").display()
+        opt = scratch.join("opt").display(),
     )
 }
 
@@ -412,14 +413,14 @@ fn containerd() {
     let state_roots = new_dirs(&["/run/containerd/runc", "/run/containerd"]);
     let sock = run_dir.join("containerd.sock");
     let snippet = readme_snippet().expect("the README's containerd snippet");
-    fs::write(scratch.join("config.toml"), daemon_config(&snippet, &scratch, &run_dir)).expect("write config.toml");
+    fs::write(scratch.join("config.toml"), daemon_config(&snippet, &scratch, &run_dir, "")).expect("write config.toml");
     let mut report = Report::new("containerd");
     let mut d = Daemon::spawn("containerd", Command::new(&containerd).arg("--config").arg(scratch.join("config.toml")), &scratch.join("containerd.log")).expect("start containerd");
     let base = Ctr { global: vec!["--address".into(), sock.display().to_string(), "--namespace".into(), ns.clone()], image: "docker.io/library/molt-busybox:test".into(), rt: String::new(), runtime: vec![], ns: ns.clone(), scratch: scratch.to_path_buf() };
     let ready = d.wait_ready(tmo(60), || base.x(&["version"]).code == 0);
     let started = ready.and_then(|_| {
         let archive = scratch.join("image.tar");
-        eng::oci_archive(&common::rootfs(), &base.image, &archive)?;
+        eng::oci_archive(&common::rootfs(), &base.image, &["sh"], &archive)?;
         base.ok(&["images", "import", &archive.display().to_string()])?;
         ensure!(base.ok(&["images", "ls", "-q"])?.contains(&base.image), "the imported image is not listed");
         Ok(())
