@@ -159,7 +159,7 @@ pub fn cli_values(data: &[u8]) {
     let _ = crate::cli::events::parse_interval(&t);
     let _ = crate::container::kill::parse_signal(&t);
     let _ = crate::logging::Format::parse(&t);
-    let _ = crate::init::process_attrs::parse_list(&t, 1024);
+    let _ = crate::spec::process_attrs::parse_list(&t, 1024);
     if !t.contains('\0') {
         let _ = crate::image::Reference::parse(&t);
     }

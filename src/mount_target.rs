@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::kernel::Kernel;
 use crate::safe_path::resolve_in_root;
 
 /// The rootfs, opened once it is the mount the container's mounts go on (after its bind onto
@@ -241,31 +242,36 @@ pub struct Attached {
 
 /// Attach the detached mount `tree` on `target`.
 pub fn attach(tree: OwnedFd, target: &Target) -> Result<Attached, String> {
-    crate::mount_api::move_mount_onto_fd(&tree, &target.fd).map_err(|e| format!("attach the mount on {}: {e}", target.shown.display()))?;
+    attach_with(&crate::kernel::Real, tree, target)
+}
+
+/// `attach` through the kernel seam `k`.
+pub fn attach_with(k: &impl Kernel, tree: OwnedFd, target: &Target) -> Result<Attached, String> {
+    k.move_mount_onto_fd(&tree, &target.fd).map_err(|e| format!("attach the mount on {}: {e}", target.shown.display()))?;
     Ok(Attached { fd: tree, shown: target.shown.clone() })
 }
 
 impl Attached {
     /// mount_setattr on this mount (and every mount under it when `recursive`).
-    pub fn set(&self, set: u64, clear: u64, recursive: bool, why: &str) -> Result<(), String> {
+    pub fn set(&self, k: &impl Kernel, set: u64, clear: u64, recursive: bool, why: &str) -> Result<(), String> {
         if set == 0 && clear == 0 {
             return Ok(());
         }
-        crate::mount_api::setattr(Some(&self.fd), Path::new(""), recursive, set, clear, None)
+        k.mount_setattr(&self.fd, recursive, set, clear)
             .map_err(|e| format!("mount_setattr {} ({why}, set {set:#x} clear {clear:#x}): {e}", self.shown.display()))
     }
 
-    pub fn propagate(&self, flags: &[nix::mount::MsFlags]) -> Result<(), String> {
+    pub fn propagate(&self, k: &impl Kernel, flags: &[nix::mount::MsFlags]) -> Result<(), String> {
         for f in flags {
             let (mode, recursive) = crate::mount_options::propagation_attr(*f);
-            crate::mount_api::set_propagation(&self.fd, mode, recursive)
+            k.set_propagation(&self.fd, mode, recursive)
                 .map_err(|e| format!("set the propagation {f:?} of {}: {e}", self.shown.display()))?;
         }
         Ok(())
     }
 
-    pub fn make_readonly(&self) -> Result<(), String> {
-        self.set(0x1, 0, false, "read-only")
+    pub fn make_readonly(&self, k: &impl Kernel) -> Result<(), String> {
+        self.set(k, 0x1, 0, false, "read-only")
     }
 }
 

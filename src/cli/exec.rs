@@ -60,8 +60,8 @@ pub struct Args {
 /// process.json's bytes as `exec --process` reads them (the parse only).
 pub fn parse_process(data: &[u8]) -> Result<Process, String> {
     let mut raw: serde_json::Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
-    crate::init::process_attrs::check_process(&raw, "process").map_err(|e| e.to_string())?;
-    crate::init::process_attrs::translate_sched_flags(&mut raw);
+    crate::spec::process_attrs::check_process(&raw, "process").map_err(|e| e.to_string())?;
+    crate::spec::process_attrs::translate_sched_flags(&mut raw);
     serde_json::from_value(raw).map_err(|e| e.to_string())
 }
 

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::CmdResult;
-use crate::init::process_attrs as attrs;
+use crate::spec::process_attrs as attrs;
 
 pub fn run() -> CmdResult {
     let caps: Vec<String> = {
@@ -34,12 +34,12 @@ pub fn run() -> CmdResult {
                     "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"
                 ],
                 // What the linked libseccomp builds filters for, and the flags this kernel has.
-                "archs": crate::init::seccomp::known_archs(),
+                "archs": crate::seccomp_support::known_archs(),
                 "knownFlags": [
                     "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                     "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"
                 ],
-                "supportedFlags": crate::init::seccomp::supported_flags()
+                "supportedFlags": crate::seccomp_support::supported_flags()
             },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},

@@ -31,9 +31,9 @@ pub fn spec_from_bytes(bundle: &Path, data: &[u8]) -> Result<Spec> {
     // The runtime-spec 1.3 process attributes are checked on the raw JSON first: serde's
     // "unknown variant" would not say which field holds it.
     let mut raw: serde_json::Value = serde_json::from_slice(data).map_err(not_oci)?;
-    crate::init::process_attrs::check_config(&raw).map_err(attr_error)?;
+    crate::spec::process_attrs::check_config(&raw).map_err(attr_error)?;
     if let Some(p) = raw.get_mut("process") {
-        crate::init::process_attrs::translate_sched_flags(p);
+        crate::spec::process_attrs::translate_sched_flags(p);
     }
     let spec: Spec = serde_json::from_value(raw).map_err(not_oci)?;
     check_oci_version(spec.version())?;
@@ -41,10 +41,10 @@ pub fn spec_from_bytes(bundle: &Path, data: &[u8]) -> Result<Spec> {
 }
 
 /// A runtime-spec 1.3 attribute the config gets wrong (the checks make no system call).
-fn attr_error(e: crate::init::process_attrs::AttrError) -> Error {
+fn attr_error(e: crate::spec::process_attrs::AttrError) -> Error {
     match e {
-        crate::init::process_attrs::AttrError::Invalid { field, reason } => Error::Config { field, reason },
-        kernel @ crate::init::process_attrs::AttrError::Kernel { field, .. } => Error::Config { field: field.into(), reason: kernel.to_string() },
+        crate::spec::process_attrs::AttrError::Invalid { field, reason } => Error::Config { field, reason },
+        kernel @ crate::spec::process_attrs::AttrError::Kernel { field, .. } => Error::Config { field: field.into(), reason: kernel.to_string() },
     }
 }
 

@@ -13,7 +13,8 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, mknodat, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 
-use crate::mount_target::{attach, create_in, fd_path, open_target, Links, Make, RootDir, Target};
+use crate::kernel::Kernel;
+use crate::mount_target::{attach_with, create_in, fd_path, open_target, Links, Make, RootDir, Target};
 use super::InitError;
 
 const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
@@ -63,7 +64,7 @@ fn nodes(configured: &[LinuxDevice]) -> Result<Vec<Node>, InitError> {
     Ok(all)
 }
 
-pub fn create_devices(root: &RootDir, configured: &[LinuxDevice], in_user_ns: bool) -> Result<(), InitError> {
+pub fn create_devices(k: &impl Kernel, root: &RootDir, configured: &[LinuxDevice], in_user_ns: bool) -> Result<(), InitError> {
     let dev = open_target(root, Path::new("/dev"), Make::Dir, Links::Follow)?;
     for node in nodes(configured)? {
         let (Some(parent), Some(name)) = (node.path.parent(), node.path.file_name()) else {
@@ -80,8 +81,8 @@ pub fn create_devices(root: &RootDir, configured: &[LinuxDevice], in_user_ns: bo
             // runc does (a FIFO needs no privilege).
             create_in(&dir.fd, name, Make::File).map_err(|e| InitError::new(format!("create {}: {e}", shown.display())))?;
             let target = Target { fd: open_child(&dir, name, SFlag::S_IFREG)?, shown, mode_before: None };
-            let tree = crate::mount_api::open_tree_clone(&node.path, false).map_err(|e| InitError::new(format!("bind {} on {}: {e}", node.path.display(), target.shown.display())))?;
-            attach(tree, &target)?;
+            let tree = k.open_tree_clone(&node.path, false).map_err(|e| InitError::new(format!("bind {} on {}: {e}", node.path.display(), target.shown.display())))?;
+            attach_with(k, tree, &target)?;
             continue;
         }
         let dev_t = nix::sys::stat::makedev(node.major, node.minor);

@@ -2,12 +2,14 @@
 //! namespaces, builds the rootfs, prepares the process, reports ready, waits on the exec fifo for
 //! `start`, and execs the user's program. `exec` uses the same path with joined namespaces only.
 
+mod assemble;
 pub mod cgroupfs;
 pub mod channel;
 pub mod console;
 pub mod idmap;
 mod copyup;
 mod devices;
+mod enter_ns;
 mod finish;
 pub mod process;
 pub mod process_attrs;
@@ -17,10 +19,11 @@ pub mod seccomp;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::sched::{setns, unshare, CloneFlags};
+use nix::sched::CloneFlags;
 use oci_spec::runtime::{Hook, Process, Spec};
 
 use channel::{Channel, Msg};
+use crate::kernel::{Kernel, Real};
 
 /// An error inside the container's init: its text goes back to the runtime process as it is.
 #[derive(Debug)]
@@ -126,35 +129,18 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     } else {
         None
     };
-    if plan.new_user_ns {
-        become_root()?;
-    }
-    for (kind, path) in &plan.join {
-        let f = std::fs::File::open(path).map_err(|e| InitError::new(format!("open namespace {}: {e}", path.display())))?;
-        // A user namespace may be joined already: the helper that cloned a new pid namespace's
-        // init entered it first (setns into one's own user namespace is EINVAL).
-        if !(*kind == CloneFlags::CLONE_NEWUSER && is_own_ns(&f, "user")) {
-            crate::logging::debug(&format!("namespace: join {kind:?} {}", path.display()));
-            setns(&f, *kind).map_err(|e| InitError::new(format!("setns {}: {}", path.display(), e.desc())))?;
-        }
-        if *kind == CloneFlags::CLONE_NEWUSER {
-            become_root()?;
-        }
-    }
-    let own_cgroups = cgroupfs::own_membership();
-    if !plan.unshare.is_empty() {
-        crate::logging::debug(&format!("namespace: unshare {:?}", plan.unshare));
-        unshare(plan.unshare).map_err(|e| InitError::new(format!("unshare namespaces {:?}: {}", plan.unshare, e.desc())))?;
-    }
+    let k = &Real;
+    // The init's cgroups as the host names them: read before a new cgroup namespace hides them.
+    let own_cgroups = enter_ns::enter(k, &plan.join, plan.unshare, plan.new_user_ns, cgroupfs::own_membership)?;
     if plan.unshare.contains(CloneFlags::CLONE_NEWNET) {
         loopback_up()?;
     }
     if plan.unshare.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
-        set_time_offsets(&plan.spec)?;
+        set_time_offsets(k, &plan.spec)?;
     }
     if plan.is_exec {
         if plan.shared_mounts {
-            rootfs::chroot_into(&plan.rootfs)?;
+            rootfs::chroot_into(k, &plan.rootfs)?;
         }
         let console = match console_stream {
             Some(stream) => Some(console::open_and_send(stream, Path::new("/"), plan.process.console_size().as_ref(), false)?),
@@ -181,31 +167,32 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
         rootfs: &plan.rootfs,
         volume_binds: &plan.volume_binds,
         deferred: &plan.deferred_mounts,
-        bind_fds: &bind_fds,
-        idmapped: &idmapped,
+        // Host directories, closed once the mounts are made.
+        bind_fds,
+        idmapped,
         // Created or joined, mknod is refused all the same.
         in_user_ns: plan.new_user_ns || plan.join.iter().any(|(k, _)| *k == CloneFlags::CLONE_NEWUSER),
         own_cgroups: &own_cgroups,
     };
-    rootfs::prepare(&rplan)?;
-    // The bind sources are host directories: not one may still be open at the chdir to the cwd.
-    drop(bind_fds);
-    drop(idmapped);
-    let console = match console_stream {
-        Some(stream) => Some(console::open_and_send(stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?),
-        None => None,
+    let (mut console, mut listeners) = (None, vec![]);
+    let mut console_stream = console_stream;
+    let between = assemble::Between {
+        before_switch: &mut || {
+            if let Some(stream) = console_stream.take() {
+                console = Some(console::open_and_send(stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?);
+            }
+            run_create_container_hooks(plan, &state_json)
+        },
+        after_switch: &mut || {
+            listeners = listen_sockets(plan)?;
+            Ok(())
+        },
+        names_and_sysctls: &mut || {
+            set_names(&plan.spec)?;
+            rootfs::set_sysctls(&plan.spec)
+        },
     };
-    run_create_container_hooks(plan, &state_json)?;
-    rootfs::switch_root(&plan.rootfs, plan.no_pivot)?;
-    // Unix socket paths are the container's: after the switch, before the root turns read-only.
-    let listeners = listen_sockets(plan)?;
-    // runc's order: read-only root, names, sysctls (while /proc/sys is still writable), then
-    // the read-only and masked paths.
-    rootfs::readonly_root(&plan.spec)?;
-    set_names(&plan.spec)?;
-    rootfs::set_sysctls(&plan.spec)?;
-    rootfs::protect_paths(&plan.spec)?;
-    rootfs::root_propagation_last(&plan.spec)?;
+    assemble::assemble(k, &plan.spec, rplan, plan.no_pivot, between)?;
     prepare_and_exec(plan, chan, console, Some(state_json), listeners)
 }
 
@@ -224,7 +211,7 @@ fn finish_in_shared_mounts(plan: &InitPlan, chan: &Channel, state_json: String) 
     run_create_container_hooks(plan, &state_json)?;
     // /proc is still the host's mount, which shows this process's own namespaces' values.
     rootfs::set_sysctls(&plan.spec)?;
-    rootfs::chroot_into(&plan.rootfs)?;
+    rootfs::chroot_into(&Real, &plan.rootfs)?;
     set_names(&plan.spec)?;
     let listeners = listen_sockets(plan)?;
     prepare_and_exec(plan, chan, None, Some(state_json), listeners)
@@ -344,23 +331,6 @@ pub fn hooks_of(spec: &Spec, pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<
     spec.hooks().as_ref().and_then(pick).unwrap_or_default()
 }
 
-/// `ns` is the namespace of this kind this process is in already.
-fn is_own_ns(ns: &std::fs::File, kind: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (ns.metadata(), std::fs::metadata(format!("/proc/self/ns/{kind}"))) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
-fn become_root() -> Result<(), InitError> {
-    let root_u = nix::unistd::Uid::from_raw(0);
-    let root_g = nix::unistd::Gid::from_raw(0);
-    nix::unistd::setresgid(root_g, root_g, root_g).map_err(|e| InitError::new(format!("setresgid 0 in the user namespace: {}", e.desc())))?;
-    nix::unistd::setresuid(root_u, root_u, root_u).map_err(|e| InitError::new(format!("setresuid 0 in the user namespace: {}", e.desc())))?;
-    Ok(())
-}
-
 fn set_names(spec: &Spec) -> Result<(), InitError> {
     let has_uts = crate::spec::has_namespace(spec, oci_spec::runtime::LinuxNamespaceType::Uts, false);
     if let Some(h) = spec.hostname() {
@@ -410,7 +380,7 @@ fn loopback_up() -> Result<(), InitError> {
     }
 }
 
-fn set_time_offsets(spec: &Spec) -> Result<(), InitError> {
+fn set_time_offsets(k: &impl Kernel, spec: &Spec) -> Result<(), InitError> {
     let offsets = spec.linux().as_ref().and_then(|l| l.time_offsets().clone()).unwrap_or_default();
     let mut text = String::new();
     for (clock, off) in &offsets {
@@ -432,9 +402,9 @@ fn set_time_offsets(spec: &Spec) -> Result<(), InitError> {
     }
     // unshare only prepares the namespace for children; kernels before 6.x do not move the
     // caller in at execve either. Entering it here works on every kernel with time namespaces.
-    let ns = std::fs::File::open("/proc/self/ns/time_for_children")
-        .map_err(|e| InitError::new(format!("open /proc/self/ns/time_for_children: {e}")))?;
-    setns(&ns, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+    let path = Path::new("/proc/self/ns/time_for_children");
+    let ns = std::fs::File::open(path).map_err(|e| InitError::new(format!("open /proc/self/ns/time_for_children: {e}")))?;
+    k.setns(&ns, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME), path)
         .map_err(|e| InitError::new(format!("enter the new time namespace: {}", e.desc())))?;
     Ok(())
 }

@@ -9,12 +9,12 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
-use nix::unistd::{chdir, fchdir, pivot_root};
 use oci_spec::runtime::{Mount, Spec};
 
-use crate::mount_target::{attach, fd_path, open_target, Attached, Links, Make, RootDir};
+use crate::kernel::Kernel;
+use crate::mount_target::{attach_with, fd_path, open_target, Attached, Links, Make, RootDir};
 use super::InitError;
 use crate::mount_options::{mount_attrs, parse_options, propagation_flag, superblock_flags};
 
@@ -23,13 +23,14 @@ fn sys(step: impl FnOnce() -> String) -> impl FnOnce(nix::errno::Errno) -> InitE
 }
 
 fn do_mount(
+    k: &impl Kernel,
     source: Option<&Path>,
     target: &Path,
     fstype: Option<&str>,
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<(), InitError> {
-    mount(source, target, fstype, flags, data).map_err(sys(|| {
+    k.mount(source, target, fstype, flags, data).map_err(sys(|| {
         format!(
             "mount {} on {} (type {}, options {:?})",
             source.map(|s| s.display().to_string()).unwrap_or_else(|| "none".into()),
@@ -48,32 +49,35 @@ pub struct RootfsPlan<'a> {
     pub volume_binds: &'a [(usize, PathBuf, Vec<String>)],
     /// Volume mounts skipped now and handed over later (upgrade).
     pub deferred: &'a [usize],
-    /// Mount index -> its bind source, opened by molt (see Msg::BindSources).
-    pub bind_fds: &'a [(usize, std::os::fd::OwnedFd)],
+    /// Mount index -> its bind source, opened by molt (see Msg::BindSources); closed when
+    /// `prepare` returns (not one may still be open at the chdir to the cwd).
+    pub bind_fds: Vec<(usize, OwnedFd)>,
     /// Mount index -> its idmapped source tree, made by molt (see init::idmap).
-    pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
+    pub idmapped: Vec<(usize, OwnedFd)>,
     pub in_user_ns: bool,
     /// The init's cgroups as the host names them, read before the cgroup namespace was entered.
     pub own_cgroups: &'a [crate::cgroups::Membership],
 }
 
-pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
+/// Consumes `plan`: the host's bind sources it holds are closed once the mounts are made.
+pub fn prepare(k: &impl Kernel, plan: RootfsPlan) -> Result<(), InitError> {
+    let plan = &plan;
     let linux = plan.spec.linux().clone().unwrap_or_default();
     let root_propagation = rootfs_propagation(plan.spec)?;
     // Nothing done here may propagate back to the host's mounts.
-    do_mount(None, Path::new("/"), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    do_mount(k, None, Path::new("/"), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
     // With a rootfsPropagation, the new root's parent mount is made private, or slave for `slave`
     // (runc's rootfsParentMountPropagation), so that the root starts from it. Without one the
     // root stays the slave of the host's mount that `/` made it, as runc 1.1.5 leaves it.
     if let Some(flag) = root_propagation {
         let parent = if flag.contains(MsFlags::MS_SLAVE) { MsFlags::MS_SLAVE } else { MsFlags::MS_PRIVATE };
-        parent_mount_propagation(plan.rootfs, parent)?;
+        parent_mount_propagation(k, plan.rootfs, parent)?;
     }
     // pivot_root needs the new root to be a mount point.
-    do_mount(Some(plan.rootfs), plan.rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    do_mount(k, Some(plan.rootfs), plan.rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
     // private and slave now; shared and unbindable once the root is `/` (root_propagation_last).
     if let Some(flag) = root_propagation.filter(|f| f.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE)) {
-        do_mount(None, plan.rootfs, None, flag, None)?;
+        do_mount(k, None, plan.rootfs, None, flag, None)?;
     }
     // Opened after the bind above: every target is resolved from the mount the container gets.
     let root = RootDir::open(plan.rootfs)?;
@@ -89,17 +93,17 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), InitError> {
         let opened = plan.bind_fds.iter().find(|(idx, _)| *idx == i).map(|(_, fd)| fd);
         let tree = plan.idmapped.iter().find(|(idx, _)| *idx == i).map(|(_, fd)| fd);
         match plan.volume_binds.iter().find(|(idx, _, _)| *idx == i) {
-            Some((_, staging, bind_opts)) => mount_bind(&root, m.destination(), &Source::new(staging, opened), bind_opts, true)?,
-            None => later_readonly.extend(mount_one(plan, &root, m, opened, tree)?),
+            Some((_, staging, bind_opts)) => mount_bind(k, &root, m.destination(), &Source::new(staging, opened), bind_opts, true)?,
+            None => later_readonly.extend(mount_one(k, plan, &root, m, opened, tree)?),
         }
     }
-    super::devices::create_devices(&root, &linux.devices().clone().unwrap_or_default(), plan.in_user_ns)?;
+    super::devices::create_devices(k, &root, &linux.devices().clone().unwrap_or_default(), plan.in_user_ns)?;
     // A missing working directory is created, as runc creates it (before the root turns read-only).
     if let Some(p) = plan.spec.process() {
         open_target(&root, p.cwd(), Make::Dir, Links::Follow).map_err(|e| InitError::new(format!("process.cwd {}: {}", p.cwd().display(), e)))?;
     }
     for mount in later_readonly {
-        mount.make_readonly()?;
+        mount.make_readonly(k)?;
     }
     Ok(())
 }
@@ -114,10 +118,10 @@ pub fn rootfs_propagation(spec: &Spec) -> Result<Option<MsFlags>, InitError> {
 
 /// Set the propagation of the mount `path` is on: mount(2) says EINVAL for a path that is not a
 /// mount point, so walk up until one is found.
-fn parent_mount_propagation(path: &Path, flag: MsFlags) -> Result<(), InitError> {
+fn parent_mount_propagation(k: &impl Kernel, path: &Path, flag: MsFlags) -> Result<(), InitError> {
     let mut at = path;
     loop {
-        match (mount(None::<&str>, at, None::<&str>, flag, None::<&str>), at.parent()) {
+        match (k.mount(None, at, None, flag, None), at.parent()) {
             (Ok(()), _) => return Ok(()),
             (Err(nix::errno::Errno::EINVAL), Some(up)) => at = up,
             (Err(e), _) => {
@@ -155,7 +159,7 @@ impl<'a> Source<'a> {
 }
 
 /// Returns the mount when it still has to be made read-only (tmpfs and /dev, as runc delays them).
-fn mount_one(plan: &RootfsPlan, root: &RootDir, m: &Mount, opened: Option<&OwnedFd>, tree: Option<&OwnedFd>) -> Result<Option<Attached>, InitError> {
+fn mount_one(k: &impl Kernel, plan: &RootfsPlan, root: &RootDir, m: &Mount, opened: Option<&OwnedFd>, tree: Option<&OwnedFd>) -> Result<Option<Attached>, InitError> {
     let options = m.options().clone().unwrap_or_default();
     let opts = parse_options(&options);
     let typ = m.typ().clone().unwrap_or_default();
@@ -176,7 +180,7 @@ fn mount_one(plan: &RootfsPlan, root: &RootDir, m: &Mount, opened: Option<&Owned
             Some(fd) => Source::tree(&source, fd),
             None => Source::new(&source, opened),
         };
-        mount_bind(root, dest, &src, &options, false)?;
+        mount_bind(k, root, dest, &src, &options, false)?;
         return Ok(None);
     }
     let links = match typ.as_str() {
@@ -198,11 +202,11 @@ fn mount_one(plan: &RootfsPlan, root: &RootDir, m: &Mount, opened: Option<&Owned
         flags.remove(MsFlags::MS_RDONLY);
     }
     let covered = if typ == "tmpfs" && opts.tmpcopyup { Some(super::copyup::open_covered(&target.fd, &target.shown)?) } else { None };
-    let made = crate::mount_api::fs_mount(&typ, &source, &data, &superblock_flags(flags), mount_attrs(flags).0);
+    let made = k.fs_mount(&typ, &source, &data, &superblock_flags(flags), mount_attrs(flags).0);
     let mount = match made {
         // sysfs is refused in a user namespace that does not own the network namespace: bind
         // the host's, as runc does.
-        Err(_) if typ == "sysfs" && plan.in_user_ns => crate::mount_api::open_tree_clone(Path::new("/sys"), true),
+        Err(_) if typ == "sysfs" && plan.in_user_ns => k.open_tree_clone(Path::new("/sys"), true),
         r => r,
     }
     .map_err(|e| InitError::new(format!("mount {source} on {} (type {typ}, options {data:?}): {e}", target.shown.display())))?;
@@ -215,9 +219,9 @@ fn mount_one(plan: &RootfsPlan, root: &RootDir, m: &Mount, opened: Option<&Owned
     if let Some(dir) = covered {
         super::copyup::copy_tree(&dir, &fd_path(&mount))?;
     }
-    let mount = attach(mount, &target)?;
-    mount.propagate(&opts.propagation)?;
-    mount.set(opts.attr_set, opts.attr_clr, true, "recursive options")?;
+    let mount = attach_with(k, mount, &target)?;
+    mount.propagate(k, &opts.propagation)?;
+    mount.set(k, opts.attr_set, opts.attr_clr, true, "recursive options")?;
     Ok(delay_readonly.then_some(mount))
 }
 
@@ -225,7 +229,7 @@ fn mount_one(plan: &RootfsPlan, root: &RootDir, m: &Mount, opened: Option<&Owned
 /// detached copy of the source (or the idmapped tree molt made) gets the flags a bind takes
 /// (ro, nosuid, nodev, noexec, atime) before it is attached, then its propagation and recursive
 /// options through its fd.
-pub fn mount_bind(root: &RootDir, dest: &Path, src: &Source, options: &[String], force_recursive: bool) -> Result<(), InitError> {
+pub fn mount_bind(k: &impl Kernel, root: &RootDir, dest: &Path, src: &Source, options: &[String], force_recursive: bool) -> Result<(), InitError> {
     let opts = parse_options(options);
     let meta = fs::metadata(&src.path).map_err(|e| InitError::new(format!("bind source {}: {e}", src.named.display())))?;
     let target = open_target(root, dest, if meta.is_dir() { Make::Dir } else { Make::File }, Links::Follow)?;
@@ -235,15 +239,15 @@ pub fn mount_bind(root: &RootDir, dest: &Path, src: &Source, options: &[String],
     };
     let tree = match src.tree {
         Some(tree) => tree.try_clone().map_err(|e| named(format!("idmapped mount: {e}")))?,
-        None => crate::mount_api::open_tree_clone(&src.path, opts.recursive || force_recursive).map_err(named)?,
+        None => k.open_tree_clone(&src.path, opts.recursive || force_recursive).map_err(named)?,
     };
     let (set, clear) = mount_attrs(opts.flags & !MsFlags::MS_REMOUNT);
     if set != 0 || clear != 0 {
-        crate::mount_api::setattr(Some(&tree), Path::new(""), false, set, clear, None).map_err(|e| named(format!("mount_setattr (set {set:#x} clear {clear:#x}): {e}")))?;
+        k.mount_setattr(&tree, false, set, clear).map_err(|e| named(format!("mount_setattr (set {set:#x} clear {clear:#x}): {e}")))?;
     }
-    let mount = attach(tree, &target)?;
-    mount.propagate(&opts.propagation)?;
-    Ok(mount.set(opts.attr_set, opts.attr_clr, true, "recursive options")?)
+    let mount = attach_with(k, tree, &target)?;
+    mount.propagate(k, &opts.propagation)?;
+    Ok(mount.set(k, opts.attr_set, opts.attr_clr, true, "recursive options")?)
 }
 
 /// Flags a remount must repeat or the kernel refuses it (they are locked in user namespaces).
@@ -267,61 +271,61 @@ fn locked_flags(path: &Path) -> MsFlags {
     out
 }
 
-pub fn remount_readonly(path: &Path) -> Result<(), InitError> {
-    remount_bind(path, MsFlags::MS_RDONLY)
+pub fn remount_readonly(k: &impl Kernel, path: &Path) -> Result<(), InitError> {
+    remount_bind(k, path, MsFlags::MS_RDONLY)
 }
 
 /// Add per-mount flags to an existing mount, keeping those the kernel will not let us drop.
-pub fn remount_bind(path: &Path, extra: MsFlags) -> Result<(), InitError> {
+pub fn remount_bind(k: &impl Kernel, path: &Path, extra: MsFlags) -> Result<(), InitError> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked_flags(path);
-    do_mount(None, path, None, flags, None)
+    do_mount(k, None, path, None, flags, None)
 }
 
 /// A shared or unbindable `linux.rootfsPropagation`, given to `/` once every mount of the container
 /// is made: pivot_root refuses a shared new root, and the read-only and masked paths are binds, which
 /// an unbindable tree would refuse.
-pub fn root_propagation_last(spec: &Spec) -> Result<(), InitError> {
+pub fn root_propagation_last(k: &impl Kernel, spec: &Spec) -> Result<(), InitError> {
     if let Some(flag) = rootfs_propagation(spec)?.filter(|f| !f.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE)) {
-        do_mount(None, Path::new("/"), None, flag, None).map_err(|e| InitError::new(format!("linux.rootfsPropagation: {}", e.0)))?;
+        do_mount(k, None, Path::new("/"), None, flag, None).map_err(|e| InitError::new(format!("linux.rootfsPropagation: {}", e.0)))?;
     }
     Ok(())
 }
 
 /// Make the rootfs `/`: pivot_root, or MS_MOVE + chroot with --no-pivot (rootfs on a ramfs).
-pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
+pub fn switch_root(k: &impl Kernel, rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
     if no_pivot {
-        chdir(rootfs).map_err(sys(|| format!("chdir {}", rootfs.display())))?;
-        do_mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
-        nix::unistd::chroot(".").map_err(sys(|| "chroot .".to_string()))?;
-        chdir("/").map_err(sys(|| "chdir /".to_string()))?;
+        k.chdir(rootfs).map_err(sys(|| format!("chdir {}", rootfs.display())))?;
+        do_mount(k, Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
+        k.chroot(Path::new(".")).map_err(sys(|| "chroot .".to_string()))?;
+        k.chdir(Path::new("/")).map_err(sys(|| "chdir /".to_string()))?;
         return Ok(());
     }
     let old = nix::fcntl::open("/", nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY, Mode::empty())
         .map_err(sys(|| "open /".to_string()))?;
     let new = nix::fcntl::open(rootfs, nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY, Mode::empty())
         .map_err(sys(|| format!("open {}", rootfs.display())))?;
-    fchdir(new).map_err(sys(|| format!("chdir {}", rootfs.display())))?;
+    k.fchdir(new).map_err(sys(|| format!("chdir {}", rootfs.display())))?;
     // pivot_root(".", ".") stacks the old root under the new one; it is then unmounted lazily.
-    pivot_root(".", ".").map_err(sys(|| format!("pivot_root {}", rootfs.display())))?;
-    fchdir(old).map_err(sys(|| "chdir to old root".to_string()))?;
-    do_mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(sys(|| "unmount old root".to_string()))?;
-    chdir("/").map_err(sys(|| "chdir /".to_string()))?;
+    k.pivot_root_here().map_err(sys(|| format!("pivot_root {}", rootfs.display())))?;
+    k.fchdir(old).map_err(sys(|| "chdir to old root".to_string()))?;
+    do_mount(k, None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    k.umount_detach(Path::new(".")).map_err(sys(|| "unmount old root".to_string()))?;
+    k.chdir(Path::new("/")).map_err(sys(|| "chdir /".to_string()))?;
     let _ = nix::unistd::close(old);
     let _ = nix::unistd::close(new);
     Ok(())
 }
 
 /// The root of a container without a mount namespace: chroot, no mount.
-pub fn chroot_into(rootfs: &Path) -> Result<(), InitError> {
-    nix::unistd::chroot(rootfs).map_err(sys(|| format!("chroot {}", rootfs.display())))?;
-    chdir("/").map_err(sys(|| "chdir /".to_string()))
+pub fn chroot_into(k: &impl Kernel, rootfs: &Path) -> Result<(), InitError> {
+    k.chroot(rootfs).map_err(sys(|| format!("chroot {}", rootfs.display())))?;
+    k.chdir(Path::new("/")).map_err(sys(|| "chdir /".to_string()))
 }
 
 /// After the switch: the read-only root.
-pub fn readonly_root(spec: &Spec) -> Result<(), InitError> {
+pub fn readonly_root(k: &impl Kernel, spec: &Spec) -> Result<(), InitError> {
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        remount_readonly(Path::new("/"))?;
+        remount_readonly(k, Path::new("/"))?;
     }
     Ok(())
 }
@@ -330,7 +334,7 @@ pub fn readonly_root(spec: &Spec) -> Result<(), InitError> {
 /// read-only one is still masked). Each is opened inside the root and mounted on through its fd
 /// (`open_protected`: under /proc and /sys only while they are still the filesystems mounted
 /// there), so no path taken twice can lead the mount elsewhere.
-pub fn protect_paths(spec: &Spec) -> Result<(), InitError> {
+pub fn protect_paths(k: &impl Kernel, spec: &Spec) -> Result<(), InitError> {
     let linux = spec.linux().clone().unwrap_or_default();
     let root = RootDir::open(Path::new("/"))?;
     let mounts = spec.mounts().clone().unwrap_or_default();
@@ -341,10 +345,10 @@ pub fn protect_paths(spec: &Spec) -> Result<(), InitError> {
     for p in linux.readonly_paths().clone().unwrap_or_default() {
         let Some(target) = open("readonlyPaths", &p)? else { continue };
         let fail = |what: &str, e: String| InitError::new(format!("linux.readonlyPaths {p}: {what}: {e}"));
-        let tree = crate::mount_api::open_tree_clone_fd_recursive(&target).map_err(|e| fail("open_tree", e.to_string()))?;
+        let tree = k.open_tree_fd(&target, true).map_err(|e| fail("open_tree", e.to_string()))?;
         // Read-only on the bind itself, as a remount would make it; what is mounted under it keeps its own flags.
-        crate::mount_api::setattr(Some(&tree), Path::new(""), false, MOUNT_ATTR_RDONLY, 0, None).map_err(|e| fail("mount_setattr read-only", e.to_string()))?;
-        crate::mount_api::move_mount_onto_fd(&tree, &target).map_err(|e| fail("attach", e))?;
+        k.mount_setattr(&tree, false, MOUNT_ATTR_RDONLY, 0).map_err(|e| fail("mount_setattr read-only", e.to_string()))?;
+        k.move_mount_onto_fd(&tree, &target).map_err(|e| fail("attach", e))?;
     }
     let masked = linux.masked_paths().clone().unwrap_or_default();
     // Opened once, and only when a masked file needs it.
@@ -354,15 +358,15 @@ pub fn protect_paths(spec: &Spec) -> Result<(), InitError> {
         let fail = |what: &str, e: String| InitError::new(format!("linux.maskedPaths {p}: {what}: {e}"));
         let is_dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&target)).map_err(|e| fail("stat", e.to_string()))?.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let cover = if is_dir {
-            crate::mount_api::fs_mount("tmpfs", "tmpfs", "", &["ro"], MOUNT_ATTR_RDONLY).map_err(|e| fail("tmpfs", e))?
+            k.fs_mount("tmpfs", "tmpfs", "", &["ro"], MOUNT_ATTR_RDONLY).map_err(|e| fail("tmpfs", e))?
         } else {
             let fd = match &null {
                 Some(fd) => fd,
                 None => null.insert(open_null_device(Path::new("/dev/null"))?),
             };
-            crate::mount_api::open_tree_clone_fd(fd).map_err(|e| fail("open_tree /dev/null", e.to_string()))?
+            k.open_tree_fd(fd, false).map_err(|e| fail("open_tree /dev/null", e.to_string()))?
         };
-        crate::mount_api::move_mount_onto_fd(&cover, &target).map_err(|e| fail("attach", e))?;
+        k.move_mount_onto_fd(&cover, &target).map_err(|e| fail("attach", e))?;
     }
     Ok(())
 }

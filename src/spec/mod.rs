@@ -9,6 +9,8 @@ pub const OCI_VERSION: &str = "1.3.0";
 /// The oldest release whose configs molt runs: `molt features`' ociVersionMin.
 pub const OCI_VERSION_MIN: &str = "1.0.0";
 
+pub mod process_attrs;
+
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 /// The config lists a namespace of this type; with `created_only`, one molt creates (no path).

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
+use crate::kernel::Kernel;
 use crate::mount_target::{self, Links, Make};
 use crate::{mount_options, namespaces};
 
@@ -18,22 +19,30 @@ use crate::{mount_options, namespaces};
 /// swapped in by the container cannot send the volume elsewhere), the flags are set on the
 /// detached tree, and the attached mount is changed through its own fd.
 pub fn attach_volume(pid: i32, staging: &Path, dest: &Path, bind_options: &[String]) -> Result<(), String> {
-    let tree = crate::mount_api::open_tree_clone(staging, true)?;
+    // After setns the root is the container's pivoted rootfs, so "/" is its root.
+    attach_volume_with(&crate::kernel::Real, pid, staging, Path::new("/"), dest, bind_options)
+}
+
+/// `attach_volume` through the kernel seam, `root` being the container's root once its mount
+/// namespace is entered. The order is the point: the tree is copied in molt's own namespace
+/// (where the staging mount is), the target pinned as an fd inside the container's root, the
+/// bind flags set on the detached tree so the volume is never visible without them, and after
+/// the attach the mount is changed through its fd only, never by a path.
+fn attach_volume_with(k: &impl Kernel, pid: i32, staging: &Path, root: &Path, dest: &Path, bind_options: &[String]) -> Result<(), String> {
+    let tree = k.open_tree_clone(staging, true)?;
     let ns: Vec<(CloneFlags, PathBuf)> = vec![(CloneFlags::CLONE_NEWNS, namespaces::path(pid, "mnt"))];
-    let dest = dest.to_path_buf();
     let opts = mount_options::parse_options(bind_options);
-    namespaces::run_in(&ns, move || {
-        // After setns the root is the container's pivoted rootfs, so "/" is its root.
-        let root = mount_target::RootDir::open(Path::new("/"))?;
-        let target = mount_target::open_target(&root, &dest, Make::Dir, Links::Follow)?;
+    k.run_in(&ns, move || {
+        let root = mount_target::RootDir::open(root)?;
+        let target = mount_target::open_target(&root, dest, Make::Dir, Links::Follow)?;
         let (set, clear) = mount_options::mount_attrs(opts.flags & !MsFlags::MS_REMOUNT);
         if set != 0 || clear != 0 {
-            crate::mount_api::setattr(Some(&tree), Path::new(""), false, set, clear, None)
+            k.mount_setattr(&tree, false, set, clear)
                 .map_err(|e| format!("bind options of {} (set {set:#x} clear {clear:#x}): {e}", target.shown.display()))?;
         }
-        let mount = mount_target::attach(tree, &target)?;
-        mount.propagate(&opts.propagation)?;
-        mount.set(opts.attr_set, opts.attr_clr, true, "recursive options")
+        let mount = mount_target::attach_with(k, tree, &target)?;
+        mount.propagate(k, &opts.propagation)?;
+        mount.set(k, opts.attr_set, opts.attr_clr, true, "recursive options")
     })
 }
 
@@ -210,4 +219,47 @@ impl Held {
 
 fn dev_null() -> std::io::Result<OwnedFd> {
     std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map(OwnedFd::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::recording::Recording;
+
+    #[test]
+    fn a_volume_is_attached_in_the_containers_namespace_with_its_flags_on_the_detached_tree() {
+        let root = std::env::temp_dir().join(format!("molt-seam-handover-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let k = Recording::default();
+        let opts: Vec<String> = ["rbind", "ro", "nosuid", "rprivate", "rnoexec"].iter().map(|s| s.to_string()).collect();
+        attach_volume_with(&k, 4321, Path::new("/run/molt/staging/vol"), &root, Path::new("/data/db"), &opts).unwrap();
+        let target = root.join("data/db");
+        assert!(target.is_dir(), "the destination is made inside the given root");
+        let want = vec![
+            // Copied in molt's own namespace, where the staging mount is.
+            "open_tree /run/molt/staging/vol recursive".to_string(),
+            "setns mnt /proc/4321/ns/mnt".to_string(),
+            // ro (0x1) and nosuid (0x2) on the detached tree, before it is visible.
+            "mount_setattr tree:/run/molt/staging/vol set 0x3 clear 0x0".to_string(),
+            format!("move_mount tree:/run/molt/staging/vol -> {}", target.display()),
+            // rprivate (MS_PRIVATE) and rnoexec (MOUNT_ATTR_NOEXEC) through the attached mount's fd.
+            format!("propagation tree:/run/molt/staging/vol {:#x} recursive", libc::MS_PRIVATE),
+            "mount_setattr tree:/run/molt/staging/vol set 0x8 clear 0x0 recursive".to_string(),
+            "leave".to_string(),
+        ];
+        assert_eq!(k.lines(), want);
+        assert!(!k.has("mount "), "no mount(2) by path: {:?}", k.lines());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_refused_flag_stops_the_attach_before_the_volume_is_visible() {
+        let root = std::env::temp_dir().join(format!("molt-seam-handover-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let k = Recording::failing_at("mount_setattr");
+        let e = attach_volume_with(&k, 7, Path::new("/s"), &root, Path::new("/v"), &["ro".to_string()]).unwrap_err();
+        assert!(e.contains("bind options of") && e.contains("/v"), "{e}");
+        assert!(!k.has("move_mount"), "{:?}", k.lines());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
