@@ -385,7 +385,7 @@ fn kernel_fs(mounts: &[Mount], path: &Path) -> Option<(&'static str, i64)> {
         "/sys" => ("sysfs", libc::SYSFS_MAGIC),
         _ => return None,
     };
-    mounts.iter().any(|m| m.destination() == &top && m.typ().as_deref() == Some(typ)).then_some((typ, magic as i64))
+    mounts.iter().any(|m| m.destination() == &top && m.typ().as_deref() == Some(typ)).then_some((typ, magic))
 }
 
 /// The source of masked files: the container's /dev/null is the image's or the config's to
@@ -440,16 +440,16 @@ mod tests {
     #[test]
     fn only_the_null_device_masks_a_path() {
         assert!(open_null_device(Path::new("/dev/null")).is_ok());
-        let e = open_null_device(Path::new("/dev/zero")).err().expect("/dev/zero refused").0;
+        let e = open_null_device(Path::new("/dev/zero")).expect_err("/dev/zero refused").0;
         assert!(e.contains("character device 1:5") && e.contains("not the null device 1:3"), "{e}");
         let base = std::env::temp_dir().join(format!("molt-null-test-{}", std::process::id()));
         fs::create_dir_all(&base).unwrap();
         fs::write(base.join("file"), "x").unwrap();
         symlink("/dev/null", base.join("link")).unwrap();
-        let e = open_null_device(&base.join("file")).err().expect("a regular file refused").0;
+        let e = open_null_device(&base.join("file")).expect_err("a regular file refused").0;
         assert!(e.contains("not a character device"), "{e}");
         // A symlink to the real device is refused too: it is not followed.
-        let e = open_null_device(&base.join("link")).err().expect("a symlink refused").0;
+        let e = open_null_device(&base.join("link")).expect_err("a symlink refused").0;
         assert!(e.contains("not a character device"), "{e}");
         assert!(open_null_device(&base.join("absent")).is_err());
         fs::remove_dir_all(&base).unwrap();
