@@ -349,12 +349,23 @@ pub fn publish_state_dir(root: &Path, state: &State) -> Result<()> {
     res
 }
 
-/// Why `id` cannot be created again, with what to do when nothing is at work on it.
+/// Why `id` cannot be created again, with what to do when nothing is at work on it. A create
+/// that looks interrupted is looked at again for up to a second before it is called so: a
+/// concurrent create of the id that is alive and at work moves on (or its creator is seen) in
+/// that time, and a wrong "interrupted" would send the caller to `delete --force` a live one.
 fn exists_error(root: &Path, id: &str) -> Error {
-    match Container::load(root, id) {
-        Err(e @ Error::NoState { .. }) => e,
-        Ok(c) if c.create_interrupted() => Error::ExistsInterrupted(id.into()),
-        _ => Error::Exists(id.into()),
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match Container::load(root, id) {
+            Err(e @ Error::NoState { .. }) => return e,
+            Ok(c) if c.create_interrupted() => {
+                if std::time::Instant::now() >= deadline {
+                    return Error::ExistsInterrupted(id.into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => return Error::Exists(id.into()),
+        }
     }
 }
 
