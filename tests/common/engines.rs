@@ -466,6 +466,48 @@ pub fn local_copy(bin: &Path, dir: &Path) -> PathBuf {
     copy
 }
 
+/// `dir` as the engine should find its helpers there (CNI plugins): on the host, itself; in the VM
+/// lab, a copy of its files in `dest`, for the same reason as `local_copy` (every CNI plugin is a
+/// Go binary a container's set-up and teardown run several times).
+pub fn local_dir_copy(dir: &Path, dest: &Path) -> PathBuf {
+    if !in_lab() {
+        return dir.to_path_buf();
+    }
+    let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_file() {
+            local_copy(&p, dest);
+        }
+    }
+    dest.to_path_buf()
+}
+
+/// `f` of every item, `workers` at a time (1: one after another), the results in the items' order.
+pub fn in_parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: &(dyn Fn(&T) -> R + Sync)) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    if workers <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some(r);
+                }
+            });
+        }
+    });
+    // A worker that panicked has already failed the test at the scope's end.
+    slots.into_iter().filter_map(|m| m.into_inner().ok().flatten()).collect()
+}
+
 /// Fail-with-the-reason check for a case.
 #[macro_export]
 macro_rules! ensure {
