@@ -514,14 +514,13 @@ fn c_healthcheck(c: &Cli) -> Result<(), String> {
             // No systemd here to run podman's timer: run the check as the timer would.
             poll(tmo(10), || Ok(c.x(&["healthcheck", "run", &n]).code == 0))?;
         }
-        let fmt = if c.kind == Kind::Docker { "{{.State.Health.Status}}" } else { "{{.State.Health.Status}}" };
-        poll(tmo(20), || Ok(c.inspect(&n, fmt)? == "healthy"))?;
+        poll(tmo(20), || Ok(c.inspect(&n, "{{.State.Health.Status}}")? == "healthy"))?;
         c.ok(&["exec", &n, "rm", "/tmp/ok"])?;
         if c.kind == Kind::Podman {
             let o = c.x(&["healthcheck", "run", &n]);
             ensure!(o.code != 0, "a failing check passed: {}", o.describe());
         }
-        poll(tmo(20), || Ok(c.inspect(&n, fmt)? == "unhealthy"))?;
+        poll(tmo(20), || Ok(c.inspect(&n, "{{.State.Health.Status}}")? == "unhealthy"))?;
         Ok(())
     })();
     c.rm(&n);
@@ -621,11 +620,11 @@ fn c_upgrade_refused(c: &Cli) -> Result<(), String> {
         let cmdline = fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
         let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
         let root = args.windows(4).find(|w| w[0] == "--runtime-arg" && w[1] == "--root" && w[2] == "--runtime-arg").map_or("/run/molt".to_string(), |w| w[3].clone());
-        ensure!(Path::new(&root).join(&id).join("state.json").exists(), "no molt state for {id} under {root} (conmon: {args:?})");
+        ensure!(Path::new(&root).join(id).join("state.json").exists(), "no molt state for {id} under {root} (conmon: {args:?})");
         let mut b = common::Bundle::new(&["sleep", "1000"]);
         b.config["annotations"] = serde_json::json!({"org.opencontainers.image.version": "2.0.0"});
         let dir = b.write();
-        let o = run(Command::new(common::molt_bin()).args(["--root", &root, "upgrade", &id, "--bundle", &dir]), None, tmo(60));
+        let o = run(Command::new(common::molt_bin()).args(["--root", &root, "upgrade", id, "--bundle", &dir]), None, tmo(60));
         ensure!(o.code != 0 && o.err.contains("managed by conmon") && o.err.contains("through its engine"), "molt upgrade: {}", o.describe());
         ensure!(c.inspect(&n, "{{.State.Running}}")? == "true", "the container no longer runs under podman");
         Ok(())

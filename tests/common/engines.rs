@@ -512,8 +512,10 @@ pub fn in_parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: &(dyn Fn(&T
 #[macro_export]
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
+        // A match, not `if !cond`: some conditions compare floats.
+        match $cond {
+            true => {}
+            false => return Err(format!($($fmt)+)),
         }
     };
 }
