@@ -755,12 +755,13 @@ def main():
     md, _ = summarize(b, meta)
     part = "-partial" if status else ""  # an incomplete run does not replace a complete one's files
     png = f"{a.out}/upgrade-latency{part}.png"
-    if plot(b, png):
+    plotted = plot(b, png)
+    if plotted:
         md += f"\nPlot: `{os.path.relpath(png, REPO) if png.startswith(REPO) else png}`.\n"
     with open(f"{a.out}/upgrade-compare{part}.md", "w") as f:
         f.write(md)
     print(md)
-    say(f"wrote {a.out}/upgrade-compare{part}.md" + (f" and {png}" if os.path.exists(png) else ""))
+    say(f"wrote {a.out}/upgrade-compare{part}.md" + (f" and {png}" if plotted else f" (no plot; {png} is not this run's)" if os.path.exists(png) else ""))
     return status
 
 
