@@ -590,9 +590,7 @@ fn shared_netns(c: &Cli, a_flags: &[&str], b_flags: &dyn Fn(&str) -> Vec<String>
 
 fn c_pod(c: &Cli) -> Result<(), String> {
     let pod = c.name("pod");
-    // On the bridge, as on the host: in the VM lab a pod without a network (its default there,
-    // see podman_suite) failed at its infra container's start (molt: mknod /dev/null: EPERM,
-    // 2026-12-02, not yet understood), while the bridge pod passed there before.
+    // On the bridge, as on the host (in the VM lab the other cases run without a network).
     c.ok(&["pod", "create", "--network", "bridge", "--name", &pod])?;
     let r = shared_netns(c, &["--pod", &pod], &|_| vec!["--pod".into(), pod.clone()]);
     let _ = c.x(&["pod", "rm", "-f", "-t", "0", &pod]);
@@ -952,15 +950,10 @@ cni_plugin_dirs = ["{cni}"]
             report.record("containers.conf runtimes: molt is the default", "molt", r, t.elapsed());
             let mut cases: Vec<Case> = SHARED.to_vec();
             cases.push(("--uidmap", c_uidmap));
-            if eng::in_lab() {
-                // A known molt bug, not a limit of the lab: on pure cgroup v2 the pod's infra
-                // container fails to start under molt ("mknod .../merged/dev/null: Operation not
-                // permitted"; CI's lab run of 2026-12-02), with or without a network. Reported here
-                // as skipped until it is fixed; the case runs (and passes) on the host.
-                eprintln!("[podman] SKIPPED in the VM lab: pod: shared network namespace: a known molt bug on pure cgroup v2 (the pod's infra container: mknod /dev/null EPERM)");
-            } else {
-                cases.push(("pod: shared network namespace", c_pod));
-            }
+            // On pure cgroup v2 podman 4.3 puts a deny-all eBPF device filter on the pod's cgroup,
+            // which refuses mknod to the infra container's init: molt then binds the host's nodes,
+            // as runc does (tests/inside.rs has the same on v1).
+            cases.push(("pod: shared network namespace", c_pod));
             cases.push(("molt upgrade refused (conmon)", c_upgrade_refused));
             let sd = run_dir.display().to_string();
             let seen: Mutex<Vec<String>> = Mutex::new(vec![]);

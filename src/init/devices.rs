@@ -1,6 +1,6 @@
 //! The container's device nodes under /dev: the six every container gets and `linux.devices`,
-//! made with mknodat in a directory fd found by crate::mount_target (or, in a user namespace,
-//! where mknod is refused, the host's node bound onto a file made the same way), and the
+//! made with mknodat in a directory fd found by crate::mount_target (or, in a user namespace or
+//! wherever mknod is refused with EPERM, the host's node bound onto a file made the same way), and the
 //! /dev/fd, stdio and ptmx links.
 
 use std::ffi::OsStr;
@@ -76,18 +76,32 @@ pub fn create_devices(k: &impl Kernel, root: &RootDir, configured: &[LinuxDevice
         }
         let shown = dir.shown.join(name);
         let _ = nix::unistd::unlinkat(Some(dir.fd.as_raw_fd()), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
-        if in_user_ns && node.kind != SFlag::S_IFIFO {
-            // mknod of a device is refused in a user namespace: bind the host's node instead, as
-            // runc does (a FIFO needs no privilege).
+        let bind = |shown: PathBuf| -> Result<(), InitError> {
             create_in(&dir.fd, name, Make::File).map_err(|e| InitError::new(format!("create {}: {e}", shown.display())))?;
             let target = Target { fd: open_child(&dir, name, SFlag::S_IFREG)?, shown, mode_before: None };
             let tree = k.open_tree_clone(&node.path, false).map_err(|e| InitError::new(format!("bind {} on {}: {e}", node.path.display(), target.shown.display())))?;
             attach_with(k, tree, &target)?;
+            Ok(())
+        };
+        if in_user_ns && node.kind != SFlag::S_IFIFO {
+            // mknod of a device is refused in a user namespace: bind the host's node instead, as
+            // runc does (a FIFO needs no privilege).
+            bind(shown)?;
             continue;
         }
         let dev_t = nix::sys::stat::makedev(node.major, node.minor);
-        mknodat(Some(dir.fd.as_raw_fd()), name, node.kind, Mode::from_bits_truncate(node.mode & 0o7777), dev_t)
-            .map_err(|e| InitError::new(format!("mknod {}: {}", shown.display(), e.desc())))?;
+        match mknodat(Some(dir.fd.as_raw_fd()), name, node.kind, Mode::from_bits_truncate(node.mode & 0o7777), dev_t) {
+            Ok(()) => {}
+            // A device filter above the container's cgroup can refuse mknod even to root (podman
+            // 4.3 attaches a deny-all eBPF filter to a pod's cgroup on cgroup v2): bind the host's
+            // node instead, as runc does on EPERM. Whether the container may then open it is that
+            // filter's decision, as it is under runc.
+            Err(nix::errno::Errno::EPERM) if node.kind != SFlag::S_IFIFO => {
+                bind(shown)?;
+                continue;
+            }
+            Err(e) => return Err(InitError::new(format!("mknod {}: {}", shown.display(), e.desc()))),
+        }
         // Through an fd on the node just made: a link swapped in for it is never followed.
         let node_fd = open_child(&dir, name, node.kind)?;
         let made = fd_path(&node_fd);
