@@ -15,6 +15,22 @@ fn run_returns_the_container_exit_status_and_cleans_up() {
     assert!(!root.path.join("r1").exists(), "run removes the container after it exits");
 }
 
+/// The config's device rules hold inside the container on both cgroup versions (v1's devices
+/// files, v2's eBPF filter): with CAP_MKNOD a node of the host's disk can be made (runc's default
+/// rules allow mknod of any node) but not opened, while /dev/zero can; runc sees the same.
+#[test]
+fn device_rules_hold_inside_the_container() {
+    require_root!();
+    let mut b = Bundle::new(&["sh", "-c", "mknod /s/disk b 8 0 && echo made; head -c1 /s/disk 2>&1 | grep -o 'Operation not permitted'; head -c1 /dev/zero | wc -c"]);
+    b.mount(serde_json::json!({"destination": "/s", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]}));
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set].as_array_mut().unwrap().push(serde_json::json!("CAP_MKNOD"));
+    }
+    let c = run_both(&b);
+    c.assert_same(|s| s.to_string());
+    assert_eq!(c.molt_out(), "made\nOperation not permitted\n1\n");
+}
+
 #[test]
 fn create_start_state_kill_delete() {
     require_root!();

@@ -24,7 +24,7 @@ impl Cgroup {
                     Step::One(w) => vec![w],
                     Step::EitherOrder(a, b) => vec![a, b],
                     Step::FirstPresent(alts) => alts.iter().collect(),
-                    Step::Ignored(_) => vec![],
+                    Step::Ignored(_) | Step::DeviceFilter(_) => vec![],
                 };
                 for w in ws {
                     if w.controller != "cgroup"
@@ -98,6 +98,13 @@ impl Cgroup {
             Step::Ignored(msg) => {
                 crate::logging::warn(&format!("cgroup: {msg}"));
                 Ok(())
+            }
+            Step::DeviceFilter(rules) => {
+                let v2 = self.v2().ok_or_else(|| CgroupError::NoController {
+                    field: "linux.resources.devices".to_string(),
+                    controller: "cgroup v2".to_string(),
+                })?;
+                super::device_filter::attach(&v2.dir, rules)
             }
         }
     }

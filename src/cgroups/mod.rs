@@ -3,6 +3,7 @@
 //! (list, freeze, signal). Everything the rest of molt knows about cgroups goes through `Cgroup`.
 
 mod dirs;
+pub mod device_filter;
 mod error;
 mod freezer;
 mod fsio;

@@ -1,26 +1,29 @@
-//! devices: the v1 allow/deny rules (v2's eBPF device filter is not loaded, and said so).
+//! devices: the v1 allow/deny rules, or on v2 the eBPF device filter's step.
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
-use super::{bad_value, write, Planner};
+use super::{bad_value, write, Planner, Step};
 use crate::cgroups::error::CgroupError;
 use crate::cgroups::mountinfo::Version;
 
 pub(super) fn devices(p: &mut Planner, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
-    // Only the v1 devices controller takes rules as files. On v2 device access is an eBPF
-    // program attached to the cgroup, which molt does not load yet: the rules are not applied
-    // there (nor on a v1 host without the devices hierarchy), and the warning says so. The
-    // container still gets only the device nodes its config lists, since molt's rootfs creates
-    // only those.
+    // v1's devices controller takes rules as files; on v2 device access is an eBPF program
+    // attached to the cgroup (crate::cgroups::device_filter), as runc and crun load it.
     if rules.is_empty() {
         return Ok(());
     }
     if (p.version_of)("devices") != Some(Version::V1) {
-        p.ignore(
-            "devices",
-            format!("{} rules", rules.len()),
-            "no cgroup v1 devices controller here, and molt does not load cgroup v2's eBPF device filter; only the device nodes the config lists exist in the container",
-        );
+        if (p.version_of)("cgroup") == Some(Version::V2) {
+            // Checked here, so a bad rule fails the plan before anything is written.
+            crate::cgroups::device_filter::Filter::from_rules(rules)?;
+            p.steps.push(Step::DeviceFilter(rules.to_vec()));
+        } else {
+            p.ignore(
+                "devices",
+                format!("{} rules", rules.len()),
+                "neither a cgroup v1 devices controller nor a cgroup v2 hierarchy here; only the device nodes the config lists exist in the container",
+            );
+        }
         return Ok(());
     }
     for rule in rules {
@@ -80,7 +83,7 @@ mod tests {
     use crate::cgroups::mountinfo::Layout;
 
     #[test]
-    fn device_rules_on_v1_and_a_warning_on_v2() {
+    fn device_rules_on_v1_and_an_ebpf_filter_on_v2() {
         let r = res(r#"{"devices": [
             {"allow": false, "access": "rwm"},
             {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
@@ -97,10 +100,10 @@ mod tests {
                 ("devices.allow", "c 5:0 rwm"),
             ])
         );
-        // Not applied on v2, and said so: no silent pretence.
+        // On v2 one step: the eBPF filter of the same rules, no file.
         let steps = plan(&r, Layout::V2, &v2).expect("plan");
         assert!(flat(&steps).is_empty());
-        assert_eq!(ignored(&steps).len(), 1, "{steps:?}");
-        assert!(ignored(&steps)[0].contains("linux.resources.devices = 4 rules ignored"), "{steps:?}");
+        assert!(ignored(&steps).is_empty(), "{steps:?}");
+        assert!(matches!(&steps[..], [super::super::Step::DeviceFilter(rules)] if rules.len() == 4), "{steps:?}");
     }
 }

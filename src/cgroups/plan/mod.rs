@@ -60,6 +60,8 @@ pub enum Step {
     EitherOrder(Write, Write),
     /// The first alternative whose file exists (the same knob has a BFQ name and a legacy name).
     FirstPresent(Vec<Write>),
+    /// cgroup v2's device rules: an eBPF program attached to the cgroup (`device_filter`).
+    DeviceFilter(Vec<oci_spec::runtime::LinuxDeviceCgroup>),
     /// A value the config asks for that has no file on this cgroup version: nothing is written,
     /// the message is logged as a warning (runc drops these silently).
     Ignored(String),

@@ -48,7 +48,7 @@ pub fn flat(steps: &[Step]) -> Vec<(String, String)> {
             Step::One(w) => vec![w],
             Step::EitherOrder(a, b) => vec![a, b],
             Step::FirstPresent(alts) => alts.iter().take(1).collect(),
-            Step::Ignored(_) => vec![],
+            Step::Ignored(_) | Step::DeviceFilter(_) => vec![],
         };
         out.extend(ws.into_iter().map(|w| (w.file.clone(), w.value.clone())));
     }
