@@ -53,9 +53,10 @@ pub struct Transport {
 }
 
 /// How many commands run at once over one host's multiplexed connection. sshd refuses a session
-/// past its MaxSessions (10 by default: "open failed: administratively prohibited"), so a
-/// --parallel above it, or the containers of a batch crowding on one host, would fail upgrades
-/// rather than wait. Two below the default: a session that just ended may still count there.
+/// past its MaxSessions (10 by default), and ssh then opens a connection of its own for that
+/// command ("Session open refused by peer"): a key exchange and a login each, counted against
+/// MaxStartups, for a --parallel above it or a batch crowding on one host. Two below the default:
+/// a session that just ended may still count there.
 pub const SESSIONS_PER_HOST: usize = 8;
 
 /// One session slot of a host, given back on drop.
