@@ -488,6 +488,11 @@ fn an_operator_killed_mid_rollout_is_run_again_and_upgrades_no_container_twice()
     assert!(out.status.success(), "{text}\n{}", stderr_of(&out));
     // The db canary upgraded before the kill still counts: no second db canary, the gate passes on it.
     assert!(text.contains("canary of role db promoted automatically") && !text.contains("(db, canary)"), "{text}");
+    // The first run shipped every role before its first batch; the re-run finds each copy there
+    // (one command per host, which ends without taking the tar), over ssh too.
+    let again: Vec<&str> = text.lines().filter(|l| l.starts_with("ship ")).collect();
+    assert!(!again.is_empty() && again.iter().all(|l| l.contains("already there")), "{text}");
+    assert!(again.iter().any(|l| l.contains("-> h1") || l.contains("-> h2")), "an ssh host among them:\n{text}");
     let upgraded_in = |t: &str, short: &str| t.lines().any(|l| l.starts_with(&format!("  {} ", lab.id(short))) && l.contains("upgraded"));
     let mut before = 0;
     for short in ["db-1", "db-2", "app-3", "proxy-1", "proxy-2"] {

@@ -261,7 +261,7 @@ fn iscsi_absent_lun_is_a_clear_error_and_leaves_nothing() {
 /// guest's own namespace (iscsid only logs in there) on the iSCSI LUN, reached over ssh at
 /// 127.0.0.1; one rollout of both in one batch, and each reads back what its old version wrote.
 #[test]
-#[ignore = "VM lab only, by hand (`scripts/lab-suite` skips it: 344-590 s under emulation): this host kernel has no NFS client and no iSCSI initiator"]
+#[ignore = "VM lab only (scripts/lab-suite runs it): this host kernel has no NFS client and no iSCSI initiator"]
 fn bundle_rollout_over_ssh_keeps_the_data_of_nfs_and_iscsi_volumes() {
     require_lab!();
     // Where the lab's time goes, on stderr (seen with --nocapture, or on a failure).

@@ -411,22 +411,27 @@ pub fn run(docs: &Documents, plan: &Plan, hosts: &[(Transport, Option<String>)],
         })
         .collect();
     let summary = Summary { bundle: plan.bundle.clone(), version: plan.version.clone(), completed, containers };
-    super::history::record(docs, hosts, session, &summary, &plan.rows, say);
-    clean_up(docs, hosts, started, say);
+    // The history record and the clean-up touch different files: both at once, one round trip
+    // to each host rather than one after the other.
+    std::thread::scope(|s| {
+        s.spawn(|| super::history::record(docs, hosts, session, &summary, &plan.rows, say));
+        clean_up(docs, hosts, started, say);
+    });
     Ok(summary)
 }
 
 /// The end of a rollout on every host it reached: the image holds of its batches go, and the
-/// shipped bundles nothing uses any more.
+/// shipped bundles nothing uses any more (each its own command, both at once: the image store
+/// and the shipped bundles are apart).
 fn clean_up(docs: &Documents, hosts: &[(Transport, Option<String>)], started: u64, say: Say) {
     std::thread::scope(|s| {
         for (t, _) in hosts.iter().filter(|(_, down)| down.is_none()) {
+            s.spawn(move || match super::rollback::release_holds(t, &docs.manifest.name) {
+                Ok(0) => {}
+                Ok(n) => say(&format!("host {}: released the {n} image hold(s) of this rollout's way back", t.name)),
+                Err(e) => say(&format!("warning: {e}")),
+            });
             s.spawn(move || {
-                match super::rollback::release_holds(t, &docs.manifest.name) {
-                    Ok(0) => {}
-                    Ok(n) => say(&format!("host {}: released the {n} image hold(s) of this rollout's way back", t.name)),
-                    Err(e) => say(&format!("warning: {e}")),
-                }
                 match t.prune_bundles(started) {
                     Ok(gone) if gone.is_empty() => {}
                     Ok(gone) => say(&format!("host {}: removed {} shipped bundle(s) nothing uses any more: {}", t.name, gone.len(), gone.join(", "))),

@@ -47,6 +47,26 @@ pub struct Transport {
     pub host: Host,
     /// ssh's arguments up to and including the destination; empty for a local host.
     ssh: Vec<String>,
+    /// Sessions open now over the host's master connection.
+    open: std::sync::Mutex<usize>,
+    closed: std::sync::Condvar,
+}
+
+/// How many commands run at once over one host's multiplexed connection. sshd refuses a session
+/// past its MaxSessions (10 by default), and ssh then opens a connection of its own for that
+/// command ("Session open refused by peer"): a key exchange and a login each, counted against
+/// MaxStartups, for a --parallel above it or a batch crowding on one host. Two below the default:
+/// a session that just ended may still count there.
+pub const SESSIONS_PER_HOST: usize = 8;
+
+/// One session slot of a host, given back on drop.
+struct Slot<'a>(&'a Transport);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.open.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.closed.notify_one();
+    }
 }
 
 /// A word for a POSIX shell: ssh hands the remote side one command line.
@@ -87,7 +107,20 @@ impl Transport {
             }
             ssh.push(dest.clone());
         }
-        Transport { name: name.into(), host: host.clone(), ssh }
+        Transport { name: name.into(), host: host.clone(), ssh, open: Default::default(), closed: Default::default() }
+    }
+
+    /// Wait for a free session on an ssh host (a local one has no limit).
+    fn slot(&self) -> Option<Slot<'_>> {
+        if self.ssh.is_empty() {
+            return None;
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while *open >= SESSIONS_PER_HOST {
+            open = self.closed.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+        *open += 1;
+        Some(Slot(self))
     }
 
     fn err(&self, reason: impl Into<String>) -> BundleError {
@@ -152,6 +185,7 @@ impl Transport {
     /// (a live display of `--format json`'s step events); stdout and stderr collected as well.
     pub fn molt_lines(&self, args: &[&str], on_line: &(dyn Fn(&str) + Sync)) -> Result<Output, BundleError> {
         use std::io::{BufRead, Read};
+        let _slot = self.slot();
         let mut c = self.shell(&self.molt_script(args));
         let mut child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| self.cannot_run(e))?;
         let (mut out, err) = (child.stdout.take(), child.stderr.take());
@@ -194,6 +228,7 @@ impl Transport {
 
     /// Run a script, feeding `input` (a file) on stdin; ssh's own failure (exit 255) is an error.
     pub fn run(&self, script: &str, input: Option<&Path>) -> Result<Output, BundleError> {
+        let _slot = self.slot();
         let mut c = self.shell(script);
         match input {
             Some(p) => c.stdin(std::fs::File::open(p).map_err(|e| self.err(format!("{}: {e}", p.display())))?),
@@ -203,20 +238,19 @@ impl Transport {
         self.checked(out)
     }
 
-    /// Ship a bundle directory; returns its directory on the host. Sent only when the host has
-    /// no complete copy with that digest yet.
+    /// Ship a bundle directory; returns its directory on the host and whether it was sent.
+    /// One round trip: the host's script looks for a complete copy with that digest first and,
+    /// when there is one, ends at once without reading its input (the channel closes and ssh
+    /// stops sending; a small bundle has arrived whole by then, and is thrown away).
     pub fn ship(&self, archive: &Archive) -> Result<(PathBuf, bool), BundleError> {
         let store = self.host.root.join(".bundles");
         let dest = store.join(format!("sha256-{}", archive.digest));
         let d = quote(&dest.display().to_string());
-        // Touched when found: a later prune sees it was in use by this rollout.
-        let out = self.run(&format!("test -f {d}/.molt-digest && touch {d}"), None)?;
-        if out.status.success() {
-            return Ok((dest, false));
-        }
         let s = quote(&store.display().to_string());
+        // Touched when found: a later prune sees it was in use by this rollout.
         let script = format!(
-            "set -e; umask 077; mkdir -p {s}; t=$(mktemp -d {s}/.incoming-XXXXXX); cat > \"$t.tar\"; \
+            "if test -f {d}/.molt-digest; then touch {d}; echo {PRESENT}; exit 0; fi; \
+             set -e; umask 077; mkdir -p {s}; t=$(mktemp -d {s}/.incoming-XXXXXX); cat > \"$t.tar\"; \
              got=$(sha256sum < \"$t.tar\" | cut -d' ' -f1); \
              if [ \"$got\" != {hex} ]; then rm -rf \"$t\" \"$t.tar\"; echo \"digest mismatch on arrival: sha256 $got, sent {hex}\" >&2; exit 3; fi; \
              tar -xf \"$t.tar\" -C \"$t\"; rm -f \"$t.tar\"; echo {hex} > \"$t/.molt-digest\"; chmod 755 \"$t\"; \
@@ -227,9 +261,13 @@ impl Transport {
         if !out.status.success() {
             return Err(self.err(format!("shipping {} to {}: {}", archive.source.display(), dest.display(), String::from_utf8_lossy(&out.stderr).trim())));
         }
-        Ok((dest, true))
+        let present = String::from_utf8_lossy(&out.stdout).trim() == PRESENT;
+        Ok((dest, !present))
     }
 }
+
+/// What the shipping script prints when the host has the bundle already.
+const PRESENT: &str = "molt-bundle-present";
 
 impl Transport {
     /// Remove the shipped bundles no container, upgrade journal or derived config on this host
@@ -311,6 +349,28 @@ mod tests {
         let slow: Host = serde_json::from_str(r#"{"ssh": "db.example", "connect_timeout": "89.5s"}"#).unwrap();
         let args = Transport::new(&session, "db", &slow).ssh.join(" ");
         assert!(args.contains("ConnectTimeout=90 ") && args.contains("ServerAliveInterval=90 "), "{args}");
+    }
+
+    #[test]
+    fn an_ssh_host_runs_at_most_its_sessions_at_once() {
+        let session = Session::new().unwrap();
+        let host: Host = serde_json::from_str(r#"{"ssh": "db.example"}"#).unwrap();
+        let t = Transport::new(&session, "db", &host);
+        let held: Vec<_> = (0..SESSIONS_PER_HOST).map(|_| t.slot()).collect();
+        let got = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _slot = t.slot();
+                got.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(!got.load(std::sync::atomic::Ordering::SeqCst), "a session past the limit waits");
+            drop(held);
+        });
+        assert!(got.load(std::sync::atomic::Ordering::SeqCst), "and runs once one ends");
+        assert_eq!(*t.open.lock().unwrap(), 0, "every slot given back");
+        let here: Host = serde_json::from_str(r#"{"local": true}"#).unwrap();
+        assert!(Transport::new(&session, "here", &here).slot().is_none(), "no limit on the local host");
     }
 
     #[test]
