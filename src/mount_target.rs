@@ -157,19 +157,32 @@ pub fn open_protected(root: &RootDir, path: &Path, kernel_fs: Option<(&str, i64)
             Some(libc::ELOOP) => format!("{} became a symlink after the {typ} mount was made there; {} is not left unprotected", top.display(), path.display()),
             _ => format!("{} (for {}): {e}; it must be the {typ} mount made there", top.display(), path.display()),
         })?;
-    // SAFETY: fstatfs on an fd we hold into a zeroed statfs.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut st) } != 0 {
-        return Err(format!("statfs {}: {}", top.display(), std::io::Error::last_os_error()));
-    }
-    if st.f_type as i64 != magic {
-        return Err(format!("{} (for {}) is no longer the {typ} mount made there (filesystem {:#x}): it was swapped while the container was set up", top.display(), path.display(), st.f_type));
+    let fs = filesystem_of(&dir).map_err(|e| format!("statfs {}: {e}", top.display()))?;
+    if fs.magic != magic {
+        return Err(format!("{} (for {}) is no longer the {typ} mount made there (filesystem {:#x}): it was swapped while the container was set up", top.display(), path.display(), fs.magic));
     }
     let rest = parts.as_path();
     if rest.as_os_str().is_empty() {
         return Ok(Some(dir));
     }
     absent(openat2(dir.as_raw_fd(), rest, libc::O_PATH, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)).map_err(|e| format!("open {}: {e}", path.display()))
+}
+
+/// What filesystem an open file is on, as fstatfs(2) tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filesystem {
+    /// The statfs magic (PROC_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC, ...).
+    pub magic: i64,
+    /// Mounted read-only (ST_RDONLY).
+    pub read_only: bool,
+}
+
+/// The filesystem `fd` is on.
+pub fn filesystem_of(fd: &impl std::os::fd::AsFd) -> std::io::Result<Filesystem> {
+    let st = nix::sys::statfs::fstatfs(fd)?;
+    #[allow(clippy::unnecessary_cast)] // the magic's type is not i64 on every libc
+    let magic = st.filesystem_type().0 as i64;
+    Ok(Filesystem { magic, read_only: st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) })
 }
 
 /// `/a/../b/.` as `a/b` would be read with no links: `..` drops the component before it.
@@ -286,6 +299,15 @@ mod tests {
         let root = base.join("root");
         fs::create_dir_all(&root).unwrap();
         (base, root)
+    }
+
+    #[test]
+    fn filesystem_of_names_the_filesystem() {
+        // A read-only one is checked by the sealed binary's tests (tests/security.rs).
+        let proc = fs::File::open("/proc/self").unwrap();
+        assert_eq!(filesystem_of(&proc).unwrap(), Filesystem { magic: libc::PROC_SUPER_MAGIC, read_only: false });
+        let sys = fs::File::open("/sys").unwrap();
+        assert_eq!(filesystem_of(&sys).unwrap().magic, libc::SYSFS_MAGIC);
     }
 
     #[test]

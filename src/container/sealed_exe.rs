@@ -69,14 +69,8 @@ pub fn seal_of(exe: &Path) -> Option<Seal> {
     if seals >= 0 && seals & libc::F_SEAL_WRITE != 0 {
         return Some(Seal::Memfd);
     }
-    // SAFETY: zeroed statfs and statvfs are valid out-parameters for calls on an fd we own.
-    let (mut st, mut vst): (libc::statfs, libc::statvfs) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-    // SAFETY: as above.
-    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } != 0 || unsafe { libc::fstatvfs(f.as_raw_fd(), &mut vst) } != 0 {
-        return None;
-    }
-    let read_only = vst.f_flag & libc::ST_RDONLY != 0;
-    (st.f_type == libc::OVERLAYFS_SUPER_MAGIC && read_only).then_some(Seal::Overlay)
+    let fs = crate::mount_target::filesystem_of(&f).ok()?;
+    (fs.magic == libc::OVERLAYFS_SUPER_MAGIC && fs.read_only).then_some(Seal::Overlay)
 }
 
 /// This process runs from a sealed binary.

@@ -11,10 +11,10 @@ use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 
-use crate::mount_target::{attach, create_in, Make, Target};
+use crate::mount_target::{attach_with, create_in, Make, Target};
 use super::InitError;
 use crate::cgroups::{Membership, Mount, Version};
-use crate::mount_api::fs_mount;
+use crate::kernel::Kernel;
 use crate::mount_options::{mount_attrs, superblock_flags};
 
 /// The calling process's cgroups; read before the cgroup namespace is entered, while
@@ -31,8 +31,8 @@ pub fn own_dir(m: &Mount, own: &[Membership]) -> Option<PathBuf> {
 
 /// `cgroupns`: the config asks for a cgroup namespace (decides what a refused cgroup2 mount binds).
 /// Every mount is made detached and attached on `target`'s fd, or, for the v1 hierarchies, on a
-/// directory made in the attached tmpfs's own fd.
-pub fn mount_cgroups(target: &Target, flags: MsFlags, own: &[Membership], cgroupns: bool) -> Result<(), InitError> {
+/// directory made in the attached tmpfs's own fd, each through the kernel seam `k`.
+pub fn mount_cgroups(k: &impl Kernel, target: &Target, flags: MsFlags, own: &[Membership], cgroupns: bool) -> Result<(), InitError> {
     let flags = flags & !MsFlags::MS_REMOUNT;
     let shown = &target.shown;
     let err = |what: &str, e: String| InitError::new(format!("mount {what} on {}: {e}", shown.display()));
@@ -41,7 +41,7 @@ pub fn mount_cgroups(target: &Target, flags: MsFlags, own: &[Membership], cgroup
     let bound = mount_attrs(flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)).0;
     if hier.iter().all(|m| m.version == Version::V2) {
         // Source "cgroup", as runc mounts it (mountinfo shows it).
-        let tree = match fs_mount("cgroup2", "cgroup", "", &superblock_flags(flags), mount_attrs(flags).0) {
+        let tree = match k.fs_mount("cgroup2", "cgroup", "", &superblock_flags(flags), mount_attrs(flags).0) {
             Ok(tree) => tree,
             // A new user namespace without a cgroup namespace of its own may not mount cgroup2:
             // bind instead, as runc does: the whole hierarchy, or, when a cgroup namespace was
@@ -49,33 +49,33 @@ pub fn mount_cgroups(target: &Target, flags: MsFlags, own: &[Membership], cgroup
             Err(refused) => {
                 let v2 = hier.first().ok_or_else(|| err("cgroup2", format!("{refused}; no cgroup2 hierarchy to bind")))?;
                 let dir = if cgroupns { own_dir(v2, own).ok_or_else(|| err("cgroup2", format!("{refused}; our own cgroup2 directory is unknown")))? } else { v2.mount_point.clone() };
-                bind_tree(&dir, bound).map_err(|e| err(&format!("bind {}", dir.display()), format!("{e} (cgroup2 itself: {refused})")))?
+                bind_tree(k, &dir, bound).map_err(|e| err(&format!("bind {}", dir.display()), format!("{e} (cgroup2 itself: {refused})")))?
             }
         };
-        attach(tree, target)?;
+        attach_with(k, tree, target)?;
         return Ok(());
     }
     // The tmpfs stays writable, as runc leaves it; the hierarchies in it are read-only as asked.
     let rw = flags & !MsFlags::MS_RDONLY;
-    let tmpfs = fs_mount("tmpfs", "tmpfs", "mode=755", &superblock_flags(rw), mount_attrs(rw).0).map_err(|e| err("tmpfs", e))?;
-    let tmpfs = attach(tmpfs, target)?;
+    let tmpfs = k.fs_mount("tmpfs", "tmpfs", "mode=755", &superblock_flags(rw), mount_attrs(rw).0).map_err(|e| err("tmpfs", e))?;
+    let tmpfs = attach_with(k, tmpfs, target)?;
     // The hybrid layout's cgroup2 at `unified` is left out, as runc leaves it out.
     for m in hier.iter().filter(|m| m.version == Version::V1) {
         let Some(source) = own_dir(m, own) else { continue };
         let base = m.mount_point.file_name().map(PathBuf::from).unwrap_or_default();
         let shown = shown.join(&base);
         let dir = Target { fd: open_dir_in(&tmpfs.fd, &base).map_err(|e| InitError::new(format!("mkdir {}: {e}", shown.display())))?, shown, mode_before: None };
-        let tree = bind_tree(&source, bound).map_err(|e| InitError::new(format!("bind {} on {}: {e}", source.display(), dir.shown.display())))?;
-        attach(tree, &dir)?;
+        let tree = bind_tree(k, &source, bound).map_err(|e| InitError::new(format!("bind {} on {}: {e}", source.display(), dir.shown.display())))?;
+        attach_with(k, tree, &dir)?;
     }
     Ok(())
 }
 
 /// A detached recursive copy of `dir` with the per-mount flags `attrs`.
-fn bind_tree(dir: &Path, attrs: u64) -> Result<OwnedFd, String> {
-    let tree = crate::mount_api::open_tree_clone(dir, true)?;
+fn bind_tree(k: &impl Kernel, dir: &Path, attrs: u64) -> Result<OwnedFd, String> {
+    let tree = k.open_tree_clone(dir, true)?;
     if attrs != 0 {
-        crate::mount_api::setattr(Some(&tree), Path::new(""), false, attrs, 0, None).map_err(|e| format!("mount_setattr {attrs:#x}: {e}"))?;
+        k.mount_setattr(&tree, false, attrs, 0).map_err(|e| format!("mount_setattr {attrs:#x}: {e}"))?;
     }
     Ok(tree)
 }
@@ -92,6 +92,7 @@ fn open_dir_in(dir: &OwnedFd, name: &Path) -> std::io::Result<OwnedFd> {
 mod tests {
     use super::*;
     use crate::cgroups::{parse_mountinfo, parse_proc_cgroup};
+    use crate::kernel::recording::Recording;
 
     const MOUNTINFO: &str = "\
 35 25 0:29 / /sys/fs/cgroup/cpu rw,nosuid shared:9 - cgroup cgroup rw,cpu
@@ -108,5 +109,40 @@ mod tests {
         assert_eq!(dir("/sys/fs/cgroup/cpu"), Some(PathBuf::from("/sys/fs/cgroup/cpu/molt/x")));
         assert_eq!(dir("/sys/fs/cgroup/memory"), Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/abc/molt/x")));
         assert_eq!(dir("/sys/fs/cgroup/systemd"), Some(PathBuf::from("/sys/fs/cgroup/systemd/molt/x")));
+    }
+
+    /// This host's layout decides the branch: cgroup2 attached as one mount on a pure v2 host;
+    /// otherwise the tmpfs attached first, and each hierarchy's bind made read-only while
+    /// detached, before it is attached in the tmpfs (never visible writable).
+    #[test]
+    fn cgroup_mounts_are_made_detached_and_read_only_before_they_are_attached() {
+        let dir = std::env::temp_dir().join(format!("molt-seam-cgroupfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fd = nix::fcntl::open(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+        // SAFETY: open just returned this fd.
+        let target = Target { fd: unsafe { OwnedFd::from_raw_fd(fd) }, shown: PathBuf::from("/sys/fs/cgroup"), mode_before: None };
+        let k = Recording::default();
+        let own = own_membership();
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        mount_cgroups(&k, &target, flags, &own, false).unwrap();
+        let lines = k.lines();
+        let hier = crate::cgroups::read_mounts().unwrap();
+        if hier.iter().all(|m| m.version == Version::V2) {
+            assert!(lines[0].starts_with("fsmount cgroup2 cgroup "), "{lines:#?}");
+            assert_eq!(lines[1], format!("move_mount fs:cgroup2:cgroup -> {}", dir.display()));
+        } else {
+            assert!(lines[0].starts_with("fsmount tmpfs tmpfs "), "{lines:#?}");
+            assert_eq!(lines[1], format!("move_mount fs:tmpfs:tmpfs -> {}", dir.display()));
+            let binds: Vec<&String> = lines.iter().filter(|l| l.starts_with("open_tree ")).collect();
+            let v1 = hier.iter().filter(|m| m.version == Version::V1 && own_dir(m, &own).is_some()).count();
+            assert_eq!(binds.len(), v1, "one bind per v1 hierarchy: {lines:#?}");
+            for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.starts_with("open_tree ")) {
+                let tree = format!("tree:{}", l.trim_start_matches("open_tree ").trim_end_matches(" recursive"));
+                // ro, nosuid, nodev, noexec: MOUNT_ATTR_RDONLY | NOSUID | NODEV | NOEXEC.
+                assert_eq!(lines[i + 1], format!("mount_setattr {tree} set 0xf clear 0x0"), "{lines:#?}");
+                assert!(lines[i + 2].starts_with(&format!("move_mount {tree} -> ")), "{lines:#?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 use super::InitError;
+use crate::kernel::Kernel;
 use crate::mount_target::{self, Links, Make, RootDir};
 
 nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
@@ -22,8 +23,10 @@ pub fn connect(socket: &Path) -> Result<UnixStream, InitError> {
 /// `bind_console`, /dev/console becomes the slave too (the init; `exec` leaves it alone). Every
 /// step goes through fds: ptmx opened from the rootfs's fd (links followed only inside it), the
 /// slave by TIOCGPTPEER on the master, and /dev/console a mount target as any other
-/// (`mount_target`), so a link in the image cannot take a step to the host.
+/// (`mount_target`), so a link in the image cannot take a step to the host; its bind goes
+/// through the kernel seam `k`.
 pub fn open_and_send(
+    k: &impl Kernel,
     stream: UnixStream,
     rootfs: &Path,
     size: Option<&oci_spec::runtime::Box>,
@@ -53,9 +56,9 @@ pub fn open_and_send(
     if bind_console {
         // /dev/console in the container is the pty, as runc sets it up.
         let target = mount_target::open_target(&root, Path::new("/dev/console"), Make::File, Links::Follow).map_err(InitError::new)?;
-        let tree = crate::mount_api::open_tree_clone_fd(&slave)
+        let tree = k.open_tree_fd(&slave, false)
             .map_err(|e| InitError::new(format!("bind the pty on {}: open_tree of the pty's slave: {e}", target.shown.display())))?;
-        mount_target::attach(tree, &target).map_err(InitError::new)?;
+        mount_target::attach_with(k, tree, &target).map_err(InitError::new)?;
     }
     let fds = [master.as_raw_fd()];
     let name = b"/dev/ptmx";

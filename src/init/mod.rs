@@ -143,7 +143,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
             rootfs::chroot_into(k, &plan.rootfs)?;
         }
         let console = match console_stream {
-            Some(stream) => Some(console::open_and_send(stream, Path::new("/"), plan.process.console_size().as_ref(), false)?),
+            Some(stream) => Some(console::open_and_send(k, stream, Path::new("/"), plan.process.console_size().as_ref(), false)?),
             None => None,
         };
         return prepare_and_exec(plan, chan, console, None, vec![]);
@@ -179,7 +179,7 @@ fn run(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible, Init
     let between = assemble::Between {
         before_switch: &mut || {
             if let Some(stream) = console_stream.take() {
-                console = Some(console::open_and_send(stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?);
+                console = Some(console::open_and_send(k, stream, &plan.rootfs, plan.process.console_size().as_ref(), true)?);
             }
             run_create_container_hooks(plan, &state_json)
         },

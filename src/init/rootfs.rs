@@ -191,7 +191,7 @@ fn mount_one(k: &impl Kernel, plan: &RootfsPlan, root: &RootDir, m: &Mount, open
     let target = open_target(root, dest, Make::Dir, links)?;
     if typ == "cgroup" {
         let cgroupns = crate::spec::has_namespace(plan.spec, oci_spec::runtime::LinuxNamespaceType::Cgroup, false);
-        super::cgroupfs::mount_cgroups(&target, opts.flags, plan.own_cgroups, cgroupns)?;
+        super::cgroupfs::mount_cgroups(k, &target, opts.flags, plan.own_cgroups, cgroupns)?;
         return Ok(None);
     }
     let data = opts.data.join(",");
