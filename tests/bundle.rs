@@ -625,7 +625,8 @@ fn a_failing_pre_upgrade_command_leaves_the_container_alone_and_stops_the_rollou
 /// containers over h1, h2 and local, one role; for each round and each --parallel value in turn
 /// (the order alternates between rounds) a rollout to the next version, timed end to end.
 /// Settings from the environment: MOLT_BENCH_CONTAINERS (30), MOLT_BENCH_PARALLEL ("1,3,10"),
-/// MOLT_BENCH_ROUNDS (2), MOLT_BENCH_OUT (a markdown file for the figures).
+/// MOLT_BENCH_ROUNDS (2), MOLT_BENCH_GATE_WAIT (seconds of the role's `running:` health gate; none
+/// when unset), MOLT_BENCH_OUT (a markdown file for the figures).
 #[test]
 #[ignore = "benchmark: scripts/bench-bundle runs it"]
 fn bench_bundle_scaling() {

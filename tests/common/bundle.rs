@@ -458,6 +458,12 @@ pub fn bench_scaling() {
     let n: usize = env("MOLT_BENCH_CONTAINERS", "30").parse().expect("MOLT_BENCH_CONTAINERS");
     let pars: Vec<usize> = env("MOLT_BENCH_PARALLEL", "1,3,10").split(',').map(|p| p.trim().parse().expect("MOLT_BENCH_PARALLEL")).collect();
     let rounds: usize = env("MOLT_BENCH_ROUNDS", "2").parse().expect("MOLT_BENCH_ROUNDS");
+    // The role's health gate `running:DUR`: each host's `molt upgrade` keeps the new application
+    // running that long before it commits, as a real application's start-up and gate take time.
+    let gate_ms: Option<u64> = std::env::var("MOLT_BENCH_GATE_WAIT")
+        .ok()
+        .filter(|g| !g.is_empty())
+        .map(|g| g.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).map(|s| (s * 1000.0).round() as u64).expect("MOLT_BENCH_GATE_WAIT: seconds above 0"));
     // Declared before the lab: dropped after it, once its containers and sshd are gone.
     let cpu = CpuAccount::new();
     let mut lab = Lab::new(2, 0);
@@ -476,7 +482,10 @@ pub fn bench_scaling() {
             minor += 1;
             let v = format!("1.{minor}.0");
             let b = sleep_bundle(&v, &["sleep", "3600"]);
-            let doc = serde_json::json!({"version": v, "roles": {"app": {"bundle": b.dir}}, "order": ["app"], "batch_size": p, "stop_signal": "SIGKILL"});
+            let mut doc = serde_json::json!({"version": v, "roles": {"app": {"bundle": b.dir}}, "order": ["app"], "batch_size": p, "stop_signal": "SIGKILL"});
+            if let Some(ms) = gate_ms {
+                doc["roles"]["app"]["health"] = serde_json::json!(format!("running:{ms}ms"));
+            }
             let upgrade = lab.upgrade_doc(&format!("u{minor}.json"), doc).display().to_string();
             bundles.push(b);
             let c0 = cpu.as_ref().map(CpuAccount::used);
@@ -492,6 +501,11 @@ pub fn bench_scaling() {
             let up = s["containers"].as_array().map(|c| c.iter().filter(|d| d["outcome"] == "upgraded").count()).unwrap_or(0);
             assert_eq!(up, n, "every container upgraded to {v}: {s}");
             let mut each: Vec<f64> = s["containers"].as_array().map(|c| c.iter().filter_map(|d| d["millis"].as_f64()).collect()).unwrap_or_default();
+            // The gate was waited on the hosts, by each container's own upgrade: none took less.
+            if let Some(ms) = gate_ms {
+                let short: Vec<_> = each.iter().filter(|m| **m < ms as f64).collect();
+                assert!(each.len() == n && short.is_empty(), "every upgrade held its {ms} ms gate: {short:?} ms\n{s}");
+            }
             each.sort_by(|a, b| a.total_cmp(b));
             let each = each.get(each.len() / 2).copied().unwrap_or(f64::NAN);
             eprintln!("bench-bundle: round {} --parallel {p}: {n} containers in {secs:.1} s, CPU user {user:.1} s sys {sys:.1} s, one upgrade (median) {each:.0} ms", round + 1);
@@ -501,17 +515,26 @@ pub fn bench_scaling() {
             times.push((p, secs, user, sys, each));
         }
     }
+    let gate = match gate_ms {
+        None => "no health gate (each `molt upgrade` commits once the new application runs)".to_string(),
+        Some(ms) => format!(
+            "the role's health gate `running:{ms}ms` (each `molt upgrade`, on its host, keeps the new application \
+             running {ms} ms before it commits; every container's time was checked to hold it)"
+        ),
+    };
     let mut md = format!(
         "{n} containers (busybox sleep, one role) over 3 hosts (2 over ssh in network namespaces, 1 local), \
-         {rounds} rounds, --parallel order alternating; a rollout's wall time includes ssh, shipping the \
-         role's bundle once per host and every `molt upgrade`. CPU is user and system time of everything \
+         {gate}, {rounds} rounds, --parallel order alternating; a rollout's wall time includes ssh, shipping the \
+         role's bundle once per host and every `molt upgrade`. A batch is as wide as --parallel and the next \
+         starts when it ends: the ideal speed-up is the ratio of batches. CPU is user and system time of everything \
          the bench started (the operator's molt and ssh, both sshd with their sessions, every `molt upgrade` \
          on every host), from a cpuacct cgroup of its own; CPU / wall is how many of the cores it kept busy. \
          \"One upgrade\" is a container's time as the operator sees it (its `molt upgrade` over ssh).\n\n\
-         | --parallel | rollouts | median s | s per container | speed-up vs --parallel {} | CPU s (user + sys) | CPU / wall | one upgrade ms |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | --parallel | rollouts | batches | median s | s per container | speed-up vs --parallel {} | ideal (batches) | CPU s (user + sys) | CPU / wall | one upgrade ms |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         pars[0]
     );
+    let batches = |p: usize| n.div_ceil(p.max(1));
     let median = |p: usize, f: fn(&(usize, f64, f64, f64, f64)) -> f64| {
         let mut v: Vec<f64> = times.iter().filter(|t| t.0 == p).map(f).collect();
         v.sort_by(|a, b| a.total_cmp(b));
@@ -525,9 +548,11 @@ pub fn bench_scaling() {
     for &p in &pars {
         let (m, user, sys, each) = (median(p, |t| t.1), median(p, |t| t.2), median(p, |t| t.3), median(p, |t| t.4));
         md.push_str(&format!(
-            "| {p} | {rounds} | {m:.1} | {:.2} | {:.1}x | {:.1} ({user:.1} + {sys:.1}) | {:.2} | {each:.0} |\n",
+            "| {p} | {rounds} | {} | {m:.1} | {:.2} | {:.1}x | {:.1}x | {:.1} ({user:.1} + {sys:.1}) | {:.2} | {each:.0} |\n",
+            batches(p),
             m / n as f64,
             base / m,
+            batches(pars[0]) as f64 / batches(p) as f64,
             user + sys,
             (user + sys) / m
         ));
