@@ -16,8 +16,9 @@ fn run_returns_the_container_exit_status_and_cleans_up() {
 }
 
 /// The config's device rules hold inside the container on both cgroup versions (v1's devices
-/// files, v2's eBPF filter): with CAP_MKNOD a node of the host's disk can be made (runc's default
-/// rules allow mknod of any node) but not opened, while /dev/zero can; runc sees the same.
+/// files, v2's eBPF filter), and without rules of its own it gets runc's defaults: with CAP_MKNOD
+/// a node of the host's disk can be made (runc's default rules allow mknod of any node) but not
+/// opened, while /dev/zero can; runc sees the same.
 #[test]
 fn device_rules_hold_inside_the_container() {
     require_root!();
@@ -26,9 +27,14 @@ fn device_rules_hold_inside_the_container() {
     for set in ["bounding", "effective", "permitted"] {
         b.config["process"]["capabilities"][set].as_array_mut().unwrap().push(serde_json::json!("CAP_MKNOD"));
     }
-    let c = run_both(&b);
-    c.assert_same(|s| s.to_string());
-    assert_eq!(c.molt_out(), "made\nOperation not permitted\n1\n");
+    // The config's own rules (deny all, then runc's defaults), and none at all: runc's rule set
+    // starts from deny either way.
+    for rules in [b.config["linux"]["resources"]["devices"].clone(), serde_json::json!([])] {
+        b.config["linux"]["resources"]["devices"] = rules.clone();
+        let c = run_both(&b);
+        c.assert_same(|s| s.to_string());
+        assert_eq!(c.molt_out(), "made\nOperation not permitted\n1\n", "devices {rules}");
+    }
 }
 
 #[test]

@@ -319,17 +319,20 @@ fn run_hooks_until_ready(c: &Container, parent_end: &Channel) -> Result<()> {
     }
 }
 
-/// The config's device rules, then allow rules for the devices every container gets and the
-/// devices the config creates (runc appends the same), so a deny-all rule cannot break /dev/null.
-/// Without rules of its own the config gets none: a new devices cgroup already allows everything
-/// its parent does, and no rules means nothing to warn about where they cannot be applied.
+/// Deny everything, the config's device rules, then allow rules for the devices every container
+/// gets and the devices the config creates, as runc builds them: its rule set starts from deny
+/// (an allow list) whatever the config says, so a config without rules, or with allow rules only,
+/// still gets only those devices (a first "a" rule of the config's own resets that start), and a
+/// deny-all rule cannot break /dev/null.
 pub(crate) fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResources {
     use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType as T};
     let mut r = linux.resources().clone().unwrap_or_default();
-    let mut rules = r.devices().clone().unwrap_or_default();
-    if rules.is_empty() {
-        return r;
-    }
+    let mut deny_all = LinuxDeviceCgroup::default();
+    deny_all.set_allow(false);
+    deny_all.set_typ(Some(T::A));
+    deny_all.set_access(Some("rwm".to_string()));
+    let mut rules = vec![deny_all];
+    rules.extend(r.devices().clone().unwrap_or_default());
     let rule = |typ: T, major: Option<i64>, minor: Option<i64>, access: &str| {
         let mut d = LinuxDeviceCgroup::default();
         d.set_allow(true);
