@@ -18,8 +18,12 @@ pub struct Session {
 
 impl Session {
     pub fn new() -> Result<Session, BundleError> {
+        // The pid and a count of this process's sessions make the name unique: the clock alone
+        // did not (two sessions made at once under the VM lab's coarse clock collided).
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let dir = std::env::temp_dir().join(format!("molt-ssh-{}-{}", std::process::id(), stamp % 1_000_000_000));
+        let dir = std::env::temp_dir().join(format!("molt-ssh-{}-{n}-{}", std::process::id(), stamp % 1_000_000_000));
         std::fs::create_dir(&dir).map_err(|e| BundleError::Transport { host: "-".into(), reason: format!("mkdir {}: {e}", dir.display()) })?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
